@@ -1,0 +1,19 @@
+"""cephboot: the doit entry point. Wires the task generators in tasks/; does no work while loading."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from tasks.lint import task_lint  # noqa: E402
+from tasks.render import task_render  # noqa: E402
+
+os.makedirs("build", exist_ok=True)  # doit opens its state file before any task runs
+
+DOIT_CONFIG = {
+    "backend": "sqlite3",  # dbm and json lose records when two runs overlap
+    "dep_file": "build/doit.sqlite3",
+    "default_tasks": ["render", "lint"],
+    "verbosity": 1,
+}
+
+__all__ = ["task_render", "task_lint", "DOIT_CONFIG"]

@@ -1,0 +1,1 @@
+"""cephboot: doit task generators that turn a YAML inventory into a Ceph-RBD boot tree."""
