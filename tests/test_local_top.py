@@ -1,0 +1,570 @@
+"""The local-top boot script, run under dash and busybox sh with its commands stubbed.
+
+Every test boots the script against a fake machine: a /sys tree with the NICs
+it should find, a /proc/uptime clock that the stubbed `sleep` advances, a
+rendered conf.d file, and stubs for ip, ipconfig, rbd, cryptsetup, modprobe,
+sleep and udevadm that log their argv (tests/boot_script/stub.py).  The
+assertions are on what was called, in which order, and what was said.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "templates" / "initramfs-tools" / "scripts" / "local-top" / "cephboot"
+FIXTURES = Path(__file__).resolve().parent / "boot_script"
+STUBBED = ("ip", "ipconfig", "rbd", "cryptsetup", "modprobe", "sleep", "udevadm")
+KEYRING = FIXTURES / "ceph.client.zephyr.keyring"
+ZEPHYR_KEY = "AQAAAAAAAAAAABAAY2VwaGJvb3QtZml4dHVyZQ=="
+CEPH_MAC = "52:54:00:12:34:56"
+SHELLS = ("dash", "busybox")
+
+
+def shell_command(shell: str) -> list[str]:
+    path = shutil.which(shell) or f"/bin/{shell}"
+    assert Path(path).exists(), f"{shell} is needed to run the boot script tests"
+    return [path] if shell == "dash" else [path, "sh"]
+
+
+@dataclass
+class Boot:
+    """What one run of the script did."""
+
+    rc: int
+    output: str
+    calls: list[tuple[str, list[str]]]
+
+    def lines(self, *commands: str) -> list[str]:
+        """The calls of the given commands, in order, as command lines."""
+        return [" ".join([cmd, *argv]) for cmd, argv in self.calls if cmd in commands]
+
+    @property
+    def sleeps(self) -> list[str]:
+        return [argv[0] for cmd, argv in self.calls if cmd == "sleep"]
+
+    @property
+    def panicked(self) -> bool:
+        return self.rc != 0
+
+
+class FakeInitrd:
+    """A machine for the script: /sys, /proc, the conf.d file, stubbed commands."""
+
+    def __init__(self, root: Path, shell: str) -> None:
+        self.root = root
+        self.shell = shell
+        self.sys = root / "sys"
+        self.proc = root / "proc"
+        self.stubs = root / "stubs"
+        self.log = root / "calls.jsonl"
+        self.plan_file = root / "plan.json"
+        self.conf_file = root / "conf.d" / "cephboot"
+        self.steps: dict[str, list[dict]] = {}
+        for directory in (self.sys / "class" / "net", self.proc, self.stubs, self.conf_file.parent):
+            directory.mkdir(parents=True)
+        (self.proc / "uptime").write_text("100.00 200.00\n")
+        self.log.write_text("")
+        self._write_stubs()
+        self.rbd_device("0", pool="rbd", name="root", namespace="zephyr")
+        (self.sys / "bus" / "rbd" / "add_single_major").write_text("")
+        self.conf()
+
+    def _write_stubs(self) -> None:
+        preload = []
+        for name in STUBBED:
+            stub = self.stubs / name
+            stub.write_text(
+                f'#!/bin/sh\nexec "{sys.executable}" -S "{FIXTURES / "stub.py"}" {name} "$@"\n'
+            )
+            stub.chmod(0o755)
+            preload.append(f'{name}() {{ "{stub}" "$@"; }}\n')
+        # busybox-static's sh runs its own applets (ip, sleep, modprobe) ahead of
+        # PATH, so under busybox the stubs are put in front as shell functions.
+        (self.stubs / "preload.sh").write_text("".join(preload))
+
+    def nic(self, name: str, mac: str, carrier: str | None = "1") -> Path:
+        directory = self.sys / "class" / "net" / name
+        directory.mkdir()
+        (directory / "address").write_text(mac + "\n")
+        if carrier is not None:
+            (directory / "carrier").write_text(carrier + "\n")
+        return directory
+
+    def rbd_device(self, dev_id: str, pool: str, name: str, namespace: str) -> None:
+        directory = self.sys / "bus" / "rbd" / "devices" / dev_id
+        directory.mkdir(parents=True)
+        for attribute, value in (("pool", pool), ("name", name), ("pool_ns", namespace)):
+            (directory / attribute).write_text(value + "\n")
+
+    def conf(self, **overrides: str) -> None:
+        """Write conf.d/cephboot: the zephyr sample with CEPHBOOT_<KEY> overrides."""
+        values = {"KEYRING": str(KEYRING)}
+        values.update(overrides)
+        lines = []
+        for line in (FIXTURES / "zephyr.conf").read_text().splitlines():
+            key = line.split("=", 1)[0].removeprefix("CEPHBOOT_")
+            lines.append(f"CEPHBOOT_{key}='{values.pop(key)}'" if key in values else line)
+        assert not values, f"unknown conf keys {values}"
+        self.conf_file.write_text("\n".join(lines) + "\n")
+
+    def plan(self, command: str, *steps: dict) -> None:
+        self.steps[command] = list(steps)
+
+    def boot(self, *args: str, **env: str) -> Boot:
+        self.plan_file.write_text(json.dumps(self.steps))
+        environment = {
+            "PATH": str(self.stubs),
+            "CEPHBOOT_CONF": str(self.conf_file),
+            "CEPHBOOT_FUNCTIONS": str(self.root / "no-such-functions"),
+            "CEPHBOOT_SYSFS": str(self.sys),
+            "CEPHBOOT_PROC": str(self.proc),
+            "CEPHBOOT_TEST_LOG": str(self.log),
+            "CEPHBOOT_TEST_PLAN": str(self.plan_file),
+            "CEPHBOOT_TEST_UPTIME": str(self.proc / "uptime"),
+            "CEPHBOOT_TEST_PRELOAD": str(self.stubs / "preload.sh"),
+            "CEPHBOOT_TEST_SCRIPT": str(SCRIPT),
+            "ROOT": "/dev/rbd0",
+        }
+        environment.update(env)
+        if self.shell == "dash":
+            argv = [*shell_command("dash"), str(SCRIPT), *args]
+        else:
+            runner = '. "$CEPHBOOT_TEST_PRELOAD"; . "$CEPHBOOT_TEST_SCRIPT"'
+            argv = [*shell_command("busybox"), "-c", runner, "cephboot", *args]
+        done = subprocess.run(
+            argv,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        calls = [json.loads(line) for line in self.log.read_text().splitlines()]
+        return Boot(done.returncode, done.stdout, [(c["cmd"], c["argv"]) for c in calls])
+
+
+@pytest.fixture(params=SHELLS)
+def initrd(request: pytest.FixtureRequest, tmp_path: Path) -> FakeInitrd:
+    """A fake machine with one Ceph NIC (eth0, carrier up) and a mapped-image entry."""
+    machine = FakeInitrd(tmp_path, request.param)
+    machine.nic("lo", "00:00:00:00:00:00")
+    machine.nic("eth0", CEPH_MAC)
+    return machine
+
+
+def rbd_map_line(spec: str = "rbd/zephyr/root", *extra: str) -> str:
+    return " ".join(["rbd device map", spec, "--id zephyr --keyring", str(KEYRING), *extra])
+
+
+# ---- the initramfs-tools conventions -------------------------------------
+
+
+def test_prereqs_answers_and_does_nothing_else(initrd: FakeInitrd) -> None:
+    boot = initrd.boot("prereqs")
+    assert boot.rc == 0
+    assert boot.output.strip() == ""
+    assert boot.calls == []
+
+
+def test_a_plain_boot_brings_up_the_ceph_nic_then_maps(initrd: FakeInitrd) -> None:
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.lines("ip", "ipconfig", "rbd", "cryptsetup") == [
+        "ip link set dev eth0 up",
+        "ip addr add 192.0.2.10/24 dev eth0",
+        rbd_map_line(),
+    ]
+    assert boot.lines("modprobe") == ["modprobe rbd"]
+    assert "cephboot: mapped rbd/zephyr/root at /dev/rbd0" in boot.output
+    assert boot.sleeps == []
+
+
+def test_the_initrd_panic_function_is_the_one_called(initrd: FakeInitrd) -> None:
+    initrd.conf(CEPH_MACS="52:54:00:99:99:99", LINK_TIMEOUT="0")
+    boot = initrd.boot(CEPHBOOT_FUNCTIONS=str(FIXTURES / "functions"))
+    assert boot.rc == 3
+    assert "initramfs panic: cephboot: no network interface" in boot.output
+
+
+def test_quiet_silences_progress_but_not_warnings(initrd: FakeInitrd) -> None:
+    initrd.plan("rbd", {"rc": 1, "stderr": "rbd: map failed: (110) Connection timed out"}, {})
+    boot = initrd.boot(quiet="y")
+    assert boot.rc == 0
+    assert "mapped rbd/zephyr/root" not in boot.output
+    assert "(110) Connection timed out" in boot.output
+
+
+# ---- configuration ----------------------------------------------------------
+
+
+def test_without_a_host_layer_a_non_rbd_root_boots_on(initrd: FakeInitrd) -> None:
+    initrd.conf_file.unlink()
+    boot = initrd.boot(ROOT="/dev/sda1")
+    assert boot.rc == 0
+    assert f"cephboot: no {initrd.conf_file} (no host layer)" in boot.output
+    assert boot.calls == []
+
+
+def test_without_a_host_layer_an_rbd_root_panics_with_the_reason(initrd: FakeInitrd) -> None:
+    initrd.conf_file.unlink()
+    boot = initrd.boot(ROOT="/dev/rbd0")
+    assert boot.panicked
+    assert f"cephboot: root=/dev/rbd0 but {initrd.conf_file} is missing" in boot.output
+    assert "host layer (overlay.cpio)" in boot.output
+    assert boot.calls == []
+
+
+def test_missing_values_are_all_named_before_anything_runs(initrd: FakeInitrd) -> None:
+    initrd.conf(IMAGE="", CLIENT="", MAP_METHOD="sysfs", MON_HOST="")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert (
+        f"cephboot: {initrd.conf_file} lacks a value for: "
+        "CEPHBOOT_IMAGE CEPHBOOT_CLIENT CEPHBOOT_MON_HOST"
+    ) in boot.output
+    assert boot.calls == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("MAP_METHOD", "nbd", "CEPHBOOT_MAP_METHOD='nbd' in {conf}: expected 'cli' or 'sysfs'"),
+        ("MAP_DEADLINE", "2m", "CEPHBOOT_MAP_DEADLINE='2m' in {conf}: expected whole seconds"),
+        ("CEPH_ADDR", "192.0.2.10", "CEPHBOOT_CEPH_ADDR='192.0.2.10' in {conf}: expected 'dhcp'"),
+    ],
+)
+def test_malformed_values_panic_naming_key_and_value(
+    initrd: FakeInitrd, key: str, value: str, message: str
+) -> None:
+    initrd.conf(**{key: value})
+    boot = initrd.boot()
+    assert boot.panicked
+    assert "cephboot: " + message.format(conf=initrd.conf_file) in boot.output
+    assert boot.calls == []
+
+
+# ---- finding and configuring NICs -------------------------------------------
+
+
+def test_any_listed_mac_finds_the_nic_even_when_the_first_is_absent(initrd: FakeInitrd) -> None:
+    initrd.nic("eth1", "52:54:00:ab:cd:ef")
+    initrd.conf(CEPH_MACS="52:54:00:00:00:01 52:54:00:ab:cd:ef 52:54:00:00:00:02")
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.lines("ip") == [
+        "ip link set dev eth1 up",
+        "ip addr add 192.0.2.10/24 dev eth1",
+    ]
+    assert "cephboot: Ceph NIC is eth1 (52:54:00:ab:cd:ef)" in boot.output
+
+
+def test_a_missing_nic_panics_after_a_bounded_wait(initrd: FakeInitrd) -> None:
+    initrd.conf(CEPH_MACS="52:54:00:00:00:01 52:54:00:00:00:02", LINK_TIMEOUT="2")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert (
+        "cephboot: no network interface has any of the Ceph NIC's MACs "
+        "(52:54:00:00:00:01 52:54:00:00:00:02) after 2 s; "
+        f"present: eth0={CEPH_MAC}, lo=00:00:00:00:00:00"
+    ) in boot.output
+    assert boot.sleeps == ["0.2"] * 10
+    assert boot.lines("udevadm") == ["udevadm settle --timeout=2"]
+    assert boot.lines("ip", "rbd") == []
+
+
+def test_the_nic_may_appear_while_waiting(initrd: FakeInitrd) -> None:
+    late = initrd.nic("eth7", "52:54:00:77:77:77")
+    (late / "address").unlink()
+    # The third nap is when the driver has probed: the address shows up in /sys.
+    initrd.plan("sleep", {}, {}, {"write": {str(late / "address"): "52:54:00:77:77:77\n"}})
+    initrd.conf(CEPH_MACS="52:54:00:77:77:77")
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.sleeps == ["0.2"] * 3
+    assert boot.lines("ip")[0] == "ip link set dev eth7 up"
+
+
+def test_static_address_and_gateway_in_order(initrd: FakeInitrd) -> None:
+    initrd.conf(CEPH_GW="192.0.2.254")
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.lines("ip", "rbd") == [
+        "ip link set dev eth0 up",
+        "ip addr add 192.0.2.10/24 dev eth0",
+        "ip route add default via 192.0.2.254 dev eth0",
+        rbd_map_line(),
+    ]
+
+
+def test_dhcp_uses_klibc_ipconfig_on_the_found_nic(initrd: FakeInitrd) -> None:
+    initrd.conf(CEPH_ADDR="dhcp", CEPH_GW="192.0.2.254", LINK_TIMEOUT="15")
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.lines("ip", "ipconfig", "rbd") == [
+        "ip link set dev eth0 up",
+        "ipconfig -t 15 -c dhcp -d eth0",
+        rbd_map_line(),
+    ]
+
+
+def test_dhcp_without_a_lease_panics(initrd: FakeInitrd) -> None:
+    initrd.conf(CEPH_ADDR="dhcp")
+    initrd.plan("ipconfig", {"rc": 1, "stderr": "eth0: no response after 30 secs"})
+    boot = initrd.boot()
+    assert boot.panicked
+    assert (
+        f"cephboot: DHCP on eth0 ({CEPH_MAC}) got no lease in 30 s: eth0: no response after 30 secs"
+    ) in boot.output
+    assert boot.lines("rbd") == []
+
+
+def test_carrier_is_polled_until_it_comes_up(initrd: FakeInitrd) -> None:
+    carrier = initrd.sys / "class" / "net" / "eth0" / "carrier"
+    carrier.unlink()  # unreadable while the link is down
+    initrd.plan("sleep", {"write": {str(carrier): "0\n"}}, {}, {"write": {str(carrier): "1\n"}})
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.sleeps == ["0.2"] * 3
+    assert boot.lines("ip")[:2] == ["ip link set dev eth0 up", "ip addr add 192.0.2.10/24 dev eth0"]
+
+
+def test_no_carrier_panics_after_the_link_timeout(initrd: FakeInitrd) -> None:
+    (initrd.sys / "class" / "net" / "eth0" / "carrier").write_text("0\n")
+    initrd.conf(LINK_TIMEOUT="3")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert f"cephboot: no carrier on eth0 ({CEPH_MAC}) after 3 s" in boot.output
+    assert boot.sleeps == ["0.2"] * 15
+    assert boot.lines("ip") == ["ip link set dev eth0 up"]
+
+
+def test_a_failing_ip_command_panics_with_its_error(initrd: FakeInitrd) -> None:
+    initrd.plan("ip", {}, {"rc": 2, "stderr": "RTNETLINK answers: File exists"})
+    boot = initrd.boot()
+    assert boot.panicked
+    assert (
+        "cephboot: ip addr add 192.0.2.10/24 dev eth0 failed: RTNETLINK answers: File exists"
+    ) in boot.output
+    assert boot.lines("rbd") == []
+
+
+def test_the_user_nic_is_configured_after_the_root_is_mapped(initrd: FakeInitrd) -> None:
+    initrd.nic("eth1", "52:54:00:aa:00:02")
+    initrd.conf(
+        CEPH_GW="192.0.2.254",
+        USER_MACS="52:54:00:aa:00:01 52:54:00:aa:00:02",
+        USER_ADDR="198.51.100.10/24",
+        USER_GW="198.51.100.1",
+    )
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.lines("ip", "rbd") == [
+        "ip link set dev eth0 up",
+        "ip addr add 192.0.2.10/24 dev eth0",
+        "ip route add default via 192.0.2.254 dev eth0",
+        rbd_map_line(),
+        "ip link set dev eth1 up",
+        "ip addr add 198.51.100.10/24 dev eth1",
+        "ip route add default via 198.51.100.1 dev eth1 metric 100",
+    ]
+
+
+def test_a_missing_user_nic_only_warns(initrd: FakeInitrd) -> None:
+    initrd.conf(USER_MACS="52:54:00:aa:00:01", USER_ADDR="dhcp", LINK_TIMEOUT="1")
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert "cephboot: warning: user NIC not configured, booting without it: " in boot.output
+    assert "user NIC's MACs (52:54:00:aa:00:01) after 1 s" in boot.output
+    assert boot.lines("rbd") == [rbd_map_line()]
+    assert boot.lines("ipconfig") == []
+
+
+# ---- mapping the image ---------------------------------------------------------
+
+
+def test_map_options_and_an_empty_namespace(initrd: FakeInitrd) -> None:
+    initrd.conf(NAMESPACE="", MAP_OPTIONS="ms_mode=secure,queue_depth=256")
+    initrd.rbd_device("1", pool="rbd", name="root", namespace="")
+    boot = initrd.boot(ROOT="/dev/rbd1")
+    assert boot.rc == 0, boot.output
+    assert boot.lines("rbd") == [rbd_map_line("rbd/root", "-o ms_mode=secure,queue_depth=256")]
+    assert "cephboot: mapped rbd/root at /dev/rbd1" in boot.output
+    assert "warning" not in boot.output
+
+
+def test_map_fails_twice_then_succeeds_with_backoff(initrd: FakeInitrd) -> None:
+    timeout = "rbd: sysfs write failed\nrbd: map failed: (110) Connection timed out"
+    initrd.plan("rbd", {"rc": 110, "stderr": timeout}, {"rc": 1, "stderr": "rbd: no monitors"}, {})
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.lines("rbd") == [rbd_map_line()] * 3
+    assert boot.sleeps == ["1", "2"]
+    assert (
+        "cephboot: mapping rbd/zephyr/root failed (attempt 1): "
+        "rbd: sysfs write failed\nrbd: map failed: (110) Connection timed out; retrying in 1 s"
+    ) in boot.output
+    assert (
+        "cephboot: mapping rbd/zephyr/root failed (attempt 2): rbd: no monitors; retrying in 2 s"
+    ) in boot.output
+    assert "cephboot: mapped rbd/zephyr/root at /dev/rbd0" in boot.output
+
+
+def test_map_gives_up_at_the_deadline(initrd: FakeInitrd) -> None:
+    initrd.conf(MAP_DEADLINE="10")
+    initrd.plan("rbd", {"rc": 1, "stderr": "rbd: map failed: (13) Permission denied"})
+    boot = initrd.boot()
+    assert boot.panicked
+    # 1 + 2 + 4 s, then the wait is cut to end at the deadline, then one last try.
+    assert boot.sleeps == ["1", "2", "4", "3"]
+    assert len(boot.lines("rbd")) == 5
+    assert (
+        "cephboot: could not map rbd/zephyr/root as client.zephyr (cli) in 5 attempts over 10 s "
+        "(CEPHBOOT_MAP_DEADLINE=10); last error: rbd: map failed: (13) Permission denied"
+    ) in boot.output
+
+
+def test_backoff_is_capped_at_16_seconds(initrd: FakeInitrd) -> None:
+    initrd.conf(MAP_DEADLINE="60")
+    initrd.plan("rbd", {"rc": 1})
+    boot = initrd.boot()
+    assert boot.panicked
+    assert boot.sleeps == ["1", "2", "4", "8", "16", "16", "13"]
+
+
+def test_time_spent_inside_rbd_counts_toward_the_deadline(initrd: FakeInitrd) -> None:
+    initrd.conf(MAP_DEADLINE="60")
+    initrd.plan("rbd", {"rc": 1, "stderr": "rbd: map failed: (110) Connection timed out", "advance": 30})
+    boot = initrd.boot()
+    assert boot.panicked
+    # 30 s in rbd, 1 s asleep, 30 s in rbd: past the deadline after two attempts.
+    assert len(boot.lines("rbd")) == 2
+    assert boot.sleeps == ["1"]
+    assert "in 2 attempts over 61 s (CEPHBOOT_MAP_DEADLINE=60)" in boot.output
+
+
+def test_a_missing_keyring_panics_before_mapping(initrd: FakeInitrd) -> None:
+    initrd.conf(KEYRING="/etc/ceph/ceph.client.nobody.keyring")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert (
+        "cephboot: keyring /etc/ceph/ceph.client.nobody.keyring for client.zephyr "
+        "is missing from the initrd"
+    ) in boot.output
+    assert boot.lines("rbd") == []
+
+
+def test_a_map_without_a_kernel_device_panics(initrd: FakeInitrd) -> None:
+    initrd.conf(IMAGE="other")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert (
+        f"cephboot: mapped rbd/zephyr/other but no matching device in {initrd.sys}/bus/rbd/devices"
+    ) in boot.output
+
+
+def test_sysfs_method_writes_the_kernel_add_string(initrd: FakeInitrd) -> None:
+    initrd.conf(MAP_METHOD="sysfs", MAP_OPTIONS="ms_mode=secure")
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert (initrd.sys / "bus" / "rbd" / "add_single_major").read_text() == (
+        f"192.0.2.1,192.0.2.2:6789 name=zephyr,secret={ZEPHYR_KEY},"
+        "_pool_ns=zephyr,ms_mode=secure rbd root"
+    )
+    assert boot.lines("rbd") == []
+    assert boot.lines("modprobe") == ["modprobe rbd"]
+    assert "cephboot: mapped rbd/zephyr/root at /dev/rbd0" in boot.output
+
+
+def test_sysfs_method_without_namespace_or_single_major(initrd: FakeInitrd) -> None:
+    (initrd.sys / "bus" / "rbd" / "add_single_major").unlink()
+    (initrd.sys / "bus" / "rbd" / "add").write_text("")
+    (initrd.sys / "bus" / "rbd" / "devices" / "0" / "pool_ns").unlink()  # a pre-4.19 kernel
+    initrd.conf(MAP_METHOD="sysfs", NAMESPACE="")
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert (initrd.sys / "bus" / "rbd" / "add").read_text() == (
+        f"192.0.2.1,192.0.2.2:6789 name=zephyr,secret={ZEPHYR_KEY} rbd root"
+    )
+
+
+def test_sysfs_failures_retry_and_never_show_the_secret(initrd: FakeInitrd) -> None:
+    target = initrd.sys / "bus" / "rbd" / "add_single_major"
+    target.unlink()
+    target.mkdir()  # every write fails
+    initrd.conf(MAP_METHOD="sysfs", MAP_DEADLINE="3")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert boot.sleeps == ["1", "2"]
+    assert (
+        f"writing '192.0.2.1,192.0.2.2:6789 name=zephyr,secret=<from {KEYRING}>,_pool_ns=zephyr "
+        f"rbd root' to {target} failed"
+    ) in boot.output
+    assert "(the kernel's reason is in dmesg)" in boot.output
+    assert "in 3 attempts over 3 s" in boot.output
+    assert ZEPHYR_KEY not in boot.output
+
+
+def test_sysfs_method_needs_the_clients_own_key(initrd: FakeInitrd) -> None:
+    initrd.conf(MAP_METHOD="sysfs", CLIENT="nobody", MAP_DEADLINE="0")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert f"last error: no 'key = ...' for [client.nobody] in {KEYRING}" in boot.output
+    assert (initrd.sys / "bus" / "rbd" / "add_single_major").read_text() == ""
+
+
+# ---- LUKS and the root device -------------------------------------------------
+
+
+def test_luks_opens_the_mapped_device_with_the_key_file(initrd: FakeInitrd) -> None:
+    key_file = initrd.root / "luks.key"
+    key_file.write_bytes(b"\x00fixture-luks-key")
+    initrd.conf(LUKS_NAME="zephyr-root", LUKS_KEYFILE=str(key_file))
+    boot = initrd.boot(ROOT="/dev/mapper/zephyr-root")
+    assert boot.rc == 0, boot.output
+    assert boot.lines("rbd", "cryptsetup") == [
+        rbd_map_line(),
+        f"cryptsetup open --type luks2 --key-file {key_file} /dev/rbd0 zephyr-root",
+    ]
+    assert "cephboot: opened /dev/rbd0 as /dev/mapper/zephyr-root" in boot.output
+    assert "warning" not in boot.output
+
+
+def test_luks_failures_panic_with_device_name_and_key_file(initrd: FakeInitrd) -> None:
+    key_file = initrd.root / "luks.key"
+    key_file.write_text("wrong")
+    initrd.conf(LUKS_NAME="zephyr-root", LUKS_KEYFILE=str(key_file))
+    initrd.plan("cryptsetup", {"rc": 2, "stderr": "No key available with this passphrase."})
+    boot = initrd.boot(ROOT="/dev/mapper/zephyr-root")
+    assert boot.panicked
+    assert (
+        f"cephboot: cryptsetup open of /dev/rbd0 as zephyr-root with key file {key_file} failed: "
+        "No key available with this passphrase."
+    ) in boot.output
+
+
+def test_a_missing_luks_key_file_panics_before_cryptsetup(initrd: FakeInitrd) -> None:
+    initrd.conf(LUKS_NAME="zephyr-root", LUKS_KEYFILE="/etc/cephboot/luks.key")
+    boot = initrd.boot(ROOT="/dev/mapper/zephyr-root")
+    assert boot.panicked
+    assert (
+        "cephboot: LUKS key file /etc/cephboot/luks.key for zephyr-root is missing from the initrd"
+    ) in boot.output
+    assert boot.lines("cryptsetup") == []
+
+
+def test_a_root_argument_that_does_not_match_is_warned_about(initrd: FakeInitrd) -> None:
+    boot = initrd.boot(ROOT="/dev/rbd1")
+    assert boot.rc == 0
+    assert (
+        "cephboot: warning: the kernel command line says root=/dev/rbd1, "
+        "but this host's root is /dev/rbd0"
+    ) in boot.output
