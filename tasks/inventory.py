@@ -398,12 +398,13 @@ def _check_secret_file(site: Site, host: Host, key: str, problems: list[Problem]
 
 
 def _cross_check(site: Site, problems: list[Problem]) -> None:
-    seen: dict[str, dict[Any, str]] = {k: {} for k in ("MAC", "UUID", "IP address", "RBD image", "client", "CephFS /boot path")}
+    seen: dict[str, dict[Any, tuple[Host, str]]] = {k: {} for k in ("MAC", "UUID", "IP address", "RBD image", "client", "CephFS /boot path")}
 
     def claim(kind: str, value: Any, host: Host, key: str) -> None:
-        other = seen[kind].setdefault(value, host.name)
-        if other != host.name:
-            problems.append(Problem(host.source, key, f"{kind} {value if not isinstance(value, tuple) else '/'.join(value)} is already used by host {other!r}"))
+        other, other_key = seen[kind].setdefault(value, (host, key))
+        if other is not host:
+            shown = "/".join(value) if isinstance(value, tuple) else value
+            problems.append(Problem(host.source, key, f"{kind} {shown} is already used by host {other.name!r} ({other.source}: {other_key}); every host needs its own"))
 
     for host in site.hosts.values():
         d = host.data

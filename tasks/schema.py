@@ -84,7 +84,10 @@ def kernel_version(v: Any) -> str:
 
 
 def cephfs_path(v: Any) -> str:
-    return _regex(_CEPHFS_PATH, "an absolute CephFS path like /hosts/zephyr (letters, digits, '_', '.', '-')")(v)
+    s = _regex(_CEPHFS_PATH, "an absolute CephFS path like /hosts/zephyr (letters, digits, '_', '.', '-')")(v)
+    if any(part in (".", "..") for part in s.split("/")):
+        raise Invalid("expected an absolute CephFS path without '.' or '..' parts")
+    return s
 
 
 def tree_path(v: Any) -> str:

@@ -1,0 +1,82 @@
+"""Shared fixtures: a temporary copy of the example site and a way to run doit on it as a user does."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from tasks import examplekeys  # noqa: E402
+
+
+@dataclass
+class DoitRun:
+    """The outcome of one `doit` process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ran(self) -> set[str]:
+        """Tasks doit executed (lines '.  task'), not those it found up to date ('-- task')."""
+        return {line[3:].strip() for line in self.stdout.splitlines() if line.startswith(".  ")}
+
+    @property
+    def skipped(self) -> set[str]:
+        return {line[3:].strip() for line in self.stdout.splitlines() if line.startswith("-- ")}
+
+
+class Site:
+    """A site folder (hosts/ + build/) driven by the project's dodo.py."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.hosts = root / "hosts"
+        self.build = root / "build"
+
+    def doit(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> DoitRun:
+        cmd = [sys.executable, "-m", "doit", "-f", str(PROJECT / "dodo.py"), "-d", str(self.root), *args]
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1800)
+        run = DoitRun(p.returncode, p.stdout, p.stderr)
+        if check and p.returncode != 0:
+            raise AssertionError(f"doit {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        return run
+
+    def snapshot(self) -> dict[str, tuple[int, bytes]]:
+        """(mtime_ns, content) of every file under build/ (but doit's own state)."""
+        out = {}
+        for p in sorted(self.build.rglob("*")):
+            if p.is_file() and not p.name.startswith(("doit.sqlite3", ".inventory")):
+                out[str(p.relative_to(self.root))] = (p.stat().st_mtime_ns, p.read_bytes())
+        return out
+
+    def edit(self, rel: str, old: str, new: str) -> None:
+        """Replace ``old`` by ``new`` in hosts/<rel> (the text must be there exactly once)."""
+        p = self.hosts / rel
+        text = p.read_text()
+        assert text.count(old) == 1, f"{old!r} not found exactly once in {p}"
+        p.write_text(text.replace(old, new))
+
+
+def copy_site(src: Path, dst: Path) -> Site:
+    """Copy a site's hosts/ (secrets made if missing) into ``dst``."""
+    shutil.copytree(src / "hosts", dst / "hosts", ignore=shutil.ignore_patterns("keys"))
+    keys = src / "hosts" / "keys"
+    if keys.is_dir():
+        shutil.copytree(keys, dst / "hosts" / "keys")
+    examplekeys.ensure(dst)
+    return Site(dst)
+
+
+@pytest.fixture
+def the_example_site(tmp_path: Path) -> Site:
+    """A private copy of the bundled example site, with fresh secrets, not yet built."""
+    return copy_site(PROJECT, tmp_path / "site")
