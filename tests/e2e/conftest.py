@@ -1,0 +1,143 @@
+"""Fixtures of the end-to-end suite: namespace, Ceph cluster, boot tree, HTTP server.
+
+Every expensive fixture is session-scoped: one cluster serves all scenarios. Everything a
+fixture starts, it stops by PID at teardown, and the namespace is deleted, also when a
+test fails. With ``CEPHBOOT_E2E_REQUIRED=1`` (CI sets it) any skip here is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .boot_tree import CephFuseMount, StaticHttpServer
+from .ceph_cluster import CephCluster
+from .netns import NetworkNamespace
+
+REQUIRED_ENV = "CEPHBOOT_E2E_REQUIRED"
+
+# The CephFS path the boot tree is published to and served from.
+BOOT_TREE = "/boot-tree"
+# The RBD pool holding the test hosts' root images, one RBD namespace per host.
+RBD_POOL = "cephboot"
+
+NEEDED_PROGRAMS = (
+    "ip", "nsenter", "ss", "ceph", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds",
+    "ceph-authtool", "monmaptool", "rbd", "rados", "ceph-fuse", "qemu-system-x86_64",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "e2e: end-to-end against a real Ceph cluster and QEMU in a network namespace "
+        "(root, /dev/fuse; several minutes)",
+    )
+
+
+def _required() -> bool:
+    return os.environ.get(REQUIRED_ENV) == "1"
+
+
+def _skip_reason(longrepr: object) -> str:
+    # A skip's longrepr is (path, line, "Skipped: reason").
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """With CEPHBOOT_E2E_REQUIRED=1, a skipped e2e test fails (an xfail stays an xfail)."""
+    outcome = yield
+    report = outcome.get_result()
+    if _required() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{REQUIRED_ENV}=1 but this end-to-end test was skipped: "
+            f"{_skip_reason(report.longrepr)}"
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a whole module skipped while it is collected."""
+    outcome = yield
+    report = outcome.get_result()
+    if _required() and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{REQUIRED_ENV}=1 but {collector.nodeid} was skipped: "
+            f"{_skip_reason(report.longrepr)}"
+        )
+
+
+def missing_machine_features() -> list[str]:
+    """What this machine lacks to run the suite at all (empty when it can)."""
+    missing = [f"program {name}" for name in NEEDED_PROGRAMS if shutil.which(name) is None]
+    if os.geteuid() != 0:
+        missing.append("root (network namespaces, FUSE mounts)")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        missing.append("/dev/fuse")
+    return missing
+
+
+@pytest.fixture(scope="session")
+def a_network_namespace() -> Iterator[NetworkNamespace]:
+    missing = missing_machine_features()
+    if missing:
+        pytest.skip("this machine cannot run the end-to-end suite: lacks " + ", ".join(missing))
+    netns = NetworkNamespace()
+    try:
+        netns.create()
+        yield netns
+    finally:
+        netns.delete()
+
+
+@pytest.fixture(scope="session")
+def a_ceph_cluster(
+    a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CephCluster]:
+    """mon, mgr, one OSD and an MDS with the CephFS ``boot``; cephx on; an RBD pool."""
+    base = tmp_path_factory.mktemp("ceph")
+    # Unix socket paths are limited to 107 bytes: keep the admin sockets' folder short.
+    run = Path(tempfile.mkdtemp(prefix="cephboot-e2e-"))
+    cluster = CephCluster(a_network_namespace, base, run)
+    try:
+        cluster.start()
+        cluster.create_rbd_pool(RBD_POOL)
+        yield cluster
+    finally:
+        try:
+            cluster.unmount_admin_fs()
+        finally:
+            cluster.stop()
+            shutil.rmtree(run, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def a_boot_tree_mount(
+    a_ceph_cluster: CephCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CephFuseMount]:
+    """The CephFS boot tree mounted with ceph-fuse as the publisher's client."""
+    keyrings = tmp_path_factory.mktemp("publisher")
+    publisher = a_ceph_cluster.create_publisher_client(BOOT_TREE, keyrings)
+    with CephFuseMount(a_ceph_cluster, publisher, BOOT_TREE, keyrings / "boot-tree") as mount:
+        yield mount
+
+
+@pytest.fixture(scope="session")
+def an_http_server(
+    a_network_namespace: NetworkNamespace,
+    a_boot_tree_mount: CephFuseMount,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[StaticHttpServer]:
+    """The boot tree over HTTP on the test address, with a readable access log."""
+    with StaticHttpServer(
+        a_network_namespace, a_boot_tree_mount.mountpoint, tmp_path_factory.mktemp("http")
+    ) as server:
+        yield server
