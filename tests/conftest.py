@@ -37,13 +37,14 @@ class DoitRun:
 class Site:
     """A site folder (hosts/ + build/) driven by the project's dodo.py."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, project: Path = PROJECT):
         self.root = root
+        self.dodo = project / "dodo.py"
         self.hosts = root / "hosts"
         self.build = root / "build"
 
     def doit(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> DoitRun:
-        cmd = [sys.executable, "-m", "doit", "-f", str(PROJECT / "dodo.py"), "-d", str(self.root), *args]
+        cmd = [sys.executable, "-m", "doit", "-f", str(self.dodo), "-d", str(self.root), *args]
         p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1800)
         run = DoitRun(p.returncode, p.stdout, p.stderr)
         if check and p.returncode != 0:
@@ -74,6 +75,16 @@ def copy_site(src: Path, dst: Path) -> Site:
         shutil.copytree(keys, dst / "hosts" / "keys")
     examplekeys.ensure(dst)
     return Site(dst)
+
+
+def copy_project(dst: Path) -> Path:
+    """A private copy of cephboot's code and templates, for tests that edit them."""
+    for name in ("dodo.py", ".shellcheckrc"):
+        if (PROJECT / name).exists():
+            shutil.copy2(PROJECT / name, dst / name)
+    for name in ("tasks", "templates"):
+        shutil.copytree(PROJECT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
 
 
 @pytest.fixture

@@ -1,0 +1,110 @@
+"""The one merge function, the one quoting function, and the loader's rules."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, copy_site
+from tasks import inventory
+from tasks.inventory import InventoryError, merge
+from tasks.quoting import UnsafeValue, quote
+from tasks.schema import Invalid
+
+
+def test_maps_merge_recursively_and_later_layers_win() -> None:
+    merged, origins = merge([
+        ("site", {"map": {"method": "cli", "deadline": 120}, "kernel": "latest"}),
+        ("profile", {"map": {"deadline": 180}}),
+        ("host", {"map": {"method": "sysfs"}}),
+    ])
+    assert merged == {"map": {"method": "sysfs", "deadline": 180}, "kernel": "latest"}
+    assert origins["map.method"] == "host" and origins["map.deadline"] == "profile" and origins["kernel"] == "site"
+
+
+def test_lists_replace_unless_appended_with_plus() -> None:
+    merged, _ = merge([("site", {"kernel_args": ["a", "b"]}), ("profile", {"kernel_args": ["c"]}), ("host", {"+kernel_args": ["d"]})])
+    assert merged["kernel_args"] == ["c", "d"]
+
+
+def test_null_removes_an_inherited_value() -> None:
+    merged, _ = merge([("site", {"uuid": "x", "luks": {"name": "a"}}), ("host", {"luks": None})])
+    assert merged == {"uuid": "x"}
+
+
+def test_appending_to_a_scalar_is_an_error() -> None:
+    with pytest.raises(Invalid, match="appends a list"):
+        merge([("site", {"kernel": "latest"}), ("host", {"+kernel": ["x"]})])
+
+
+def test_merge_does_not_modify_its_inputs() -> None:
+    site = {"map": {"method": "cli"}}
+    merge([("site", site), ("host", {"map": {"method": "sysfs"}})])
+    assert site == {"map": {"method": "cli"}}
+
+
+@pytest.mark.parametrize("value", ["a;b", "$(reboot)", "`id`", "a\nb", "it's", 'say "hi"', "back\\slash", "${x}"])
+@pytest.mark.parametrize("lang", ["sh", "ipxe", "ini", "fstab", "word"])
+def test_hostile_values_are_refused_in_every_language(value: str, lang: str) -> None:
+    with pytest.raises(UnsafeValue):
+        quote(value, lang)
+
+
+def test_shell_values_come_out_single_quoted_and_inert(tmp_path: Path) -> None:
+    import subprocess
+
+    value = "a b|c&d>e*f"
+    script = f"v={quote(value, 'sh')}; printf '%s' \"$v\""
+    assert subprocess.run(["dash", "-c", script], capture_output=True, text=True, cwd=tmp_path).stdout == value
+    assert not list(tmp_path.iterdir()), "the value was interpreted by the shell"
+
+
+def test_language_specific_characters() -> None:
+    assert quote("ms_mode=secure", "ini") == "ms_mode=secure"
+    with pytest.raises(UnsafeValue, match="ipxe"):
+        quote("a || shell", "ipxe")
+    with pytest.raises(UnsafeValue, match="ini"):
+        quote("x # comment", "ini")
+    with pytest.raises(UnsafeValue, match="fstab"):
+        quote("a b", "fstab")
+
+
+def test_the_example_site_loads(tmp_path: Path) -> None:
+    site = inventory.load(copy_site(PROJECT, tmp_path).root, use_cache=False)
+    assert set(site.hosts) == {"zephyr", "boreas", "notus"}
+    z = site.hosts["zephyr"].data
+    assert z["kernel_args"] == ["console=ttyS0,115200n8", "panic=30", "quiet"]  # site, then +profile
+    assert z["map"]["deadline"] == 180 and z["rbd"]["namespace"] == "zephyr" and z["boot_path"] == "/hosts/zephyr"
+    b = site.hosts["boreas"].data
+    assert b["map"] == {"method": "sysfs", "options": ["ms_mode=secure"], "deadline": 180}
+    assert site.hosts["boreas"].sources == ["hosts/site.yaml", "hosts/profiles/rack-a.yaml", "hosts/profiles/secure.yaml", "hosts/nodes/boreas.yaml"]
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    site.edit("nodes/notus.yaml", "address: dhcp", "address: nope")
+    site.edit("nodes/zephyr.yaml", "uuid: 4c4c", "uuid: zz4c")
+    with pytest.raises(InventoryError) as e:
+        inventory.load(site.root, use_cache=False)
+    assert {p.file for p in e.value.problems} == {"hosts/nodes/notus.yaml", "hosts/nodes/zephyr.yaml"}
+
+
+def test_the_cache_follows_edits(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    first = inventory.load(site.root)
+    assert inventory.load(site.root).hosts["notus"].digest == first.hosts["notus"].digest
+    site.edit("nodes/notus.yaml", "panic=30,", "panic=31,")
+    assert inventory.load(site.root).hosts["notus"].data["kernel_args"][1] == "panic=31"
+
+
+def test_latest_kernel_is_the_newest_installed(tmp_path: Path) -> None:
+    boot, mods = tmp_path / "boot", tmp_path / "modules"
+    for v in ("6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-30-amd64", "6.12.0-1-amd64"):
+        (boot / f"vmlinuz-{v}").parent.mkdir(exist_ok=True)
+        (boot / f"vmlinuz-{v}").write_text("")
+        if v != "6.12.0-1-amd64":  # no modules: not a usable kernel
+            (mods / v).mkdir(parents=True)
+    installed = inventory.installed_kernels(boot, mods)
+    assert installed == ["5.10.0-30-amd64", "6.1.0-9-amd64", "6.1.0-10-amd64"]
+    assert inventory.resolve_kernel("latest", installed) == "6.1.0-10-amd64"
+    assert inventory.resolve_kernel("6.1.0-9-amd64", installed) == "6.1.0-9-amd64"
