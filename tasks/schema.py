@@ -239,7 +239,7 @@ def _nic(doc: str, optional: bool) -> Section:
 
 HOST = Section(
     {
-        "name": Field(host_name, "Host name; defaults to the file name and must match it.", required=True),
+        "name": Field(host_name, "Host name; always the file name (hosts/nodes/NAME.yaml); if given it must match.", default="(file name)"),
         "uuid": Field(uuid, "SMBIOS system UUID; boot.ipxe routes by it before the MACs."),
         "nics": Section(
             {
@@ -324,3 +324,39 @@ SITE = Section(
     },
     "Site-wide settings (hosts/site.yaml).",
 )
+
+
+def reference(section: Section = HOST, prefix: str = "") -> list[str]:
+    """Markdown table rows: key, default, meaning (the README's inventory reference)."""
+    rows = []
+    for key, spec in section.fields.items():
+        full = prefix + key
+        if isinstance(spec, Section):
+            rows.append(f"| `{full}` | {'*(optional section)*' if spec.optional else ''} | {spec.doc} |")
+            rows += reference(spec, full + ".")
+            continue
+        default = "*required*" if spec.required else ("—" if spec.default is None else f"`{_show(spec.default)}`")
+        rows.append(f"| `{full}` | {default} | {spec.doc} |")
+    return rows
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(map(str, v)) + "]"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int) and v > 7 and v in (0o600, 0o640, 0o644):
+        return f"0{v:o}"
+    return str(v) if v != "" else '""'
+
+
+def reference_markdown() -> str:
+    head = "| key | default | meaning |\n| --- | --- | --- |\n"
+    return (
+        "Site settings (`hosts/site.yaml`):\n\n" + head + "\n".join(reference(SITE)) + "\n\n"
+        "Host keys (`defaults:` in site.yaml, `hosts/profiles/*.yaml`, `hosts/nodes/<name>.yaml`):\n\n" + head + "\n".join(reference(HOST)) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

@@ -108,3 +108,11 @@ def test_latest_kernel_is_the_newest_installed(tmp_path: Path) -> None:
     assert installed == ["5.10.0-30-amd64", "6.1.0-9-amd64", "6.1.0-10-amd64"]
     assert inventory.resolve_kernel("latest", installed) == "6.1.0-10-amd64"
     assert inventory.resolve_kernel("6.1.0-9-amd64", installed) == "6.1.0-9-amd64"
+
+
+def test_the_readme_documents_every_key_with_its_default() -> None:
+    from tasks.schema import reference_markdown
+
+    readme = (PROJECT / "README.md").read_text()
+    begin = readme.index("\n", readme.index("<!-- BEGIN KEYS")) + 1
+    assert readme[begin : readme.index("<!-- END KEYS")] == reference_markdown(), "run python -m tasks.schema and paste its output into the README"
