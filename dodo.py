@@ -4,7 +4,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from tasks.initrd import task_initrd  # noqa: E402
 from tasks.lint import task_lint  # noqa: E402
+from tasks.overlay import task_overlay  # noqa: E402
+from tasks.publish import task_publish, task_rollback  # noqa: E402
 from tasks.render import task_render  # noqa: E402
 
 os.makedirs("build", exist_ok=True)  # doit opens its state file before any task runs
@@ -12,8 +15,8 @@ os.makedirs("build", exist_ok=True)  # doit opens its state file before any task
 DOIT_CONFIG = {
     "backend": "sqlite3",  # dbm and json lose records when two runs overlap
     "dep_file": "build/doit.sqlite3",
-    "default_tasks": ["render", "lint"],
+    "default_tasks": ["render", "lint", "initrd", "overlay", "publish"],
     "verbosity": 1,
 }
 
-__all__ = ["task_render", "task_lint", "DOIT_CONFIG"]
+__all__ = ["task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "DOIT_CONFIG"]

@@ -1,0 +1,425 @@
+"""Publish the boot tree (a mounted CephFS folder): atomic, only what changed, with a previous generation per host."""
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import re
+import shutil
+import socket
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+from doit.exceptions import TaskFailed
+from doit.tools import config_changed
+
+from . import inventory
+from .fileio import digest, files_digest
+from .initrd import base_path, kernels_in_use, vmlinuz_path
+from .inventory import Host, Site
+from .overlay import LAYER, MONOLITHIC
+from .render import BUILD, HOST_IPXE, host_dir, site_outputs
+
+PUBLIC = 0o644
+PUBLIC_DIR = 0o755
+# a host's folder: the web server (others) may open files by name but not list them
+HOST_DIR = 0o751
+PREVIOUS = "previous"
+CHUNK = 1 << 20
+# the files of one generation of a host, in the order they are replaced: the
+# script that names the others goes last, so a new script never finds old layers missing
+HOST_FILES = (MONOLITHIC, LAYER, HOST_IPXE)
+SECRET_FILES = {LAYER, MONOLITHIC}  # they hold the cephx key (and the LUKS key)
+_TMP = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<node>[^.]+)\.(?P<pid>\d+)$")
+_KVER_IN_SCRIPT = re.compile(rb"/kernels/([^/\s]+)/vmlinuz")
+
+
+class PublishError(Exception):
+    """Publishing cannot go on; the message says what to do."""
+
+
+# --- one file, atomically ----------------------------------------------------------
+
+def same_content(src: Path, dst: Path) -> bool:
+    """True when ``dst`` exists with exactly the bytes of ``src``."""
+    try:
+        if os.stat(dst).st_size != os.stat(src).st_size:
+            return False
+    except FileNotFoundError:
+        return False
+    with open(src, "rb") as a, open(dst, "rb") as b:
+        while True:
+            x, y = a.read(CHUNK), b.read(CHUNK)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _tmp_name(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.tmp.{socket.gethostname().split('.')[0]}.{os.getpid()}")
+
+
+def _set_group(fd: int, path: Path, gid: int | None) -> None:
+    """Give the file to the web server's group; explain what to do where the file system refuses."""
+    if gid is None:
+        return
+    try:
+        os.fchown(fd, -1, gid)
+    except OSError as e:
+        if os.fstat(fd).st_gid == gid:  # a setgid folder already gave it that group
+            return
+        name = _group_name(gid)
+        raise PublishError(
+            f"cannot give {path} to group {name}: {e.strerror}. Publish as root, as a member of {name}, "
+            f"or make the tree's folders setgid {name} (chgrp -R {name} DIR; find DIR -type d -exec chmod g+s {{}} +)"
+        ) from None
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def fix_mode(path: Path, mode: int, gid: int | None) -> None:
+    """Set mode and group of an existing file when they differ (no rewrite)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if gid is not None and st.st_gid != gid:
+            _set_group(fd, path, gid)
+        if st.st_mode & 0o7777 != mode:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def copy_atomic(src: Path, dst: Path, mode: int, gid: int | None) -> None:
+    """Copy ``src`` to ``dst`` so that a reader sees the old file or the new one, never a part.
+
+    The copy goes to a temporary name in the same folder, gets its mode and group
+    before it has a name readers know, is fsynced, then renamed over ``dst``.
+    A publisher killed mid-copy leaves only the temporary file (removed by the
+    next publish of that folder; the web server config hides dot files).
+    """
+    tmp = _tmp_name(dst)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        _set_group(fd, dst, gid)
+        os.fchmod(fd, mode)
+        with open(src, "rb") as f:
+            while True:
+                block = f.read(CHUNK)
+                if not block:
+                    break
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, dst)
+
+
+def link_atomic(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src`` (a hard link: no bytes written), replacing ``dst`` atomically."""
+    tmp = _tmp_name(dst)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        st = os.stat(src)
+        copy_atomic(src, dst, st.st_mode & 0o7777, st.st_gid)
+        return
+    os.replace(tmp, dst)
+
+
+def ensure_dir(path: Path, mode: int, gid: int | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_mode & 0o7777 != mode:
+        os.chmod(path, mode)
+    if gid is not None and st.st_gid != gid:
+        try:
+            os.chown(path, -1, gid)
+        except OSError:
+            pass  # a folder's group only matters for setgid inheritance; files get theirs explicitly
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (FUSE) refuse fsync on folders; the renames are already visible
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Remove temporary files this machine's dead publishers left behind in ``folder``."""
+    node = socket.gethostname().split(".")[0]
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for e in entries:
+        m = _TMP.match(e.name)
+        if not m or m["node"] != node:
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)
+            if int(m["pid"]) != os.getpid():
+                continue  # a live publisher is writing it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        Path(e.path).unlink(missing_ok=True)
+
+
+# --- settings ------------------------------------------------------------------------
+
+def tree_root(settings: dict[str, Any]) -> Path:
+    """The publish target, relative to the site folder (doit's working directory)."""
+    return Path(settings["publish"]["target"])
+
+
+def web_gid(settings: dict[str, Any]) -> int | None:
+    group = settings["publish"]["group"]
+    if group is None:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise PublishError(f"publish.group {group!r} in hosts/site.yaml: no such group on this machine") from None
+
+
+def host_sources(host: Host) -> dict[str, Path]:
+    """Published name -> build file, for one host's current generation."""
+    folder = host_dir(host.name)
+    out = {HOST_IPXE: folder / HOST_IPXE, LAYER: folder / LAYER}
+    if host.data["monolithic"]:
+        out[MONOLITHIC] = folder / MONOLITHIC
+    return out
+
+
+def _mode(name: str, settings: dict[str, Any]) -> int:
+    return settings["publish"]["secret_mode"] if name in SECRET_FILES else PUBLIC
+
+
+# --- actions -------------------------------------------------------------------------
+
+def _failed(e: PublishError) -> TaskFailed:
+    return TaskFailed(f"cephboot: publish: {e}")
+
+
+def publish_kernel(settings: dict[str, Any], kver: str) -> TaskFailed | None:
+    """doit action: kernels/<kver>/{vmlinuz,initrd.img}, world-readable (no host data, no secrets)."""
+    folder = tree_root(settings) / "kernels" / kver
+    for d in (folder.parent, folder):
+        ensure_dir(d, PUBLIC_DIR, None)
+    remove_stale_temps(folder)
+    for src in (vmlinuz_path(kver), base_path(kver)):
+        dst = folder / src.name
+        if same_content(src, dst):
+            fix_mode(dst, PUBLIC, None)
+        else:
+            copy_atomic(src, dst, PUBLIC, None)
+    fsync_dir(folder)
+    return None
+
+
+def publish_host(settings: dict[str, Any], name: str, sources: dict[str, Path]) -> TaskFailed | None:
+    """doit action: hosts/<name>/; when anything changed, the current files first become previous/."""
+    try:
+        gid = web_gid(settings)
+        folder = tree_root(settings) / "hosts" / name
+        ensure_dir(folder.parent, PUBLIC_DIR, None)
+        ensure_dir(folder, HOST_DIR, gid)
+        remove_stale_temps(folder)
+        current = {n for n in HOST_FILES if (folder / n).is_file()}
+        changed = (current - set(sources)) | {n for n, src in sources.items() if not same_content(src, folder / n)}
+        if changed and current:
+            _save_previous(folder, current, gid)
+        for n in HOST_FILES:  # the layers first, the script that names them last
+            if n not in sources:
+                continue
+            dst = folder / n
+            if n in changed:
+                copy_atomic(sources[n], dst, _mode(n, settings), gid)
+            else:
+                fix_mode(dst, _mode(n, settings), gid)
+        for n in current - set(sources):  # e.g. initrd.img after monolithic was turned off
+            (folder / n).unlink()
+        fsync_dir(folder)
+    except PublishError as e:
+        return _failed(e)
+    return None
+
+
+def _save_previous(folder: Path, current: set[str], gid: int | None) -> None:
+    """Make previous/ the exact generation now in ``folder`` (hard links; the current files stay)."""
+    prev = folder / PREVIOUS
+    ensure_dir(prev, HOST_DIR, gid)
+    remove_stale_temps(prev)
+    for n in HOST_FILES:
+        if n in current:
+            link_atomic(folder / n, prev / n)
+        else:
+            (prev / n).unlink(missing_ok=True)
+    fsync_dir(prev)
+
+
+def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], kvers: list[str]) -> TaskFailed | None:
+    """doit action: boot.ipxe and the routes; remove routes, hosts and kernels the inventory no longer has."""
+    root = tree_root(settings)
+    src_root = BUILD / "site"
+    ensure_dir(root, PUBLIC_DIR, None)
+    wanted = set(routes)
+    for folder in ("", "ipxe", "ipxe/by-uuid", "ipxe/by-mac"):
+        ensure_dir(root / folder, PUBLIC_DIR, None)
+        remove_stale_temps(root / folder)
+    for rel in routes:
+        src, dst = src_root / rel, root / rel
+        if same_content(src, dst):
+            fix_mode(dst, PUBLIC, None)
+        else:
+            copy_atomic(src, dst, PUBLIC, None)
+    for folder in ("ipxe/by-uuid", "ipxe/by-mac"):
+        for e in os.scandir(root / folder):
+            if e.name.endswith(".ipxe") and f"{folder}/{e.name}" not in wanted:
+                os.unlink(e.path)
+        fsync_dir(root / folder)
+    fsync_dir(root)
+    # removed hosts: their keys must not stay readable, and their script must not boot a stale image
+    keep = set(hosts)
+    if (root / "hosts").is_dir():
+        for e in os.scandir(root / "hosts"):
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and e.name not in keep:
+                shutil.rmtree(e.path)
+    # kernels no current or previous host script names
+    used = set(kvers) | kernels_named_by_previous(root)
+    if (root / "kernels").is_dir():
+        for e in os.scandir(root / "kernels"):
+            if e.is_dir(follow_symlinks=False) and e.name not in used:
+                shutil.rmtree(e.path)
+    return None
+
+
+def kernels_named_by_previous(root: Path) -> set[str]:
+    """Kernel versions that some host's previous generation boots (they stay published for rollback)."""
+    out: set[str] = set()
+    for script in (root / "hosts").glob(f"*/{PREVIOUS}/{HOST_IPXE}"):
+        out.update(m.decode() for m in _KVER_IN_SCRIPT.findall(script.read_bytes()))
+    return out
+
+
+def rollback(settings: dict[str, Any], name: str) -> None:
+    """Swap a host's current and previous generations (a second rollback undoes the first)."""
+    folder = tree_root(settings) / "hosts" / name
+    prev = folder / PREVIOUS
+    if not (prev / HOST_IPXE).is_file():
+        raise PublishError(f"host {name!r} has no previous generation in {prev}")
+    remove_stale_temps(folder)
+    remove_stale_temps(prev)
+    cur_files = {n for n in HOST_FILES if (folder / n).is_file()}
+    prev_files = {n for n in HOST_FILES if (prev / n).is_file()}
+    for n in HOST_FILES:  # layers first, the script last, as when publishing
+        keep = _tmp_name(prev / f"{n}.swap")
+        if n in cur_files:
+            os.link(folder / n, keep)
+        if n in prev_files:
+            os.replace(prev / n, folder / n)
+        elif n in cur_files:
+            (folder / n).unlink()
+        if n in cur_files:
+            os.replace(keep, prev / n)
+    fsync_dir(prev)
+    fsync_dir(folder)
+
+
+def rollback_action(hosts: list[str]) -> TaskFailed | None:
+    """doit action of `doit rollback HOST...`."""
+    if not hosts:
+        return TaskFailed("cephboot: rollback: name the host(s): doit rollback HOST [HOST...]")
+    settings = inventory.load_for_tasks().settings
+    for name in hosts:
+        try:
+            rollback(settings, name)
+        except PublishError as e:
+            return TaskFailed(f"cephboot: rollback: {e}")
+        sys.stdout.write(f"cephboot: {name}: the previous generation is now current (run `doit rollback {name}` again to undo)\n")
+    return None
+
+
+# --- tasks ---------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _code_digest() -> str:
+    return files_digest([Path(__file__)])
+
+
+def task_publish() -> Iterator[dict[str, Any]]:
+    """Publish kernels, base initrds, host layers and scripts, and the routes into the boot tree."""
+    site = inventory.load_for_tasks()
+    s = site.settings
+    root = tree_root(s)
+    config = digest(str(root), str(s["publish"]["group"]), str(s["publish"]["secret_mode"]), _code_digest())
+    yield {"basename": "publish", "name": None, "doc": f"Publish the boot tree to {root}/ (atomic, only what changed)."}
+    kvers = list(kernels_in_use(site))
+    for kver in kvers:
+        yield {
+            "basename": "publish",
+            "name": f"kernel-{kver}",
+            "doc": f"kernels/{kver}/vmlinuz and initrd.img (world-readable)",
+            "actions": [(publish_kernel, [s, kver])],
+            "file_dep": [str(vmlinuz_path(kver)), str(base_path(kver))],
+            "targets": [str(root / "kernels" / kver / n) for n in ("vmlinuz", "initrd.img")],
+            "uptodate": [config_changed(config)],
+        }
+    for host in site.hosts.values():
+        sources = host_sources(host)
+        yield {
+            "basename": "publish",
+            "name": host.name,
+            "doc": f"hosts/{host.name}/ ({', '.join(sources)}), keeping the previous generation",
+            "actions": [(publish_host, [s, host.name, sources])],
+            "file_dep": [str(p) for p in sources.values()],
+            "task_dep": [f"publish:kernel-{host.data['kernel_version']}"],
+            "targets": [str(root / "hosts" / host.name / n) for n in sources],
+            "uptodate": [config_changed(config)],
+        }
+    routes = sorted(site_outputs(site))
+    hosts = sorted(site.hosts)
+    yield {
+        "basename": "publish",
+        "name": "site",
+        "doc": "boot.ipxe and ipxe/by-uuid, ipxe/by-mac; removes what removed hosts and kernels left",
+        "actions": [(publish_site, [s, routes, hosts, kvers])],
+        "file_dep": [str(BUILD / "site" / r) for r in routes],
+        "targets": [str(root / r) for r in routes],
+        "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers)))],
+    }
+
+
+def task_rollback() -> dict[str, Any]:
+    """`doit rollback HOST...`: swap a host's published generation with the previous one."""
+    return {
+        "basename": "rollback",
+        "doc": "doit rollback HOST...: make the previous published generation of HOST current (again to undo)",
+        "actions": [(rollback_action,)],
+        "pos_arg": "hosts",
+        "verbosity": 2,
+    }
