@@ -6,11 +6,15 @@ import os
 from pathlib import Path
 
 
-def write_if_changed(path: Path, data: bytes, mode: int = 0o644) -> bool:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename) unless it already holds it.
+def write_if_changed(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> bool:
+    """Write ``data`` to ``path`` atomically (temp file + rename) unless it already holds it.
 
     Returns True when the file was (re)written.  An unchanged file keeps its
-    mtime, so doit tasks that depend on it stay up to date.
+    mtime, so doit tasks that depend on it stay up to date.  The rename alone
+    means a reader or an interrupted run never sees a half-written file;
+    ``durable`` adds an fsync so the new content also survives a power cut
+    (wanted for published files, not worth its cost for build/ outputs that
+    doit can make again).
     """
     try:
         st = path.stat()
@@ -26,7 +30,8 @@ def write_if_changed(path: Path, data: bytes, mode: int = 0o644) -> bool:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     try:

@@ -79,6 +79,10 @@ class Site:
         p = Path(rel)
         return p if p.is_absolute() else self.root / "hosts" / p
 
+    def path_str(self, rel: str) -> str:
+        """path() as a string, without pathlib's cost (called per host on every run)."""
+        return rel if rel.startswith("/") else os.path.join(self.root, "hosts", rel)
+
     def display(self, rel: str) -> str:
         """How a path from the inventory is named in messages and headers."""
         return rel if rel.startswith("/") else f"hosts/{rel}"
@@ -191,20 +195,25 @@ def _yaml_files(folder: Path) -> list[Path]:
         names = os.listdir(folder)
     except FileNotFoundError:
         return []
-    return sorted(folder / n for n in names if n.endswith((".yaml", ".yml")) and not n.startswith("."))
+    return [folder / n for n in sorted(names) if n.endswith((".yaml", ".yml")) and not n.startswith(".")]
 
 
 def _signature(root: Path, extra: list[str]) -> list[Any]:
     """What the cached inventory depends on: names, sizes and mtimes of every input."""
-    hosts = root / "hosts"
-    files = [hosts / SITE_FILE, *_yaml_files(hosts / PROFILES_DIR), *_yaml_files(hosts / NODES_DIR), *(Path(p) for p in extra), *_CODE]
+    hosts = os.path.join(root, "hosts")
+    files = [os.path.join(hosts, SITE_FILE)]
+    for sub in (PROFILES_DIR, NODES_DIR):
+        files += map(str, _yaml_files(Path(hosts, sub)))
+    files += extra
+    files += map(str, _CODE)
     sig: list[Any] = []
+    stat_ = os.stat
     for p in files:
         try:
-            st = os.stat(p)
-            sig.append((str(p), st.st_mtime_ns, st.st_size, st.st_mode))
+            st = stat_(p)
+            sig.append((p, st.st_mtime_ns, st.st_size, st.st_mode))
         except FileNotFoundError:
-            sig.append((str(p), None))
+            sig.append((p, None))
     return sig
 
 
@@ -235,10 +244,17 @@ def load(root: Path | str = ".", use_cache: bool = True) -> Site:
     return site
 
 
+_LOADED: dict[str, Site] = {}
+
+
 def load_for_tasks() -> Site:
-    """load() for task generators: an invalid inventory ends the run with its problems, no traceback."""
+    """load() for task generators, once per process: an invalid inventory ends the run with its problems, no traceback."""
+    cwd = os.getcwd()
+    if cwd in _LOADED:
+        return _LOADED[cwd]
     try:
-        return load()
+        _LOADED[cwd] = load()
+        return _LOADED[cwd]
     except InventoryError as e:
         sys.stderr.write(f"cephboot: {e}\n")
         raise SystemExit(2) from None
@@ -246,8 +262,8 @@ def load_for_tasks() -> Site:
 
 def _extra_inputs(site: Site) -> list[str]:
     """Files outside the YAML that validation read: keyrings, LUKS keys, kernel folders."""
-    out = [str(site.path(h.data["keyring"])) for h in site.hosts.values()]
-    out += [str(site.path(h.data["luks"]["keyfile"])) for h in site.hosts.values() if h.data["luks"]]
+    out = [site.path_str(h.data["keyring"]) for h in site.hosts.values()]
+    out += [site.path_str(h.data["luks"]["keyfile"]) for h in site.hosts.values() if h.data["luks"]]
     k = site.settings["kernels"]
     return out + [k["boot_dir"], k["modules_dir"]]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import inventory
-from .render import CONFD, TEMPLATES, host_dir
+from .render import CONFD, TEMPLATES
 
 STATIC_SCRIPTS = [
     TEMPLATES / "initramfs-tools/hooks/cephboot",
@@ -71,5 +71,5 @@ def task_lint() -> Iterator[dict[str, Any]]:
         "name": "rendered",
         "doc": f"shellcheck the rendered conf.d of all {len(site.hosts)} hosts (only changed files, {BATCH} per process)",
         "actions": [lint_changed],
-        "file_dep": [str(host_dir(n) / CONFD) for n in site.hosts],
+        "file_dep": [f"build/hosts/{n}/{CONFD}" for n in site.hosts],
     }

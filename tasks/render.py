@@ -172,16 +172,16 @@ def task_render() -> Iterator[dict[str, Any]]:
     yield {"basename": "render", "name": None, "doc": "Render per-host and site-wide boot files from hosts/ and templates/."}
     for host in site.hosts.values():
         h = host.data
-        deps = [str(site.path(h["keyring"]))]
+        deps = [site.path_str(h["keyring"])]
         if h["luks"]:
-            deps.append(str(site.path(h["luks"]["keyfile"])))
+            deps.append(site.path_str(h["luks"]["keyfile"]))
         yield {
             "basename": "render",
             "name": host.name,
             "doc": f"conf.d, ceph.conf, keyring, fstab{', crypttab' if h['luks'] else ''} and boot.ipxe of {host.name}",
             "actions": [(render_host, [site, host])],
             "file_dep": deps,
-            "targets": [str(host_dir(host.name) / rel) for rel in host_outputs(host)],
+            "targets": [f"build/hosts/{host.name}/{rel}" for rel in host_outputs(host)],
             "uptodate": [config_changed(digest(host.digest, host_tmpl, code, site.site_digest))],
             "clean": True,
         }
@@ -191,7 +191,7 @@ def task_render() -> Iterator[dict[str, Any]]:
         "name": "site",
         "doc": "boot.ipxe and the by-uuid/by-mac routing entries of every host",
         "actions": [(render_site, [site])],
-        "targets": [str(BUILD / "site" / rel) for rel, _ in routes],
+        "targets": [f"build/site/{rel}" for rel, _ in routes],
         "uptodate": [config_changed(digest(repr(routes), site.settings["pxe"]["http_base"], templates_digest("site"), code))],
         "clean": True,
     }

@@ -309,6 +309,7 @@ SITE = Section(
                 "target": Field(path, "Directory of the boot tree (a mounted CephFS), relative to the site.", default="build/publish"),
                 "group": Field(group, "Group (web server) that may read host layers.", default=None),
                 "secret_mode": Field(octal_mode, "Mode of files that hold keys.", default=0o640),
+                "web_root": Field(path, "Where the web server sees the boot tree, for the generated nginx config (default: the target's absolute path).", default=None),
             },
             "Where and how the boot tree is published.",
         ),
@@ -358,5 +359,19 @@ def reference_markdown() -> str:
     )
 
 
+def update_readme(readme: str) -> str:
+    """``readme`` with the text between the KEYS markers replaced by reference_markdown()."""
+    begin = readme.index("\n", readme.index("<!-- BEGIN KEYS")) + 1
+    end = readme.index("<!-- END KEYS")
+    return readme[:begin] + reference_markdown() + readme[end:]
+
+
 if __name__ == "__main__":
-    print(reference_markdown(), end="")
+    import sys
+    from pathlib import Path
+
+    if sys.argv[1:] == ["--update-readme"]:
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        readme.write_text(update_readme(readme.read_text()))
+    else:
+        print(reference_markdown(), end="")

@@ -111,8 +111,7 @@ def test_latest_kernel_is_the_newest_installed(tmp_path: Path) -> None:
 
 
 def test_the_readme_documents_every_key_with_its_default() -> None:
-    from tasks.schema import reference_markdown
+    from tasks.schema import update_readme
 
     readme = (PROJECT / "README.md").read_text()
-    begin = readme.index("\n", readme.index("<!-- BEGIN KEYS")) + 1
-    assert readme[begin : readme.index("<!-- END KEYS")] == reference_markdown(), "run python -m tasks.schema and paste its output into the README"
+    assert update_readme(readme) == readme, "run: python -m tasks.schema --update-readme"
