@@ -1,0 +1,68 @@
+"""Generate the nginx server config that serves the published boot tree."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+from doit.tools import config_changed
+
+from . import inventory
+from .fileio import digest, files_digest, write_if_changed
+from .render import BUILD, TEMPLATES, _env, header
+
+TEMPLATE = "nginx/cephboot.conf.j2"
+OUTPUT = BUILD / "site" / "nginx.conf"
+
+
+def listen_and_prefix(http_base: str) -> tuple[str, str]:
+    """nginx `listen` value and URL path prefix for pxe.http_base.
+
+    An IP address in the URL is where the machines connect, so the server listens
+    there only; a host name listens on the port on every address.
+    """
+    url = urlsplit(http_base)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = url.hostname or ""
+    try:
+        ip = ipaddress.ip_address(host)
+        listen = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    except ValueError:
+        listen = str(port)
+    return listen, url.path.rstrip("/")
+
+
+def web_root(settings: dict[str, Any], site_root: Path) -> str:
+    p = settings["publish"]
+    return p["web_root"] or os.path.abspath(site_root / p["target"])
+
+
+def render_nginx(settings: dict[str, Any], site_root: Path) -> None:
+    """doit action: write build/site/nginx.conf."""
+    listen, prefix = listen_and_prefix(settings["pxe"]["http_base"])
+    text = _env().get_template(TEMPLATE).render(
+        header=header(["hosts/site.yaml"], TEMPLATE), listen=listen, prefix=prefix, root=web_root(settings, site_root).rstrip("/")
+    )
+    write_if_changed(OUTPUT, text.encode())
+
+
+@lru_cache(maxsize=None)
+def _code_digest() -> str:
+    return files_digest([Path(__file__), TEMPLATES / TEMPLATE])
+
+
+def task_nginx() -> Iterator[dict[str, Any]]:
+    """nginx config for serving the boot tree (build/site/nginx.conf)."""
+    site = inventory.load_for_tasks()
+    s = site.settings
+    yield {
+        "basename": "nginx",
+        "doc": f"{OUTPUT}: an nginx server block serving the boot tree at {s['pxe']['http_base']}/ (nothing listable)",
+        "actions": [(render_nginx, [s, site.root])],
+        "targets": [str(OUTPUT)],
+        "uptodate": [config_changed(digest(s["pxe"]["http_base"], web_root(s, site.root), _code_digest()))],
+        "clean": True,
+    }

@@ -1,0 +1,96 @@
+"""The base initrd: built once per kernel by real mkinitramfs, complete, reproducible, and host-data free."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from builtsite import a_built_site, archive_names, kver, the_built_example  # noqa: F401  (fixtures)
+from conftest import Site
+from tasks.initrd import CORE_MODULES, verify_base
+
+MODULE_FILES = ["rbd", "libceph", "ceph", "dm-crypt", "gcm", "ghash-generic", "ctr", "aesni-intel", "virtio_net"]
+
+
+def base(site: Site) -> Path:
+    return site.build / "kernels" / kver() / "initrd.img"
+
+
+def test_the_base_carries_the_boot_code_its_libraries_and_modules(the_built_example: Site) -> None:
+    names = set(archive_names(base(the_built_example)))
+    for program in ("usr/bin/rbd", "usr/sbin/mount.ceph", "usr/sbin/cryptsetup", "scripts/local-top/cephboot", "scripts/local-top/ORDER"):
+        assert program in names, program
+    libs = {Path(n).name.split(".so")[0] for n in names if ".so" in n}
+    assert {"librbd", "librados", "libceph-common", "libcryptsetup"} <= libs
+    modules = {Path(n).name.split(".ko")[0] for n in names if ".ko" in n}
+    assert set(MODULE_FILES) <= modules
+    assert (the_built_example.build / "kernels" / kver() / "vmlinuz").read_bytes() == Path(f"/boot/vmlinuz-{kver()}").read_bytes()
+
+
+def test_the_base_holds_no_host_data(the_built_example: Site) -> None:
+    names = archive_names(base(the_built_example))
+    assert "conf/conf.d/cephboot" not in names
+    assert not [n for n in names if n.endswith(".keyring") or "cephboot/luks" in n]
+    assert not [n for n in names if n.startswith("etc/ceph/")]
+
+
+def test_the_local_top_script_runs_from_order(the_built_example: Site, tmp_path: Path) -> None:
+    subprocess.run(["unmkinitramfs", str(base(the_built_example)), str(tmp_path / "x")], check=True)
+    order = (tmp_path / "x/scripts/local-top/ORDER").read_text()
+    assert "/scripts/local-top/cephboot" in order
+    shipped = Path(__file__).parent.parent / "templates/initramfs-tools/scripts/local-top/cephboot"
+    assert (tmp_path / "x/scripts/local-top/cephboot").read_bytes() == shipped.read_bytes()
+    loaded = (tmp_path / "x/conf/modules").read_text().split()
+    assert {"rbd", "libceph", "gcm", "dm-crypt"} <= set(loaded)
+
+
+def test_verification_names_everything_an_archive_lacks(the_built_example: Site, tmp_path: Path) -> None:
+    # a compressed host layer is a valid initrd that lacks everything the base must have
+    layer = tmp_path / "layer.img"
+    layer.write_bytes(subprocess.run(["zstd", "-q", "-c", the_built_example.build / "hosts/boreas/overlay.cpio"], check=True, capture_output=True).stdout)
+    problems = "\n".join(verify_base(layer, kver(), [*CORE_MODULES, "no_such_nic"], Path("/lib/modules")))
+    for expected in ("rbd is missing", "mount.ceph is missing", "cryptsetup is missing", "scripts/local-top/cephboot is missing",
+                     "ORDER does not run cephboot", "module rbd is missing", "module gcm is missing",
+                     f"module no_such_nic is unknown to kernel {kver()}", "host data in the shared base: /etc/ceph/ceph.client.boreas.keyring",
+                     "host data in the shared base: /conf/conf.d/cephboot"):
+        assert expected in problems
+
+
+def test_a_complete_base_passes_verification(the_built_example: Site) -> None:
+    assert verify_base(base(the_built_example), kver(), CORE_MODULES, Path("/lib/modules")) == []
+
+
+def test_a_rebuild_gives_the_same_bytes(a_built_site: Site) -> None:
+    before = base(a_built_site).read_bytes()
+    a_built_site.doit("forget", f"initrd:{kver()}")
+    started = time.monotonic()
+    run = a_built_site.doit("initrd")
+    print(f"base initrd build: {time.monotonic() - started:.1f} s")
+    assert run.ran == {f"initrd:{kver()}"}
+    assert base(a_built_site).read_bytes() == before
+
+
+def test_an_unknown_nic_module_fails_the_build_and_keeps_the_old_base(a_built_site: Site) -> None:
+    before = base(a_built_site).stat().st_mtime_ns
+    a_built_site.edit("site.yaml", "  compress: zstd\n", "  compress: zstd\n  nic_modules: [virtio_net, no_such_nic]\n")
+    run = a_built_site.doit("initrd", check=False)
+    assert run.returncode != 0
+    assert f"module no_such_nic is unknown to kernel {kver()}" in run.stdout + run.stderr
+    assert base(a_built_site).stat().st_mtime_ns == before
+
+
+def test_a_missing_kernel_says_what_to_install(a_built_site: Site) -> None:
+    a_built_site.edit("nodes/notus.yaml", "monolithic: true", "monolithic: true\nkernel: 9.9.9-1-amd64")
+    run = a_built_site.doit("initrd", check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "9.9.9-1-amd64" in out and "apt-get install linux-image-amd64" in out
+    assert re.search(r"initrd:9\.9\.9-1-amd64", out)
+
+
+def test_doit_list_does_not_build_or_read_kernels(the_built_example: Site, tmp_path: Path) -> None:
+    started = time.monotonic()
+    run = the_built_example.doit("list", "--all")
+    assert time.monotonic() - started < 5
+    assert f"initrd:{kver()}" in run.stdout and "publish:kernel-" in run.stdout
