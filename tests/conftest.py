@@ -79,6 +79,7 @@ def copy_site(src: Path, dst: Path) -> Site:
 
 def copy_project(dst: Path) -> Path:
     """A private copy of cephboot's code and templates, for tests that edit them."""
+    dst.mkdir(parents=True, exist_ok=True)
     for name in ("dodo.py", ".shellcheckrc"):
         if (PROJECT / name).exists():
             shutil.copy2(PROJECT / name, dst / name)

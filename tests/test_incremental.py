@@ -150,7 +150,7 @@ def test_editing_a_static_script_relints_it(a_site_with_its_own_code: Site) -> N
 def test_lint_fails_the_build_on_a_finding_in_a_rendered_file(a_site_with_its_own_code: Site) -> None:
     site = a_site_with_its_own_code
     template = site.dodo.parent / "templates/initramfs-tools/conf.d/cephboot.j2"
-    template.write_text(template.read_text() + "[ $CEPHBOOT_HOST = x ] && echo odd\n")
+    template.write_text(template.read_text() + "[ $1 = x ] && echo odd\n")
     run = site.doit(*CORE, check=False)
     assert run.returncode != 0
     assert "SC2086" in run.stderr + run.stdout
