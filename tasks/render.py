@@ -7,7 +7,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-import jinja2
 from doit.tools import config_changed
 
 from . import inventory
@@ -59,7 +58,9 @@ def host_outputs(host: Host) -> dict[str, int]:
 
 
 @lru_cache(maxsize=None)
-def _env() -> jinja2.Environment:
+def _env() -> "jinja2.Environment":
+    import jinja2  # imported by actions only: `doit list` and no-op runs never pay for it
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
