@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import pytest
 from .boot_tree import CephFuseMount, StaticHttpServer
 from .ceph_cluster import CephCluster
 from .netns import NetworkNamespace
+from .qemu_vm import QemuMachine
 
 REQUIRED_ENV = "CEPHBOOT_E2E_REQUIRED"
 
@@ -141,3 +142,28 @@ def an_http_server(
         a_network_namespace, a_boot_tree_mount.mountpoint, tmp_path_factory.mktemp("http")
     ) as server:
         yield server
+
+
+@pytest.fixture
+def qemu_boot(
+    a_network_namespace: NetworkNamespace, tmp_path: Path
+) -> Iterator[Callable[..., QemuMachine]]:
+    """Start a guest that PXE-boots ``tftp_root``'s boot file: ``qemu_boot(root, macs, uuid)``.
+
+    Every guest a test starts is killed by PID when the test ends.
+    """
+    machines: list[QemuMachine] = []
+
+    def boot(tftp_root: Path, macs: Sequence[str], uuid: str | None = None,
+             **options: object) -> QemuMachine:
+        workdir = tmp_path / f"guest{len(machines)}"
+        machine = QemuMachine(a_network_namespace, workdir, tftp_root, macs, uuid, **options)
+        machines.append(machine)
+        machine.start()
+        return machine
+
+    try:
+        yield boot
+    finally:
+        for machine in machines:
+            machine.stop()

@@ -1,0 +1,126 @@
+"""A QEMU (TCG) machine that network-boots with iPXE inside the test namespace."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .netns import NetworkNamespace
+from .procs import Service, StartedProcess
+
+# The iPXE ROM for virtio-net from ipxe-qemu. Its PCI header names the virtio 1.0 device
+# (1af4:1041); QEMU patches the IDs of its default ROMs only, so a ROM given by path runs
+# only on a modern-only NIC (disable-legacy=on), which has that ID.
+IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
+
+# slirp's virtual network, in a documentation range so every address a script or a log
+# shows is one. It never leaves QEMU: a guest connection to the test address becomes a
+# connection from the QEMU process inside the namespace.
+GUEST_NET = "198.51.100.0/24"
+GUEST_HOST_ADDRESS = "198.51.100.2"
+GUEST_FIRST_ADDRESS = "198.51.100.15"
+
+_TERMINAL_NOISE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[c()][0-9A-Za-z]?|\x08 \x08|\r")
+
+
+class QemuMachine(Service):
+    """One guest: its NICs' MACs (the first boots with iPXE), SMBIOS UUID, serial log.
+
+    The serial console is the guest's only output; ``wait_for`` reads it as it grows.
+    ``stop`` kills QEMU by PID.
+    """
+
+    def __init__(
+        self,
+        netns: NetworkNamespace,
+        workdir: Path,
+        tftp_root: Path,
+        macs: Sequence[str],
+        uuid: str | None = None,
+        memory_mib: int = 1024,
+        bootfile: str = "boot.ipxe",
+    ) -> None:
+        if not macs:
+            raise ValueError("a machine needs at least one NIC")
+        self.netns = netns
+        self.workdir = workdir
+        self.tftp_root = tftp_root
+        self.macs = list(macs)
+        self.uuid = uuid
+        self.memory_mib = memory_mib
+        self.bootfile = bootfile
+        self.serial_log = workdir / "serial.log"
+        self.process: StartedProcess | None = None
+        self.started_at = 0.0
+
+    def argv(self) -> list[str]:
+        argv = [
+            "qemu-system-x86_64",
+            "-machine", "pc", "-accel", "tcg", "-m", str(self.memory_mib),
+            # -nographic also makes SeaBIOS copy the text console, so iPXE's output,
+            # to the serial port; that port goes to the log file.
+            "-nographic", "-serial", f"file:{self.serial_log}", "-monitor", "none",
+            "-no-reboot", "-boot", "n",
+        ]
+        if self.uuid:
+            argv += ["-smbios", f"type=1,uuid={self.uuid}"]
+        for index, mac in enumerate(self.macs):
+            netdev = f"user,id=n{index},net={GUEST_NET},host={GUEST_HOST_ADDRESS}"
+            nic = f"virtio-net-pci,disable-legacy=on,netdev=n{index},mac={mac}"
+            if index == 0:
+                netdev += (f",dhcpstart={GUEST_FIRST_ADDRESS}"
+                           f",tftp={self.tftp_root},bootfile={self.bootfile}")
+                nic += f",romfile={IPXE_ROM}"
+            else:
+                nic += ",romfile="
+            argv += ["-netdev", netdev, "-device", nic]
+        return argv
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.serial_log.write_bytes(b"")
+        self.started_at = time.monotonic()
+        self.process = self.netns.start("qemu", self.argv(), self.workdir / "qemu.stdout")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=5)
+
+    def elapsed(self) -> float:
+        """Seconds since QEMU started."""
+        return time.monotonic() - self.started_at
+
+    def console(self) -> str:
+        """The serial output so far, without terminal escapes and carriage returns."""
+        raw = self.serial_log.read_bytes() if self.serial_log.exists() else b""
+        return _TERMINAL_NOISE.sub(b"", raw).decode(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Wait until the console matches the regex ``pattern``; fail with its tail.
+
+        Fails at once if QEMU exits first. iPXE wraps its lines at 80 columns: match
+        on short markers.
+        """
+        regex = re.compile(pattern, re.MULTILINE)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = regex.search(self.console())
+            if found:
+                return found
+            exited = self.process is None or not self.process.running()
+            if exited or time.monotonic() > deadline:
+                why = "QEMU exited" if exited else f"timed out after {timeout:.0f} s"
+                tail = "\n".join(self.console().splitlines()[-40:])
+                raise AssertionError(f"{why} before the console showed {pattern!r}:\n{tail}")
+            time.sleep(0.25)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the guest to power off (QEMU exits); its exit status."""
+        assert self.process is not None
+        status = self.process.wait(timeout)
+        if status is None:
+            tail = "\n".join(self.console().splitlines()[-40:])
+            raise AssertionError(f"the guest did not power off within {timeout:.0f} s:\n{tail}")
+        return status
