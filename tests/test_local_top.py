@@ -61,9 +61,10 @@ class Boot:
 class FakeInitrd:
     """A machine for the script: /sys, /proc, the conf.d file, stubbed commands."""
 
-    def __init__(self, root: Path, shell: str) -> None:
+    def __init__(self, root: Path, shell: str, stubbed: tuple[str, ...] = STUBBED) -> None:
         self.root = root
         self.shell = shell
+        self.stubbed = stubbed
         self.sys = root / "sys"
         self.proc = root / "proc"
         self.stubs = root / "stubs"
@@ -82,7 +83,7 @@ class FakeInitrd:
 
     def _write_stubs(self) -> None:
         preload = []
-        for name in STUBBED:
+        for name in self.stubbed:
             stub = self.stubs / name
             stub.write_text(
                 f'#!/bin/sh\nexec "{sys.executable}" -S "{FIXTURES / "stub.py"}" {name} "$@"\n'
@@ -121,7 +122,8 @@ class FakeInitrd:
     def plan(self, command: str, *steps: dict) -> None:
         self.steps[command] = list(steps)
 
-    def boot(self, *args: str, **env: str) -> Boot:
+    def boot(self, *args: str, wrapper: tuple[str, ...] = (), **env: str) -> Boot:
+        """Run the script (inside `wrapper ...` if given) with `env` on top of the defaults."""
         self.plan_file.write_text(json.dumps(self.steps))
         environment = {
             "PATH": str(self.stubs),
@@ -143,7 +145,7 @@ class FakeInitrd:
             runner = '. "$CEPHBOOT_TEST_PRELOAD"; . "$CEPHBOOT_TEST_SCRIPT"'
             argv = [*shell_command("busybox"), "-c", runner, "cephboot", *args]
         done = subprocess.run(
-            argv,
+            [*wrapper, *argv],
             env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -600,3 +602,39 @@ def test_a_root_argument_that_does_not_match_is_warned_about(initrd: FakeInitrd)
         "cephboot: warning: the kernel command line says root=/dev/rbd1, "
         "but this host's root is /dev/rbd0"
     ) in boot.output
+
+
+# ---- on a real kernel --------------------------------------------------------
+
+REAL_KERNEL_RUN = """set -e
+mount -t sysfs sysfs /sys
+ip link add v0 address 52:54:00:12:34:99 type veth peer name v1
+ip link set v1 up
+ln -s /sys/class "$FAKE_SYS/class"
+"$@"
+echo "rc=$?"
+ip -br addr show dev v0
+ip route show
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_real_ip_and_sysfs_in_a_private_network_namespace(shell: str, tmp_path: Path) -> None:
+    """The real `ip` (iproute2 under dash, busybox's applet under busybox) and the
+    kernel's own /sys/class/net, in a network namespace this test creates: only
+    rbd, modprobe and udevadm are stubbed."""
+    machine = FakeInitrd(tmp_path, shell, stubbed=("rbd", "modprobe", "udevadm"))
+    machine.conf(CEPH_MACS="52:54:00:00:00:01 52:54:00:12:34:99", CEPH_GW="192.0.2.254")
+    shutil.rmtree(machine.sys / "class")
+    (machine.root / "run.sh").write_text(REAL_KERNEL_RUN)
+    boot = machine.boot(
+        wrapper=("unshare", "--net", "--mount", "sh", str(machine.root / "run.sh")),
+        PATH=f"{machine.stubs}:/usr/sbin:/usr/bin:/sbin:/bin",
+        FAKE_SYS=str(machine.sys),
+        CEPHBOOT_PROC="/proc",
+    )
+    assert "rc=0" in boot.output, boot.output
+    assert "cephboot: Ceph NIC is v0 (52:54:00:12:34:99)" in boot.output
+    assert "192.0.2.10/24" in boot.output
+    assert "default via 192.0.2.254 dev v0" in boot.output
+    assert boot.lines("rbd") == [rbd_map_line()]
