@@ -273,6 +273,7 @@ def test_missing_values_are_all_named_before_anything_runs(initrd: FakeInitrd) -
     [
         ("MAP_METHOD", "nbd", "CEPHBOOT_MAP_METHOD='nbd' in {conf}: expected 'cli' or 'sysfs'"),
         ("MAP_DEADLINE", "2m", "CEPHBOOT_MAP_DEADLINE='2m' in {conf}: expected whole seconds"),
+        ("LINK_TIMEOUT", "030", "CEPHBOOT_LINK_TIMEOUT='030' in {conf}: expected whole seconds"),
         ("CEPH_ADDR", "192.0.2.10", "CEPHBOOT_CEPH_ADDR='192.0.2.10' in {conf}: expected 'dhcp'"),
     ],
 )
