@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import grp
 import os
 import re
 import shutil
 import socket
 import sys
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +29,7 @@ PUBLIC_DIR = 0o755
 # a host's folder: the web server (others) may open files by name but not list them
 HOST_DIR = 0o751
 PREVIOUS = "previous"
+MARKER = ".publishing"
 CHUNK = 1 << 20
 # the files of one generation of a host, in the order they are replaced: the
 # script that names the others goes last, so a new script never finds old layers missing
@@ -165,8 +168,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temps(folder: Path) -> None:
-    """Remove temporary files this machine's dead publishers left behind in ``folder``."""
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[bool]:
+    """Hold an exclusive flock on ``folder`` itself; yields False where the file system has no flock."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:
+            locked = False
+        yield locked
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def remove_stale_temps(folder: Path, locked: bool = True) -> None:
+    """Remove temporary files that killed publishers left in ``folder``.
+
+    With the folder locked every temporary file is stale (its writer held the
+    lock); without flock, only those of this machine's dead processes are.
+    """
     node = socket.gethostname().split(".")[0]
     try:
         entries = list(os.scandir(folder))
@@ -174,16 +196,18 @@ def remove_stale_temps(folder: Path) -> None:
         return
     for e in entries:
         m = _TMP.match(e.name)
-        if not m or m["node"] != node:
+        if not m:
             continue
-        try:
-            os.kill(int(m["pid"]), 0)
-            if int(m["pid"]) != os.getpid():
+        if not locked:
+            if m["node"] != node:
+                continue
+            try:
+                os.kill(int(m["pid"]), 0)
                 continue  # a live publisher is writing it
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
         Path(e.path).unlink(missing_ok=True)
 
 
@@ -230,14 +254,15 @@ def publish_kernel(settings: dict[str, Any], kver: str) -> TaskFailed | None:
     folder = tree_root(settings) / "kernels" / kver
     for d in (folder.parent, folder):
         ensure_dir(d, PUBLIC_DIR, None)
-    remove_stale_temps(folder)
-    for src in (vmlinuz_path(kver), base_path(kver)):
-        dst = folder / src.name
-        if same_content(src, dst):
-            fix_mode(dst, PUBLIC, None)
-        else:
-            copy_atomic(src, dst, PUBLIC, None)
-    fsync_dir(folder)
+    with folder_lock(folder) as locked:
+        remove_stale_temps(folder, locked)
+        for src in (vmlinuz_path(kver), base_path(kver)):
+            dst = folder / src.name
+            if same_content(src, dst):
+                fix_mode(dst, PUBLIC, None)
+            else:
+                copy_atomic(src, dst, PUBLIC, None)
+        fsync_dir(folder)
     return None
 
 
@@ -248,32 +273,44 @@ def publish_host(settings: dict[str, Any], name: str, sources: dict[str, Path]) 
         folder = tree_root(settings) / "hosts" / name
         ensure_dir(folder.parent, PUBLIC_DIR, None)
         ensure_dir(folder, HOST_DIR, gid)
-        remove_stale_temps(folder)
-        current = {n for n in HOST_FILES if (folder / n).is_file()}
-        changed = (current - set(sources)) | {n for n, src in sources.items() if not same_content(src, folder / n)}
-        if changed and current:
-            _save_previous(folder, current, gid)
-        for n in HOST_FILES:  # the layers first, the script that names them last
-            if n not in sources:
-                continue
-            dst = folder / n
-            if n in changed:
-                copy_atomic(sources[n], dst, _mode(n, settings), gid)
-            else:
-                fix_mode(dst, _mode(n, settings), gid)
-        for n in current - set(sources):  # e.g. initrd.img after monolithic was turned off
-            (folder / n).unlink()
-        fsync_dir(folder)
+        with folder_lock(folder) as locked:
+            _publish_host(settings, folder, sources, gid, locked)
     except PublishError as e:
         return _failed(e)
     return None
 
 
-def _save_previous(folder: Path, current: set[str], gid: int | None) -> None:
+def _publish_host(settings: dict[str, Any], folder: Path, sources: dict[str, Path], gid: int | None, locked: bool) -> None:
+    remove_stale_temps(folder, locked)
+    remove_stale_temps(folder / PREVIOUS, locked)
+    # A publisher killed half-way leaves this marker: the files then are a mix of
+    # two generations, which must not replace the good previous/ generation.
+    marker = folder / MARKER
+    interrupted = marker.exists()
+    current = {n for n in HOST_FILES if (folder / n).is_file()}
+    changed = (current - set(sources)) | {n for n, src in sources.items() if not same_content(src, folder / n)}
+    if changed:
+        if current and not interrupted:
+            _save_previous(folder, current, gid, locked)
+        marker.touch()
+    for n in HOST_FILES:  # the layers first, the script that names them last
+        if n not in sources:
+            continue
+        dst = folder / n
+        if n in changed:
+            copy_atomic(sources[n], dst, _mode(n, settings), gid)
+        else:
+            fix_mode(dst, _mode(n, settings), gid)
+    for n in current - set(sources):  # e.g. initrd.img after monolithic was turned off
+        (folder / n).unlink()
+    fsync_dir(folder)
+    marker.unlink(missing_ok=True)
+
+
+def _save_previous(folder: Path, current: set[str], gid: int | None, locked: bool) -> None:
     """Make previous/ the exact generation now in ``folder`` (hard links; the current files stay)."""
     prev = folder / PREVIOUS
     ensure_dir(prev, HOST_DIR, gid)
-    remove_stale_temps(prev)
     for n in HOST_FILES:
         if n in current:
             link_atomic(folder / n, prev / n)
@@ -286,11 +323,17 @@ def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], 
     """doit action: boot.ipxe and the routes; remove routes, hosts and kernels the inventory no longer has."""
     root = tree_root(settings)
     src_root = BUILD / "site"
-    ensure_dir(root, PUBLIC_DIR, None)
-    wanted = set(routes)
     for folder in ("", "ipxe", "ipxe/by-uuid", "ipxe/by-mac"):
         ensure_dir(root / folder, PUBLIC_DIR, None)
-        remove_stale_temps(root / folder)
+    with folder_lock(root) as locked:
+        for folder in ("", "ipxe/by-uuid", "ipxe/by-mac"):
+            remove_stale_temps(root / folder, locked)
+        _publish_site(root, src_root, routes, hosts, kvers)
+    return None
+
+
+def _publish_site(root: Path, src_root: Path, routes: list[str], hosts: list[str], kvers: list[str]) -> None:
+    wanted = set(routes)
     for rel in routes:
         src, dst = src_root / rel, root / rel
         if same_content(src, dst):
@@ -315,7 +358,6 @@ def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], 
         for e in os.scandir(root / "kernels"):
             if e.is_dir(follow_symlinks=False) and e.name not in used:
                 shutil.rmtree(e.path)
-    return None
 
 
 def kernels_named_by_previous(root: Path) -> set[str]:
@@ -332,8 +374,13 @@ def rollback(settings: dict[str, Any], name: str) -> None:
     prev = folder / PREVIOUS
     if not (prev / HOST_IPXE).is_file():
         raise PublishError(f"host {name!r} has no previous generation in {prev}")
-    remove_stale_temps(folder)
-    remove_stale_temps(prev)
+    with folder_lock(folder) as locked:
+        remove_stale_temps(folder, locked)
+        remove_stale_temps(prev, locked)
+        _swap(folder, prev)
+
+
+def _swap(folder: Path, prev: Path) -> None:
     cur_files = {n for n in HOST_FILES if (folder / n).is_file()}
     prev_files = {n for n in HOST_FILES if (prev / n).is_file()}
     for n in HOST_FILES:  # layers first, the script last, as when publishing

@@ -1,0 +1,120 @@
+"""Host layers: reproducible newc archives of one host's files; cost follows change."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from builtsite import HOSTS, a_built_site, archive_names, kver, the_built_example  # noqa: F401  (fixtures)
+from conftest import Site
+from tasks.overlay import DIRS, pack
+
+EPOCH = 1704067200
+
+
+def newc_members(data: bytes) -> list[tuple[str, int, int, int, int]]:
+    """(name, mode, uid, gid, mtime) of each member of a newc archive, read from its headers."""
+    out, pos = [], 0
+    while True:
+        assert data[pos : pos + 6] == b"070701", f"not a newc header at {pos}"
+        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, uid, gid, mtime, size, namesize = fields[1], fields[2], fields[3], fields[5], fields[6], fields[11]
+        name = data[pos + 110 : pos + 110 + namesize - 1].decode()
+        pos = (pos + 110 + namesize + 3) & ~3
+        pos = (pos + size + 3) & ~3
+        if name == "TRAILER!!!":
+            return out
+        out.append((name, mode, uid, gid, mtime))
+
+
+def test_a_layer_holds_the_hosts_files_sorted_owned_by_root_with_fixed_times(the_built_example: Site) -> None:
+    layer = (the_built_example.build / "hosts/boreas/overlay.cpio").read_bytes()
+    members = newc_members(layer)
+    names = [m[0] for m in members]
+    assert names == sorted(names)
+    assert names == ["conf", "conf/conf.d", "conf/conf.d/cephboot", "etc", "etc/ceph", "etc/ceph/ceph.client.boreas.keyring",
+                     "etc/ceph/ceph.conf", "etc/cephboot", "etc/cephboot/luks.key"]
+    assert {(uid, gid, mtime) for _, _, uid, gid, mtime in members} == {(0, 0, EPOCH)}
+    modes = {name: mode & 0o7777 for name, mode, *_ in members}
+    assert modes["etc/ceph/ceph.client.boreas.keyring"] == 0o600
+    assert modes["etc/cephboot/luks.key"] == 0o600
+    assert modes["conf/conf.d/cephboot"] == 0o644
+    # GNU cpio reads it back, with the rendered bytes inside
+    listed = subprocess.run(["cpio", "-it", "--quiet"], input=layer, capture_output=True, check=True).stdout.decode().split()
+    assert listed == names
+    rendered = the_built_example.build / "hosts/boreas/rootfs/etc/ceph/ceph.client.boreas.keyring"
+    out = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "etc/ceph/ceph.client.boreas.keyring"], input=layer, capture_output=True, check=True).stdout
+    assert out == rendered.read_bytes()
+    assert (the_built_example.build / "hosts/boreas/overlay.cpio").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_layer_without_luks_has_no_key_file(the_built_example: Site) -> None:
+    names = [m[0] for m in newc_members((the_built_example.build / "hosts/zephyr/overlay.cpio").read_bytes())]
+    assert "etc/cephboot/luks.key" not in names and "etc/cephboot" not in names
+    assert "etc/ceph/ceph.client.zephyr.keyring" in names
+
+
+def test_the_same_files_give_the_same_bytes(the_built_example: Site, tmp_path: Path) -> None:
+    src = the_built_example.build / "hosts/boreas"
+    members = {"conf/conf.d/cephboot": (src / "initramfs-tools/conf.d/cephboot", 0o644), "etc/ceph/ceph.conf": (src / "rootfs/etc/ceph/ceph.conf", 0o644)}
+    first = pack(members, EPOCH)
+    # copies with other times, owners and modes on disk make no difference
+    for name, (path, _) in members.items():
+        copy = tmp_path / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(path.read_bytes())
+        copy.chmod(0o666)
+        members[name] = (copy, members[name][1])
+    assert pack(members, EPOCH) == first
+    assert set(DIRS) >= {"conf", "etc/ceph"}
+
+
+def test_a_rebuilt_layer_is_byte_identical(a_built_site: Site) -> None:
+    before = {h: (a_built_site.build / f"hosts/{h}/overlay.cpio").read_bytes() for h in HOSTS}
+    for h in HOSTS:
+        (a_built_site.build / f"hosts/{h}/overlay.cpio").unlink()
+    run = a_built_site.doit("overlay")
+    assert run.ran == {f"overlay:{h}" for h in HOSTS}
+    assert {h: (a_built_site.build / f"hosts/{h}/overlay.cpio").read_bytes() for h in HOSTS} == before
+
+
+def test_the_monolithic_initrd_is_the_layer_then_the_base(the_built_example: Site) -> None:
+    mono = (the_built_example.build / "hosts/notus/initrd.img").read_bytes()
+    layer = (the_built_example.build / "hosts/notus/overlay.cpio").read_bytes()
+    base = (the_built_example.build / "kernels" / kver() / "initrd.img").read_bytes()
+    assert mono == layer + base
+    names = archive_names(the_built_example.build / "hosts/notus/initrd.img")
+    assert "conf/conf.d/cephboot" in names and "etc/ceph/ceph.client.notus.keyring" in names
+    assert "usr/bin/rbd" in names and any(n.endswith("/rbd.ko") for n in names)
+    assert not (the_built_example.build / "hosts/zephyr/initrd.img").exists()
+
+
+def stages(run_ran: set[str], stage: str) -> set[str]:
+    return {t.split(":", 1)[1] for t in run_ran if t.startswith(stage + ":")}
+
+
+def test_a_host_edit_repacks_that_host_only(a_built_site: Site) -> None:
+    a_built_site.edit("nodes/zephyr.yaml", "192.0.2.21/24", "192.0.2.41/24")
+    run = a_built_site.doit("render", "initrd", "overlay")
+    assert stages(run.ran, "overlay") == {"zephyr"}
+    assert stages(run.ran, "initrd") == set()
+
+
+def test_a_profile_edit_repacks_its_hosts(a_built_site: Site) -> None:
+    a_built_site.edit("profiles/rack-a.yaml", "deadline: 180", "deadline: 240")
+    run = a_built_site.doit("render", "initrd", "overlay")
+    assert stages(run.ran, "overlay") == {"zephyr", "boreas"}
+    assert stages(run.ran, "initrd") == set()
+
+
+def test_a_monitor_change_repacks_every_layer_and_no_base(a_built_site: Site) -> None:
+    a_built_site.edit("site.yaml", "192.0.2.13]", "192.0.2.14]")
+    run = a_built_site.doit("render", "initrd", "overlay")
+    assert stages(run.ran, "overlay") == HOSTS
+    assert stages(run.ran, "initrd") == set()
+    assert b"192.0.2.14" in (a_built_site.build / "hosts/notus/initrd.img").read_bytes()
+
+
+def test_turning_monolithic_off_removes_the_single_initrd(a_built_site: Site) -> None:
+    a_built_site.edit("nodes/notus.yaml", "monolithic: true", "monolithic: false")
+    a_built_site.doit("render", "overlay")
+    assert not (a_built_site.build / "hosts/notus/initrd.img").exists()
