@@ -279,15 +279,17 @@ class CephCluster:
     def create_rbd_namespace(self, pool: str, namespace: str) -> None:
         self.rbd("namespace", "create", f"{pool}/{namespace}")
 
-    def create_client(self, client_id: str, caps: dict[str, str], keyring_dir: Path) -> CephClient:
-        """A cephx client with exactly ``caps`` (``{"mon": "...", "osd": ..., ...}``)."""
+    def create_client(self, client_id: str, caps: dict[str, str], keyring: Path) -> CephClient:
+        """A cephx client with exactly ``caps`` (``{"mon": "...", "osd": ..., ...}``).
+
+        Its keyring is written to ``keyring``, mode 0600.
+        """
         entity = f"client.{client_id}"
         flat = [word for kind_caps in caps.items() for word in kind_caps]
         self.ceph("auth", "get-or-create", entity, *flat)
         # `auth caps` replaces the caps of a client that existed already.
         self.ceph("auth", "caps", entity, *flat)
-        keyring_dir.mkdir(parents=True, exist_ok=True)
-        keyring = keyring_dir / f"ceph.{entity}.keyring"
+        keyring.parent.mkdir(parents=True, exist_ok=True)
         self.ceph("auth", "get", entity, "-o", str(keyring))
         keyring.chmod(0o600)
         key = self.ceph("auth", "get-key", entity).strip()
@@ -310,20 +312,24 @@ class CephCluster:
         os.setxattr(directory, "ceph.dir.layout.pool_namespace", namespace.encode())
         return namespace
 
-    def fs_caps(self, fs_path: str, access: str = "rw") -> dict[str, str]:
-        """CephFS caps limited to ``fs_path`` and its RADOS namespace."""
-        namespace = self.boot_dir_namespace(fs_path)
+    def fs_caps(self, fs_path: str, subtree_namespaces: bool = False) -> dict[str, str]:
+        """Read-write CephFS caps limited to ``fs_path`` and its RADOS namespace.
+
+        With ``subtree_namespaces`` the OSD cap also covers the namespaces of the
+        directories below (their names extend this one's): the publisher writes into
+        every host's directory.
+        """
+        namespace = self.boot_dir_namespace(fs_path) + ("*" if subtree_namespaces else "")
         return {
             "mon": f"allow r fsname={FS_NAME}",
-            "mds": f"allow {access} fsname={FS_NAME} path={fs_path}",
-            "osd": f"allow {access} pool={FS_DATA_POOL} namespace={namespace}",
+            "mds": f"allow rw fsname={FS_NAME} path={fs_path}",
+            "osd": f"allow rw pool={FS_DATA_POOL} namespace={namespace}",
         }
 
     def create_host_client(
-        self, host: str, pool: str, namespace: str, keyring_dir: Path, boot_dir: str | None = None
+        self, host: str, pool: str, namespace: str, boot_dir: str, keyring: Path
     ) -> CephClient:
         """Host ``host``'s client: its RBD namespace and its own /boot directory, no more."""
-        boot_dir = boot_dir or f"/hosts/{host}"
         self.make_fs_dir(boot_dir)
         fs = self.fs_caps(boot_dir)
         caps = {
@@ -331,12 +337,13 @@ class CephCluster:
             "osd": f"profile rbd pool={pool} namespace={namespace}, {fs['osd']}",
             "mds": fs["mds"],
         }
-        return self.create_client(host, caps, keyring_dir)
+        return self.create_client(host, caps, keyring)
 
-    def create_publisher_client(self, boot_tree: str, keyring_dir: Path) -> CephClient:
-        """The publisher: read-write on the boot tree only."""
+    def create_publisher_client(self, boot_tree: str, keyring: Path) -> CephClient:
+        """The publisher: read-write on the boot tree (and the hosts' /boot in it) only."""
         self.make_fs_dir(boot_tree)
-        return self.create_client("cephboot-publisher", self.fs_caps(boot_tree), keyring_dir)
+        caps = self.fs_caps(boot_tree, subtree_namespaces=True)
+        return self.create_client("cephboot-publisher", caps, keyring)
 
     def admin_fs(self) -> Any:
         """A ceph-fuse mount of the whole CephFS as client.admin (made on first use)."""

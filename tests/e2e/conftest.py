@@ -125,9 +125,9 @@ def a_boot_tree_mount(
     a_ceph_cluster: CephCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CephFuseMount]:
     """The CephFS boot tree mounted with ceph-fuse as the publisher's client."""
-    keyrings = tmp_path_factory.mktemp("publisher")
-    publisher = a_ceph_cluster.create_publisher_client(BOOT_TREE, keyrings)
-    with CephFuseMount(a_ceph_cluster, publisher, BOOT_TREE, keyrings / "boot-tree") as mount:
+    workdir = tmp_path_factory.mktemp("publisher")
+    publisher = a_ceph_cluster.create_publisher_client(BOOT_TREE, workdir / "publisher.keyring")
+    with CephFuseMount(a_ceph_cluster, publisher, BOOT_TREE, workdir / "boot-tree") as mount:
         yield mount
 
 

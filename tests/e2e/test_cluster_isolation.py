@@ -25,7 +25,9 @@ def two_hosts(
     clients = {}
     for host in HOSTS:
         a_ceph_cluster.create_rbd_namespace(RBD_POOL, host)
-        clients[host] = a_ceph_cluster.create_host_client(host, RBD_POOL, host, keyrings)
+        clients[host] = a_ceph_cluster.create_host_client(
+            host, RBD_POOL, host, f"/hosts/{host}", keyrings / f"{host}.keyring"
+        )
         image = keyrings / f"{host}.img"
         image.write_bytes(host.encode() * 1000 + os.urandom(4096))
         a_ceph_cluster.rbd("import", "--image-feature", "layering", str(image),
