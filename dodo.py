@@ -4,6 +4,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from tasks.imagenative import task_imagenative  # noqa: E402
 from tasks.initrd import task_initrd  # noqa: E402
 from tasks.lint import task_lint  # noqa: E402
 from tasks.nginx import task_nginx  # noqa: E402
@@ -16,8 +17,8 @@ os.makedirs("build", exist_ok=True)  # doit opens its state file before any task
 DOIT_CONFIG = {
     "backend": "sqlite3",  # dbm and json lose records when two runs overlap
     "dep_file": "build/doit.sqlite3",
-    "default_tasks": ["render", "lint", "initrd", "overlay", "publish", "nginx"],
+    "default_tasks": ["render", "lint", "initrd", "overlay", "publish", "nginx", "imagenative"],
     "verbosity": 1,
 }
 
-__all__ = ["task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "DOIT_CONFIG"]
+__all__ = ["task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "DOIT_CONFIG"]
