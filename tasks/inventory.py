@@ -77,13 +77,9 @@ class Site:
         """path() as a string, without pathlib's cost (called per host on every run)."""
         return rel if rel.startswith("/") else os.path.join(self.root, "hosts", rel)
 
-    def dep_path(self, rel: str) -> str:
-        """A path from the inventory as doit should name it: relative to the site folder
-        (doit's working directory), so a copied or moved site keeps its recorded state."""
-        return rel if rel.startswith("/") else os.path.join("hosts", rel)
-
     def display(self, rel: str) -> str:
-        """How a path from the inventory is named in messages and headers."""
+        """How a path from the inventory is named in messages, headers and doit's file_dep:
+        relative to the site folder (doit's working directory), so a copied site keeps its state."""
         return rel if rel.startswith("/") else f"hosts/{rel}"
 
 

@@ -173,9 +173,9 @@ def task_render() -> Iterator[dict[str, Any]]:
     yield {"basename": "render", "name": None, "doc": "Render per-host and site-wide boot files from hosts/ and templates/."}
     for host in site.hosts.values():
         h = host.data
-        deps = [site.dep_path(h["keyring"])]
+        deps = [site.display(h["keyring"])]
         if h["luks"]:
-            deps.append(site.dep_path(h["luks"]["keyfile"]))
+            deps.append(site.display(h["luks"]["keyfile"]))
         yield {
             "basename": "render",
             "name": host.name,
