@@ -9,6 +9,7 @@ from tasks.initrd import task_initrd  # noqa: E402
 from tasks.lint import task_lint  # noqa: E402
 from tasks.nginx import task_nginx  # noqa: E402
 from tasks.overlay import task_overlay  # noqa: E402
+from tasks.provision import task_provision, task_verify  # noqa: E402  (changes the cluster: never default)
 from tasks.publish import task_publish, task_rollback  # noqa: E402
 from tasks.render import task_render  # noqa: E402
 
@@ -21,4 +22,4 @@ DOIT_CONFIG = {
     "verbosity": 1,
 }
 
-__all__ = ["task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "DOIT_CONFIG"]
+__all__ = ["task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "DOIT_CONFIG"]

@@ -48,6 +48,10 @@ _CEPHFS_PATH = re.compile(r"^/([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~%/-]*)?$")
 _SIZE = re.compile(r"^[1-9][0-9]*[MGT]$")
 _GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$|^[0-9]+$")
+_SUITE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,99}$")
+# what the original hand-made setup installs into every root
+ROOTFS_PACKAGES = ("initramfs-tools", "linux-image-amd64", "ceph-common", "systemd-sysv", "zstd")
 
 
 def _str(v: Any) -> str:
@@ -284,6 +288,14 @@ HOST = Section(
         ),
         "monolithic": Field(boolean, "Also publish one initrd.img = base + host layer.", default=False),
         "image_root": Field(path, "Image-native mode: the mounted root of this host's image to install into.", default=None),
+        "rootfs": Section(
+            {
+                "source": Field(path, "Where `doit provision:<host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/).", default="debootstrap"),
+                "suite": Field(_regex(_SUITE, "a Debian suite name like bookworm"), "Debian suite that debootstrap installs (from the build machine's apt mirror).", default="bookworm"),
+                "packages": Field(list_of(_regex(_PACKAGE, "a Debian package name"), unique=True), "Packages debootstrap adds to minbase; `+packages: [...]` adds more.", default=list(ROOTFS_PACKAGES)),
+            },
+            "How provisioning builds the root file system written into the image.",
+        ),
     },
     "A host (site defaults < profiles < host file).",
 )

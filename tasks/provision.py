@@ -1,0 +1,368 @@
+"""Provision a host on the cluster (RBD namespace, root image, cephx client, CephFS /boot) and verify it, read-only.
+
+`doit provision:<host>` changes the cluster, so it is never a default task.
+Every step first looks, then acts only where the cluster differs from the
+inventory; a second run changes nothing and says so.  Data is never destroyed:
+an image that holds data is rebuilt only when the host sets `rbd.reimage: true`.
+Task loading does no Ceph I/O; all of it happens in the actions.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from doit.exceptions import TaskFailed
+
+from . import inventory, rootfs
+from .cephcli import Admin, CephError
+from .fileio import write_if_changed
+from .inventory import Host, Site
+
+STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
+NEW, OLD = ".cephboot-new", ".cephboot-old"  # an image being built, and one being replaced
+PROVISION_TOOLS = ("ceph", "rbd", "ceph-fuse", "mkfs.ext4", "cp", "tar")
+
+
+class Refused(Exception):
+    """Provisioning stops here to keep data or to avoid guessing; the message says what would allow it."""
+
+
+@dataclass
+class Report:
+    """What one host's run found and did, line by line."""
+
+    host: str
+    changed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    def did(self, what: str) -> None:
+        self.changed.append(what)
+        print(f"provision:{self.host}: {what}", flush=True)
+
+    def ok(self, what: str) -> None:
+        self.kept.append(what)
+
+    def summary(self) -> str:
+        if self.changed:
+            return f"provision:{self.host}: {len(self.changed)} change(s); already as the inventory says: {', '.join(self.kept) or 'nothing'}"
+        return f"provision:{self.host}: nothing to change ({', '.join(self.kept)})"
+
+
+# ---- what the inventory asks for ------------------------------------------------
+
+def boot_namespace(boot_path: str) -> str:
+    """The RADOS namespace that holds the file objects of a host's /boot directory."""
+    return "fs" + boot_path.replace("/", "-")
+
+
+def wanted_caps(h: dict[str, Any], fs_name: str, data_pool: str) -> dict[str, str]:
+    """Least privilege: RBD in the host's namespace only; CephFS in its /boot directory and that directory's RADOS namespace only."""
+    rbd = h["rbd"]
+    return {
+        "mds": f"allow rw fsname={fs_name} path={h['boot_path']}",
+        "mon": f"profile rbd, allow r fsname={fs_name}",
+        "osd": f"profile rbd pool={rbd['pool']} namespace={rbd['namespace']}, allow rw pool={data_pool} namespace={boot_namespace(h['boot_path'])}",
+    }
+
+
+def image_spec(h: dict[str, Any], suffix: str = "") -> str:
+    r = h["rbd"]
+    return f"{r['pool']}/{r['namespace']}/{r['image']}{suffix}"
+
+
+# ---- the steps -------------------------------------------------------------------
+
+def _namespace(admin: Admin, h: dict[str, Any], report: Report) -> None:
+    pool, ns = h["rbd"]["pool"], h["rbd"]["namespace"]
+    if pool not in admin.pools():
+        raise Refused(f"RBD pool {pool!r} (rbd.pool) does not exist; pools are the cluster admin's choice: "
+                      f"create it with `ceph osd pool create {pool} && rbd pool init {pool}`")
+    if any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool)):
+        report.ok(f"namespace {pool}/{ns}")
+    else:
+        admin.rbd("namespace", "create", f"{pool}/{ns}")
+        report.did(f"created RBD namespace {pool}/{ns}")
+
+
+def _boot_dir(admin: Admin, h: dict[str, Any], report: Report) -> None:
+    """The host's /boot directory, with its own RADOS namespace set before any file of it is written."""
+    path, ns = h["boot_path"], boot_namespace(h["boot_path"])
+    with admin.cephfs() as root:
+        d = root / path.lstrip("/")
+        created = not d.is_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        if created:
+            report.did(f"created CephFS directory {path}")
+        if _xattr(d, "ceph.dir.layout.pool_namespace") != ns:
+            os.setxattr(d, "ceph.dir.layout.pool_namespace", ns.encode())
+            report.did(f"set {path}'s RADOS namespace to {ns}")
+        elif not created:
+            report.ok(f"/boot {path}")
+        # Files written before the namespace was set keep their objects outside it,
+        # where the host's OSD cap no longer reaches: rewrite them into it.
+        moved = 0
+        for dirpath, _, names in os.walk(d):
+            for name in names:
+                p = Path(dirpath, name)
+                if not p.is_symlink() and _xattr(p, "ceph.file.layout.pool_namespace") != ns:
+                    tmp = p.with_name(f".{name}.cephboot-ns")
+                    shutil.copy2(p, tmp)
+                    os.replace(tmp, p)
+                    moved += 1
+        if moved:
+            report.did(f"rewrote {moved} file(s) in {path} that predate its RADOS namespace")
+
+
+def _xattr(p: Path, name: str) -> str:
+    try:
+        return os.getxattr(p, name).decode()
+    except OSError:
+        return ""
+
+
+def _auth(admin: Admin, entity: str) -> dict[str, Any] | None:
+    """The cluster's record of ``entity`` (key, caps), or None when it has none."""
+    try:
+        return admin.ceph_json("auth", "get", entity)[0]
+    except CephError as e:
+        if e.not_found:
+            return None
+        raise
+
+
+def _key_on_file(site: Site, h: dict[str, Any]) -> str:
+    try:
+        return inventory.cephx_key(Path(site.path_str(h["keyring"])).read_text(), h["client"])
+    except (OSError, ValueError):
+        return ""
+
+
+def _client(admin: Admin, site: Site, host: Host, data_pool: str, report: Report) -> None:
+    """The host's cephx client with exactly the wanted caps, and its keyring file where the inventory points."""
+    h = host.data
+    entity = f"client.{h['client']}"
+    caps = wanted_caps(h, admin.fs_name, data_pool)
+    keyring = Path(site.path_str(h["keyring"]))
+    flat = [w for kind in sorted(caps) for w in (kind, caps[kind])]
+    current = _auth(admin, entity)
+    if current is None:
+        # The keyring the inventory already holds (made by `python -m tasks.examplekeys`
+        # or by hand) becomes the client's key, so rendered files stay valid.
+        key = inventory.cephx_key(keyring.read_text(), h["client"])
+        admin.ceph("auth", "add", entity, *flat, "-i", "-", input=f"[{entity}]\n\tkey = {key}\n".encode())
+        report.did(f"created {entity} with the key from {site.display(h['keyring'])}")
+        return
+    if current.get("caps", {}) != caps:
+        admin.ceph("auth", "caps", entity, *flat)
+        report.did(f"set {entity}'s caps to {caps}")
+    else:
+        report.ok(f"{entity} caps")
+    key = current["key"]
+    if _key_on_file(site, h) != key:
+        write_if_changed(keyring, f"[{entity}]\n\tkey = {key}\n".encode(), 0o600, durable=True)
+        report.did(f"wrote the cluster's key of {entity} to {site.display(h['keyring'])}")
+
+
+def _image_names(admin: Admin, h: dict[str, Any]) -> set[str]:
+    r = h["rbd"]
+    return {str(n) for n in admin.rbd_json("ls", "--pool", r["pool"], "--namespace", r["namespace"])}
+
+
+def _stamp(admin: Admin, spec: str) -> str:
+    try:
+        return admin.rbd("image-meta", "get", spec, STAMP_KEY).strip()
+    except CephError as e:
+        if e.not_found:
+            return ""
+        raise
+
+
+def _recover(admin: Admin, h: dict[str, Any], names: set[str], report: Report) -> set[str]:
+    """Complete or undo what an interrupted run left: a half-imported image, an image set aside."""
+    image = h["rbd"]["image"]
+    if image + NEW in names:
+        admin.rbd("rm", "--no-progress", image_spec(h, NEW))
+        report.did(f"removed {image_spec(h, NEW)}, left half-made by an interrupted run")
+    if image + OLD in names:
+        if image not in names:
+            admin.rbd("rename", image_spec(h, OLD), image_spec(h))
+            report.did(f"put back {image_spec(h)}, set aside by an interrupted run")
+        elif h["rbd"]["reimage"]:
+            admin.rbd("rm", "--no-progress", image_spec(h, OLD))
+            report.did(f"removed {image_spec(h, OLD)}, replaced by a reimage that an interrupted run finished")
+        else:
+            report.ok(f"{image_spec(h, OLD)} kept (an earlier reimage's old image; remove it by hand once it is not needed)")
+    return _image_names(admin, h)
+
+
+def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
+    h = host.data
+    spec = image_spec(h)
+    names = _recover(admin, h, _image_names(admin, h), report)
+    stamp = rootfs.image_stamp(site, host)
+    replace = False
+    if h["rbd"]["image"] in names:
+        found = _stamp(admin, spec)
+        if found == stamp:
+            report.ok(f"image {spec}")
+            return
+        if admin.rbd_json("diff", spec):  # extents that hold data
+            if not h["rbd"]["reimage"]:
+                if found:
+                    report.ok(f"image {spec} (provisioned earlier from other inputs; kept, as rbd.reimage is false)")
+                    return
+                raise Refused(f"host {host.name}: image {spec} exists and holds data that cephboot did not write; "
+                              f"refusing to overwrite it. Set `rbd: {{reimage: true}}` in {host.source} to replace it (its data is lost)")
+            watchers = admin.rbd_json("status", spec).get("watchers", [])
+            if watchers:
+                raise Refused(f"host {host.name}: image {spec} is in use ({', '.join(w.get('address', '?') for w in watchers)}); "
+                              "rbd.reimage is true, but an image that is mapped is never replaced: shut the host down first")
+        replace = True
+    work = site.root / "build" / "provision" / host.name
+    rootfs.remove_tree(work)
+    work.mkdir(parents=True)
+    try:
+        img = rootfs.make_image(site, host, work, say=lambda m: print(f"provision:{host.name}: {m}", flush=True))
+        features = ",".join(h["rbd"]["features"])
+        argv = ["import", "--no-progress", "--image-format", "2"]
+        argv += ["--image-feature", features] if features else ["--rbd-default-features", "0"]
+        admin.rbd(*argv, str(img), image_spec(h, NEW))
+        admin.rbd("image-meta", "set", image_spec(h, NEW), STAMP_KEY, stamp)
+        if replace:
+            admin.rbd("rename", spec, image_spec(h, OLD))
+        admin.rbd("rename", image_spec(h, NEW), spec)
+        if replace:
+            admin.rbd("rm", "--no-progress", image_spec(h, OLD))
+        report.did(f"{'rebuilt' if replace else 'wrote'} root image {spec} ({h['rbd']['size']}{', LUKS2' if h['luks'] else ''}) "
+                   f"from {_describe(rootfs.source_spec(site, host))}")
+    finally:
+        rootfs.remove_tree(work)
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    if "debootstrap" in spec:
+        return f"debootstrap {spec['debootstrap']} + {', '.join(spec['packages']) or 'minbase'}"
+    return spec.get("directory") or spec["tarball"]
+
+
+def provision_host(site: Site, host: Host) -> TaskFailed | None:
+    """Make the cluster match ``host``'s inventory entry; print what changed, or that nothing did."""
+    missing = [t for t in PROVISION_TOOLS if shutil.which(t) is None]
+    if missing:
+        return TaskFailed(f"provision:{host.name}: missing {', '.join(missing)} (scripts/setup installs them)")
+    report = Report(host.name)
+    try:
+        admin = Admin(site)
+        admin.check_fsid()
+        data_pool = admin.fs_data_pool()
+        _namespace(admin, host.data, report)
+        _boot_dir(admin, host.data, report)
+        _client(admin, site, host, data_pool, report)
+        _image(admin, site, host, report)
+    except (Refused, CephError, rootfs.RootfsError) as e:
+        print(report.summary(), flush=True)
+        return TaskFailed(f"provision:{host.name}: {e}")
+    print(report.summary(), flush=True)
+    return None
+
+
+# ---- verify (read-only) -----------------------------------------------------------
+
+def verify_host(site: Site, host: Host) -> TaskFailed | None:
+    """Compare the cluster with ``host``'s inventory entry without changing anything; one line per item."""
+    h = host.data
+    problems: list[str] = []
+    lines: list[str] = []
+
+    def check(item: str, ok: bool, detail: str) -> None:
+        lines.append(f"verify:{host.name}: {'ok      ' if ok else 'MISMATCH'} {item}: {detail}")
+        if not ok:
+            problems.append(item)
+
+    try:
+        admin = Admin(site)
+        admin.check_fsid()
+        data_pool = admin.fs_data_pool()
+        pool, ns = h["rbd"]["pool"], h["rbd"]["namespace"]
+        has_ns = pool in admin.pools() and any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool))
+        check("namespace", has_ns, f"{pool}/{ns}" + ("" if has_ns else " does not exist"))
+        spec = image_spec(h)
+        info = None
+        if has_ns and h["rbd"]["image"] in _image_names(admin, h):
+            info = admin.rbd_json("info", spec)
+        if info is None:
+            check("image", False, f"{spec} does not exist")
+        else:
+            size = rootfs.size_bytes(h["rbd"]["size"])
+            feats = sorted(info.get("features", []))
+            wanted = sorted(h["rbd"]["features"])
+            check("image size", info["size"] == size, f"{spec} is {info['size']} bytes, the inventory says {h['rbd']['size']} ({size})")
+            check("image features", feats == wanted, f"{', '.join(feats) or 'none'} (inventory: {', '.join(wanted) or 'none'})")
+            stamp = _stamp(admin, spec)
+            now = rootfs.image_stamp(site, host)
+            check("image content", stamp == now, "built from the inventory's current inputs" if stamp == now else
+                  ("built by cephboot from other inputs" if stamp else "not written by cephboot"))
+        entity = f"client.{h['client']}"
+        caps = wanted_caps(h, admin.fs_name, data_pool)
+        current = _auth(admin, entity)
+        if current is None:
+            check("client", False, f"{entity} does not exist")
+        else:
+            have = current.get("caps", {})
+            diff = [f"{k} is {have.get(k)!r}, wants {caps.get(k)!r}" for k in sorted(set(have) | set(caps)) if have.get(k) != caps.get(k)]
+            check("client caps", not diff, "; ".join(diff) or f"{entity}: {caps}")
+            on_file = _key_on_file(site, h)
+            check("keyring", on_file == current["key"], f"{site.display(h['keyring'])} " + ("holds the cluster's key" if on_file == current["key"] else "does not hold the cluster's key"))
+        bns = boot_namespace(h["boot_path"])
+        with admin.cephfs() as root:
+            d = root / h["boot_path"].lstrip("/")
+            if not d.is_dir():
+                check("/boot", False, f"{h['boot_path']} does not exist on CephFS {admin.fs_name}")
+            else:
+                got = _xattr(d, "ceph.dir.layout.pool_namespace")
+                check("/boot", got == bns, f"{h['boot_path']} RADOS namespace {got or '(none)'} (wants {bns})")
+    except CephError as e:
+        return TaskFailed(f"verify:{host.name}: {e}")
+    print("\n".join(lines), flush=True)
+    if problems:
+        return TaskFailed(f"verify:{host.name}: does not match the inventory: {', '.join(problems)} (`doit provision:{host.name}` makes it match; an image with data only with rbd.reimage)")
+    return None
+
+
+# ---- tasks ---------------------------------------------------------------------------
+
+def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[dict[str, Any]]:
+    """One subtask per host running ``action(site, host)`` every time: the cluster is the state, so look each run."""
+    site = inventory.load_for_tasks()
+    yield {"basename": basename, "name": None, "doc": group_doc}
+    for host in site.hosts.values():
+        yield {
+            "basename": basename,
+            "name": host.name,
+            "doc": doc.format(host=host.name),
+            "actions": [(action, [site, host])],
+            "task_dep": [f"render:{host.name}"],  # the host's files go into its image and its stamp
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+
+
+def task_provision() -> Iterator[dict[str, Any]]:
+    """Create each host's RBD namespace, root image, cephx client and CephFS /boot (changes the cluster: never a default task)."""
+    yield from _per_host("provision", "Create hosts on the Ceph cluster: namespace, root image, client, /boot (not a default task).",
+                         provision_host, "namespace, root image, client and /boot of {host} on the cluster (idempotent; never overwrites data)")
+
+
+def task_verify() -> Iterator[dict[str, Any]]:
+    """Check, read-only, that each host's namespace, image, client caps and /boot match the inventory."""
+    yield from _per_host("verify", "Check hosts on the Ceph cluster against the inventory (read-only).",
+                         verify_host, "does the cluster hold {host} as the inventory says? (read-only)")
+
+
+if __name__ == "__main__":  # pragma: no cover - a debugging aid: python -m tasks.provision HOST
+    s = inventory.load()
+    sys.exit(1 if provision_host(s, s.hosts[sys.argv[1]]) else 0)

@@ -1,0 +1,255 @@
+"""Build a host's root file system image: a root tree (debootstrap, a folder or a tarball), the host's files, mkfs.ext4 -d, LUKS2."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Union
+
+from . import imagenative, luks
+from .fileio import digest, write_if_changed
+from .inventory import Host, Site
+
+CACHE_ENV = "CEPHBOOT_ROOTFS_CACHE"  # where debootstrap results are kept; default build/rootfs
+MIRROR_ENV = "CEPHBOOT_DEBIAN_MIRROR"  # overrides the mirror found in the apt configuration
+APT_SOURCES = Path("/etc/apt")
+STAMP_VERSION = "1"  # bump when the image layout changes, so reimage-able hosts are rebuilt
+_UNITS = {"M": 20, "G": 30, "T": 40}
+
+Content = Union[Path, bytes]
+
+
+class RootfsError(RuntimeError):
+    """The root tree or image cannot be built; the message says why and what to do."""
+
+
+def size_bytes(size: str) -> int:
+    """'10G' -> bytes (binary units, as rbd reads them)."""
+    return int(size[:-1]) << _UNITS[size[-1]]
+
+
+# ---- the host's files in its root ---------------------------------------------
+
+def host_files(host: Host) -> dict[str, tuple[Content, int]]:
+    """What provisioning puts into a fresh root: the image-native install's files, plus /etc/hostname."""
+    files: dict[str, tuple[Content, int]] = dict(imagenative.image_files(host))
+    files["etc/hostname"] = (f"{host.name}\n".encode(), 0o644)
+    return files
+
+
+def install_host_files(root: Path, host: Host) -> None:
+    """Install the host's files into the root tree ``root`` with the image-native install (one code path for both)."""
+    try:
+        imagenative.install(replace(host, data={**host.data, "image_root": str(root)}))
+        hostname = imagenative.resolve_in_root(root, "etc/hostname")
+    except imagenative.OutsideRoot as e:
+        raise RootfsError(f"{host.name}: {e}") from None
+    write_if_changed(hostname, host_files(host)["etc/hostname"][0], 0o644)  # type: ignore[arg-type]
+
+
+# ---- root trees ----------------------------------------------------------------
+
+def packages(host: Host) -> list[str]:
+    """What debootstrap installs on top of minbase for ``host``: the inventory's list, plus cryptsetup for LUKS."""
+    wanted = list(host.data["rootfs"]["packages"])
+    if host.data["luks"]:
+        wanted.append("cryptsetup-bin")  # the root's own update-initramfs needs it (the hook refuses otherwise)
+    return sorted(set(wanted))
+
+
+def apt_mirror(suite: str, apt_dir: Path = APT_SOURCES) -> tuple[str, list[str]]:
+    """The (URI, components) of the first 'deb' source of this machine's apt configuration that carries ``suite``."""
+    override = os.environ.get(MIRROR_ENV)
+    if override:
+        return override, ["main"]
+    entries: list[tuple[str, list[str], list[str]]] = []
+    files = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list")), *sorted((apt_dir / "sources.list.d").glob("*.sources"))]
+    for f in files:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        entries += _deb822(text) if f.suffix == ".sources" else _one_line(text)
+    for uri, suites, components in entries:
+        if suite in suites:
+            return uri, components or ["main"]
+    raise RootfsError(f"no 'deb' source for suite {suite!r} in {apt_dir}/sources.list or sources.list.d/: debootstrap needs a mirror of it "
+                      f"(set rootfs.suite to a suite this machine's apt knows, or {MIRROR_ENV})")
+
+
+def _one_line(text: str) -> list[tuple[str, list[str], list[str]]]:
+    out = []
+    for line in text.splitlines():
+        words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
+        if len(words) >= 3 and words[0] == "deb":
+            out.append((words[1], [words[2]], words[3:]))
+    return out
+
+
+def _deb822(text: str) -> list[tuple[str, list[str], list[str]]]:
+    out = []
+    for stanza in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            if line.startswith("#") or ":" not in line or line[:1].isspace():
+                continue
+            k, _, v = line.partition(":")
+            fields[k.strip().lower()] = v.strip()
+        if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes").lower() != "no":
+            for uri in fields.get("uris", "").split():
+                out.append((uri, fields.get("suites", "").split(), fields.get("components", "").split()))
+    return out
+
+
+def cache_root(site: Site) -> Path:
+    return Path(os.environ.get(CACHE_ENV) or site.root / "build" / "rootfs")
+
+
+def debootstrap_key(suite: str, pkgs: list[str]) -> str:
+    return f"debootstrap-{suite}-{digest(suite, *pkgs)[:12]}"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One builder of a cached tree at a time (two doit processes may want the same one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def debootstrap_tree(cache: Path, suite: str, pkgs: list[str], say: Any = print) -> Path:
+    """A minbase root of ``suite`` with ``pkgs``, built once and kept in ``cache`` (key: suite + packages)."""
+    key = debootstrap_key(suite, pkgs)
+    tree = cache / key
+    with _locked(cache / f"{key}.lock"):
+        if tree.is_dir():
+            return tree
+        if shutil.which("debootstrap") is None:
+            raise RootfsError("rootfs.source is debootstrap but debootstrap is not installed (apt-get install debootstrap)")
+        mirror, components = apt_mirror(suite)
+        tmp = cache / f"{key}.partial"
+        remove_tree(tmp)  # what an interrupted run left
+        argv = ["debootstrap", "--variant=minbase", f"--components={','.join(components)}"]
+        if pkgs:
+            argv.append(f"--include={','.join(pkgs)}")
+        argv += [suite, str(tmp), mirror]
+        say(f"rootfs: debootstrap {suite} with {', '.join(pkgs) or 'minbase only'} (once; kept in {tree})")
+        log = cache / f"{key}.log"
+        with open(log, "wb") as out:
+            done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+        if done.returncode != 0:
+            remove_tree(tmp)
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RootfsError(f"debootstrap failed ({done.returncode}); the end of {log}:\n  " + "\n  ".join(tail))
+        for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()  # what `apt-get clean` would drop: ~30% of the tree
+        (tmp / "etc/hostname").unlink(missing_ok=True)  # the build machine's; each host gets its own
+        os.rename(tmp, tree)
+    return tree
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].encode().decode("unicode_escape") for line in f]
+    return sorted((p for p in points if p.startswith(prefix) or p == prefix[:-1]), key=len, reverse=True)
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf a root tree, after unmounting what a failed debootstrap may have left mounted in it (/proc, /sys)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    for point in _mounts_under(path):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    if _mounts_under(path):
+        raise RootfsError(f"{path}: still has mounts inside; not removing it")
+    shutil.rmtree(path)
+
+
+def source_spec(site: Site, host: Host) -> dict[str, Any]:
+    """What the root tree is made from, as recorded in the image's stamp."""
+    r = host.data["rootfs"]
+    if r["source"] == "debootstrap":
+        return {"debootstrap": r["suite"], "packages": packages(host)}
+    p = Path(site.path_str(r["source"]))
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise RootfsError(f"{host.source}: rootfs.source {r['source']!r}: {e.strerror} ({p})") from None
+    if p.is_dir():
+        return {"directory": str(p)}
+    return {"tarball": str(p), "size": st.st_size, "mtime": st.st_mtime_ns}
+
+
+def make_tree(site: Site, host: Host, tree: Path, say: Any = print) -> None:
+    """Fill the empty folder ``tree`` with the host's root: its source, then its files."""
+    spec = source_spec(site, host)
+    if "debootstrap" in spec:
+        src = debootstrap_tree(cache_root(site), spec["debootstrap"], spec["packages"], say)
+        _copy(src, tree)
+    elif "directory" in spec:
+        _copy(Path(spec["directory"]), tree)
+    else:
+        tree.mkdir(parents=True)
+        subprocess.run(["tar", "-x", "-p", "--numeric-owner", "-f", spec["tarball"], "-C", str(tree)], check=True, capture_output=True)
+    install_host_files(tree, host)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", f"{src}/.", f"{dst}/"], check=True, capture_output=True)
+
+
+# ---- the image -----------------------------------------------------------------
+
+def image_stamp(site: Site, host: Host) -> str:
+    """A digest of everything the root image is made from; kept in the image's metadata."""
+    h = host.data
+    parts = [STAMP_VERSION, json.dumps(source_spec(site, host), sort_keys=True), h["rbd"]["size"], h["root_fs"], json.dumps(h["luks"], sort_keys=True)]
+    if h["luks"]:
+        parts.append(Path(site.path_str(h["luks"]["keyfile"])).read_bytes())
+    for rel, (content, mode) in sorted(host_files(host).items()):
+        parts += [rel, oct(mode), content.read_bytes() if isinstance(content, Path) else content]
+    return digest(*parts)
+
+
+def make_image(site: Site, host: Host, work: Path, say: Any = print) -> Path:
+    """Build ``host``'s root image in ``work`` (a fresh folder) and return its path.
+
+    A sparse file of rbd.size holding an ext4 made with `mkfs.ext4 -d` from the
+    root tree; for LUKS hosts, a LUKS2 container of that size with the ext4 inside.
+    """
+    h = host.data
+    if h["root_fs"] != "ext4":
+        raise RootfsError(f"{host.source}: root_fs {h['root_fs']!r}: provisioning writes ext4 roots only (mkfs.ext4 -d)")
+    total = size_bytes(h["rbd"]["size"])
+    tree = work / "tree"
+    try:
+        make_tree(site, host, tree, say)
+        fs_size = luks.payload_size(total) if h["luks"] else total
+        plain = work / ("root.plain" if h["luks"] else "root.img")
+        with open(plain, "xb") as f:
+            f.truncate(fs_size)
+        argv = ["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree)]
+        if h["luks"]:
+            argv += ["-E", luks.MKFS_EXTENDED]
+        done = subprocess.run([*argv, str(plain)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RootfsError(f"mkfs.ext4 -d failed for {host.name} (is rbd.size {h['rbd']['size']} big enough for the root tree?): {done.stderr.strip()}")
+    finally:
+        remove_tree(tree)
+    if not h["luks"]:
+        return plain
+    luks.zero_journal(plain)
+    out = work / "root.img"
+    luks.wrap(plain, out, Path(site.path_str(h["luks"]["keyfile"])))
+    plain.unlink()
+    return out
