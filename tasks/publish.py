@@ -133,6 +133,11 @@ def copy_atomic(src: Path, dst: Path, mode: int, gid: int | None) -> None:
 
 def link_atomic(src: Path, dst: Path) -> None:
     """Make ``dst`` the same file as ``src`` (a hard link: no bytes written), replacing ``dst`` atomically."""
+    try:
+        if os.path.samefile(src, dst):
+            return  # rename(2) of one hard link over another of the same file does nothing
+    except FileNotFoundError:
+        pass
     tmp = _tmp_name(dst)
     tmp.unlink(missing_ok=True)
     try:
