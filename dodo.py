@@ -20,6 +20,9 @@ DOIT_CONFIG = {
     "dep_file": "build/doit.sqlite3",
     "default_tasks": ["render", "lint", "initrd", "overlay", "publish", "nginx", "imagenative"],
     "verbosity": 1,
+    # print what ran, not the thousands of tasks that were up to date
+    # (`doit --reporter default` lists those too)
+    "reporter": "executed-only",
 }
 
 __all__ = ["task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "DOIT_CONFIG"]
