@@ -21,7 +21,7 @@ DOIT_CONFIG = {
     "default_tasks": ["render", "lint", "initrd", "overlay", "publish", "nginx", "imagenative"],
     "verbosity": 1,
     # print what ran, not the thousands of tasks that were up to date
-    # (`doit --reporter default` lists those too)
+    # (`doit --reporter console` lists those too)
     "reporter": "executed-only",
 }
 

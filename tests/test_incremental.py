@@ -31,7 +31,7 @@ def mtime(site: Site, rel: str) -> int:
 def test_a_second_run_runs_nothing(a_built_site: Site) -> None:
     again = a_built_site.doit(*CORE)
     assert again.ran == set()
-    listed = a_built_site.doit("--reporter", "default", *CORE)
+    listed = a_built_site.doit("--reporter", "console", *CORE)
     assert listed.ran == set() and {"render:zephyr", "render:site", "lint:rendered"} <= listed.skipped
 
 
