@@ -21,6 +21,7 @@ from . import inventory, rootfs
 from .cephcli import Admin, CephError
 from .fileio import write_if_changed
 from .inventory import Host, Site
+from .render import render_host
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
 NEW, OLD = ".cephboot-new", ".cephboot-old"  # an image being built, and one being replaced
@@ -141,8 +142,11 @@ def _key_on_file(site: Site, h: dict[str, Any]) -> str:
         return ""
 
 
-def _client(admin: Admin, site: Site, host: Host, data_pool: str, report: Report) -> None:
-    """The host's cephx client with exactly the wanted caps, and its keyring file where the inventory points."""
+def _client(admin: Admin, site: Site, host: Host, data_pool: str, report: Report) -> bool:
+    """The host's cephx client with exactly the wanted caps, and its keyring file where the inventory points.
+
+    True when the keyring file was rewritten (the host's rendered files are then stale).
+    """
     h = host.data
     entity = f"client.{h['client']}"
     caps = wanted_caps(h, admin.fs_name, data_pool)
@@ -155,7 +159,7 @@ def _client(admin: Admin, site: Site, host: Host, data_pool: str, report: Report
         key = inventory.cephx_key(keyring.read_text(), h["client"])
         admin.ceph("auth", "add", entity, *flat, "-i", "-", input=f"[{entity}]\n\tkey = {key}\n".encode())
         report.did(f"created {entity} with the key from {site.display(h['keyring'])}")
-        return
+        return False
     if current.get("caps", {}) != caps:
         admin.ceph("auth", "caps", entity, *flat)
         report.did(f"set {entity}'s caps to {caps}")
@@ -165,6 +169,8 @@ def _client(admin: Admin, site: Site, host: Host, data_pool: str, report: Report
     if _key_on_file(site, h) != key:
         write_if_changed(keyring, f"[{entity}]\n\tkey = {key}\n".encode(), 0o600, durable=True)
         report.did(f"wrote the cluster's key of {entity} to {site.display(h['keyring'])}")
+        return True
+    return False
 
 
 def _image_names(admin: Admin, h: dict[str, Any]) -> set[str]:
@@ -204,7 +210,7 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
     spec = image_spec(h)
     names = _recover(admin, h, _image_names(admin, h), report)
     stamp = rootfs.image_stamp(site, host)
-    replace = False
+    replace, why = False, ""
     if h["rbd"]["image"] in names:
         found = _stamp(admin, spec)
         if found == stamp:
@@ -222,6 +228,7 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
                 raise Refused(f"host {host.name}: image {spec} is in use ({', '.join(w.get('address', '?') for w in watchers)}); "
                               "rbd.reimage is true, but an image that is mapped is never replaced: shut the host down first")
         replace = True
+        why = f" (it was built from other inputs: {found[:12]}, now {stamp[:12]})" if found else " (it was not written by cephboot)"
     work = site.root / "build" / "provision" / host.name
     rootfs.remove_tree(work)
     work.mkdir(parents=True)
@@ -238,7 +245,7 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
         if replace:
             admin.rbd("rm", "--no-progress", image_spec(h, OLD))
         report.did(f"{'rebuilt' if replace else 'wrote'} root image {spec} ({h['rbd']['size']}{', LUKS2' if h['luks'] else ''}) "
-                   f"from {_describe(rootfs.source_spec(site, host))}")
+                   f"from {_describe(rootfs.source_spec(site, host))}{why}")
     finally:
         rootfs.remove_tree(work)
 
@@ -261,7 +268,8 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
         data_pool = admin.fs_data_pool()
         _namespace(admin, host.data, report)
         _boot_dir(admin, host.data, report)
-        _client(admin, site, host, data_pool, report)
+        if _client(admin, site, host, data_pool, report):
+            render_host(site, host)  # the image must carry the key the cluster knows
         _image(admin, site, host, report)
     except (Refused, CephError, rootfs.RootfsError) as e:
         print(report.summary(), flush=True)

@@ -1,0 +1,217 @@
+"""`doit provision:<host>` and `doit verify:<host>` against the real test cluster (issue 6).
+
+Two hosts are provisioned from a YAML inventory by doit itself, run inside the
+test's network namespace; then each host's client is tried against its own
+data and the other host's.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks import examplekeys
+
+from .boot_tree import CephFuseMount
+from .ceph_cluster import FS_DATA_POOL, FS_NAME, CephClient, CephCluster
+from .conftest import RBD_POOL
+from .netns import NetworkNamespace
+from .root_image import build_root_tree
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+BOOT_TREE = "/provision-tree"
+HOSTS = ("prov-a", "prov-b")
+
+
+class ProvisionSite:
+    """A site folder whose inventory points at the test cluster; doit runs inside the namespace."""
+
+    def __init__(self, cluster: CephCluster, netns: NetworkNamespace, root: Path, tree: Path) -> None:
+        self.cluster = cluster
+        self.netns = netns
+        self.root = root
+        self.hosts = root / "hosts"
+        (self.hosts / "nodes").mkdir(parents=True)
+        (self.hosts / "site.yaml").write_text(yaml.safe_dump({
+            "ceph": {"fsid": cluster.fsid, "mon_host": [cluster.address], "fs_name": FS_NAME,
+                     "boot_tree": BOOT_TREE, "admin_keyring": str(cluster.admin_keyring)},
+            "pxe": {"http_base": f"http://{cluster.address}:8081"},
+            "defaults": {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]},
+                         "rootfs": {"source": str(tree)}},
+        }))
+
+    def add_host(self, name: str, index: int, **data: object) -> None:
+        host = {"nics": {"ceph": {"macs": [f"52:54:00:e6:00:{index:02x}"], "address": "dhcp"}}, **data}
+        (self.hosts / "nodes" / f"{name}.yaml").write_text(yaml.safe_dump(host))
+        examplekeys.ensure(self.root)
+
+    def doit(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "-d", str(self.root), *args]
+        done = self.netns.run(argv, check=False, timeout=1800)
+        if check and done.returncode != 0:
+            raise AssertionError(f"doit {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def client(self, name: str) -> CephClient:
+        keyring = self.hosts / "keys" / f"{name}.keyring"
+        return CephClient(name, "", keyring)
+
+
+def _tree(path: Path) -> Path:
+    """A busybox root; the image-native install wants initramfs-tools' entry point in it."""
+    empty = path.parent / "no-rendered-files"
+    empty.mkdir()
+    build_root_tree(path, "template", empty)
+    (path / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
+    (path / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def a_provisioned_site(
+    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProvisionSite]:
+    """Two hosts, provisioned once by `doit provision` (the first run's output is kept)."""
+    work = tmp_path_factory.mktemp("provision")
+    site = ProvisionSite(a_ceph_cluster, a_network_namespace, work / "site", _tree(work / "tree"))
+    for index, name in enumerate(HOSTS):
+        site.add_host(name, index)
+    site.first_run = site.doit("provision")  # type: ignore[attr-defined]
+    yield site
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_provisioning_creates_namespace_client_boot_directory_and_image(a_provisioned_site: ProvisionSite) -> None:
+    out = a_provisioned_site.first_run.stdout  # type: ignore[attr-defined]
+    for name in HOSTS:
+        assert f"provision:{name}: created RBD namespace {RBD_POOL}/{name}" in out
+        assert f"provision:{name}: created CephFS directory {BOOT_TREE}/hosts/{name}" in out
+        assert f"provision:{name}: created client.{name} with the key from hosts/keys/{name}.keyring" in out
+        assert f"provision:{name}: wrote root image {RBD_POOL}/{name}/root (64M)" in out
+    caps = a_provisioned_site.cluster.ceph_json("auth", "get", "client.prov-a")[0]["caps"]
+    assert caps == {
+        "mon": f"profile rbd, allow r fsname={FS_NAME}",
+        "osd": f"profile rbd pool={RBD_POOL} namespace=prov-a, allow rw pool={FS_DATA_POOL} namespace=fs-provision-tree-hosts-prov-a",
+        "mds": f"allow rw fsname={FS_NAME} path={BOOT_TREE}/hosts/prov-a",
+    }
+    info = a_provisioned_site.cluster.rbd("info", "--format", "json", f"{RBD_POOL}/prov-a/root").stdout
+    assert '"size":67108864' in info.replace(" ", "") and '"features":["layering"]' in info.replace(" ", "")
+
+
+def test_each_client_reads_its_own_image_and_is_refused_the_other(a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
+    cluster = a_provisioned_site.cluster
+    for own, other in (HOSTS, HOSTS[::-1]):
+        client = a_provisioned_site.client(own)
+        exported = tmp_path / f"{own}.img"
+        cluster.rbd("export", "--no-progress", f"{RBD_POOL}/{own}/root", str(exported), client=client)
+        hostname = subprocess.run(["debugfs", "-R", "cat /etc/hostname", str(exported)], capture_output=True, text=True, check=True).stdout
+        assert hostname == f"{own}\n", "the image holds the host's root with its own files"
+        fstab = subprocess.run(["debugfs", "-R", "cat /etc/fstab", str(exported)], capture_output=True, text=True, check=True).stdout
+        assert f"{BOOT_TREE}/hosts/{own}\t/boot\tceph\tname={own}," in fstab
+        for args in (["info", f"{RBD_POOL}/{other}/root"], ["ls", f"{RBD_POOL}/{other}"],
+                     ["export", f"{RBD_POOL}/{other}/root", str(tmp_path / "stolen")]):
+            refused = cluster.rbd(*args, client=client, check=False)
+            assert refused.returncode != 0, args
+            assert "Operation not permitted" in refused.stderr or "denied" in refused.stderr, refused.stderr
+        assert not (tmp_path / "stolen").exists()
+
+
+def test_each_client_reaches_only_its_own_boot_directory(a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
+    cluster = a_provisioned_site.cluster
+    alpha = a_provisioned_site.client("prov-a")
+    with CephFuseMount(cluster, alpha, f"{BOOT_TREE}/hosts/prov-a", tmp_path / "own") as own:
+        (own.mountpoint / "vmlinuz").write_text("prov-a's kernel\n")
+        assert (own.mountpoint / "vmlinuz").read_text() == "prov-a's kernel\n"
+    (cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/") / "hosts" / "prov-b" / "secret").write_text("prov-b's file\n")
+    other = CephFuseMount(cluster, alpha, f"{BOOT_TREE}/hosts/prov-b", tmp_path / "other")
+    with pytest.raises(RuntimeError, match="Operation not permitted"), other:
+        pass
+    # Through RADOS, past the MDS: prov-b's file objects live in prov-b's namespace only.
+    other_ns = "fs-provision-tree-hosts-prov-b"
+    assert cluster.rados("-p", FS_DATA_POOL, "-N", other_ns, "ls").stdout.strip()
+    listing = cluster.rados("-p", FS_DATA_POOL, "-N", other_ns, "ls", client=alpha, check=False)
+    assert listing.returncode != 0, listing.stdout
+    assert cluster.rados("-p", FS_DATA_POOL, "-N", "fs-provision-tree-hosts-prov-a", "ls", client=alpha).stdout.strip()
+
+
+def test_a_second_run_changes_nothing_and_says_so(a_provisioned_site: ProvisionSite) -> None:
+    keyring = a_provisioned_site.hosts / "keys" / "prov-a.keyring"
+    before = (keyring.stat().st_mtime_ns, a_provisioned_site.cluster.rbd("info", f"{RBD_POOL}/prov-a/root").stdout)
+    again = a_provisioned_site.doit("provision")
+    for name in HOSTS:
+        assert f"provision:{name}: nothing to change (namespace {RBD_POOL}/{name}, /boot {BOOT_TREE}/hosts/{name}, client.{name} caps, image {RBD_POOL}/{name}/root)" in again.stdout
+    assert "created" not in again.stdout and "wrote" not in again.stdout
+    assert (keyring.stat().st_mtime_ns, a_provisioned_site.cluster.rbd("info", f"{RBD_POOL}/prov-a/root").stdout) == before
+    assert oct(keyring.stat().st_mode & 0o777) == "0o600"
+
+
+def test_verify_reports_caps_changed_by_hand_and_provision_puts_them_back(a_provisioned_site: ProvisionSite) -> None:
+    ok = a_provisioned_site.doit("verify")
+    assert "MISMATCH" not in ok.stdout and "verify:prov-b: ok       client caps" in ok.stdout
+    a_provisioned_site.cluster.ceph("auth", "caps", "client.prov-a", "mon", "profile rbd", "osd", "profile rbd pool=" + RBD_POOL)
+    bad = a_provisioned_site.doit("verify:prov-a", check=False)
+    assert bad.returncode != 0
+    assert f"verify:prov-a: MISMATCH client caps: mds is None, wants 'allow rw fsname={FS_NAME} path={BOOT_TREE}/hosts/prov-a'" in bad.stdout
+    assert "does not match the inventory: client caps" in bad.stdout + bad.stderr
+    fixed = a_provisioned_site.doit("provision:prov-a")
+    assert "provision:prov-a: set client.prov-a's caps" in fixed.stdout
+    assert "MISMATCH" not in a_provisioned_site.doit("verify:prov-a").stdout
+
+
+def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
+    site, cluster = a_provisioned_site, a_provisioned_site.cluster
+    cluster.create_rbd_namespace(RBD_POOL, "prov-c")
+    data = tmp_path / "precious.img"
+    data.write_bytes(b"a hand-made root with data\n" * 4096 + os.urandom(1 << 16))
+    cluster.rbd("import", "--no-progress", "--image-feature", "layering", str(data), f"{RBD_POOL}/prov-c/root")
+    # A file in the host's /boot from before its RADOS namespace existed.
+    early = cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/") / "hosts" / "prov-c"
+    early.mkdir(parents=True)
+    (early / "early.txt").write_text("written before provisioning\n")
+    site.add_host("prov-c", 12)
+    refused = site.doit("provision:prov-c", check=False)
+    assert refused.returncode != 0
+    assert (f"host prov-c: image {RBD_POOL}/prov-c/root exists and holds data that cephboot did not write; refusing to overwrite it. "
+            "Set `rbd: {reimage: true}` in hosts/nodes/prov-c.yaml") in refused.stdout + refused.stderr
+    back = tmp_path / "back.img"
+    cluster.rbd("export", "--no-progress", f"{RBD_POOL}/prov-c/root", str(back))
+    assert _digest(back) == _digest(data), "the refused image is untouched"
+    # Everything but the image was done, and the early file was moved into the namespace.
+    assert "provision:prov-c: rewrote 1 file(s)" in refused.stdout
+    assert os.getxattr(early / "early.txt", "ceph.file.layout.pool_namespace") == b"fs-provision-tree-hosts-prov-c"
+    assert (early / "early.txt").read_text() == "written before provisioning\n"
+
+    site.add_host("prov-c", 12, rbd={"reimage": True})
+    rebuilt = site.doit("provision:prov-c")
+    assert f"provision:prov-c: rebuilt root image {RBD_POOL}/prov-c/root (64M)" in rebuilt.stdout
+    again = site.doit("provision:prov-c")
+    assert "provision:prov-c: nothing to change" in again.stdout, "reimage rebuilds only when the image's inputs changed"
+    images = cluster.rbd("ls", "--pool", RBD_POOL, "--namespace", "prov-c").stdout.split()
+    assert images == ["root"], "no image is left set aside"
+
+
+def test_a_client_made_by_hand_keeps_its_key_and_the_image_carries_it(a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
+    site, cluster = a_provisioned_site, a_provisioned_site.cluster
+    cluster.ceph("auth", "get-or-create", "client.prov-d", "mon", "allow r")
+    key = cluster.ceph("auth", "get-key", "client.prov-d").strip()
+    site.add_host("prov-d", 13)  # examplekeys gives it a key of its own, which the cluster does not know
+    run = site.doit("provision:prov-d")
+    assert "provision:prov-d: wrote the cluster's key of client.prov-d to hosts/keys/prov-d.keyring" in run.stdout
+    assert key in (site.hosts / "keys" / "prov-d.keyring").read_text()
+    exported = tmp_path / "prov-d.img"
+    cluster.rbd("export", "--no-progress", f"{RBD_POOL}/prov-d/root", str(exported), client=site.client("prov-d"))
+    in_image = subprocess.run(["debugfs", "-R", "cat /etc/ceph/ceph.client.prov-d.keyring", str(exported)],
+                              capture_output=True, text=True, check=True).stdout
+    assert key in in_image
+    assert "nothing to change" in site.doit("provision:prov-d").stdout
