@@ -22,8 +22,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 SECTOR = 512
 HEADER_BYTES = 16 * 1024 * 1024  # LUKS2's default data offset
 CIPHER = "aes-xts-plain64"
@@ -91,6 +89,10 @@ def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
 
 def encrypt_sectors(key: bytes, data: bytes, first_sector: int) -> bytes:
     """aes-xts-plain64 of whole 512-byte sectors, as dm-crypt computes it."""
+    try:  # the `provision` extra: only LUKS image builds need it
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    except ImportError:
+        raise RuntimeError("building a LUKS image needs the 'cryptography' package: pip install -e '.[provision]'") from None
     aes = algorithms.AES(key)
     out = bytearray(len(data))
     for i in range(0, len(data), SECTOR):
