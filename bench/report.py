@@ -1,0 +1,290 @@
+"""Turn bench/results.json into BENCHMARKS.md and the log-log chart.
+
+    .venv/bin/python -m bench.report [bench/results.json]   # redo both without rerunning
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+PROJECT = Path(__file__).resolve().parent.parent
+ROWS = ["noop", "list", "host", "site", "cold", "rss"]  # the issue's target table, in its order
+TARGET_LABELS = {
+    "noop": "no-op `doit`",
+    "list": "`doit list`",
+    "host": "one host edited (only its tasks run)",
+    "site": "site-wide edit incl. publish (no base initrd rebuilt)",
+    "cold": "cold build, without base initrds",
+    "rss": "peak memory (max RSS)",
+}
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def secs(x: float) -> str:
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def spread(xs: list[float], unit: str = "s", repeat: int = 0) -> str:
+    """median (min–max) with a unit; the number of runs when it is not the usual ``repeat``."""
+    runs = f", {len(xs)} run{'s' if len(xs) > 1 else ''}" if repeat and len(xs) != repeat else ""
+    if len(xs) == 1:
+        return f"{secs(xs[0])} {unit}" + (f" ({runs[2:]})" if runs else "")
+    return f"{secs(med(xs))} {unit} ({secs(min(xs))}–{secs(max(xs))}{runs})"
+
+
+def size_bytes(b: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if b < 1024 or unit == "GB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return ""
+
+
+def peak_mb(per: dict[str, Any]) -> float:
+    """The largest max-RSS of any run at one size."""
+    return max(max(m["rss_kb"]) for m in per.values()) / 1024
+
+
+def value(results: dict[str, Any], key: str, n: int) -> float | None:
+    per = results["results"].get(str(n))
+    if per is None:
+        return None
+    return peak_mb(per) if key == "rss" else med(per[key]["runs"])
+
+
+def verdict(results: dict[str, Any], key: str, n: int) -> tuple[str, bool | None]:
+    """(cell text, passed) for one target; passed is None when that size was not run."""
+    limit = results["targets"][key].get(str(n))
+    v = value(results, key, n)
+    if v is None or limit is None:
+        return "not run", None
+    problems = results["results"][str(n)].get(key, {}).get("problems", []) if key != "rss" else []
+    ok = v <= limit and not problems
+    shown = f"{v:.0f} MB" if key == "rss" else f"{secs(v)} s"
+    return f"{shown} {'✅ pass' if ok else '❌ miss'}{' (' + '; '.join(problems) + ')' if problems else ''}", ok
+
+
+def failures(results: dict[str, Any]) -> list[str]:
+    out = []
+    for key in ROWS:
+        for n in results["targets"][key]:
+            text, ok = verdict(results, key, int(n))
+            if ok is False:
+                out.append(f"{TARGET_LABELS[key]} at {int(n):,} hosts: {text}")
+    for n, per in results["results"].items():
+        for key, m in per.items():
+            if m["problems"] and key not in results["targets"]:
+                out.append(f"{key} at {int(n):,} hosts: {'; '.join(m['problems'])}")
+    return out
+
+
+def chart(results: dict[str, Any], path: Path) -> Path | None:
+    """Time against host count, log-log, min–max as error bars, targets as markers; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    sizes = [int(n) for n in results["results"]]
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    for key, label in results["scenarios"].items():
+        ys = [results["results"][str(n)][key]["runs"] for n in sizes]
+        m = [med(y) for y in ys]
+        err = [[a - min(y) for a, y in zip(m, ys)], [max(y) - a for a, y in zip(m, ys)]]
+        line = ax.errorbar(sizes, m, yerr=err, marker="o", capsize=3, label=label.replace("`", ""))
+        targets = results["targets"].get(key, {})
+        if targets:
+            ax.scatter([int(n) for n in targets], list(targets.values()), marker="_", s=400, color=line[0].get_color(), linewidths=2)
+    b = results.get("baseline")
+    if b:
+        per_host = med(b["runs"])
+        ax.plot(sizes, [n * per_host for n in sizes], "k--", label=f"hand-made: one mkinitramfs per host (projected, {per_host:.0f} s each)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("hosts")
+    ax.set_ylabel("seconds (median; bars: min–max; dashes: targets)")
+    ax.set_title(f"cephboot on {results['machine']['cores']} cores, {results['machine']['date'][:10]}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def _duration(s: float) -> str:
+    return f"{s / 60:.0f} min" if s >= 120 else f"{s:.0f} s"
+
+
+def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path) -> str:
+    m = results["machine"]
+    sizes = [int(n) for n in results["results"]]
+    cmd = ".venv/bin/python -m bench.run"
+    if sizes != [10, 100, 1000, 10000]:
+        cmd += f" --sizes {','.join(map(str, sizes))}"
+    if results["repeat"] != 5:
+        cmd += f" --repeat {results['repeat']}"
+    out = [
+        "# Benchmarks",
+        "",
+        "<!-- generated by bench/run.py from bench/results.json; do not edit: rerun `python -m bench.run` (or `python -m bench.report`) -->",
+        "",
+        f"Measured {m['date']} on {m['cores']} cores ({m['cpu'] or 'unknown CPU'}), {m['memory_gb']} GB RAM, {m['os']}, "
+        f"Python {m['python']}, doit {m['doit']}, cephboot {m['commit']}. Medians of {results['repeat']} real `doit` processes; "
+        f"min–max in brackets. The whole run took {_duration(results['total_seconds'])}. These are figures of one noisy shared "
+        f"machine (1-minute load average {' at the start, '.join(map(str, m.get('load', [])))} at the end, on {m['cores']} cores): "
+        "compare ratios, not absolute seconds.",
+        "",
+    ]
+    if results.get("merged"):
+        g = results["merged"]
+        out += [f"Taken from an earlier run ({g['date']}, cephboot {g['commit']}, {_duration(g['total_seconds'])}): "
+                f"{', '.join(g['parts'])}; the rest was measured in this one.", ""]
+    out += [
+        "Reproduce (details in [bench/README.md](bench/README.md)):",
+        "",
+        "```sh",
+        ".venv/bin/pip install -e '.[bench]'   # matplotlib, for the chart",
+        cmd,
+        "```",
+        "",
+    ]
+    if chart_path:
+        out += [f"![time against host count, log-log]({os.path.relpath(chart_path, relative_to)})", ""]
+    out += ["## Against the targets (issue 5)", "", "| scenario | 1,000 hosts | target | 10,000 hosts | target |", "| --- | --- | --- | --- | --- |"]
+    for key in ROWS:
+        t = results["targets"][key]
+        unit = "MB" if key == "rss" else "s"
+        cells = []
+        for n in (1000, 10000):
+            text, _ = verdict(results, key, n)
+            cells += [text, f"≤ {t[str(n)]:g} {unit}"]
+        out.append(f"| {TARGET_LABELS[key]} | " + " | ".join(cells) + " |")
+    missed = failures(results)
+    out += ["", f"**{len(missed)} target(s) or check(s) missed.**" if missed else "**Every target that was run is met.**", ""]
+    for f in missed:
+        out.append(f"- {f}")
+    if missed:
+        out.append("")
+
+    out += ["## Every scenario at every size", "", "Seconds, median (min–max).", ""]
+    out += ["| scenario | " + " | ".join(f"{n:,} hosts" for n in sizes) + " |", "| --- |" + " --- |" * len(sizes)]
+    for key, label in results["scenarios"].items():
+        out.append(f"| {label} | " + " | ".join(spread(results["results"][str(n)][key]["runs"], repeat=results["repeat"]) for n in sizes) + " |")
+    out.append("| cold build per host | " + " | ".join(f"{1000 * med(results['results'][str(n)]['cold']['runs']) / n:.1f} ms" for n in sizes) + " |")
+    out.append("| peak memory (max RSS of any run) | " + " | ".join(f"{peak_mb(results['results'][str(n)]):.0f} MB" for n in sizes) + " |")
+    out.append("| generating the site (not timed above) | " + " | ".join(f"{results['generate_seconds'][str(n)]:.1f} s" for n in sizes) + " |")
+    ini = results["initrd"]
+    out += [""]
+    if ini.get("fake"):
+        out.append("Base initrds: not built in this run (`--fake-initrd`: stand-in files).")
+    else:
+        sz = ", ".join(f"{k}: {size_bytes(v)}" for k, v in sorted(ini["sizes"].items()))
+        out.append(f"Base initrds, built once and shared by every size: **{secs(ini['seconds'])} s** for {len(ini['kernels'])} kernels "
+                   f"({', '.join(ini['kernels'])}; one `mkinitramfs` each, verified; {sz}). The cold builds above start with them present.")
+    if results.get("kernel_note"):
+        out += ["", f"Note: {results['kernel_note']}."]
+
+    out += ["", "## What ran, and what reached the publish tree", "",
+            "Tasks run (median) and bytes written to `build/publish/` by one edit (median; new or rewritten files, counted by inode: "
+            "the previous generation is kept by hard links, which write nothing).", "",
+            "| hosts | host edit | profile edit | monitor edit |", "| --- | --- | --- | --- |"]
+    for n in sizes:
+        per = results["results"][str(n)]
+        cells = []
+        for key in ("host", "profile", "site"):
+            r = per[key]
+            cells.append(f"{med(r['tasks_ran']):.0f} tasks, {med(r['files']):.0f} files, {size_bytes(med(r['bytes']))}")
+        out.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    problems = [(n, k, p) for n, per in results["results"].items() for k, r in per.items() for p in r["problems"]]
+    out += [""]
+    if problems:
+        out += ["Checks that failed:", ""] + [f"- {int(n):,} hosts, {results['scenarios'][k]}: {p}" for n, k, p in problems]
+    else:
+        out.append("Checks: a host edit ran only that host's render, overlay and publish (plus `lint:rendered`, which lints only the "
+                   "changed file); a profile edit ran exactly the hosts that use it; a monitor edit republished every host and "
+                   "rebuilt no base initrd; a no-op ran nothing.")
+
+    b = results.get("baseline")
+    out += ["", "## Against the per-host rebuild it replaces", ""]
+    if b:
+        per_host = med(b["runs"])
+        r10 = results["results"].get(str(b["hosts"]))
+        out += [f"The hand-made method runs `update-initramfs` for every host after any change. Measured here as one full "
+                f"`mkinitramfs` per host of a {b['hosts']}-host site, each with the host's conf.d, ceph.conf, keyring (and LUKS key) "
+                f"baked in, from the same generated confdir as cephboot's base initrd: **{spread(b['runs'])} per host**, "
+                f"{secs(sum(b['runs']))} s for all {b['hosts']}.", ""]
+        if r10:
+            site, host = med(r10["site"]["runs"]), med(r10["host"]["runs"])
+            out += ["| the same edit, 10 hosts | hand-made | cephboot | ratio |", "| --- | --- | --- | --- |",
+                    f"| monitor address (every host) | {secs(sum(b['runs']))} s | {secs(site)} s | {sum(b['runs']) / site:,.0f}× |",
+                    f"| one host | {secs(per_host)} s | {secs(host)} s | {per_host / host:,.0f}× |", ""]
+        out += ["Projected at each size (hosts × the median per-host `mkinitramfs`), against cephboot's measured monitor edit:", "",
+                "| hosts | hand-made (projected) | cephboot | ratio |", "| --- | --- | --- | --- |"]
+        for n in sizes:
+            site = med(results["results"][str(n)]["site"]["runs"])
+            proj = n * per_host
+            out.append(f"| {n:,} | {_duration(proj) if proj >= 120 else secs(proj) + ' s'} ({proj / 3600:.1f} h) | {secs(site)} s | {proj / site:,.0f}× |")
+    else:
+        out.append("Not measured in this run (`--fake-initrd` or `--no-baseline`).")
+
+    sc = results.get("shellcheck")
+    out += ["", "## shellcheck: batched against one process per file", ""]
+    if sc:
+        batched = med(sc["batched"])
+        out += [f"{sc['files']:,} rendered conf.d files, the project's own `tasks.lint.shellcheck` ({sc['batch']} files per process, "
+                f"{sc['workers']} processes at a time) against one `shellcheck` process per file with the same options:", "",
+                "| how | seconds | ratio |", "| --- | --- | --- |",
+                f"| batched ({sc['batch']} per process) | {spread(sc['batched'])} | 1× |",
+                f"| one process per file, {sc['workers']} at a time | {secs(sc['per_file_parallel'][0])} s | {sc['per_file_parallel'][0] / batched:.0f}× |",
+                f"| one process per file, one at a time | {secs(sc['per_file'][0])} s | {sc['per_file'][0] / batched:.0f}× |"]
+    else:
+        out.append("Not measured in this run.")
+
+    out += ["", "## Where the time goes in missed targets", ""]
+    if results["profiles"]:
+        out.append("One extra run of each missed scenario under `python -m cProfile -m doit` (the doit process only; the "
+                   "subprocesses it starts, shellcheck and cpio, show up as time in `subprocess`/`communicate`).")
+        for name, text in results["profiles"].items():
+            key, n = name.split("@")
+            out += ["", f"<details><summary>{results['scenarios'][key]} at {int(n):,} hosts</summary>", "", "```text", text, "```", "", "</details>"]
+    else:
+        out.append("No scenario missed its target, so nothing was profiled.")
+
+    out += ["", "## How it is measured", "",
+            "- **Sites**: `bench/generate.py`, pure functions of the host index: 10 rack profiles (each includes `compute`, which "
+            "includes `base`: two levels of nesting), a fifth of the hosts LUKS (profile `luks` includes `secure`: sysfs mapping, "
+            "`ms_mode=secure`), another seventh sysfs without LUKS, the rest the rbd CLI; a third on the previous kernel (profile "
+            "`old-kernel`); a quarter with two or three Ceph MACs, a quarter with a user NIC, half with a UUID, a tenth on DHCP, "
+            "one in 500 monolithic. Addresses in 198.18.0.0/15 (RFC 2544's benchmarking range), locally administered MACs.",
+            f"- **Two kernels**: {', '.join(results['kernels'])}, both real Debian kernel packages installed on this machine "
+            "(`mkinitramfs` reads `/lib/modules/<version>` by a fixed path, so a renamed copy would not be an honest second kernel).",
+            "- **Cold build**: `build/` removed, then only the base initrds and doit's records of them put back (hard links from "
+            "one build made at the start), the inventory cache gone: everything else is built by one `doit`.",
+            "- **No-op** and **`doit list`**: right after a build; the whole output is read (into a file, no pipe to break).",
+            "- **Host edit**: a new Ceph address in one host file (it reaches conf.d, so render, lint, overlay and publish all run). "
+            "**Profile edit**: `map.deadline` of `rack-03`, used by a tenth of the hosts. **Site edit**: the third monitor address.",
+            "- **Memory**: `ru_maxrss` from `os.wait4` of each doit process: the largest RSS of doit or of any process it waited for.",
+            "- **Bytes written**: files under the publish tree whose inode is new or whose inode changed size or mtime, summed.",
+            "- **Baseline**: `mkinitramfs -d <copy of cephboot's generated confdir>` per host, with the host's files added by one "
+            "extra hook; no verification (cephboot's base build also unpacks and checks its initrd, which the hand-made way does not).",
+            ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    src = Path(sys.argv[1]) if len(sys.argv) > 1 else PROJECT / "bench" / "results.json"
+    res = json.loads(src.read_text())
+    png = chart(res, PROJECT / "bench" / "scaling.png")
+    (PROJECT / "BENCHMARKS.md").write_text(markdown(res, png, PROJECT))
+    print("wrote BENCHMARKS.md" + (f" and {png}" if png else ""))

@@ -1,0 +1,553 @@
+"""Time cephboot with real doit processes on synthetic sites, against the per-host mkinitramfs it replaces.
+
+    .venv/bin/python -m bench.run [--sizes 10,100,1000,10000] [--repeat 5]
+
+writes BENCHMARKS.md, bench/scaling.png and bench/results.json.  See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from bench import generate  # noqa: E402
+from bench.generate import EDITED_RACK, MONITORS, Shape  # noqa: E402
+from tasks.inventory import installed_kernels  # noqa: E402
+
+DODO = PROJECT / "dodo.py"  # main() points this at a frozen copy of the code
+CODE = ("dodo.py", ".shellcheckrc", "tasks", "templates")
+EDITED_HOST = 4  # static address, a UUID, two MACs, rack-04
+# issue 5's targets (medians on a 2-core machine): scenario -> {hosts: limit}; seconds, MB for memory
+TARGETS: dict[str, dict[int, float]] = {
+    "noop": {1000: 0.5, 10000: 2.0},
+    "list": {1000: 0.3, 10000: 1.0},
+    "host": {1000: 1.0, 10000: 3.0},
+    "site": {1000: 10.0, 10000: 90.0},
+    "cold": {1000: 30.0, 10000: 300.0},
+    "rss": {1000: 150.0, 10000: 600.0},
+}
+SCENARIOS = {  # key -> label, in table order
+    "cold": "cold build, base initrds present",
+    "noop": "no-op `doit`",
+    "list": "`doit list`",
+    "host": "one host file edited",
+    "profile": "one profile edited (1/10 of hosts)",
+    "site": "monitor address edited, incl. publish",
+}
+
+
+# --- one doit process -----------------------------------------------------------------
+
+@dataclass
+class Run:
+    """One finished process: wall time, peak RSS, output."""
+
+    seconds: float
+    rss_kb: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ran(self) -> set[str]:
+        """Tasks doit executed (its '.  task' lines; '-- task' means up to date)."""
+        return {line[3:].strip() for line in self.stdout.splitlines() if line.startswith(".  ")}
+
+
+def run_process(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
+    """Run ``cmd`` to the end, all output captured to files (no pipe to break), timed and with its max RSS.
+
+    os.wait4 returns the rusage of this child alone; Linux reports as ru_maxrss the
+    largest RSS of the child or of any process it waited for (mkinitramfs,
+    shellcheck, cpio), never a sum.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        seconds = time.perf_counter() - start
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Run(seconds, usage.ru_maxrss, p.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+
+
+def doit(site: Path, *args: str, profile: Path | None = None) -> Run:
+    """A real `doit` process on ``site`` (the way a user runs one outside the repository)."""
+    prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    r = run_process([sys.executable, *prof, "-m", "doit", "-f", str(DODO), "-d", str(site), *args])
+    if r.returncode != 0:
+        raise RuntimeError(f"doit {' '.join(args)} on {site} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+# --- what a run wrote to the publish tree ------------------------------------------------
+
+def tree_state(root: Path) -> dict[str, tuple[int, int, int, int]]:
+    """path -> (device, inode, size, mtime_ns) of every file under ``root``."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(folder, name)
+            st = os.lstat(p)
+            out[p] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def bytes_written(before: dict[str, tuple[int, int, int, int]], after: dict[str, tuple[int, int, int, int]]) -> tuple[int, int]:
+    """(bytes, files) written between two states: files whose inode is new, or whose inode changed size/mtime.
+
+    Publish replaces a file by writing a new inode and renaming it; it keeps the
+    previous generation by hard-linking the old inode, which writes no data, so a
+    file counts by its inode, not its path.
+    """
+    old = {(d, i): (s, m) for d, i, s, m in before.values()}
+    seen: set[tuple[int, int]] = set()
+    total = files = 0
+    for d, i, s, m in after.values():
+        if (d, i) in seen:
+            continue
+        seen.add((d, i))
+        if old.get((d, i)) != (s, m):
+            total += s
+            files += 1
+    return total, files
+
+
+# --- a site under test ---------------------------------------------------------------
+
+@dataclass
+class Site:
+    """A generated site of ``n`` hosts under ``root`` (hosts/ + build/)."""
+
+    root: Path
+    shapes: list[Shape]
+    kernels: tuple[str, str]
+
+    @property
+    def n(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def hosts(self) -> Path:
+        return self.root / "hosts"
+
+    @property
+    def build(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def publish(self) -> Path:
+        return self.build / "publish"
+
+    def reset_to(self, template: Path) -> None:
+        """Nothing built but the base initrds: build/ holds only the template's kernels and their doit records."""
+        if self.build.exists():
+            shutil.rmtree(self.build)
+        shutil.copytree(template / "kernels", self.build / "kernels", copy_function=os.link)
+        shutil.copy2(template / "doit.sqlite3", self.build / "doit.sqlite3")
+
+    def replace(self, rel: str, pattern: str, new: str) -> None:
+        """Rewrite the one match of ``pattern`` in hosts/<rel>."""
+        p = self.hosts / rel
+        text, count = re.subn(pattern, new, p.read_text(), count=1, flags=re.M)
+        assert count == 1, f"{pattern!r} not found in {p}"
+        p.write_text(text)
+
+
+def make_site(root: Path, n: int, kernels: tuple[str, str]) -> Site:
+    shapes = generate.generate(root, n, kernels)
+    return Site(root, shapes, kernels)
+
+
+def host_of(task: str) -> str | None:
+    name = task.split(":", 1)[1] if ":" in task else ""
+    return name if re.fullmatch(r"h\d{5}", name) else None
+
+
+# --- scenarios -------------------------------------------------------------------------
+
+@dataclass
+class Scenario:
+    """How to prepare one repetition, which doit command to time, and what must (not) have run."""
+
+    key: str
+    prepare: Callable[[int], None]
+    args: tuple[str, ...]
+    check: Callable[[Run], list[str]]
+    count_bytes: bool = False
+
+
+@dataclass
+class Measured:
+    runs: list[float] = field(default_factory=list)
+    rss_kb: list[int] = field(default_factory=list)
+    bytes: list[int] = field(default_factory=list)
+    files: list[int] = field(default_factory=list)
+    tasks_ran: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def scenarios(site: Site, template: Path) -> list[Scenario]:
+    edited = Shape(EDITED_HOST).name
+    rack = f"rack-{EDITED_RACK:02d}"
+    rack_hosts = generate.hosts_with_profile(site.shapes, rack)
+    every = {s.name for s in site.shapes}
+
+    def nothing(_: int) -> None:
+        pass
+
+    def no_task_ran(r: Run) -> list[str]:
+        return [f"tasks ran: {sorted(r.ran)[:5]}"] if r.ran else []
+
+    def cold(_: int) -> None:
+        site.reset_to(template)
+
+    def cold_check(r: Run) -> list[str]:
+        built = {host_of(t) for t in r.ran if t.startswith("publish:")} - {None}
+        problems = [f"publish ran for {len(built)} of {site.n} hosts"] if built != every else []
+        return problems + [f"rebuilt a base initrd: {t}" for t in r.ran if t.startswith("initrd:")]
+
+    def edit_host(rep: int) -> None:  # a new static address for the Ceph NIC: reaches conf.d, so the whole chain
+        site.replace(f"nodes/{edited}.yaml", r"^    address: .*$", f"    address: 198.19.250.{rep % 250 + 1}/15")
+
+    def host_check(r: Run) -> list[str]:
+        others = sorted(t for t in r.ran if host_of(t) != edited and t != "lint:rendered")
+        missing = [t for t in (f"render:{edited}", f"overlay:{edited}", f"publish:{edited}") if t not in r.ran]
+        return ([f"tasks of other hosts or site-wide tasks ran: {others[:8]}"] if others else []) + ([f"did not run: {missing}"] if missing else [])
+
+    def edit_profile(rep: int) -> None:
+        site.replace(f"profiles/{rack}.yaml", r"^  deadline: \d+$", f"  deadline: {300 + rep}")
+
+    def profile_check(r: Run) -> list[str]:
+        hosts = {host_of(t) for t in r.ran} - {None}
+        extra = [t for t in r.ran if host_of(t) is None and t != "lint:rendered"]
+        problems = [] if hosts == rack_hosts else [f"ran for hosts {sorted(hosts ^ rack_hosts)[:8]} (symmetric difference with {rack}'s)"]
+        return problems + ([f"site-wide tasks ran: {extra}"] if extra else [])
+
+    def edit_site(rep: int) -> None:
+        site.replace("site.yaml", r"^  mon_host: .*$", f"  mon_host: [{MONITORS[0]}, {MONITORS[1]}, 198.19.254.{rep % 250 + 1}]")
+
+    def site_check(r: Run) -> list[str]:
+        published = {host_of(t) for t in r.ran if t.startswith("publish:")} - {None}
+        problems = [f"rebuilt a base initrd: {t}" for t in r.ran if t.startswith("initrd:")]
+        return problems + ([f"published {len(published)} of {site.n} hosts"] if published != every else [])
+
+    return [
+        Scenario("cold", cold, (), cold_check),
+        Scenario("noop", nothing, (), no_task_ran),
+        Scenario("list", nothing, ("list",), lambda r: [] if r.stdout.count("\n") >= 6 else ["doit list printed too little"]),
+        Scenario("host", edit_host, (), host_check, count_bytes=True),
+        Scenario("profile", edit_profile, (), profile_check, count_bytes=True),
+        Scenario("site", edit_site, (), site_check, count_bytes=True),
+    ]
+
+
+def measure(site: Site, sc: Scenario, repeat: int, log: Callable[[str], None]) -> Measured:
+    m = Measured()
+    for rep in range(repeat):
+        sc.prepare(rep)
+        before = tree_state(site.publish) if sc.count_bytes else {}
+        r = doit(site.root, *sc.args)
+        m.runs.append(r.seconds)
+        m.rss_kb.append(r.rss_kb)
+        m.tasks_ran.append(len(r.ran))
+        if sc.count_bytes:
+            b, f = bytes_written(before, tree_state(site.publish))
+            m.bytes.append(b)
+            m.files.append(f)
+        for p in sc.check(r):
+            if p not in m.problems:
+                m.problems.append(p)
+        log(f"  {site.n:>6} {sc.key:<8} run {rep + 1}/{repeat}: {r.seconds:8.3f} s, {r.rss_kb / 1024:6.1f} MB, {len(r.ran)} tasks ran")
+    return m
+
+
+def profile_scenario(site: Site, sc: Scenario, rep: int, workdir: Path, top: int = 18) -> str:
+    """One more repetition under cProfile; the top entries by own time and by cumulative time."""
+    import pstats
+    from io import StringIO
+
+    sc.prepare(rep)
+    out = workdir / f"profile-{sc.key}-{site.n}.pstats"
+    r = doit(site.root, *sc.args, profile=out)
+    text = StringIO()
+    for order in ("tottime", "cumulative"):
+        stats = pstats.Stats(str(out), stream=text)
+        stats.strip_dirs().sort_stats(order).print_stats(top)
+    body = "\n".join(line for line in text.getvalue().splitlines() if line.strip() and not line.startswith(("   Random listing", str(out))))
+    return f"wall time under the profiler: {r.seconds:.2f} s (subprocesses such as shellcheck and cpio are not profiled)\n{body}"
+
+
+# --- the base initrds, and the hand-made method's per-host mkinitramfs -------------------
+
+def base_template(workdir: Path, kernels: tuple[str, str], fake: bool, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+    """Build the base initrds once (timed) in a small site; keep build/kernels + doit's records as a template.
+
+    With ``fake``, stand-in files take the initrds' place and are recorded as
+    built (bench/stand_in.py; for the quick CI check, no mkinitramfs runs).
+    """
+    site = make_site(workdir / "initrd-site", 10, kernels)
+    info: dict[str, Any] = {"kernels": sorted(set(kernels)), "fake": fake}
+    if fake:
+        r = run_process([sys.executable, "-m", "bench.stand_in", str(site.root), str(DODO)], cwd=PROJECT)
+        if r.returncode != 0:
+            raise RuntimeError(f"bench.stand_in failed:\n{r.stdout}{r.stderr}")
+    else:
+        r = doit(site.root, "initrd")
+        info.update(seconds=r.seconds, rss_kb=r.rss_kb, sizes={k: (site.build / "kernels" / k / "initrd.img").stat().st_size for k in set(kernels)})
+        log(f"  base initrds ({', '.join(info['kernels'])}): {r.seconds:.1f} s")
+    template = workdir / "template"
+    template.mkdir()
+    shutil.copytree(site.build / "kernels", template / "kernels")
+    shutil.copy2(site.build / "doit.sqlite3", template / "doit.sqlite3")
+    return template, info
+
+
+HOOK = """#!/bin/sh
+# bench: the hand-made method's host data, baked into a full initrd
+[ "${1:-}" = prereqs ] && exit 0
+. /usr/share/initramfs-tools/hook-functions
+"""
+
+
+def baseline(site: Site, log: Callable[[str], None]) -> dict[str, Any]:
+    """One full mkinitramfs per host, host data inside, from the same confdir the base initrd uses."""
+    from tasks.initrd import source_date_epoch
+    from tasks.render import CEPH_CONF, CONFD, LUKS_KEY
+
+    times: list[float] = []
+    rss: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="baseline-", dir=site.root) as tmp:
+        for s in site.shapes:
+            kver = site.kernels[1] if s.old_kernel else site.kernels[0]
+            confdir = Path(tmp) / s.name
+            shutil.copytree(site.build / "kernels" / kver / "initramfs-tools", confdir)
+            built = (site.build / "hosts" / s.name).resolve()
+            shutil.copy2(built / CONFD, confdir / "conf.d" / "cephboot-host")  # not named cephboot: keep the hook in base mode
+            hook = HOOK + f"copy_file config {built / CEPH_CONF} /etc/ceph/ceph.conf\n"
+            hook += f"copy_file keyring {built}/rootfs/etc/ceph/ceph.client.{s.name}.keyring /etc/ceph/ceph.client.{s.name}.keyring\n"
+            if s.luks:
+                hook += f"copy_file key {built / LUKS_KEY} /etc/cephboot/luks.key\n"
+            (confdir / "hooks" / "zz-bench-host").write_text(hook + "exit 0\n")
+            os.chmod(confdir / "hooks" / "zz-bench-host", 0o755)
+            env = {**os.environ, "SOURCE_DATE_EPOCH": source_date_epoch(), "LC_ALL": "C.UTF-8"}
+            r = run_process(["mkinitramfs", "-d", str(confdir), "-o", str(confdir / "initrd.img"), kver], env=env)
+            if r.returncode != 0:
+                raise RuntimeError(f"baseline mkinitramfs for {s.name} failed:\n{r.stdout}\n{r.stderr}")
+            times.append(r.seconds)
+            rss.append(r.rss_kb)
+            log(f"  baseline mkinitramfs {s.name} ({kver}): {r.seconds:.1f} s")
+    return {"hosts": site.n, "runs": times, "rss_kb": rss}
+
+
+# --- shellcheck: batched against one process per file --------------------------------
+
+def shellcheck_compare(files: list[str], repeat: int, log: Callable[[str], None]) -> dict[str, Any]:
+    from tasks import lint
+
+    exe = lint.shellcheck_binary()
+    rc = [f"--rcfile={lint.RCFILE}"] if lint.RCFILE.exists() else []
+
+    def one(f: str) -> int:
+        return subprocess.run([exe, *rc, "--shell=sh", "--severity=style", "--format=gcc", f], capture_output=True).returncode
+
+    out: dict[str, Any] = {"files": len(files), "batch": lint.BATCH, "workers": os.cpu_count(), "batched": [], "per_file": [], "per_file_parallel": []}
+    for _ in range(repeat):
+        t = time.perf_counter()
+        assert lint.shellcheck(files), "shellcheck found problems in rendered files"
+        out["batched"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    assert not any(one(f) for f in files)
+    out["per_file"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        assert not any(pool.map(one, files))
+    out["per_file_parallel"].append(time.perf_counter() - t)
+    log(f"  shellcheck {len(files)} files: batched {statistics.median(out['batched']):.2f} s, one process per file {out['per_file'][0]:.2f} s sequential, {out['per_file_parallel'][0]:.2f} s parallel")
+    return out
+
+
+# --- the whole run ---------------------------------------------------------------------
+
+def freeze_code(workdir: Path) -> Path:
+    """Copy the code doit runs (dodo.py, tasks/, templates/) so that edits made during a long run do not mix versions."""
+    dst = workdir / "code"
+    for name in CODE:
+        src = PROJECT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    return dst / "dodo.py"
+
+
+def kernels_to_use() -> tuple[tuple[str, str], str]:
+    """(newest, previous) installed kernel, and a note when only one is installed."""
+    found = installed_kernels(Path("/boot"), Path("/lib/modules"))
+    if not found:
+        raise SystemExit("bench: no kernel installed: apt-get install linux-image-amd64")
+    if len(found) == 1:
+        return (found[0], found[0]), f"only {found[0]} is installed: every host uses it (see bench/README.md to add a second)"
+    return (found[-1], found[-2]), ""
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "tasks", "templates", "dodo.py"], capture_output=True, text=True).stdout.strip()
+    import doit
+
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(mem / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "doit": ".".join(map(str, doit.__version__)),
+        "commit": commit + (" (with uncommitted changes to tasks/templates)" if dirty else ""),
+        "load": [round(os.getloadavg()[0], 2)],  # other work on a shared machine; the end's value is added after the run
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def merge_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
+    """Fill in what this run did not measure from an earlier run's results, and say so."""
+    taken = [n for n in earlier["results"] if n not in results["results"]]
+    for n in taken:
+        results["results"][n] = earlier["results"][n]
+        results["generate_seconds"][n] = earlier["generate_seconds"][n]
+        results["profiles"].update({k: v for k, v in earlier["profiles"].items() if k.endswith(f"@{n}")})
+    parts = [f"{int(n):,} hosts" for n in taken] + [k for k in ("baseline", "shellcheck") if k not in results and k in earlier]
+    for k in ("baseline", "shellcheck"):
+        results.setdefault(k, earlier.get(k))
+    if results["initrd"].get("fake") or "seconds" not in results["initrd"]:
+        results["initrd"] = earlier["initrd"]
+    results["results"] = dict(sorted(results["results"].items(), key=lambda kv: int(kv[0])))
+    results["sizes"] = [int(n) for n in results["results"]]
+    results["merged"] = {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": parts,
+                         "total_seconds": earlier["total_seconds"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10,100,1000,10000", help="host counts, comma-separated (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per scenario and size; the median is reported (default: %(default)s)")
+    ap.add_argument("--repeat-large", type=int, help="runs per scenario at 10,000 hosts and more (default: --repeat)")
+    ap.add_argument("--merge", type=Path, help="an earlier results.json: take from it the sizes (and baseline, shellcheck) not measured now")
+    ap.add_argument("--workdir", type=Path, help="where the sites go (default: a new temporary folder, removed at the end)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--fake-initrd", action="store_true", help="no mkinitramfs: stand-in base initrds, no baseline (quick check)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the per-host mkinitramfs baseline at 10 hosts")
+    ap.add_argument("--shellcheck-files", type=int, default=1000, help="files for shellcheck batched vs per file (0: skip; default: %(default)s)")
+    ap.add_argument("--no-profile", action="store_true", help="do not profile the scenarios that miss a target")
+    ap.add_argument("--out", type=Path, default=PROJECT / "BENCHMARKS.md", help="report (default: BENCHMARKS.md)")
+    ap.add_argument("--chart", type=Path, default=PROJECT / "bench" / "scaling.png", help="log-log chart (default: bench/scaling.png)")
+    ap.add_argument("--json", type=Path, default=PROJECT / "bench" / "results.json", help="raw results (default: bench/results.json)")
+    a = ap.parse_args(argv)
+    sizes = sorted({int(x) for x in a.sizes.split(",") if x.strip()})
+    if a.repeat < 1 or not sizes or min(sizes) < 10:
+        ap.error("--repeat must be at least 1 and every size at least 10")
+
+    started = time.perf_counter()
+    workdir = a.workdir or Path(tempfile.mkdtemp(prefix="cephboot-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True)
+
+    global DODO
+    DODO = freeze_code(workdir)
+    kernels, kernel_note = kernels_to_use()
+    results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "repeat": a.repeat, "kernels": list(kernels), "kernel_note": kernel_note,
+                               "targets": {k: {str(n): v for n, v in t.items()} for k, t in TARGETS.items()}, "scenarios": SCENARIOS,
+                               "results": {}, "generate_seconds": {}, "profiles": {}}
+    log(f"work folder {workdir} (code frozen in {DODO.parent}); kernels {kernels[0]} and {kernels[1]}")
+    try:
+        template, results["initrd"] = base_template(workdir, kernels, a.fake_initrd, log)
+        sites: dict[int, Site] = {}
+        for n in sizes:
+            t = time.perf_counter()
+            site = sites[n] = make_site(workdir / f"site-{n}", n, kernels)
+            results["generate_seconds"][str(n)] = time.perf_counter() - t
+            log(f"generated {n} hosts in {results['generate_seconds'][str(n)]:.1f} s")
+            per: dict[str, Any] = {}
+            repeat = a.repeat_large if a.repeat_large and n >= 10000 else a.repeat
+            for sc in scenarios(site, template):
+                per[sc.key] = measure(site, sc, repeat, log).as_dict()
+            results["results"][str(n)] = per
+            if not a.no_profile and n in TARGETS["noop"]:
+                for sc in scenarios(site, template):
+                    limit = TARGETS.get(sc.key, {}).get(n)
+                    if limit is not None and statistics.median(per[sc.key]["runs"]) > limit:
+                        log(f"  profiling {sc.key} at {n} hosts (missed {limit} s)")
+                        results["profiles"][f"{sc.key}@{n}"] = profile_scenario(site, sc, a.repeat, workdir)
+            if n != 10 and n != max(sizes) and not (a.shellcheck_files and n >= a.shellcheck_files):
+                shutil.rmtree(site.root)  # keep the disk use of a full run bounded
+                del sites[n]
+        if not a.fake_initrd and not a.no_baseline:
+            small = sites.get(10) or make_site(workdir / "baseline-site", 10, kernels)
+            if small.n != 10 or not (small.build / "publish").exists():
+                small.reset_to(template)
+                doit(small.root)
+            log("baseline: one mkinitramfs per host at 10 hosts")
+            results["baseline"] = baseline(small, log)
+        if a.shellcheck_files:
+            big = next((s for n, s in sorted(sites.items()) if n >= a.shellcheck_files), None)
+            if big is None:
+                big = make_site(workdir / "shellcheck-site", a.shellcheck_files, kernels)
+                doit(big.root, "render")
+            from tasks.render import CONFD
+
+            files = [str(big.build / "hosts" / s.name / CONFD) for s in big.shapes[: a.shellcheck_files]]
+            results["shellcheck"] = shellcheck_compare(files, a.repeat, log)
+    finally:
+        if not a.keep and not a.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["total_seconds"] = time.perf_counter() - started
+    results["machine"]["load"] = [results["machine"]["load"][0], round(os.getloadavg()[0], 2)]
+    if a.merge:
+        merge_earlier(results, json.loads(a.merge.read_text()))
+
+    from bench import report
+
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps(results, indent=1) + "\n")
+    chart = report.chart(results, a.chart)
+    a.out.write_text(report.markdown(results, chart_path=chart, relative_to=a.out.parent))
+    failed = report.failures(results)
+    log(f"wrote {a.out}, {a.json}" + (f", {chart}" if chart else " (no chart: install the bench extra for matplotlib)"))
+    for f in failed:
+        log(f"MISSED: {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
