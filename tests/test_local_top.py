@@ -166,8 +166,10 @@ def initrd(request: pytest.FixtureRequest, tmp_path: Path) -> FakeInitrd:
     return machine
 
 
-def rbd_map_line(spec: str = "rbd/zephyr/root", *extra: str) -> str:
-    return " ".join(["rbd device map", spec, "--id zephyr --keyring", str(KEYRING), *extra])
+def rbd_map_line(spec: str = "rbd/zephyr/root", *extra: str, timeout: int = 120) -> str:
+    """The rbd call; ``timeout`` is what is left of the deadline (zephyr.conf: 120 s)."""
+    return " ".join(["rbd device map", spec, "--id zephyr --keyring", str(KEYRING),
+                     f"--client_mount_timeout {timeout}", *extra])
 
 
 # ---- the static scripts as files ----------------------------------------
@@ -441,7 +443,8 @@ def test_map_fails_twice_then_succeeds_with_backoff(initrd: FakeInitrd) -> None:
     initrd.plan("rbd", {"rc": 110, "stderr": timeout}, {"rc": 1, "stderr": "rbd: no monitors"}, {})
     boot = initrd.boot()
     assert boot.rc == 0, boot.output
-    assert boot.lines("rbd") == [rbd_map_line()] * 3
+    # Each attempt may wait for a monitor only as long as the deadline leaves.
+    assert boot.lines("rbd") == [rbd_map_line(timeout=t) for t in (120, 119, 117)]
     assert boot.sleeps == ["1", "2"]
     assert (
         "cephboot: mapping rbd/zephyr/root failed (attempt 1): "
@@ -465,6 +468,19 @@ def test_map_gives_up_at_the_deadline(initrd: FakeInitrd) -> None:
         "cephboot: could not map rbd/zephyr/root as client.zephyr (cli) in 5 attempts over 10 s "
         "(CEPHBOOT_MAP_DEADLINE=10); last error: rbd: map failed: (13) Permission denied"
     ) in boot.output
+
+
+def test_an_attempt_waits_for_a_monitor_no_longer_than_the_deadline_leaves(
+    initrd: FakeInitrd,
+) -> None:
+    initrd.conf(MAP_DEADLINE="30")
+    initrd.plan("rbd", {"rc": 110, "stderr": "monclient(hunting): authenticate timed out", "advance": 12})
+    boot = initrd.boot()
+    assert boot.panicked
+    # 12 s in rbd each time; the sleeps are 1 s, 2 s, then cut at the deadline.
+    timeouts = [line.split("--client_mount_timeout ")[1] for line in boot.lines("rbd")]
+    assert timeouts == ["30", "17", "5"]
+    assert "in 3 attempts over 39 s (CEPHBOOT_MAP_DEADLINE=30)" in boot.output
 
 
 def test_backoff_is_capped_at_16_seconds(initrd: FakeInitrd) -> None:
@@ -510,13 +526,34 @@ def test_sysfs_method_writes_the_kernel_add_string(initrd: FakeInitrd) -> None:
     initrd.conf(MAP_METHOD="sysfs", MAP_OPTIONS="ms_mode=secure")
     boot = initrd.boot()
     assert boot.rc == 0, boot.output
+    # ms_mode=secure speaks msgr2: the monitor without a port is reached on 3300, not
+    # on the kernel's default 6789; a port given stays as it is.
     assert (initrd.sys / "bus" / "rbd" / "add_single_major").read_text() == (
-        f"192.0.2.1,192.0.2.2:6789 name=zephyr,secret={ZEPHYR_KEY},"
+        f"192.0.2.1:3300,192.0.2.2:6789 name=zephyr,secret={ZEPHYR_KEY},"
         "_pool_ns=zephyr,ms_mode=secure rbd root"
     )
     assert boot.lines("rbd") == []
     assert boot.lines("modprobe") == ["modprobe rbd"]
     assert "cephboot: mapped rbd/zephyr/root at /dev/rbd0" in boot.output
+
+
+@pytest.mark.parametrize(
+    ("options", "mons"),
+    [
+        ("", "192.0.2.1,192.0.2.3"),
+        ("ms_mode=legacy", "192.0.2.1,192.0.2.3"),
+        ("queue_depth=128,ms_mode=crc", "192.0.2.1:3300,192.0.2.3:3300"),
+        ("ms_mode=prefer-secure", "192.0.2.1:3300,192.0.2.3:3300"),
+    ],
+)
+def test_sysfs_method_gives_msgr2_modes_the_msgr2_port(
+    initrd: FakeInitrd, options: str, mons: str
+) -> None:
+    initrd.conf(MAP_METHOD="sysfs", MON_HOST="192.0.2.1,192.0.2.3", MAP_OPTIONS=options)
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    written = (initrd.sys / "bus" / "rbd" / "add_single_major").read_text()
+    assert written.split(" ")[0] == mons
 
 
 def test_sysfs_method_without_namespace_or_single_major(initrd: FakeInitrd) -> None:
