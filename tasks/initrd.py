@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from doit.exceptions import TaskFailed
-from doit.tools import config_changed
+from .uptodate import config_changed
 
 from . import inventory
 from .fileio import digest, files_digest, write_if_changed

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from doit.tools import config_changed
+from .uptodate import config_changed
 
 from . import inventory
 from .fileio import digest, files_digest, write_if_changed

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from doit.tools import config_changed
+from .uptodate import config_changed
 
 from . import inventory
 from .fileio import digest, files_digest, write_if_changed
@@ -41,35 +38,38 @@ def layer_outputs(host: Host) -> list[str]:
 
 
 def pack(members: dict[str, tuple[Path, int]], epoch: int) -> bytes:
-    """A newc cpio of ``members`` (archive path -> (source file, mode)) made by GNU cpio --reproducible.
+    """A newc cpio of ``members`` (archive path -> (source file, mode)), byte for byte what
+    GNU ``cpio --create --format=newc --reproducible --owner=0:0`` makes of the same tree.
 
-    Sorted member names, owner 0:0, every mtime ``epoch``, inode numbers renumbered:
-    the same files give the same bytes.
+    Sorted member names with their folders, owner 0:0, every mtime ``epoch``,
+    inodes numbered in order, device numbers 0, padded to 512-byte blocks: the
+    same files give the same bytes.  Written here rather than by running cpio
+    because a staging folder and a process per host cost ~15 ms each, minutes at
+    10,000 hosts; tests/test_overlay.py holds it to GNU cpio's exact output.
     """
     dirs = {d: m for d, m in DIRS.items() if any(name.startswith(d + "/") for name in members)}
-    with tempfile.TemporaryDirectory(prefix=".layer-") as tmp:
-        stage = Path(tmp)
-        os.chmod(stage, 0o700)
-        for d, mode in sorted(dirs.items()):
-            (stage / d).mkdir(mode=mode)
-            os.chmod(stage / d, mode)
-        for name, (src, mode) in members.items():
-            fd = os.open(stage / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(src.read_bytes())
-                os.fchmod(f.fileno(), mode)
-        names = sorted([*dirs, *members])
-        for name in reversed(names):  # children first, so a file's utime does not move its folder's
-            os.utime(stage / name, (epoch, epoch), follow_symlinks=False)
-        r = subprocess.run(
-            ["cpio", "--quiet", "--create", "--format=newc", "--reproducible", "--owner=0:0"],
-            input="".join(f"{n}\n" for n in names).encode(),
-            cwd=stage,
-            capture_output=True,
-        )
-        if r.returncode != 0:
-            raise RuntimeError(f"cpio failed: {r.stderr.decode(errors='replace').strip()}")
-        return r.stdout
+    out = bytearray()
+    for ino, name in enumerate(sorted([*dirs, *members])):
+        if name in dirs:
+            subdirs = sum(1 for d in dirs if d.rpartition("/")[0] == name)
+            _append(out, name, ino, 0o040000 | dirs[name], 2 + subdirs, epoch, b"")
+        else:
+            src, mode = members[name]
+            _append(out, name, ino, 0o100000 | mode, 1, epoch, src.read_bytes())
+    _append(out, "TRAILER!!!", 0, 0, 1, 0, b"")
+    out += bytes(-len(out) % 512)
+    return bytes(out)
+
+
+def _append(out: bytearray, name: str, ino: int, mode: int, nlink: int, mtime: int, data: bytes) -> None:
+    """One newc member: header, NUL-terminated name and data, each padded to 4 bytes."""
+    encoded = name.encode() + b"\0"
+    # ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
+    fields = (ino, mode, 0, 0, nlink, mtime, len(data), 0, 0, 0, 0, len(encoded), 0)
+    out += b"070701" + "".join(f"{f:08X}" for f in fields).encode() + encoded
+    out += bytes(-len(out) % 4)
+    out += data
+    out += bytes(-len(out) % 4)
 
 
 def concatenate(layer: bytes, base: Path) -> bytes:

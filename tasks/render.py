@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from doit.tools import config_changed
+from .uptodate import config_changed
 
 from . import inventory
 from .fileio import digest, files_digest, write_if_changed

@@ -1,8 +1,11 @@
 """Host layers: reproducible newc archives of one host's files; cost follows change."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from builtsite import HOSTS, a_built_site, archive_names, kver, the_built_example  # noqa: F401  (fixtures)
 from conftest import Site
@@ -51,6 +54,36 @@ def test_a_layer_without_luks_has_no_key_file(the_built_example: Site) -> None:
     names = [m[0] for m in newc_members((the_built_example.build / "hosts/zephyr/overlay.cpio").read_bytes())]
     assert "etc/cephboot/luks.key" not in names and "etc/cephboot" not in names
     assert "etc/ceph/ceph.client.zephyr.keyring" in names
+
+
+def gnu_cpio(members: dict[str, tuple[Path, int]], epoch: int, stage: Path) -> bytes:
+    """What GNU cpio --reproducible makes of the same files, staged as a tree with those modes and times."""
+    dirs = {d: m for d, m in DIRS.items() if any(name.startswith(d + "/") for name in members)}
+    for d, mode in sorted(dirs.items()):
+        (stage / d).mkdir()
+        (stage / d).chmod(mode)
+    for name, (src, mode) in members.items():
+        (stage / name).write_bytes(src.read_bytes())
+        (stage / name).chmod(mode)
+    names = sorted([*dirs, *members])
+    for name in reversed(names):
+        os.utime(stage / name, (epoch, epoch))
+    return subprocess.run(
+        ["cpio", "--quiet", "--create", "--format=newc", "--reproducible", "--owner=0:0"],
+        input="".join(f"{n}\n" for n in names).encode(), cwd=stage, capture_output=True, check=True,
+    ).stdout
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_the_layer_is_byte_for_byte_what_gnu_cpio_makes(the_built_example: Site, host: str, tmp_path: Path) -> None:
+    from tasks import inventory
+    from tasks.overlay import layer_members
+
+    site = inventory.load(the_built_example.root, use_cache=False)
+    base = the_built_example.build / "hosts" / host
+    members = {name: (base / rel, mode) for name, (rel, mode) in layer_members(site.hosts[host]).items()}
+    assert pack(members, EPOCH) == gnu_cpio(members, EPOCH, tmp_path)
+    assert (base / "overlay.cpio").read_bytes() == pack(members, EPOCH)
 
 
 def test_the_same_files_give_the_same_bytes(the_built_example: Site, tmp_path: Path) -> None:
