@@ -157,3 +157,18 @@ def test_lint_fails_the_build_on_a_finding_in_a_rendered_file(a_site_with_its_ow
     assert "SC2086" in run.stderr + run.stdout
     # the failure is remembered: the next run lints the same files again rather than passing
     assert site.doit(*CORE, check=False).returncode != 0
+
+
+def test_lint_groups_files_by_shape_yet_a_finding_in_any_one_file_fails(a_built_site: Site) -> None:
+    from tasks.lint import shape
+
+    confs = {h: a_built_site.build / f"hosts/{h}/initramfs-tools/conf.d/cephboot" for h in HOSTS}
+    # zephyr and notus differ only inside quotes and in their headers: one shape
+    assert shape(confs["notus"].read_text()).replace("''", "'v'") == shape(confs["zephyr"].read_text()).replace("''", "'v'")
+    # two rendered files changed by hand: one inside a literal, one with a real finding
+    confs["zephyr"].write_text(confs["zephyr"].read_text().replace("CEPHBOOT_HOST='zephyr'", "CEPHBOOT_HOST='zephyr2'"))
+    with confs["notus"].open("a") as f:
+        f.write("echo $1\n")
+    run = a_built_site.doit("lint:rendered", check=False)
+    assert run.returncode != 0
+    assert "notus/initramfs-tools/conf.d/cephboot" in run.stderr and "SC2086" in run.stderr
