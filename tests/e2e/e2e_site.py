@@ -101,6 +101,24 @@ class E2ESite:
         self.write_host(host)
         return host
 
+    def write_secret(self, relative: str, data: bytes) -> Path:
+        """A key file under hosts/ (mode 0600, as the inventory demands)."""
+        path = self.hosts_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o600)
+        return path
+
+    def give_wrong_key(self, name: str) -> None:
+        """Replace ``name``'s keyring with a well-formed key the cluster does not know."""
+        host = self.hosts[name]
+        assert host.client is not None
+        key = subprocess.run(["ceph-authtool", "--gen-print-key"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert key != host.client.key
+        self.write_secret(f"keys/{name}.keyring",
+                          f"[client.{host.client.id}]\n\tkey = {key}\n".encode())
+
     def write_host(self, host: SiteHost) -> None:
         nodes = self.hosts_dir / "nodes"
         nodes.mkdir(parents=True, exist_ok=True)

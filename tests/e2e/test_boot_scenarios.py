@@ -1,14 +1,25 @@
-"""Issue 4's scenarios: machines PXE-boot from the test cluster with what `doit` built."""
+"""Issue 4's scenarios: machines PXE-boot from the test cluster with what `doit` built.
+
+One site holds every scenario's host; one `doit` run builds the base initrd once and
+publishes them all; then each test boots its machine and asserts on the serial console
+and on the HTTP server's log. The last test edits the site and runs `doit` again, so it
+stays last in this file.
+"""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from .boot_tree import CephFuseMount, StaticHttpServer
-from .ceph_cluster import CephCluster
+from .ceph_cluster import CephClient, CephCluster
 from .conftest import RBD_POOL
 from .e2e_site import E2ESite
 from .qemu_vm import QemuMachine
@@ -16,10 +27,27 @@ from .qemu_vm import QemuMachine
 pytestmark = pytest.mark.e2e
 
 BOOT_TIMEOUT = 300
+# The wrong-key host's map deadline; initramfs-tools' panic then waits panic=10 s.
+WRONG_KEY_DEADLINE = 20
+PANIC_DELAY = 10
+
+BY_UUID_UUID = "e2e00002-0000-4000-8000-000000000002"
+UNLISTED_MAC = "52:54:00:e2:02:99"
+UNKNOWN_MAC = "52:54:00:e2:09:99"
+MULTI_MACS = ["52:54:00:e2:04:01", "52:54:00:e2:04:02", "52:54:00:e2:04:03"]
+LUKS_NAME = "e2e-root"
+
+# The line the boot script prints once the Ceph NIC has its address, right before it
+# maps the image. (Its first line shares a console line with initramfs-tools' "Begin:".)
+NIC_READY = r"^cephboot: Ceph NIC \S+: 198\.51\.100\.\d+/24 via 198\.51\.100\.2$"
 
 
 def hexhyp(mac: str) -> str:
     return mac.replace(":", "-")
+
+
+def ok_line(host: str, root: str = "/dev/rbd0") -> str:
+    return rf"^CEPHBOOT-E2E-OK host={re.escape(host)} root={re.escape(root)}$"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +61,16 @@ def the_e2e_site(
     workdir = tmp_path_factory.mktemp("site")
     site = E2ESite(a_ceph_cluster, a_boot_tree_mount, an_http_server, workdir, RBD_POOL)
     site.add_host("by-mac", ["52:54:00:e2:01:01"])
+    site.add_host("by-uuid", ["52:54:00:e2:02:01"], uuid=BY_UUID_UUID)
+    site.add_host("sysfs-secure", ["52:54:00:e2:03:01"],
+                  map={"method": "sysfs", "options": ["ms_mode=secure"]})
+    site.add_host("multi-mac", MULTI_MACS)
+    site.write_secret("keys/luks.luks", b"e2e LUKS passphrase of host luks\n")
+    site.add_host("luks", ["52:54:00:e2:05:01"],
+                  luks={"name": LUKS_NAME, "keyfile": "keys/luks.luks"})
+    site.add_host("mon-fault", ["52:54:00:e2:06:01"])
+    site.add_host("wrong-key", ["52:54:00:e2:07:01"], map={"deadline": WRONG_KEY_DEADLINE})
+    site.give_wrong_key("wrong-key")
     site.doit()
     images = tmp_path_factory.mktemp("images")
     for name in site.hosts:
@@ -40,19 +78,278 @@ def the_e2e_site(
     yield site
 
 
-def test_a_machine_boots_by_mac_through_the_whole_chain(
+@pytest.fixture
+def boot(
     the_e2e_site: E2ESite,
     qemu_boot: Callable[..., QemuMachine],
     an_http_server: StaticHttpServer,
     a_boot_tree_mount: CephFuseMount,
+) -> Callable[..., tuple[QemuMachine, int]]:
+    """``boot(macs, uuid)``: a guest PXE-booting the published tree; and the HTTP log mark."""
+
+    def start(macs: list[str], machine_uuid: str | None = None) -> tuple[QemuMachine, int]:
+        mark = an_http_server.mark()
+        guest = qemu_boot(a_boot_tree_mount.mountpoint, macs, machine_uuid or str(uuid.uuid4()))
+        return guest, mark
+
+    return start
+
+
+@dataclass
+class Booted:
+    """A guest that booted to its marker and powered off: its console, its HTTP fetches."""
+
+    console: str
+    requests: list[tuple[str, int]]
+
+
+@pytest.fixture
+def a_full_boot(
+    the_e2e_site: E2ESite,
+    boot: Callable[..., tuple[QemuMachine, int]],
+    an_http_server: StaticHttpServer,
+) -> Callable[..., Booted]:
+    """``a_full_boot(host, macs=None, uuid=None, root=...)``: boot ``host``'s machine
+    (with its MACs unless given) until its init's OK marker and power-off; check that
+    the host's chain came over HTTP and that the guest wrote into its own /boot."""
+
+    def run(name: str, macs: list[str] | None = None, machine_uuid: str | None = None,
+            root: str = "/dev/rbd0") -> Booted:
+        guest, mark = boot(macs or the_e2e_site.hosts[name].macs, machine_uuid)
+        guest.wait_for(ok_line(name, root), BOOT_TIMEOUT)
+        guest.wait_exit(30)
+        requests = fetched(an_http_server, mark)
+        assert_fetched_host_chain(requests, name)
+        assert_booted(the_e2e_site, name, root)
+        return Booted(guest.console(), requests)
+
+    return run
+
+
+def fetched(http: StaticHttpServer, mark: int) -> list[tuple[str, int]]:
+    return [(r.path, r.status) for r in http.requests_since(mark)]
+
+
+def assert_fetched_host_chain(requests: list[tuple[str, int]], host: str) -> None:
+    """The host's script, the kernel, the base initrd and the host layer came over HTTP."""
+    paths = {path for path, status in requests if status == 200}
+    assert f"/hosts/{host}/boot.ipxe" in paths, requests
+    assert f"/hosts/{host}/overlay.cpio" in paths, requests
+    assert any(re.fullmatch(r"/kernels/[^/]+/vmlinuz", p) for p in paths), requests
+    assert any(re.fullmatch(r"/kernels/[^/]+/initrd\.img", p) for p in paths), requests
+
+
+def assert_booted(site: E2ESite, host: str, root: str = "/dev/rbd0") -> None:
+    """The guest's init wrote into its own /boot directory on CephFS."""
+    booted = site.boot_tree.mountpoint / "hosts" / host / "e2e-booted"
+    assert booted.read_text() == f"{host} booted with root {root}\n"
+
+
+# ---- 1. by MAC -------------------------------------------------------------------
+
+
+def test_a_machine_boots_by_mac_through_the_whole_chain(
+    the_e2e_site: E2ESite, a_full_boot: Callable[..., Booted]
 ) -> None:
     host = the_e2e_site.hosts["by-mac"]
-    mark = an_http_server.mark()
-    guest = qemu_boot(a_boot_tree_mount.mountpoint, host.macs, str(uuid.uuid4()))
-    guest.wait_for(r"^CEPHBOOT-E2E-OK host=by-mac root=/dev/rbd0$", BOOT_TIMEOUT)
+    booted = a_full_boot("by-mac")
+    assert (f"/ipxe/by-mac/{hexhyp(host.macs[0])}.ipxe", 200) in booted.requests
+    assert re.search(r"^cephboot: mapped cephboot/by-mac/root at /dev/rbd0$", booted.console,
+                     re.MULTILINE)
+
+
+# ---- 2. by UUID ------------------------------------------------------------------
+
+
+def test_a_machine_whose_boot_mac_is_unlisted_boots_by_its_uuid(
+    the_e2e_site: E2ESite, a_full_boot: Callable[..., Booted]
+) -> None:
+    """iPXE runs on a NIC no host lists; the SMBIOS UUID routes it. Its Ceph NIC is the
+    second one, found by the MAC its host file lists."""
+    host = the_e2e_site.hosts["by-uuid"]
+    booted = a_full_boot("by-uuid", [UNLISTED_MAC, *host.macs], BY_UUID_UUID)
+    requests = booted.requests
+    assert requests[0] == (f"/ipxe/by-uuid/{BY_UUID_UUID}.ipxe", 200), requests
+    assert not [path for path, _ in requests if path.startswith("/ipxe/by-mac/")], requests
+    assert re.search(rf"cephboot: Ceph NIC is \S+ \({host.macs[0]}\)$", booted.console,
+                     re.MULTILINE)
+
+
+# ---- 3. sysfs, msgr2 secure ------------------------------------------------------
+
+
+def test_the_sysfs_method_maps_over_msgr2_in_secure_mode(
+    a_full_boot: Callable[..., Booted]
+) -> None:
+    console = a_full_boot("sysfs-secure").console
+    # The kernel's own session: msgr2 ("(2)") on the msgr2 port, before the root is
+    # mapped; the rbd CLI is not in the picture (no userspace session to print).
+    mapped = console.index("cephboot: mapped cephboot/sysfs-secure/root at /dev/rbd0")
+    session = re.search(r"libceph: mon0 \(2\)192\.0\.2\.1:3300 session established", console)
+    assert session and session.start() < mapped, console[-3000:]
+    assert "failed to allocate gcm" not in console
+    assert "mapping cephboot/sysfs-secure/root failed" not in console
+
+
+# ---- 4. a multi-MAC host booted with its second MAC ------------------------------
+
+
+def test_a_multi_mac_host_boots_with_its_second_mac(a_full_boot: Callable[..., Booted]) -> None:
+    second = MULTI_MACS[1]
+    booted = a_full_boot("multi-mac", [second])
+    assert (f"/ipxe/by-mac/{hexhyp(second)}.ipxe", 200) in booted.requests
+    assert re.search(rf"cephboot: Ceph NIC is \S+ \({second}\)$", booted.console,
+                     re.MULTILINE)
+
+
+# ---- 5. LUKS ---------------------------------------------------------------------
+
+
+def test_a_luks_root_is_opened_with_its_key_and_mounted(
+    a_full_boot: Callable[..., Booted], a_ceph_cluster: CephCluster, tmp_path: Path
+) -> None:
+    root = f"/dev/mapper/{LUKS_NAME}"
+    # The image really is a LUKS2 container: its first bytes are the LUKS header.
+    head = tmp_path / "head"
+    a_ceph_cluster.rbd("export", "--no-progress", f"{RBD_POOL}/luks/root", str(head))
+    assert head.read_bytes()[:6] == b"LUKS\xba\xbe"
+    head.unlink()
+    booted = a_full_boot("luks", root=root)
+    assert f"cephboot: opened /dev/rbd0 as {root}" in booted.console
+
+
+# ---- 6. faults -------------------------------------------------------------------
+
+
+def test_a_map_outlives_a_monitor_restart(
+    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]],
+    an_http_server: StaticHttpServer, a_ceph_cluster: CephCluster,
+) -> None:
+    """The monitor goes away as the guest starts mapping and is back seconds later."""
+    host = the_e2e_site.hosts["mon-fault"]
+    guest, mark = boot(host.macs)
+    guest.wait_for(NIC_READY, BOOT_TIMEOUT)
+    try:
+        a_ceph_cluster.stop_monitor()
+        down_at = len(guest.console())
+        time.sleep(5)
+    finally:
+        a_ceph_cluster.start_monitor()
+    up_at = len(guest.console())
+    guest.wait_for(ok_line("mon-fault"), BOOT_TIMEOUT)
     guest.wait_exit(30)
-    fetched = [(r.path, r.status) for r in an_http_server.requests_since(mark)]
-    assert (f"/ipxe/by-mac/{hexhyp(host.macs[0])}.ipxe", 200) in fetched
-    assert ("/hosts/by-mac/overlay.cpio", 200) in fetched
-    booted = a_boot_tree_mount.mountpoint / "hosts" / "by-mac" / "e2e-booted"
-    assert booted.read_text() == "by-mac booted with root /dev/rbd0\n"
+    console = guest.console()
+    # Nothing was mapped while the monitor was away; the session and the map came after.
+    assert "cephboot: mapped" not in console[:up_at], console[down_at:up_at]
+    assert "session established" not in console[:up_at], console[down_at:up_at]
+    assert console.index("cephboot: mapped cephboot/mon-fault/root at /dev/rbd0") > up_at
+    assert_fetched_host_chain(fetched(an_http_server, mark), "mon-fault")
+    assert_booted(the_e2e_site, "mon-fault")
+
+
+def test_a_wrong_key_stops_the_boot_within_the_deadline_naming_the_failure(
+    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]],
+    an_http_server: StaticHttpServer,
+) -> None:
+    host = the_e2e_site.hosts["wrong-key"]
+    guest, mark = boot(host.macs)
+    guest.wait_for(NIC_READY, BOOT_TIMEOUT)
+    mapping_from = time.monotonic()
+    guest.wait_for(r"^cephboot: could not map cephboot/wrong-key/root as client\.wrong-key "
+                   rf"\(cli\) in \d+ attempts over \d+ s \(CEPHBOOT_MAP_DEADLINE="
+                   rf"{WRONG_KEY_DEADLINE}\); last error: ", WRONG_KEY_DEADLINE + 60)
+    gave_up_after = time.monotonic() - mapping_from
+    guest.wait_exit(PANIC_DELAY + 30)
+    stopped_after = time.monotonic() - mapping_from
+    console = guest.console()
+    failure = console[console.index("cephboot: could not map"):]
+    # The reason is the cluster's refusal of the key, as rbd reported it.
+    assert "handle_auth_bad_method" in failure or "Permission denied" in failure, failure
+    assert "mapping cephboot/wrong-key/root failed (attempt 1)" in console
+    # One slow last attempt (rbd starting under TCG) may end past the deadline.
+    assert gave_up_after < WRONG_KEY_DEADLINE + 15, console[-3000:]
+    assert stopped_after < WRONG_KEY_DEADLINE + PANIC_DELAY + 25
+    assert "CEPHBOOT-E2E-ROOT" not in console
+    requests = fetched(an_http_server, mark)
+    assert ("/hosts/wrong-key/overlay.cpio", 200) in requests
+
+
+def test_an_unknown_machine_gets_the_unknown_machine_message(
+    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]],
+    an_http_server: StaticHttpServer,
+) -> None:
+    machine_uuid = str(uuid.uuid4())
+    guest, mark = boot([UNKNOWN_MAC], machine_uuid)
+    # iPXE wraps at 80 columns: match the start of the line only.
+    guest.wait_for(r"^cephboot: unknown machine: no host has UUID", 120)
+    guest.wait_for(r"^Press any key within 30 s", 10)
+    guest.stop()  # this iPXE has no poweroff: it would sit at the prompt
+    requests = fetched(an_http_server, mark)
+    assert requests[0] == (f"/ipxe/by-uuid/{machine_uuid}.ipxe", 404), requests
+    assert (f"/ipxe/by-mac/{hexhyp(UNKNOWN_MAC)}.ipxe", 404) in requests
+    assert all(status == 404 for _, status in requests), requests
+    assert "cephboot: booting" not in guest.console()
+
+
+# ---- 7. isolation, with what the pipeline published ------------------------------
+
+
+def test_a_published_host_layer_reaches_only_its_own_host(
+    the_e2e_site: E2ESite, a_ceph_cluster: CephCluster, a_boot_tree_mount: CephFuseMount,
+    tmp_path: Path,
+) -> None:
+    """The keyring inside by-mac's published overlay.cpio, as its guest gets it, maps
+    its own image and neither reads by-uuid's image nor mounts by-uuid's /boot.
+
+    The Ceph-level checks of the caps are in test_cluster_isolation.py; this ties them
+    to the artifact the guest boots with, without a guest (a boot costs ~40 s)."""
+    layer = a_boot_tree_mount.mountpoint / "hosts" / "by-mac" / "overlay.cpio"
+    unpacked = tmp_path / "layer"
+    unpacked.mkdir()
+    with layer.open("rb") as archive:
+        subprocess.run(["cpio", "-i", "-d", "--quiet"], stdin=archive, cwd=unpacked, check=True)
+    keyring = unpacked / "etc" / "ceph" / "ceph.client.by-mac.keyring"
+    sections = re.findall(r"^\s*\[([^]]+)\]", keyring.read_text(), re.MULTILINE)
+    assert sections == ["client.by-mac"]
+    keyring.chmod(0o600)
+    own = CephClient("by-mac", "", keyring)
+    a_ceph_cluster.rbd("info", f"{RBD_POOL}/by-mac/root", client=own)
+    for refused in (
+        a_ceph_cluster.rbd("info", f"{RBD_POOL}/by-uuid/root", client=own, check=False),
+        a_ceph_cluster.rbd("export", "--no-progress", f"{RBD_POOL}/by-uuid/root",
+                           str(tmp_path / "stolen"), client=own, check=False),
+    ):
+        assert refused.returncode != 0
+        assert "Operation not permitted" in refused.stderr or "denied" in refused.stderr
+    assert not (tmp_path / "stolen").exists()
+    other_boot = CephFuseMount(a_ceph_cluster, own, the_e2e_site.boot_path("by-uuid"),
+                               tmp_path / "other-boot")
+    with pytest.raises(RuntimeError, match="Operation not permitted"), other_boot:
+        pass
+
+
+# ---- 8. a change follows through (keep last: it edits the site) -------------------
+
+
+def executed_tasks(doit_output: str) -> list[str]:
+    """doit prints ``.  NAME`` for a task it ran, ``-- NAME`` for one up to date."""
+    return [line[3:] for line in doit_output.splitlines() if line.startswith(".  ")]
+
+
+def test_a_changed_kernel_argument_takes_effect_without_a_new_base_initrd(
+    the_e2e_site: E2ESite, a_full_boot: Callable[..., Booted]
+) -> None:
+    host = the_e2e_site.hosts["by-mac"]
+    marker = f"cephboot.e2e=changed-{uuid.uuid4().hex[:8]}"
+    host.data["+kernel_args"] = [marker]
+    the_e2e_site.write_host(host)
+    ran = executed_tasks(the_e2e_site.doit().stdout)
+    assert "render:by-mac" in ran, ran
+    assert any(task.startswith("publish") for task in ran), ran
+    assert not [task for task in ran if task.startswith("initrd")], ran
+    assert not [task for task in ran if task.startswith(("render:", "overlay:"))
+                and not task.endswith(":by-mac") and task != "render:site"], ran
+    console = a_full_boot("by-mac").console
+    cmdline = re.search(r"^CEPHBOOT-E2E-CMDLINE host=by-mac (.*)$", console, re.MULTILINE)
+    assert cmdline and marker in cmdline.group(1).split(), console[-2000:]
+
