@@ -102,25 +102,61 @@ def install(host: Host) -> Path:
     return root
 
 
+class ImageError(Exception):
+    """The image cannot build an initrd that boots it; the message says what to install or fix."""
+
+
+# What the boot script runs that the image itself must provide (the hook copies it into
+# the initrd): initramfs-tools' klibc has no `ip`.
+IP_PROGRAMS = ("usr/sbin/ip", "usr/bin/ip", "sbin/ip", "bin/ip", "usr/bin/busybox", "bin/busybox")
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+
 def image_kernels(root: Path) -> list[str]:
     """Kernel versions installed inside the image."""
     return inventory.installed_kernels(root / "boot", root / "usr/lib/modules")
 
 
+def builds_initrds(root: Path) -> bool:
+    """Whether ``root`` has initramfs-tools and a kernel, so that its own update-initramfs makes initrds."""
+    return (root / "usr/sbin/update-initramfs").exists() and bool(image_kernels(root))
+
+
+def _has(root: Path, rel: str) -> bool:
+    try:
+        p = resolve_in_root(root, rel)
+    except OutsideRoot:
+        return False
+    return p.exists() or p.is_symlink()
+
+
+def update_initramfs(root: Path) -> list[str]:
+    """Run the image's own update-initramfs under chroot for each of its kernels; return their versions.
+
+    No /proc, /sys or /dev is mounted into the image: update-initramfs knows it runs in a
+    chroot (no /proc/mounts), and the cephboot hook needs only files (`modprobe
+    --set-version --show-depends` reads the image's modules.dep, not the running kernel).
+    """
+    kernels = image_kernels(root)
+    if not kernels:
+        raise ImageError(f"no kernel in {root}/boot with its modules in {root}/usr/lib/modules (install linux-image-amd64 inside the image)")
+    if not any(_has(root, rel) for rel in IP_PROGRAMS):
+        raise ImageError(f"{root} has neither iproute2 nor busybox: the boot script brings up the Ceph NIC with `ip` "
+                         "(apt-get install iproute2 inside the image)")
+    for kver in kernels:
+        mode = "-u" if (root / f"boot/initrd.img-{kver}").exists() else "-c"
+        r = subprocess.run(["chroot", str(root), "update-initramfs", mode, "-k", kver], capture_output=True, text=True, env=CHROOT_ENV)
+        if r.returncode != 0:
+            raise ImageError(f"update-initramfs {mode} -k {kver} in {root} failed:\n{r.stdout}{r.stderr}")
+    return kernels
+
+
 def build_in_image(host: Host) -> TaskFailed | None:
     """doit action: install, then update-initramfs for each of the image's kernels, under chroot."""
     try:
-        root = install(host)
-    except OutsideRoot as e:
+        update_initramfs(install(host))
+    except (OutsideRoot, ImageError) as e:
         return TaskFailed(f"cephboot: imagenative:{host.name}: {e}")
-    kernels = image_kernels(root)
-    if not kernels:
-        return TaskFailed(f"cephboot: imagenative:{host.name}: no kernel in {root}/boot (install linux-image-amd64 inside the image)")
-    for kver in kernels:
-        mode = "-u" if (root / f"boot/initrd.img-{kver}").exists() else "-c"
-        r = subprocess.run(["chroot", str(root), "update-initramfs", mode, "-k", kver], capture_output=True, text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
-        if r.returncode != 0:
-            return TaskFailed(f"cephboot: imagenative:{host.name}: update-initramfs {mode} -k {kver} in {root} failed:\n{r.stdout}{r.stderr}")
     return None
 
 

@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -56,12 +56,20 @@ def install_host_files(root: Path, host: Host) -> None:
 
 # ---- root trees ----------------------------------------------------------------
 
+# What the root's own initrd needs, whatever the inventory lists: the local-top script runs
+# `ip` (minbase has neither iproute2 nor busybox, and klibc has no `ip`).
+BOOT_PACKAGES = ("iproute2",)
+
+
 def packages(host: Host) -> list[str]:
-    """What debootstrap installs on top of minbase for ``host``: the inventory's list, plus cryptsetup for LUKS."""
-    wanted = list(host.data["rootfs"]["packages"])
-    if host.data["luks"]:
-        wanted.append("cryptsetup-bin")  # the root's own update-initramfs needs it (the hook refuses otherwise)
-    return sorted(set(wanted))
+    """What debootstrap installs on top of minbase for ``host``."""
+    return debootstrap_packages(host.data["rootfs"]["packages"], bool(host.data["luks"]))
+
+
+def debootstrap_packages(wanted: Iterable[str], luks: bool) -> list[str]:
+    """The inventory's list, plus what the root's own initrd needs to boot it (and cryptsetup for LUKS)."""
+    extra = [*BOOT_PACKAGES, "cryptsetup-bin"] if luks else BOOT_PACKAGES  # the hook refuses LUKS without cryptsetup
+    return sorted({*wanted, *extra})
 
 
 def apt_mirror(suite: str, apt_dir: Path = APT_SOURCES) -> tuple[str, list[str]]:

@@ -141,3 +141,10 @@ def test_loading_tasks_touches_no_cluster(the_example_site: Site) -> None:
     run = the_example_site.doit("list", "--all")
     assert "provision:zephyr" in run.stdout and "verify:zephyr" in run.stdout
     assert not (the_example_site.build / "provision").exists()
+
+
+def test_debootstrap_adds_what_the_roots_own_initrd_needs(the_example_site: Site) -> None:
+    s = inventory.load(the_example_site.root, use_cache=False)
+    assert "iproute2" in rootfs.packages(s.hosts["zephyr"]), "the boot script runs ip; minbase has none"
+    assert {"iproute2", "cryptsetup-bin"} <= set(rootfs.packages(s.hosts["boreas"]))
+

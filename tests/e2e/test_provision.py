@@ -9,60 +9,26 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-
-from tasks import examplekeys
 
 from .boot_tree import CephFuseMount
-from .ceph_cluster import FS_DATA_POOL, FS_NAME, CephClient, CephCluster
+from .ceph_cluster import FS_DATA_POOL, FS_NAME, CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
+from .provision_site import ProvisionSite
 from .root_image import build_root_tree
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 BOOT_TREE = "/provision-tree"
 HOSTS = ("prov-a", "prov-b")
 
 
-class ProvisionSite:
-    """A site folder whose inventory points at the test cluster; doit runs inside the namespace."""
-
-    def __init__(self, cluster: CephCluster, netns: NetworkNamespace, root: Path, tree: Path) -> None:
-        self.cluster = cluster
-        self.netns = netns
-        self.root = root
-        self.hosts = root / "hosts"
-        (self.hosts / "nodes").mkdir(parents=True)
-        (self.hosts / "site.yaml").write_text(yaml.safe_dump({
-            "ceph": {"fsid": cluster.fsid, "mon_host": [cluster.address], "fs_name": FS_NAME,
-                     "boot_tree": BOOT_TREE, "admin_keyring": str(cluster.admin_keyring)},
-            "pxe": {"http_base": f"http://{cluster.address}:8081"},
-            "defaults": {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]},
-                         "rootfs": {"source": str(tree)}},
-        }))
-
-    def add_host(self, name: str, index: int, **data: object) -> None:
-        host = {"nics": {"ceph": {"macs": [f"52:54:00:e6:00:{index:02x}"], "address": "dhcp"}}, **data}
-        (self.hosts / "nodes" / f"{name}.yaml").write_text(yaml.safe_dump(host))
-        examplekeys.ensure(self.root)
-
-    def doit(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "-d", str(self.root), *args]
-        done = self.netns.run(argv, check=False, timeout=1800)
-        if check and done.returncode != 0:
-            raise AssertionError(f"doit {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-        return done
-
-    def client(self, name: str) -> CephClient:
-        keyring = self.hosts / "keys" / f"{name}.keyring"
-        return CephClient(name, "", keyring)
+def _mac(index: int) -> str:
+    return f"52:54:00:e6:00:{index:02x}"
 
 
 def _tree(path: Path) -> Path:
@@ -81,9 +47,12 @@ def a_provisioned_site(
 ) -> Iterator[ProvisionSite]:
     """Two hosts, provisioned once by `doit provision` (the first run's output is kept)."""
     work = tmp_path_factory.mktemp("provision")
-    site = ProvisionSite(a_ceph_cluster, a_network_namespace, work / "site", _tree(work / "tree"))
+    defaults = {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]},
+                "rootfs": {"source": str(_tree(work / "tree"))}}
+    site = ProvisionSite(a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
+                         f"http://{a_ceph_cluster.address}:8081", defaults)
     for index, name in enumerate(HOSTS):
-        site.add_host(name, index)
+        site.add_host(name, _mac(index))
     site.first_run = site.doit("provision")  # type: ignore[attr-defined]
     yield site
 
@@ -179,7 +148,7 @@ def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_
     early = cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/") / "hosts" / "prov-c"
     early.mkdir(parents=True)
     (early / "early.txt").write_text("written before provisioning\n")
-    site.add_host("prov-c", 12)
+    site.add_host("prov-c", _mac(12))
     refused = site.doit("provision:prov-c", check=False)
     assert refused.returncode != 0
     assert (f"host prov-c: image {RBD_POOL}/prov-c/root exists and holds data that cephboot did not write; refusing to overwrite it. "
@@ -192,7 +161,7 @@ def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_
     assert os.getxattr(early / "early.txt", "ceph.file.layout.pool_namespace") == b"fs-provision-tree-hosts-prov-c"
     assert (early / "early.txt").read_text() == "written before provisioning\n"
 
-    site.add_host("prov-c", 12, rbd={"reimage": True})
+    site.add_host("prov-c", _mac(12), rbd={"reimage": True})
     rebuilt = site.doit("provision:prov-c")
     assert f"provision:prov-c: rebuilt root image {RBD_POOL}/prov-c/root (64M)" in rebuilt.stdout
     again = site.doit("provision:prov-c")
@@ -205,7 +174,7 @@ def test_a_client_made_by_hand_keeps_its_key_and_the_image_carries_it(a_provisio
     site, cluster = a_provisioned_site, a_provisioned_site.cluster
     cluster.ceph("auth", "get-or-create", "client.prov-d", "mon", "allow r")
     key = cluster.ceph("auth", "get-key", "client.prov-d").strip()
-    site.add_host("prov-d", 13)  # examplekeys gives it a key of its own, which the cluster does not know
+    site.add_host("prov-d", _mac(13))  # examplekeys gives it a key of its own, which the cluster does not know
     run = site.doit("provision:prov-d")
     assert "provision:prov-d: wrote the cluster's key of client.prov-d to hosts/keys/prov-d.keyring" in run.stdout
     assert key in (site.hosts / "keys" / "prov-d.keyring").read_text()

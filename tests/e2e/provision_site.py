@@ -1,0 +1,91 @@
+"""A site that `doit provision` puts on the test cluster, and the Debian root it can be built from.
+
+The Debian root is the one provisioning itself builds and caches (`tasks.rootfs.debootstrap_tree`,
+with the inventory's default packages), kept in the repository's `build/rootfs/` unless
+`CEPHBOOT_ROOTFS_CACHE` says where: one debootstrap per CI run (a fresh clone) and none at all
+on a developer's machine that ran the suite before. Every site of the suite uses that cache.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks import examplekeys, rootfs
+from tasks.schema import ROOTFS_PACKAGES
+
+from .ceph_cluster import FS_NAME, CephClient, CephCluster
+from .netns import NetworkNamespace
+
+REPO = Path(__file__).resolve().parents[2]
+SUITE = "bookworm"
+
+# The guest's side of slirp (tests/e2e/qemu_vm.py): its gateway reaches the test address.
+GUEST_GATEWAY = "198.51.100.2"
+
+
+def rootfs_cache() -> Path:
+    """Where debootstrap results are kept for the whole suite (and across runs)."""
+    return Path(os.environ.get(rootfs.CACHE_ENV) or REPO / "build" / "rootfs")
+
+
+def debian_root() -> Path:
+    """Debian SUITE minbase with the inventory's default packages (initramfs-tools, a kernel,
+    ceph-common, ...), built by provisioning's own cache function on first use."""
+    packages = rootfs.debootstrap_packages(ROOTFS_PACKAGES, luks=False)
+    return rootfs.debootstrap_tree(rootfs_cache(), SUITE, packages, say=lambda _: None)
+
+
+def kernel_of(root: Path) -> str:
+    """The one kernel version installed in a Debian root."""
+    kernels = [p.name[len("vmlinuz-"):] for p in (root / "boot").glob("vmlinuz-*")]
+    assert len(kernels) == 1, f"expected one kernel in {root}/boot, found {kernels}"
+    return kernels[0]
+
+
+class ProvisionSite:
+    """A site folder whose inventory points at the test cluster; doit runs inside the namespace.
+
+    ``settings`` are merged over the site.yaml written here (the cluster, its admin keyring,
+    ``boot_tree``, the test pool); the rootfs cache is the suite's.
+    """
+
+    def __init__(self, cluster: CephCluster, netns: NetworkNamespace, root: Path, boot_tree: str,
+                 http_base: str, defaults: dict[str, Any], **settings: Any) -> None:
+        self.cluster = cluster
+        self.netns = netns
+        self.root = root
+        self.boot_tree = boot_tree
+        self.hosts = root / "hosts"
+        (self.hosts / "nodes").mkdir(parents=True)
+        site = {
+            "ceph": {"fsid": cluster.fsid, "mon_host": [cluster.address], "fs_name": FS_NAME,
+                     "boot_tree": boot_tree, "admin_keyring": str(cluster.admin_keyring)},
+            "pxe": {"http_base": http_base},
+            "defaults": defaults,
+            **settings,
+        }
+        (self.hosts / "site.yaml").write_text(yaml.safe_dump(site))
+
+    def add_host(self, name: str, mac: str, **data: Any) -> None:
+        """hosts/nodes/NAME.yaml (DHCP unless ``data`` says otherwise) and its keyring."""
+        host = {"nics": {"ceph": {"macs": [mac], "address": "dhcp"}}, **data}
+        (self.hosts / "nodes" / f"{name}.yaml").write_text(yaml.safe_dump(host))
+        examplekeys.ensure(self.root)
+
+    def doit(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``doit -f <repo>/dodo.py -d <site> ARGS`` inside the namespace, as the README says."""
+        argv = ["env", f"{rootfs.CACHE_ENV}={rootfs_cache()}",
+                sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "-d", str(self.root), *args]
+        done = self.netns.run(argv, check=False, timeout=1800)
+        if check and done.returncode != 0:
+            raise AssertionError(f"doit {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def client(self, name: str) -> CephClient:
+        keyring = self.hosts / "keys" / f"{name}.keyring"
+        return CephClient(name, "", keyring)

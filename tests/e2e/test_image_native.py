@@ -1,0 +1,146 @@
+"""Image-native mode for real (issue 3): a Debian root's own update-initramfs makes an initrd that boots it.
+
+A copy of the suite's debootstrap root (initramfs-tools, the Debian kernel, ceph-common) is a
+host's `image_root`. `doit imagenative:<host>` installs the hook, the local-top script and the
+host's files into it and runs the root's own `update-initramfs` under chroot. The initrd that
+lands in the root's /boot is read with lsinitramfs; then that kernel and initrd, fetched by iPXE
+over HTTP, boot a guest whose root is the RBD image provisioned from the same tree.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .boot_tree import StaticHttpServer
+from .ceph_cluster import CephCluster
+from .conftest import RBD_POOL
+from .netns import NetworkNamespace
+from .provision_site import GUEST_GATEWAY, ProvisionSite, debian_root, kernel_of
+from .qemu_vm import QemuMachine
+
+pytestmark = pytest.mark.e2e
+
+HOST = "native"
+MAC = "52:54:00:e7:00:01"
+BOOT_TREE = "/image-native-tree"
+HTTP_PORT = 8082
+BOOT_TIMEOUT = 300
+INIT = "sbin/cephboot-e2e-init"
+
+# PID 1 of the booted image: which host, on which root; then power off (minbase has no
+# poweroff without a running init system; sysrq needs none).
+INIT_SCRIPT = """#!/bin/sh
+# Put here by tests/e2e/test_image_native.py: report, then power off.
+read -r host </etc/hostname
+root=$(awk '$2 == "/" { device = $1 } END { print device }' /proc/mounts)
+echo "CEPHBOOT-E2E-OK host=${host} root=${root}"
+sync
+echo o >/proc/sysrq-trigger
+sleep 60
+"""
+
+
+@dataclass
+class NativeHost:
+    site: ProvisionSite
+    root: Path
+    kver: str
+    build: subprocess.CompletedProcess[str]
+
+    @property
+    def initrd(self) -> Path:
+        return self.root / "boot" / f"initrd.img-{self.kver}"
+
+    def rendered(self, rel: str) -> bytes:
+        return (self.site.root / "build" / "hosts" / HOST / rel).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def a_native_host(
+    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NativeHost]:
+    """A Debian root as `image_root`, after `doit imagenative:native`; its image provisioned from it."""
+    work = tmp_path_factory.mktemp("image-native")
+    root = work / "root"
+    subprocess.run(["cp", "-a", "--reflink=auto", f"{debian_root()}/.", f"{root}/"], check=True)
+    (root / INIT).write_text(INIT_SCRIPT)
+    (root / INIT).chmod(0o755)
+    site = ProvisionSite(
+        a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
+        f"http://{a_ceph_cluster.address}:{HTTP_PORT}",
+        {"rbd": {"pool": RBD_POOL, "size": "2G", "features": ["layering"]}},
+    )
+    site.add_host(HOST, MAC, image_root=str(root), rootfs={"source": str(root)},
+                  nics={"ceph": {"macs": [MAC], "address": "198.51.100.40/24", "gateway": GUEST_GATEWAY}},
+                  map={"deadline": 90})
+    build = site.doit(f"imagenative:{HOST}")
+    site.doit(f"provision:{HOST}")  # namespace, client, /boot; the image from the tree as it is now
+    yield NativeHost(site, root, kernel_of(root), build)
+    a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{HOST}/root", check=False)
+
+
+def _listing(initrd: Path) -> dict[str, str]:
+    """Member path -> mode string (``-rw-------``), as lsinitramfs -l shows them."""
+    out = subprocess.run(["lsinitramfs", "-l", str(initrd)], capture_output=True, text=True, check=True).stdout
+    members = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 9 and re.fullmatch(r"[-dlcbps][-rwxsStT]{9}", fields[0]):
+            members[fields[8]] = fields[0]
+    return members
+
+
+def test_the_roots_own_update_initramfs_builds_an_initrd_with_the_host_inside(a_native_host: NativeHost, tmp_path: Path) -> None:
+    host = a_native_host
+    assert f"imagenative:{HOST}" in host.build.stdout
+    assert oct(host.initrd.stat().st_mode & 0o777) == "0o600", "the initrd holds the keyring: UMASK=0077"
+    members = _listing(host.initrd)
+    keyring = f"etc/ceph/ceph.client.{HOST}.keyring"
+    assert members.get(keyring) == "-rw-------", (keyring, members.get(keyring))
+    for path in ("conf/conf.d/cephboot", "scripts/local-top/cephboot", "scripts/local-top/ORDER", "etc/ceph/ceph.conf"):
+        assert path in members, path
+    for program in ("rbd", "mount.ceph"):
+        assert any(re.fullmatch(rf"(usr/)?s?bin/{re.escape(program)}", m) for m in members), program
+    for module in ("rbd", "libceph"):
+        assert any(re.fullmatch(rf"(usr/)?lib/modules/{re.escape(host.kver)}/.*/{module}\.ko(\.\w+)?", m) for m in members), module
+
+    out = tmp_path / "initrd"
+    subprocess.run(["unmkinitramfs", str(host.initrd), str(out)], check=True)
+    main = out / "main" if (out / "main").is_dir() else out
+    assert "/scripts/local-top/cephboot " in (main / "scripts/local-top/ORDER").read_text()
+    assert (main / "conf/conf.d/cephboot").read_bytes() == host.rendered("initramfs-tools/conf.d/cephboot")
+    assert (main / "etc/ceph/ceph.conf").read_bytes() == host.rendered("rootfs/etc/ceph/ceph.conf")
+    assert (main / keyring).read_bytes() == host.rendered(f"rootfs/{keyring}")
+    assert {"rbd", "libceph"} <= set((main / "conf/modules").read_text().split())
+
+
+def test_a_second_run_has_nothing_to_do(a_native_host: NativeHost) -> None:
+    again = a_native_host.site.doit(f"imagenative:{HOST}")
+    assert f"imagenative:{HOST}" not in again.stdout
+
+
+def test_the_roots_kernel_and_initrd_boot_it_from_rbd(
+    a_native_host: NativeHost, a_network_namespace: NetworkNamespace,
+    qemu_boot: Callable[..., QemuMachine], tmp_path: Path,
+) -> None:
+    host = a_native_host
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy2(host.root / "boot" / f"vmlinuz-{host.kver}", served / "vmlinuz")
+    shutil.copy2(host.initrd, served / "initrd.img")
+    url = f"http://{a_network_namespace.address}:{HTTP_PORT}"
+    args = f"root=/dev/rbd0 rootfstype=ext4 console=ttyS0,115200n8 panic=10 init=/{INIT}"
+    (served / "boot.ipxe").write_text(f"#!ipxe\nkernel {url}/vmlinuz {args}\ninitrd {url}/initrd.img\nboot\n")
+    with StaticHttpServer(a_network_namespace, served, tmp_path, port=HTTP_PORT):
+        guest = qemu_boot(served, [MAC])
+        guest.wait_for(rf"^CEPHBOOT-E2E-OK host={HOST} root=/dev/rbd0$", BOOT_TIMEOUT)
+        guest.wait_exit(60)
+    console = guest.console()
+    assert f"Linux version {host.kver} " in console, "the root's own kernel booted"
+    assert re.search(rf"^cephboot: mapped {RBD_POOL}/{HOST}/root at /dev/rbd0$", console, re.MULTILINE), console[-3000:]
