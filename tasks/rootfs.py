@@ -20,7 +20,7 @@ from .inventory import Host, Site
 CACHE_ENV = "CEPHBOOT_ROOTFS_CACHE"  # where debootstrap results are kept; default build/rootfs
 MIRROR_ENV = "CEPHBOOT_DEBIAN_MIRROR"  # overrides the mirror found in the apt configuration
 APT_SOURCES = Path("/etc/apt")
-STAMP_VERSION = "1"  # bump when the image layout changes, so reimage-able hosts are rebuilt
+STAMP_VERSION = "2"  # bump when the image layout changes, so reimage-able hosts are rebuilt
 _UNITS = {"M": 20, "G": 30, "T": 40}
 
 Content = Union[Path, bytes]
@@ -198,7 +198,7 @@ def source_spec(site: Site, host: Host) -> dict[str, Any]:
 
 
 def make_tree(site: Site, host: Host, tree: Path, say: Any = print) -> None:
-    """Fill the empty folder ``tree`` with the host's root: its source, then its files."""
+    """Fill the empty folder ``tree`` with the host's root: its source, its files, and its own initrds rebuilt with them."""
     spec = source_spec(site, host)
     if "debootstrap" in spec:
         src = debootstrap_tree(cache_root(site), spec["debootstrap"], spec["packages"], say)
@@ -209,6 +209,13 @@ def make_tree(site: Site, host: Host, tree: Path, say: Any = print) -> None:
         tree.mkdir(parents=True)
         subprocess.run(["tar", "-x", "-p", "--numeric-owner", "-f", spec["tarball"], "-C", str(tree)], check=True, capture_output=True)
     install_host_files(tree, host)
+    if imagenative.builds_initrds(tree):
+        # As `doit imagenative` would: the image's own initrd then boots it from the start.
+        say(f"rootfs: update-initramfs inside the root for {', '.join(imagenative.image_kernels(tree))}")
+        try:
+            imagenative.update_initramfs(tree)
+        except imagenative.ImageError as e:
+            raise RootfsError(f"{host.name}: {e}") from None
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -148,3 +148,20 @@ def test_debootstrap_adds_what_the_roots_own_initrd_needs(the_example_site: Site
     assert "iproute2" in rootfs.packages(s.hosts["zephyr"]), "the boot script runs ip; minbase has none"
     assert {"iproute2", "cryptsetup-bin"} <= set(rootfs.packages(s.hosts["boreas"]))
 
+
+@pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="needs e2fsprogs")
+def test_a_root_with_a_kernel_gets_its_own_initrd_rebuilt_with_the_hosts_files(the_example_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `doit imagenative` would, inside the tree, before mkfs: the image boots with its own initrd."""
+    src = _tiny_tree(tmp_path / "src")
+    shutil.copy2("/bin/busybox", src / "usr/bin/busybox")
+    (src / "usr/bin/sh").symlink_to("busybox")
+    (src / "usr/lib/modules/6.1.0-99-amd64").mkdir(parents=True)
+    (src / "boot/vmlinuz-6.1.0-99-amd64").write_bytes(b"kernel")
+    (src / "usr/sbin/update-initramfs").write_text(
+        "#!/bin/sh\n[ -e /etc/initramfs-tools/hooks/cephboot ] && echo \"$*\" >/boot/initrd.img-6.1.0-99-amd64\n")
+    (src / "usr/sbin/update-initramfs").chmod(0o755)
+    the_example_site.edit("nodes/zephyr.yaml", "profiles: [rack-a]", f"profiles: [rack-a]\nrootfs: {{source: {src}}}\nrbd: {{size: 64M}}")
+    monkeypatch.chdir(the_example_site.root)
+    img, _, _ = _image(the_example_site, "zephyr", tmp_path / "work")
+    assert _debugfs(img, "cat /boot/initrd.img-6.1.0-99-amd64") == "-c -k 6.1.0-99-amd64\n", "run after the host's files went in"
+    assert not (src / "boot/initrd.img-6.1.0-99-amd64").exists(), "the source tree is not touched"
