@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -85,6 +86,17 @@ def failures(results: dict[str, Any]) -> list[str]:
     return out
 
 
+_NOISE = re.compile(r"^(\w{3} \w{3} +\d+ [\d:]+ \d{4}\s|\s*List reduced from|\s*\d+ function calls)")
+
+
+def tidy_profile(text: str) -> str:
+    """pstats output without its repeated date, file name and call-count lines."""
+    lines = text.splitlines()
+    calls = next((line.strip() for line in lines if "function calls" in line), "")
+    kept = [line for line in lines if not _NOISE.match(line)]
+    return "\n".join(kept[:1] + ([calls] if calls else []) + kept[1:])
+
+
 def chart(results: dict[str, Any], path: Path) -> Path | None:
     """Time against host count, log-log, min–max as error bars, targets as markers; None without matplotlib."""
     try:
@@ -123,7 +135,11 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
 
 
 def _duration(s: float) -> str:
-    return f"{s / 60:.0f} min" if s >= 120 else f"{s:.0f} s"
+    return f"{s / 3600:.1f} h" if s >= 7200 else f"{s / 60:.0f} min" if s >= 120 else f"{s:.0f} s"
+
+
+def plural(count: float, word: str) -> str:
+    return f"{count:,.0f} {word}{'' if count == 1 else 's'}"
 
 
 def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path) -> str:
@@ -197,14 +213,15 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
 
     out += ["", "## What ran, and what reached the publish tree", "",
             "Tasks run (median) and bytes written to `build/publish/` by one edit (median; new or rewritten files, counted by inode: "
-            "the previous generation is kept by hard links, which write nothing).", "",
+            "the previous generation is kept by hard links, which write nothing). A host layer is ~3 KB; each monolithic host "
+            "(one in 500) also republishes its whole initrd.img, base included (~24 MB).", "",
             "| hosts | host edit | profile edit | monitor edit |", "| --- | --- | --- | --- |"]
     for n in sizes:
         per = results["results"][str(n)]
         cells = []
         for key in ("host", "profile", "site"):
             r = per[key]
-            cells.append(f"{med(r['tasks_ran']):.0f} tasks, {med(r['files']):.0f} files, {size_bytes(med(r['bytes']))}")
+            cells.append(f"{plural(med(r['tasks_ran']), 'task')}, {plural(med(r['files']), 'file')}, {size_bytes(med(r['bytes']))}")
         out.append(f"| {n:,} | " + " | ".join(cells) + " |")
     problems = [(n, k, p) for n, per in results["results"].items() for k, r in per.items() for p in r["problems"]]
     out += [""]
@@ -234,7 +251,7 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
         for n in sizes:
             site = med(results["results"][str(n)]["site"]["runs"])
             proj = n * per_host
-            out.append(f"| {n:,} | {_duration(proj) if proj >= 120 else secs(proj) + ' s'} ({proj / 3600:.1f} h) | {secs(site)} s | {proj / site:,.0f}× |")
+            out.append(f"| {n:,} | {_duration(proj)} | {secs(site)} s | {proj / site:,.0f}× |")
     else:
         out.append("Not measured in this run (`--fake-initrd` or `--no-baseline`).")
 
@@ -257,7 +274,7 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
                    "subprocesses it starts, shellcheck and cpio, show up as time in `subprocess`/`communicate`).")
         for name, text in results["profiles"].items():
             key, n = name.split("@")
-            out += ["", f"<details><summary>{results['scenarios'][key]} at {int(n):,} hosts</summary>", "", "```text", text, "```", "", "</details>"]
+            out += ["", f"<details><summary>{results['scenarios'][key]} at {int(n):,} hosts</summary>", "", "```text", tidy_profile(text), "```", "", "</details>"]
     else:
         out.append("No scenario missed its target, so nothing was profiled.")
 
@@ -269,6 +286,8 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
             "one in 500 monolithic. Addresses in 198.18.0.0/15 (RFC 2544's benchmarking range), locally administered MACs.",
             f"- **Two kernels**: {', '.join(results['kernels'])}, both real Debian kernel packages installed on this machine "
             "(`mkinitramfs` reads `/lib/modules/<version>` by a fixed path, so a renamed copy would not be an honest second kernel).",
+            "- **Code**: `dodo.py`, `tasks/` and `templates/` are copied at the start and every `doit` runs that copy, so "
+            "edits made to the repository during a long run do not mix versions (the commit above is the copy's).",
             "- **Cold build**: `build/` removed, then only the base initrds and doit's records of them put back (hard links from "
             "one build made at the start), the inventory cache gone: everything else is built by one `doit`.",
             "- **No-op** and **`doit list`**: right after a build; the whole output is read (into a file, no pipe to break).",

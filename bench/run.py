@@ -292,9 +292,9 @@ def profile_scenario(site: Site, sc: Scenario, rep: int, workdir: Path, top: int
     out = workdir / f"profile-{sc.key}-{site.n}.pstats"
     r = doit(site.root, *sc.args, profile=out)
     text = StringIO()
-    for order in ("tottime", "cumulative"):
+    for order, lines in (("tottime", top), ("cumulative", 2 * top)):  # the first dozen cumulative lines are doit's own frames
         stats = pstats.Stats(str(out), stream=text)
-        stats.strip_dirs().sort_stats(order).print_stats(top)
+        stats.strip_dirs().sort_stats(order).print_stats(lines)
     body = "\n".join(line for line in text.getvalue().splitlines() if line.strip() and not line.startswith(("   Random listing", str(out))))
     return f"wall time under the profiler: {r.seconds:.2f} s (subprocesses such as shellcheck and cpio are not profiled)\n{body}"
 
@@ -438,6 +438,32 @@ def machine() -> dict[str, Any]:
     }
 
 
+def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespace, workdir: Path, template: Path,
+                  kernels: tuple[str, str], log: Callable[[str], None]) -> dict[int, Site]:
+    """Every scenario at every size, and a profile of each target missed; returns the sites kept for later steps."""
+    sites: dict[int, Site] = {}
+    for n in sizes:
+        t = time.perf_counter()
+        site = sites[n] = make_site(workdir / f"site-{n}", n, kernels)
+        results["generate_seconds"][str(n)] = time.perf_counter() - t
+        log(f"generated {n} hosts in {results['generate_seconds'][str(n)]:.1f} s")
+        per: dict[str, Any] = {}
+        repeat = a.repeat_large if a.repeat_large and n >= 10000 else a.repeat
+        for sc in scenarios(site, template):
+            per[sc.key] = measure(site, sc, repeat, log).as_dict()
+        results["results"][str(n)] = per
+        if not a.no_profile and n in TARGETS["noop"]:
+            for sc in scenarios(site, template):
+                limit = TARGETS.get(sc.key, {}).get(n)
+                if limit is not None and statistics.median(per[sc.key]["runs"]) > limit:
+                    log(f"  profiling {sc.key} at {n} hosts (missed {limit} s)")
+                    results["profiles"][f"{sc.key}@{n}"] = profile_scenario(site, sc, repeat, workdir)
+        if n != 10 and n != max(sizes) and not (a.shellcheck_files and n >= a.shellcheck_files):
+            shutil.rmtree(site.root)  # keep the disk use of a full run bounded
+            del sites[n]
+    return sites
+
+
 def merge_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
     """Fill in what this run did not measure from an earlier run's results, and say so."""
     taken = [n for n in earlier["results"] if n not in results["results"]]
@@ -492,29 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"work folder {workdir} (code frozen in {DODO.parent}); kernels {kernels[0]} and {kernels[1]}")
     try:
         template, results["initrd"] = base_template(workdir, kernels, a.fake_initrd, log)
-        sites: dict[int, Site] = {}
-        for n in sizes:
-            t = time.perf_counter()
-            site = sites[n] = make_site(workdir / f"site-{n}", n, kernels)
-            results["generate_seconds"][str(n)] = time.perf_counter() - t
-            log(f"generated {n} hosts in {results['generate_seconds'][str(n)]:.1f} s")
-            per: dict[str, Any] = {}
-            repeat = a.repeat_large if a.repeat_large and n >= 10000 else a.repeat
-            for sc in scenarios(site, template):
-                per[sc.key] = measure(site, sc, repeat, log).as_dict()
-            results["results"][str(n)] = per
-            if not a.no_profile and n in TARGETS["noop"]:
-                for sc in scenarios(site, template):
-                    limit = TARGETS.get(sc.key, {}).get(n)
-                    if limit is not None and statistics.median(per[sc.key]["runs"]) > limit:
-                        log(f"  profiling {sc.key} at {n} hosts (missed {limit} s)")
-                        results["profiles"][f"{sc.key}@{n}"] = profile_scenario(site, sc, a.repeat, workdir)
-            if n != 10 and n != max(sizes) and not (a.shellcheck_files and n >= a.shellcheck_files):
-                shutil.rmtree(site.root)  # keep the disk use of a full run bounded
-                del sites[n]
+        sites = measure_sizes(results, sizes, a, workdir, template, kernels, log)
         if not a.fake_initrd and not a.no_baseline:
             small = sites.get(10) or make_site(workdir / "baseline-site", 10, kernels)
-            if small.n != 10 or not (small.build / "publish").exists():
+            if not small.publish.exists():
                 small.reset_to(template)
                 doit(small.root)
             log("baseline: one mkinitramfs per host at 10 hosts")
