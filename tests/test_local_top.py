@@ -530,7 +530,7 @@ def test_sysfs_method_writes_the_kernel_add_string(initrd: FakeInitrd) -> None:
     # on the kernel's default 6789; a port given stays as it is.
     assert (initrd.sys / "bus" / "rbd" / "add_single_major").read_text() == (
         f"192.0.2.1:3300,192.0.2.2:6789 name=zephyr,secret={ZEPHYR_KEY},"
-        "_pool_ns=zephyr,ms_mode=secure rbd root"
+        "_pool_ns=zephyr,mount_timeout=120,ms_mode=secure rbd root"
     )
     assert boot.lines("rbd") == []
     assert boot.lines("modprobe") == ["modprobe rbd"]
@@ -564,7 +564,7 @@ def test_sysfs_method_without_namespace_or_single_major(initrd: FakeInitrd) -> N
     boot = initrd.boot()
     assert boot.rc == 0, boot.output
     assert (initrd.sys / "bus" / "rbd" / "add").read_text() == (
-        f"192.0.2.1,192.0.2.2:6789 name=zephyr,secret={ZEPHYR_KEY} rbd root"
+        f"192.0.2.1,192.0.2.2:6789 name=zephyr,secret={ZEPHYR_KEY},mount_timeout=120 rbd root"
     )
 
 
@@ -577,8 +577,9 @@ def test_sysfs_failures_retry_and_never_show_the_secret(initrd: FakeInitrd) -> N
     assert boot.panicked
     assert boot.sleeps == ["1", "2"]
     assert (
-        f"writing '192.0.2.1,192.0.2.2:6789 name=zephyr,secret=<from {KEYRING}>,_pool_ns=zephyr "
-        f"rbd root' to {target} failed"
+        # the kernel waits for a monitor no longer than the deadline leaves (5 s at least)
+        f"writing '192.0.2.1,192.0.2.2:6789 name=zephyr,secret=<from {KEYRING}>,_pool_ns=zephyr,"
+        f"mount_timeout=5 rbd root' to {target} failed"
     ) in boot.output
     assert "(the kernel's reason is in dmesg)" in boot.output
     assert "in 3 attempts over 3 s" in boot.output
