@@ -8,6 +8,7 @@ Task loading does no Ceph I/O; all of it happens in the actions.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ from .inventory import Host, Site
 from .render import render_host
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
+INPUTS_KEY = "cephboot.root.inputs"  # image metadata: that digest input by input (JSON), to say what changed
 NEW, OLD = ".cephboot-new", ".cephboot-old"  # an image being built, and one being replaced
 PROVISION_TOOLS = ("ceph", "rbd", "ceph-fuse", "mkfs.ext4", "cp", "tar")
 
@@ -178,9 +180,9 @@ def _image_names(admin: Admin, h: dict[str, Any]) -> set[str]:
     return {str(n) for n in admin.rbd_json("ls", "--pool", r["pool"], "--namespace", r["namespace"])}
 
 
-def _stamp(admin: Admin, spec: str) -> str:
+def _stamp(admin: Admin, spec: str, key: str = STAMP_KEY) -> str:
     try:
-        return admin.rbd("image-meta", "get", spec, STAMP_KEY).strip()
+        return admin.rbd("image-meta", "get", spec, key).strip()
     except CephError as e:
         if e.not_found:
             return ""
@@ -209,7 +211,8 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
     h = host.data
     spec = image_spec(h)
     names = _recover(admin, h, _image_names(admin, h), report)
-    stamp = rootfs.image_stamp(site, host)
+    inputs = rootfs.image_inputs(site, host)
+    stamp = rootfs.image_stamp(inputs)
     replace, why = False, ""
     if h["rbd"]["image"] in names:
         found = _stamp(admin, spec)
@@ -228,7 +231,7 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
                 raise Refused(f"host {host.name}: image {spec} is in use ({', '.join(w.get('address', '?') for w in watchers)}); "
                               "rbd.reimage is true, but an image that is mapped is never replaced: shut the host down first")
         replace = True
-        why = f" (it was built from other inputs: {found[:12]}, now {stamp[:12]})" if found else " (it was not written by cephboot)"
+        why = f" ({_what_changed(admin, spec, inputs)})" if found else " (it was not written by cephboot)"
     work = site.root / "build" / "provision" / host.name
     rootfs.remove_tree(work)
     work.mkdir(parents=True)
@@ -238,6 +241,7 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
         argv = ["import", "--no-progress", "--image-format", "2"]
         argv += ["--image-feature", features] if features else ["--rbd-default-features", "0"]
         admin.rbd(*argv, str(img), image_spec(h, NEW))
+        admin.rbd("image-meta", "set", image_spec(h, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
         admin.rbd("image-meta", "set", image_spec(h, NEW), STAMP_KEY, stamp)
         if replace:
             admin.rbd("rename", spec, image_spec(h, OLD))
@@ -248,6 +252,12 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
                    f"from {_describe(rootfs.source_spec(site, host))}{why}")
     finally:
         rootfs.remove_tree(work)
+
+
+def _what_changed(admin: Admin, spec: str, inputs: dict[str, str]) -> str:
+    """Which of the image's inputs changed since it was built, as far as its metadata tells."""
+    changed = rootfs.changed_inputs(_stamp(admin, spec, INPUTS_KEY), inputs)
+    return f"changed since it was built: {', '.join(changed)}" if changed else "it was built by cephboot from other inputs"
 
 
 def _describe(spec: dict[str, Any]) -> str:
@@ -311,9 +321,10 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
             check("image size", info["size"] == size, f"{spec} is {info['size']} bytes, the inventory says {h['rbd']['size']} ({size})")
             check("image features", feats == wanted, f"{', '.join(feats) or 'none'} (inventory: {', '.join(wanted) or 'none'})")
             stamp = _stamp(admin, spec)
-            now = rootfs.image_stamp(site, host)
-            check("image content", stamp == now, "built from the inventory's current inputs" if stamp == now else
-                  ("built by cephboot from other inputs" if stamp else "not written by cephboot"))
+            inputs = rootfs.image_inputs(site, host)
+            same = stamp == rootfs.image_stamp(inputs)
+            check("image content", same, "built from the inventory's current inputs" if same else
+                  (_what_changed(admin, spec, inputs) if stamp else "not written by cephboot"))
         entity = f"client.{h['client']}"
         caps = wanted_caps(h, admin.fs_name, data_pool)
         current = _auth(admin, entity)

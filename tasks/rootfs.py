@@ -225,15 +225,41 @@ def _copy(src: Path, dst: Path) -> None:
 
 # ---- the image -----------------------------------------------------------------
 
-def image_stamp(site: Site, host: Host) -> str:
-    """A digest of everything the root image is made from; kept in the image's metadata."""
+def image_inputs(site: Site, host: Host) -> dict[str, str]:
+    """What the root image is made from, input by input: name -> digest.
+
+    Kept in the image's metadata next to the stamp, so that a rebuild (and `verify`)
+    can name the inputs that changed since the image was written.
+    """
     h = host.data
-    parts = [STAMP_VERSION, json.dumps(source_spec(site, host), sort_keys=True), h["rbd"]["size"], h["root_fs"], json.dumps(h["luks"], sort_keys=True)]
+    parts: dict[str, list[str | bytes]] = {
+        "layout": [STAMP_VERSION],
+        "rootfs.source": [json.dumps(source_spec(site, host), sort_keys=True)],
+        "rbd.size": [h["rbd"]["size"]],
+        "root_fs": [h["root_fs"]],
+        "luks": [json.dumps(h["luks"], sort_keys=True)],
+    }
     if h["luks"]:
-        parts.append(Path(site.path_str(h["luks"]["keyfile"])).read_bytes())
+        parts["luks.keyfile content"] = [Path(site.path_str(h["luks"]["keyfile"])).read_bytes()]
     for rel, (content, mode) in sorted(host_files(host).items()):
-        parts += [rel, oct(mode), content.read_bytes() if isinstance(content, Path) else content]
-    return digest(*parts)
+        parts[f"/{rel}"] = [oct(mode), content.read_bytes() if isinstance(content, Path) else content]
+    return {name: digest(*p) for name, p in parts.items()}
+
+
+def image_stamp(inputs: dict[str, str]) -> str:
+    """One digest of all of ``image_inputs``; kept in the image's metadata."""
+    return digest(json.dumps(inputs, sort_keys=True))
+
+
+def changed_inputs(recorded: str, inputs: dict[str, str]) -> list[str]:
+    """Names of the inputs that differ from ``recorded`` (the metadata's JSON); [] when it is unreadable."""
+    try:
+        old = json.loads(recorded)
+    except ValueError:
+        return []
+    if not isinstance(old, dict):
+        return []
+    return sorted(name for name in set(old) | set(inputs) if old.get(name) != inputs.get(name))
 
 
 def make_image(site: Site, host: Host, work: Path, say: Any = print) -> Path:

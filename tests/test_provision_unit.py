@@ -1,6 +1,7 @@
 """Provisioning without a cluster: caps, apt mirror, the host's files in its root, root images plain and LUKS2."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -165,3 +166,17 @@ def test_a_root_with_a_kernel_gets_its_own_initrd_rebuilt_with_the_hosts_files(t
     img, _, _ = _image(the_example_site, "zephyr", tmp_path / "work")
     assert _debugfs(img, "cat /boot/initrd.img-6.1.0-99-amd64") == "-c -k 6.1.0-99-amd64\n", "run after the host's files went in"
     assert not (src / "boot/initrd.img-6.1.0-99-amd64").exists(), "the source tree is not touched"
+
+
+def test_an_images_inputs_name_what_changed_since_it_was_built(the_example_site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(the_example_site.root)
+    s, host = _rendered(the_example_site, "zephyr")
+    before = rootfs.image_inputs(s, host)
+    assert rootfs.image_stamp(before) == rootfs.image_stamp(rootfs.image_inputs(s, host)), "stable"
+    recorded = json.dumps(before)
+    the_example_site.edit("site.yaml", "192.0.2.13", "192.0.2.14")
+    s, host = _rendered(the_example_site, "zephyr")
+    after = rootfs.image_inputs(s, host)
+    assert rootfs.image_stamp(after) != rootfs.image_stamp(before)
+    assert rootfs.changed_inputs(recorded, after) == ["/etc/ceph/ceph.conf", "/etc/initramfs-tools/conf.d/cephboot"]
+    assert rootfs.changed_inputs("not json", after) == []

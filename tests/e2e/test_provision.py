@@ -165,7 +165,12 @@ def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_
     rebuilt = site.doit("provision:prov-c")
     assert f"provision:prov-c: rebuilt root image {RBD_POOL}/prov-c/root (64M)" in rebuilt.stdout
     again = site.doit("provision:prov-c")
-    assert "provision:prov-c: nothing to change" in again.stdout, "reimage rebuilds only when the image's inputs changed"
+    assert "provision:prov-c: nothing to change" in again.stdout, f"reimage rebuilds only when the image's inputs changed:\n{again.stdout}"
+    # A rebuild names the inputs that changed (from the image's metadata).
+    site.add_host("prov-c", _mac(12), rbd={"reimage": True}, nics={"ceph": {"macs": [_mac(12)], "address": "192.0.2.77/24"}})
+    changed = site.doit("provision:prov-c")
+    assert (f"provision:prov-c: rebuilt root image {RBD_POOL}/prov-c/root (64M) from {site.root.parent / 'tree'} "
+            "(changed since it was built: /etc/initramfs-tools/conf.d/cephboot)") in changed.stdout, changed.stdout
     images = cluster.rbd("ls", "--pool", RBD_POOL, "--namespace", "prov-c").stdout.split()
     assert images == ["root"], "no image is left set aside"
 
