@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from doit import create_after
 from doit.exceptions import TaskFailed
 
 from . import inventory, rootfs
@@ -370,12 +371,16 @@ def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[
         }
 
 
+# Neither is a default task: created only when named (or listed), so that a plain
+# `doit` on a large site does not pay for two idle tasks per host on every run.
+@create_after(executed=None)
 def task_provision() -> Iterator[dict[str, Any]]:
     """Create each host's RBD namespace, root image, cephx client and CephFS /boot (changes the cluster: never a default task)."""
     yield from _per_host("provision", "Create hosts on the Ceph cluster: namespace, root image, client, /boot (not a default task).",
                          provision_host, "namespace, root image, client and /boot of {host} on the cluster (idempotent; never overwrites data)")
 
 
+@create_after(executed=None)
 def task_verify() -> Iterator[dict[str, Any]]:
     """Check, read-only, that each host's namespace, image, client caps and /boot match the inventory."""
     yield from _per_host("verify", "Check hosts on the Ceph cluster against the inventory (read-only).",
