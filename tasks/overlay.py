@@ -109,9 +109,9 @@ def task_overlay() -> Iterator[dict[str, Any]]:
     epoch = source_date_epoch()
     yield {"basename": "overlay", "name": None, "doc": "Host layers: a small cpio per host with its conf.d, ceph.conf and keys."}
     for host in site.hosts.values():
-        folder = host_dir(host.name)
+        folder = f"build/hosts/{host.name}"  # a string, not a Path: this loop runs per host on every run
         members = layer_members(host)
-        deps = [str(folder / rel) for rel, _ in members.values()]
+        deps = [f"{folder}/{rel}" for rel, _ in members.values()]
         if host.data["monolithic"]:
             deps.append(str(base_path(host.data["kernel_version"])))
         yield {
@@ -120,7 +120,7 @@ def task_overlay() -> Iterator[dict[str, Any]]:
             "doc": f"{LAYER}{' and monolithic ' + MONOLITHIC if host.data['monolithic'] else ''} of {host.name}",
             "actions": [(build_layer, [host])],
             "file_dep": deps,
-            "targets": [str(folder / out) for out in layer_outputs(host)],
+            "targets": [f"{folder}/{out}" for out in layer_outputs(host)],
             "uptodate": [config_changed(digest(repr(sorted(members.items())), str(host.data["monolithic"]), epoch, code))],
             "clean": True,
         }

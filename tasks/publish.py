@@ -236,7 +236,7 @@ def web_gid(settings: dict[str, Any]) -> int | None:
 
 
 def host_sources(host: Host) -> dict[str, Path]:
-    """Published name -> build file, for one host's current generation."""
+    """Published name -> build file (build/hosts/<host>/<name>), for one host's current generation."""
     folder = host_dir(host.name)
     out = {HOST_IPXE: folder / HOST_IPXE, LAYER: folder / LAYER}
     if host.data["monolithic"]:
@@ -441,6 +441,7 @@ def task_publish() -> Iterator[dict[str, Any]]:
             "targets": [str(root / "kernels" / kver / n) for n in ("vmlinuz", "initrd.img")],
             "uptodate": [config_changed(config)],
         }
+    hosts_root = os.path.join(root, "hosts")  # strings, not Paths: this loop runs per host on every run
     for host in site.hosts.values():
         sources = host_sources(host)
         yield {
@@ -448,9 +449,9 @@ def task_publish() -> Iterator[dict[str, Any]]:
             "name": host.name,
             "doc": f"hosts/{host.name}/ ({', '.join(sources)}), keeping the previous generation",
             "actions": [(publish_host, [s, host.name, sources])],
-            "file_dep": [str(p) for p in sources.values()],
+            "file_dep": [f"build/hosts/{host.name}/{n}" for n in sources],
             "task_dep": [f"publish:kernel-{host.data['kernel_version']}"],
-            "targets": [str(root / "hosts" / host.name / n) for n in sources],
+            "targets": [f"{hosts_root}/{host.name}/{n}" for n in sources],
             "uptodate": [config_changed(config)],
         }
     routes = sorted(site_outputs(site))
