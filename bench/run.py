@@ -455,7 +455,8 @@ def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespa
         if not a.no_profile and n in TARGETS["noop"]:
             for sc in scenarios(site, template):
                 limit = TARGETS.get(sc.key, {}).get(n)
-                if limit is not None and statistics.median(per[sc.key]["runs"]) > limit:
+                took = statistics.median(per[sc.key]["runs"])
+                if limit is not None and took > limit and (a.profile_limit is None or took < a.profile_limit):
                     log(f"  profiling {sc.key} at {n} hosts (missed {limit} s)")
                     results["profiles"][f"{sc.key}@{n}"] = profile_scenario(site, sc, repeat, workdir)
         if n != 10 and n != max(sizes) and not (a.shellcheck_files and n >= a.shellcheck_files):
@@ -494,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the per-host mkinitramfs baseline at 10 hosts")
     ap.add_argument("--shellcheck-files", type=int, default=1000, help="files for shellcheck batched vs per file (0: skip; default: %(default)s)")
     ap.add_argument("--no-profile", action="store_true", help="do not profile the scenarios that miss a target")
+    ap.add_argument("--profile-limit", type=float, help="profile only missed scenarios whose median is below this many seconds")
     ap.add_argument("--out", type=Path, default=PROJECT / "BENCHMARKS.md", help="report (default: BENCHMARKS.md)")
     ap.add_argument("--chart", type=Path, default=PROJECT / "bench" / "scaling.png", help="log-log chart (default: bench/scaling.png)")
     ap.add_argument("--json", type=Path, default=PROJECT / "bench" / "results.json", help="raw results (default: bench/results.json)")
