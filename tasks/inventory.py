@@ -67,6 +67,9 @@ class Site:
     kernels: list[str]  # installed kernel versions, oldest first
     signature: list[Any] = field(default_factory=list)
     site_digest: str = ""
+    # what the next load may reuse when some input changed: parsed files, resolved
+    # hosts and checked secrets, each keyed by the stat of what it came from
+    memo: dict[str, Any] = field(default_factory=dict)
 
     def path(self, rel: str) -> Path:
         """A path from the inventory, relative to hosts/ unless absolute."""
@@ -165,6 +168,53 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
 
 # --- loading ----------------------------------------------------------------------
 
+def _stat_key(path: Path | str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
+
+
+class _Memo:
+    """Reuse of the previous load's work, keyed by the stat of each input."""
+
+    def __init__(self, previous: dict[str, Any]):
+        self.before = previous
+        self.now: dict[str, Any] = {"files": {}, "hosts": {}, "secrets": set()}
+
+    def read_yaml(self, path: Path, rel: str, problems: list[Problem]) -> dict[str, Any]:
+        key = _stat_key(path)
+        old = self.before.get("files", {}).get(str(path))
+        if key is not None and old is not None and old[0] == key:
+            data = old[1]
+        else:
+            before = len(problems)
+            data = _read_yaml(path, rel, problems)
+            if len(problems) > before:
+                return data
+        self.now["files"][str(path)] = (key, data)
+        return data
+
+    def host(self, name: str, key: Any, path: str) -> "Host | None":
+        old = self.before.get("hosts", {}).get(name)
+        if old is None or old[0] != key:
+            return None
+        parsed = self.before.get("files", {}).get(str(path))
+        if parsed is not None:  # keep the parsed file for a later load that needs it
+            self.now["files"][str(path)] = parsed
+        return old[1]
+
+    def keep_host(self, host: "Host", key: Any) -> None:
+        self.now["hosts"][host.name] = (key, host)
+
+    def secret_ok(self, item: tuple[Any, ...]) -> bool:
+        return item in self.before.get("secrets", set())
+
+    def secret_checked(self, item: tuple[Any, ...]) -> None:
+        self.now["secrets"].add(item)
+
+
 def _read_yaml(path: Path, rel: str, problems: list[Problem]) -> dict[str, Any]:
     import yaml  # only when the cache missed: an unchanged inventory is never parsed
 
@@ -188,12 +238,16 @@ def _read_yaml(path: Path, rel: str, problems: list[Problem]) -> dict[str, Any]:
     return data
 
 
-def _yaml_files(folder: Path) -> list[Path]:
+def _yaml_names(folder: Path | str) -> list[str]:
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return []
-    return [folder / n for n in sorted(names) if n.endswith((".yaml", ".yml")) and not n.startswith(".")]
+    return [n for n in sorted(names) if n.endswith((".yaml", ".yml")) and not n.startswith(".")]
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return [folder / n for n in _yaml_names(folder)]
 
 
 def _signature(root: Path, extra: list[str]) -> list[Any]:
@@ -201,7 +255,8 @@ def _signature(root: Path, extra: list[str]) -> list[Any]:
     hosts = os.path.join(root, "hosts")
     files = [os.path.join(hosts, SITE_FILE)]
     for sub in (PROFILES_DIR, NODES_DIR):
-        files += map(str, _yaml_files(Path(hosts, sub)))
+        folder = os.path.join(hosts, sub)
+        files += [os.path.join(folder, n) for n in _yaml_names(folder)]
     files += extra
     files += map(str, _CODE)
     sig: list[Any] = []
@@ -223,15 +278,18 @@ def load(root: Path | str = ".", use_cache: bool = True) -> Site:
     """
     root = Path(root).resolve()
     cache = root / CACHE_FILE
+    previous: dict[str, Any] = {}
     if use_cache:
         try:
             with open(cache, "rb") as f:
                 cached: Site = pickle.load(f)
-            if cached.root == root and cached.signature == _signature(root, _extra_inputs(cached)):
-                return cached
+            if cached.root == root:
+                if cached.signature == _signature(root, _extra_inputs(cached)):
+                    return cached
+                previous = cached.memo
         except (OSError, pickle.PickleError, EOFError, AttributeError, TypeError, ValueError):
             pass
-    site = _load(root)
+    site = _load(root, previous)
     site.signature = _signature(root, _extra_inputs(site))
     if use_cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -266,11 +324,12 @@ def _extra_inputs(site: Site) -> list[str]:
     return out + [k["boot_dir"], k["modules_dir"]]
 
 
-def _load(root: Path) -> Site:
+def _load(root: Path, previous: dict[str, Any] | None = None) -> Site:
+    memo = _Memo(previous or {})
     problems: list[Problem] = []
     hosts_dir = root / "hosts"
     site_rel = f"hosts/{SITE_FILE}"
-    raw_site = _read_yaml(hosts_dir / SITE_FILE, site_rel, problems)
+    raw_site = dict(memo.read_yaml(hosts_dir / SITE_FILE, site_rel, problems))
     defaults = raw_site.pop("defaults", None) or {}
     if not isinstance(defaults, dict):
         problems.append(Problem(site_rel, "defaults", "expected a mapping of host keys"))
@@ -282,20 +341,30 @@ def _load(root: Path) -> Site:
     profiles = {p.stem: (f"hosts/{PROFILES_DIR}/{p.name}", p) for p in _yaml_files(hosts_dir / PROFILES_DIR)}
     profile_data: dict[str, dict[str, Any]] = {}
     for name, (rel, p) in profiles.items():
-        profile_data[name] = _read_yaml(p, rel, problems)
+        profile_data[name] = memo.read_yaml(p, rel, problems)
+    # a host resolves from its own file, the site file and the profiles: while
+    # those two are as before, an unchanged host file gives the same host
+    shared = (_stat_key(hosts_dir / SITE_FILE), tuple((str(p), _stat_key(p)) for _, p in profiles.values()))
 
     kernels = installed_kernels(Path(settings["kernels"]["boot_dir"]), Path(settings["kernels"]["modules_dir"]))
     hosts: dict[str, Host] = {}
-    for p in _yaml_files(hosts_dir / NODES_DIR):
-        rel = f"hosts/{NODES_DIR}/{p.name}"
-        data = _read_yaml(p, rel, problems)
-        host = _resolve_host(p.stem, rel, data, defaults, site_rel, profiles, profile_data, settings, problems)
+    nodes = os.path.join(hosts_dir, NODES_DIR)
+    for name in _yaml_names(nodes):  # strings, not Paths: this loop runs per host
+        p = os.path.join(nodes, name)
+        rel = f"hosts/{NODES_DIR}/{name}"
+        stem = name.rsplit(".", 1)[0]
+        key = (shared, _stat_key(p))
+        host = memo.host(stem, key, p) if not problems else None
+        if host is None:
+            data = memo.read_yaml(Path(p), rel, problems)
+            host = _resolve_host(stem, rel, data, defaults, site_rel, profiles, profile_data, settings, problems)
         if host:
             hosts[host.name] = host
+            memo.keep_host(host, key)
     if not hosts and not problems:
         problems.append(Problem(f"hosts/{NODES_DIR}", "", "no host files (expected hosts/nodes/<name>.yaml)"))
-    site = Site(root, settings, hosts, kernels)
-    _cross_check(site, problems)
+    site = Site(root, settings, hosts, kernels, memo=memo.now)
+    _cross_check(site, problems, memo)
     if problems:
         raise InventoryError(problems)
     for h in hosts.values():
@@ -394,24 +463,26 @@ def cephx_key(text: str, client: str) -> str:
     return key
 
 
-def _check_secret_file(site: Site, host: Host, key: str, problems: list[Problem]) -> Path | None:
+def _check_secret_file(site: Site, host: Host, key: str, problems: list[Problem]) -> tuple[str, os.stat_result] | None:
+    """(path, stat) of a host's keyring or LUKS key file if it is a private regular file; else a problem."""
     rel = host.data[key] if key == "keyring" else host.data["luks"]["keyfile"]
-    p = site.path(rel)
+    where = key if key == "keyring" else "luks.keyfile"
+    p = site.path_str(rel)  # a string: this runs for every host whenever an input changed
     try:
         st = os.stat(p)
     except OSError:
-        problems.append(Problem(host.source, key if key == "keyring" else "luks.keyfile", f"{rel!r}: file not found at {p}"))
+        problems.append(Problem(host.source, where, f"{rel!r}: file not found at {p}"))
         return None
     if not stat.S_ISREG(st.st_mode):
-        problems.append(Problem(host.source, key, f"{rel!r}: not a regular file"))
+        problems.append(Problem(host.source, where, f"{rel!r}: not a regular file"))
         return None
     if st.st_mode & 0o077:
-        problems.append(Problem(host.source, key if key == "keyring" else "luks.keyfile", f"{rel!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read a secret; expected 0600 (chmod 600 {p})"))
+        problems.append(Problem(host.source, where, f"{rel!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read a secret; expected 0600 (chmod 600 {p})"))
         return None
-    return p
+    return p, st
 
 
-def _cross_check(site: Site, problems: list[Problem]) -> None:
+def _cross_check(site: Site, problems: list[Problem], memo: _Memo) -> None:
     seen: dict[str, dict[Any, tuple[Host, str]]] = {k: {} for k in ("MAC", "UUID", "IP address", "RBD image", "client", "CephFS /boot path")}
 
     def claim(kind: str, value: Any, host: Host, key: str) -> None:
@@ -436,14 +507,22 @@ def _cross_check(site: Site, problems: list[Problem]) -> None:
         claim("client", d["client"], host, "client")
         claim("CephFS /boot path", d["boot_path"], host, "boot_path")
         keyring = _check_secret_file(site, host, "keyring", problems)
+        checked = None
         if keyring:
+            path, st = keyring
+            checked = (path, (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode), d["client"])
+        if keyring and not memo.secret_ok(checked):
             try:
-                cephx_key(keyring.read_text(errors="replace"), d["client"])
+                with open(keyring[0], errors="replace") as f:
+                    cephx_key(f.read(), d["client"])
             except Invalid as e:
                 problems.append(Problem(host.source, "keyring", f"{d['keyring']!r}: {e}"))
+                checked = None
+        if checked:
+            memo.secret_checked(checked)
         if d["luks"]:
             keyfile = _check_secret_file(site, host, "luks", problems)
-            if keyfile and os.path.getsize(keyfile) == 0:
+            if keyfile and keyfile[1].st_size == 0:
                 problems.append(Problem(host.source, "luks.keyfile", f"{d['luks']['keyfile']!r}: the key file is empty"))
         if d["image_root"] and os.path.realpath(d["image_root"]) == "/":
             problems.append(Problem(host.source, "image_root", "'/' is the build machine's own root; expected the mount point of the host's image"))

@@ -22,7 +22,7 @@ from .fileio import digest, files_digest
 from .initrd import base_path, kernels_in_use, vmlinuz_path
 from .inventory import Host, Site
 from .overlay import LAYER, MONOLITHIC
-from .render import BUILD, HOST_IPXE, host_dir, site_outputs
+from .render import BUILD, HOST_IPXE, site_outputs
 
 PUBLIC = 0o644
 PUBLIC_DIR = 0o755
@@ -45,7 +45,7 @@ class PublishError(Exception):
 
 # --- one file, atomically ----------------------------------------------------------
 
-def same_content(src: Path, dst: Path) -> bool:
+def same_content(src: Path | str, dst: Path) -> bool:
     """True when ``dst`` exists with exactly the bytes of ``src``."""
     try:
         if os.stat(dst).st_size != os.stat(src).st_size:
@@ -101,7 +101,7 @@ def fix_mode(path: Path, mode: int, gid: int | None) -> None:
         os.close(fd)
 
 
-def copy_atomic(src: Path, dst: Path, mode: int, gid: int | None) -> None:
+def copy_atomic(src: Path | str, dst: Path, mode: int, gid: int | None) -> None:
     """Copy ``src`` to ``dst`` so that a reader sees the old file or the new one, never a part.
 
     The copy goes to a temporary name in the same folder, gets its mode and group
@@ -235,13 +235,10 @@ def web_gid(settings: dict[str, Any]) -> int | None:
         raise PublishError(f"publish.group {group!r} in hosts/site.yaml: no such group on this machine") from None
 
 
-def host_sources(host: Host) -> dict[str, Path]:
+def host_sources(host: Host) -> dict[str, str]:
     """Published name -> build file (build/hosts/<host>/<name>), for one host's current generation."""
-    folder = host_dir(host.name)
-    out = {HOST_IPXE: folder / HOST_IPXE, LAYER: folder / LAYER}
-    if host.data["monolithic"]:
-        out[MONOLITHIC] = folder / MONOLITHIC
-    return out
+    names = (HOST_IPXE, LAYER, MONOLITHIC) if host.data["monolithic"] else (HOST_IPXE, LAYER)
+    return {n: f"{BUILD}/hosts/{host.name}/{n}" for n in names}  # strings: built per host on every run
 
 
 def _mode(name: str, settings: dict[str, Any]) -> int:
@@ -271,7 +268,7 @@ def publish_kernel(settings: dict[str, Any], kver: str) -> TaskFailed | None:
     return None
 
 
-def publish_host(settings: dict[str, Any], name: str, sources: dict[str, Path]) -> TaskFailed | None:
+def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str]) -> TaskFailed | None:
     """doit action: hosts/<name>/; when anything changed, the current files first become previous/."""
     try:
         gid = web_gid(settings)
@@ -285,7 +282,7 @@ def publish_host(settings: dict[str, Any], name: str, sources: dict[str, Path]) 
     return None
 
 
-def _publish_host(settings: dict[str, Any], folder: Path, sources: dict[str, Path], gid: int | None, locked: bool) -> None:
+def _publish_host(settings: dict[str, Any], folder: Path, sources: dict[str, str], gid: int | None, locked: bool) -> None:
     remove_stale_temps(folder, locked)
     remove_stale_temps(folder / PREVIOUS, locked)
     # A publisher killed half-way leaves this marker: the files then are a mix of
@@ -449,7 +446,7 @@ def task_publish() -> Iterator[dict[str, Any]]:
             "name": host.name,
             "doc": f"hosts/{host.name}/ ({', '.join(sources)}), keeping the previous generation",
             "actions": [(publish_host, [s, host.name, sources])],
-            "file_dep": [f"build/hosts/{host.name}/{n}" for n in sources],
+            "file_dep": list(sources.values()),
             "task_dep": [f"publish:kernel-{host.data['kernel_version']}"],
             "targets": [f"{hosts_root}/{host.name}/{n}" for n in sources],
             "uptodate": [config_changed(config)],
@@ -461,8 +458,8 @@ def task_publish() -> Iterator[dict[str, Any]]:
         "name": "site",
         "doc": "boot.ipxe and ipxe/by-uuid, ipxe/by-mac; removes what removed hosts and kernels left",
         "actions": [(publish_site, [s, routes, hosts, kvers])],
-        "file_dep": [str(BUILD / "site" / r) for r in routes],
-        "targets": [str(root / r) for r in routes],
+        "file_dep": [f"build/site/{r}" for r in routes],
+        "targets": [os.path.join(root, r) for r in routes],
         "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers)))],
     }
 

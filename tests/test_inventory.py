@@ -97,6 +97,22 @@ def test_the_cache_follows_edits(tmp_path: Path) -> None:
     assert inventory.load(site.root).hosts["notus"].data["kernel_args"][1] == "panic=31"
 
 
+def test_the_cache_reuses_unchanged_hosts_and_follows_profiles_and_keys(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    first = inventory.load(site.root)
+    site.edit("nodes/notus.yaml", "panic=30,", "panic=31,")
+    second = inventory.load(site.root)
+    assert second.hosts["zephyr"] is not first.hosts["zephyr"]  # a fresh pickle...
+    assert second.hosts["zephyr"].data == first.hosts["zephyr"].data  # ...of the same, reused host
+    site.edit("profiles/rack-a.yaml", "deadline: 180", "deadline: 190")
+    third = inventory.load(site.root)
+    assert third.hosts["zephyr"].data["map"]["deadline"] == 190 and third.hosts["boreas"].data["map"]["deadline"] == 190
+    assert third.hosts["notus"].data["map"]["deadline"] == 120
+    (site.hosts / "keys/notus.keyring").write_text("[client.notus]\n\tkey = not-a-key\n")
+    with pytest.raises(InventoryError, match="notus.keyring"):
+        inventory.load(site.root)
+
+
 def test_latest_kernel_is_the_newest_installed(tmp_path: Path) -> None:
     boot, mods = tmp_path / "boot", tmp_path / "modules"
     for v in ("6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-30-amd64", "6.12.0-1-amd64"):
