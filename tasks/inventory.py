@@ -168,6 +168,10 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
 
 # --- loading ----------------------------------------------------------------------
 
+def _code_key() -> list[Any]:
+    return [_stat_key(p) for p in _CODE]
+
+
 def _stat_key(path: Path | str) -> tuple[int, int, int, int] | None:
     try:
         st = os.stat(path)
@@ -286,7 +290,8 @@ def load(root: Path | str = ".", use_cache: bool = True) -> Site:
             if cached.root == root:
                 if cached.signature == _signature(root, _extra_inputs(cached)):
                     return cached
-                previous = cached.memo
+                if cached.memo.get("code") == _code_key():  # new rules: nothing from before counts
+                    previous = cached.memo
         except (OSError, pickle.PickleError, EOFError, AttributeError, TypeError, ValueError):
             pass
     site = _load(root, previous)
@@ -363,12 +368,15 @@ def _load(root: Path, previous: dict[str, Any] | None = None) -> Site:
             memo.keep_host(host, key)
     if not hosts and not problems:
         problems.append(Problem(f"hosts/{NODES_DIR}", "", "no host files (expected hosts/nodes/<name>.yaml)"))
-    site = Site(root, settings, hosts, kernels, memo=memo.now)
+    site = Site(root, settings, hosts, kernels, memo={**memo.now, "code": _code_key()})
     _cross_check(site, problems, memo)
     if problems:
         raise InventoryError(problems)
     for h in hosts.values():
-        h.data["kernel_version"] = resolve_kernel(h.data["kernel"], kernels)
+        kver = resolve_kernel(h.data["kernel"], kernels)
+        if h.digest and h.data.get("kernel_version") == kver:
+            continue  # a host reused from the last load, as it was
+        h.data["kernel_version"] = kver
         h.digest = digest(json.dumps(h.data, sort_keys=True))
     site.site_digest = digest(json.dumps(settings, sort_keys=True))
     return site
