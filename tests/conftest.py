@@ -15,6 +15,39 @@ sys.path.insert(0, str(PROJECT))
 
 from tasks import examplekeys  # noqa: E402
 
+# Set by .ci/run: a test that cannot run here fails instead of being skipped, so a
+# missing package in scripts/setup cannot hide behind a skip.
+REQUIRED_ENV = "CEPHBOOT_E2E_REQUIRED"
+
+
+def _required() -> bool:
+    return os.environ.get(REQUIRED_ENV) == "1"
+
+
+def _skip_reason(longrepr: object) -> str:
+    # A skip's longrepr is (path, line, "Skipped: reason").
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """With CEPHBOOT_E2E_REQUIRED=1, a skipped test fails (an xfail stays an xfail)."""
+    outcome = yield
+    report = outcome.get_result()
+    if _required() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRED_ENV}=1 but this test was skipped: {_skip_reason(report.longrepr)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+    """The same for a whole module skipped while it is collected."""
+    outcome = yield
+    report = outcome.get_result()
+    if _required() and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRED_ENV}=1 but {collector.nodeid} was skipped: {_skip_reason(report.longrepr)}"
+
 
 @dataclass
 class DoitRun:

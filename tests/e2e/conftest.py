@@ -41,39 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _required() -> bool:
-    return os.environ.get(REQUIRED_ENV) == "1"
-
-
-def _skip_reason(longrepr: object) -> str:
-    # A skip's longrepr is (path, line, "Skipped: reason").
-    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """With CEPHBOOT_E2E_REQUIRED=1, a skipped e2e test fails (an xfail stays an xfail)."""
-    outcome = yield
-    report = outcome.get_result()
-    if _required() and report.skipped and not hasattr(report, "wasxfail"):
-        report.outcome = "failed"
-        report.longrepr = (
-            f"{REQUIRED_ENV}=1 but this end-to-end test was skipped: "
-            f"{_skip_reason(report.longrepr)}"
-        )
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
-    """The same for a whole module skipped while it is collected."""
-    outcome = yield
-    report = outcome.get_result()
-    if _required() and report.skipped:
-        report.outcome = "failed"
-        report.longrepr = (
-            f"{REQUIRED_ENV}=1 but {collector.nodeid} was skipped: "
-            f"{_skip_reason(report.longrepr)}"
-        )
+# CEPHBOOT_E2E_REQUIRED=1 (CI) turns any skip into a failure: tests/conftest.py.
 
 
 def missing_machine_features() -> list[str]:
