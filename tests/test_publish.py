@@ -161,10 +161,14 @@ def test_a_reader_never_sees_a_torn_file_when_the_publisher_is_killed(a_built_si
             versions.add(hashlib.sha256((a_built_site.build / "hosts/notus/initrd.img").read_bytes()).hexdigest())
             cmd = [sys.executable, "-m", "doit", "-f", str(a_built_site.dodo), "-d", str(a_built_site.root), "publish:notus"]
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.25 + 0.05 * i)  # past the start of doit (~0.2 s), into the copy
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                killed += 1
+            # kill it the moment its temporary copy exists: mid-copy, whatever the machine's speed
+            deadline = time.monotonic() + 60
+            while p.poll() is None and time.monotonic() < deadline:
+                if any(".tmp." in name for name in os.listdir(target.parent)):
+                    p.send_signal(signal.SIGKILL)
+                    killed += 1
+                    break
+                time.sleep(0.0005)
             p.wait()
     finally:
         stop.set()
