@@ -66,8 +66,12 @@ class Run:
 
     @property
     def ran(self) -> set[str]:
-        """Tasks doit executed (its '.  task' lines; '-- task' means up to date)."""
-        return {line[3:].strip() for line in self.stdout.splitlines() if line.startswith(".  ")}
+        return tasks_ran(self.stdout)
+
+
+def tasks_ran(stdout: str) -> set[str]:
+    """Tasks doit executed (its '.  task' lines; '-- task' means up to date)."""
+    return {line[3:].strip() for line in stdout.splitlines() if line.startswith(".  ")}
 
 
 def run_process(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 from doit.exceptions import TaskFailed
-from doit.tools import config_changed
+from .uptodate import config_changed
 
 from . import inventory
-from .fileio import digest, write_if_changed
+from .fileio import digest, files_digest, write_if_changed
 from .inventory import Host
 from .overlay import layer_members
 from .render import CONFD, CRYPTTAB, FSTAB, host_dir
@@ -160,6 +161,11 @@ def build_in_image(host: Host) -> TaskFailed | None:
     return None
 
 
+@lru_cache(maxsize=None)
+def _code_digest() -> str:
+    return files_digest([Path(__file__)])
+
+
 def task_imagenative() -> Iterator[dict[str, Any]]:
     """Image-native mode: install the boot files into each image_root and run its update-initramfs."""
     site = inventory.load_for_tasks()
@@ -174,5 +180,5 @@ def task_imagenative() -> Iterator[dict[str, Any]]:
             "doc": f"install into {host.data['image_root']} and run update-initramfs there",
             "actions": [(build_in_image, [host])],
             "file_dep": sources,
-            "uptodate": [config_changed(digest(host.data["image_root"], Path(__file__).read_text()))],
+            "uptodate": [config_changed(digest(host.data["image_root"], _code_digest()))],
         }

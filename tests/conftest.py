@@ -13,6 +13,7 @@ import pytest
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from bench.run import tasks_ran  # noqa: E402  (one parser of doit's output for tests and bench)
 from tasks import examplekeys  # noqa: E402
 
 # Set by .ci/run: a test that cannot run here fails instead of being skipped, so a
@@ -60,7 +61,7 @@ class DoitRun:
     @property
     def ran(self) -> set[str]:
         """Tasks doit executed (lines '.  task'), not those it found up to date ('-- task')."""
-        return {line[3:].strip() for line in self.stdout.splitlines() if line.startswith(".  ")}
+        return tasks_ran(self.stdout)
 
     @property
     def skipped(self) -> set[str]:
