@@ -17,7 +17,7 @@ ROWS = ["noop", "list", "host", "site", "cold", "rss"]  # the issue's target tab
 TARGET_LABELS = {
     "noop": "no-op `doit`",
     "list": "`doit list`",
-    "host": "one host edited (only its tasks run)",
+    "host": "one host edited (only its steps run)",
     "site": "site-wide edit incl. publish (no base initrd rebuilt)",
     "cold": "cold build, without base initrds",
     "rss": "peak memory (max RSS)",
@@ -212,7 +212,7 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
         out += ["", f"Note: {results['kernel_note']}."]
 
     out += ["", "## What ran, and what reached the publish tree", "",
-            "Tasks run (median) and bytes written to `build/publish/` by one edit (median; new or rewritten files, counted by inode: "
+            "Steps run (median: each host a stage redid, e.g. `render:h00007`, and each other task that ran, e.g. `lint:rendered`) and bytes written to `build/publish/` by one edit (median; new or rewritten files, counted by inode: "
             "the previous generation is kept by hard links, which write nothing). A host layer is ~3 KB; each monolithic host "
             "(one in 500) also republishes its whole initrd.img, base included (~24 MB).", "",
             "| hosts | host edit | profile edit | monitor edit |", "| --- | --- | --- | --- |"]
@@ -221,7 +221,7 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
         cells = []
         for key in ("host", "profile", "site"):
             r = per[key]
-            cells.append(f"{plural(med(r['tasks_ran']), 'task')}, {plural(med(r['files']), 'file')}, {size_bytes(med(r['bytes']))}")
+            cells.append(f"{plural(med(r['tasks_ran']), 'step')}, {plural(med(r['files']), 'file')}, {size_bytes(med(r['bytes']))}")
         out.append(f"| {n:,} | " + " | ".join(cells) + " |")
     problems = [(n, k, p) for n, per in results["results"].items() for k, r in per.items() for p in r["problems"]]
     out += [""]

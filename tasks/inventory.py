@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
-from .fileio import digest
+from .fileio import digest, stat_memo
 from .schema import Field, Invalid, Section
 
 
@@ -78,7 +78,7 @@ class Site:
 
     def path_str(self, rel: str) -> str:
         """path() as a string, without pathlib's cost (called per host on every run)."""
-        return rel if rel.startswith("/") else os.path.join(self.root, "hosts", rel)
+        return rel if rel.startswith("/") else f"{self.root}/hosts/{rel}"
 
     def display(self, rel: str) -> str:
         """How a path from the inventory is named in messages, headers and doit's file_dep:
@@ -260,17 +260,13 @@ def _signature(root: Path, extra: list[str]) -> list[Any]:
     files = [os.path.join(hosts, SITE_FILE)]
     for sub in (PROFILES_DIR, NODES_DIR):
         folder = os.path.join(hosts, sub)
-        files += [os.path.join(folder, n) for n in _yaml_names(folder)]
+        files += [f"{folder}/{n}" for n in _yaml_names(folder)]
     files += extra
     files += map(str, _CODE)
     sig: list[Any] = []
-    stat_ = os.stat
     for p in files:
-        try:
-            st = stat_(p)
-            sig.append((p, st.st_mtime_ns, st.st_size, st.st_mode))
-        except FileNotFoundError:
-            sig.append((p, None))
+        st = stat_memo(p)  # the render stage looks at the keyrings again: one stat serves both
+        sig.append((p, st.st_mtime_ns, st.st_size, st.st_mode) if st else (p, None))
     return sig
 
 

@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import inventory
+from doit.exceptions import TaskFailed
+
+from .fileio import digest
 from .render import CONFD, TEMPLATES
+from .stage import Stage, Unit, stage_task
 
 STATIC_SCRIPTS = [
     TEMPLATES / "initramfs-tools/hooks/cephboot",
@@ -102,14 +106,29 @@ def task_lint() -> Iterator[dict[str, Any]]:
         "actions": [(shellcheck, [[str(p) for p in STATIC_SCRIPTS]])],
         "file_dep": [str(p) for p in [*STATIC_SCRIPTS, RCFILE] if p.exists() or p != RCFILE],
     }
-    yield {
-        "basename": "lint",
-        "name": "rendered",
-        "doc": f"shellcheck the rendered conf.d of all {len(site.hosts)} hosts (the changed ones, one run per distinct shape)",
-        "actions": [lint_changed],
-        # Absolute names, so doit does not derive one task_dep per host from the
-        # render targets: it checks each new one against a list, O(hosts^2) on
-        # every run (1.5 s at 10,000 hosts).  One dependency on render says it all.
-        "file_dep": [os.path.abspath(f"build/hosts/{n}/{CONFD}") for n in site.hosts],
-        "task_dep": ["render"],
-    }
+    units = {n: Unit([f"build/hosts/{n}/{CONFD}"], [], "", None) for n in site.hosts}
+
+    def lint_hosts(names: list[str]) -> TaskFailed | None:
+        files = [units[n].inputs[0] for n in names]
+        if lint_changed(files):
+            return None
+        return TaskFailed(f"cephboot: shellcheck found problems in rendered conf.d files (above); {len(files)} file(s) stay due")
+
+    yield stage_task(
+        "lint",
+        f"shellcheck the rendered conf.d of those of the {len(site.hosts)} hosts whose file changed (one run per distinct shape)",
+        Stage("lint:rendered", units, shellcheck_key(), batch=lint_hosts),
+        name="rendered",
+        task_dep=["render:hosts"],
+    )
+
+
+def shellcheck_key() -> str:
+    """What else decides the findings: the rcfile and the shellcheck binary."""
+    try:
+        exe = shellcheck_binary()
+    except RuntimeError:
+        return "no shellcheck"  # the action says how to install it
+    st = os.stat(exe)
+    rc = RCFILE.read_bytes() if RCFILE.exists() else b""
+    return digest(exe, str(st.st_size), str(st.st_mtime_ns), rc)

@@ -12,6 +12,7 @@ from . import inventory
 from .fileio import digest, files_digest, write_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
+from .stage import Stage, Unit, stage_task
 from .render import CEPH_CONF, CONFD, LUKS_KEY, LUKS_KEY_PATH, SECRET, host_dir, keyring_path
 
 LAYER = "overlay.cpio"
@@ -108,19 +109,22 @@ def task_overlay() -> Iterator[dict[str, Any]]:
     code = _code_digest()
     epoch = source_date_epoch()
     yield {"basename": "overlay", "name": None, "doc": "Host layers: a small cpio per host with its conf.d, ceph.conf and keys."}
+    units: dict[str, Unit] = {}
+    kernels: set[str] = set()
     for host in site.hosts.values():
+        h = host.data
         folder = f"build/hosts/{host.name}"  # a string, not a Path: this loop runs per host on every run
         members = layer_members(host)
         deps = [f"{folder}/{rel}" for rel, _ in members.values()]
-        if host.data["monolithic"]:
-            deps.append(str(base_path(host.data["kernel_version"])))
-        yield {
-            "basename": "overlay",
-            "name": host.name,
-            "doc": f"{LAYER}{' and monolithic ' + MONOLITHIC if host.data['monolithic'] else ''} of {host.name}",
-            "actions": [(build_layer, [host])],
-            "file_dep": deps,
-            "targets": [f"{folder}/{out}" for out in layer_outputs(host)],
-            "uptodate": [config_changed(digest(repr(sorted(members.items())), str(host.data["monolithic"]), epoch, code))],
-            "clean": True,
-        }
+        if h["monolithic"]:
+            deps.append(str(base_path(h["kernel_version"])))
+            kernels.add(h["kernel_version"])
+        outputs = [f"{folder}/{out}" for out in layer_outputs(host)]
+        # the members follow from the client name and LUKS; the rest is in the inputs
+        units[host.name] = Unit(deps, outputs, f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}", build_layer, (host,))
+    yield stage_task(
+        "overlay",
+        f"{LAYER} of each of the {len(units)} hosts whose rendered files changed (monolithic hosts: also {MONOLITHIC}, base + layer)",
+        Stage("overlay", units, digest(epoch, code)),
+        task_dep=["render:hosts", *(f"initrd:{k}" for k in sorted(kernels))],
+    )

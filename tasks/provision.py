@@ -365,24 +365,25 @@ def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[
             "name": host.name,
             "doc": doc.format(host=host.name),
             "actions": [(action, [site, host])],
-            "task_dep": [f"render:{host.name}"],  # the host's files go into its image and its stamp
+            "task_dep": ["render:hosts"],  # the host's files go into its image and its stamp
             "uptodate": [False],
             "verbosity": 2,
         }
 
 
-# Neither is a default task: created only when named (or listed), so that a plain
-# `doit` on a large site does not pay for two idle tasks per host on every run.
-@create_after(executed=None)
+# Neither is a default task: created only when named (`doit list` shows each as one
+# entry), so that a plain `doit` or `doit list` on a large site does not pay for two
+# idle tasks per host.
+@create_after(executed=None, creates=["provision"])
 def task_provision() -> Iterator[dict[str, Any]]:
-    """Create each host's RBD namespace, root image, cephx client and CephFS /boot (changes the cluster: never a default task)."""
+    """`doit provision:HOST` (or `doit provision`, every host): create its RBD namespace, root image, cephx client and CephFS /boot (changes the cluster: never a default task)."""
     yield from _per_host("provision", "Create hosts on the Ceph cluster: namespace, root image, client, /boot (not a default task).",
                          provision_host, "namespace, root image, client and /boot of {host} on the cluster (idempotent; never overwrites data)")
 
 
-@create_after(executed=None)
+@create_after(executed=None, creates=["verify"])
 def task_verify() -> Iterator[dict[str, Any]]:
-    """Check, read-only, that each host's namespace, image, client caps and /boot match the inventory."""
+    """`doit verify:HOST` (or `doit verify`, every host): check, read-only, that its namespace, image, client caps and /boot match the inventory."""
     yield from _per_host("verify", "Check hosts on the Ceph cluster against the inventory (read-only).",
                          verify_host, "does the cluster hold {host} as the inventory says? (read-only)")
 

@@ -23,6 +23,7 @@ from .initrd import base_path, kernels_in_use, vmlinuz_path
 from .inventory import Host, Site
 from .overlay import LAYER, MONOLITHIC
 from .render import BUILD, HOST_IPXE, site_outputs
+from .stage import Stage, Unit, stage_task
 
 PUBLIC = 0o644
 PUBLIC_DIR = 0o755
@@ -238,7 +239,8 @@ def web_gid(settings: dict[str, Any]) -> int | None:
 def host_sources(host: Host) -> dict[str, str]:
     """Published name -> build file (build/hosts/<host>/<name>), for one host's current generation."""
     names = (HOST_IPXE, LAYER, MONOLITHIC) if host.data["monolithic"] else (HOST_IPXE, LAYER)
-    return {n: f"{BUILD}/hosts/{host.name}/{n}" for n in names}  # strings: built per host on every run
+    folder = f"build/hosts/{host.name}"
+    return {n: f"{folder}/{n}" for n in names}  # strings: built per host on every run
 
 
 def _mode(name: str, settings: dict[str, Any]) -> int:
@@ -439,18 +441,17 @@ def task_publish() -> Iterator[dict[str, Any]]:
             "uptodate": [config_changed(config)],
         }
     hosts_root = os.path.join(root, "hosts")  # strings, not Paths: this loop runs per host on every run
+    units: dict[str, Unit] = {}
     for host in site.hosts.values():
         sources = host_sources(host)
-        yield {
-            "basename": "publish",
-            "name": host.name,
-            "doc": f"hosts/{host.name}/ ({', '.join(sources)}), keeping the previous generation",
-            "actions": [(publish_host, [s, host.name, sources])],
-            "file_dep": list(sources.values()),
-            "task_dep": [f"publish:kernel-{host.data['kernel_version']}"],
-            "targets": [f"{hosts_root}/{host.name}/{n}" for n in sources],
-            "uptodate": [config_changed(config)],
-        }
+        outputs = [f"{hosts_root}/{host.name}/{n}" for n in sources]
+        units[host.name] = Unit(list(sources.values()), outputs, "", publish_host, (s, host.name, sources))
+    yield stage_task(
+        "publish",
+        f"hosts/<host>/ (boot.ipxe, {LAYER}, {MONOLITHIC} if monolithic) of each of the {len(units)} hosts whose files changed, keeping the previous generation",
+        Stage("publish", units, config),
+        task_dep=["render:hosts", "overlay:hosts", *(f"publish:kernel-{kver}" for kver in kvers)],
+    )
     routes = sorted(site_outputs(site))
     hosts = sorted(site.hosts)
     yield {

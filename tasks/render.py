@@ -13,6 +13,7 @@ from . import inventory
 from .fileio import digest, files_digest, write_if_changed
 from .inventory import Host, Site
 from .quoting import LANGS, quote
+from .stage import Stage, Unit, stage_task
 
 PROJECT = Path(__file__).resolve().parent.parent
 TEMPLATES = PROJECT / "templates"
@@ -128,8 +129,18 @@ def render_host(site: Site, host: Host) -> None:
             (base / rel).unlink(missing_ok=True)
 
 
+_ROUTES: dict[int, tuple[Site, dict[str, tuple[str, Host | None, str]]]] = {}
+
+
 def site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
-    """Site-wide files under build/site/: boot.ipxe and one route per UUID and per MAC."""
+    """Site-wide files under build/site/: boot.ipxe and one route per UUID and per MAC (once per site and process)."""
+    known = _ROUTES.get(id(site))
+    if known is None or known[0] is not site:
+        known = _ROUTES[id(site)] = (site, _site_outputs(site))
+    return known[1]
+
+
+def _site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
     out: dict[str, tuple[str, Host | None, str]] = {"boot.ipxe": ("boot.ipxe", None, "")}
     for host in site.hosts.values():
         h = host.data
@@ -171,21 +182,20 @@ def task_render() -> Iterator[dict[str, Any]]:
     code = _code_digest()
     host_tmpl = templates_digest("host")
     yield {"basename": "render", "name": None, "doc": "Render per-host and site-wide boot files from hosts/ and templates/."}
+    units: dict[str, Unit] = {}
     for host in site.hosts.values():
         h = host.data
-        deps = [site.display(h["keyring"])]
+        deps = [site.path_str(h["keyring"])]
         if h["luks"]:
-            deps.append(site.display(h["luks"]["keyfile"]))
-        yield {
-            "basename": "render",
-            "name": host.name,
-            "doc": f"conf.d, ceph.conf, keyring, fstab{', crypttab' if h['luks'] else ''} and boot.ipxe of {host.name}",
-            "actions": [(render_host, [site, host])],
-            "file_dep": deps,
-            "targets": [f"build/hosts/{host.name}/{rel}" for rel in host_outputs(host)],
-            "uptodate": [config_changed(digest(host.digest, host_tmpl, code, site.site_digest))],
-            "clean": True,
-        }
+            deps.append(site.path_str(h["luks"]["keyfile"]))
+        folder = f"build/hosts/{host.name}"
+        outputs = [f"{folder}/{rel}" for rel in host_outputs(host)]
+        units[host.name] = Unit(deps, outputs, host.digest, render_host, (site, host))
+    yield stage_task(
+        "render",
+        f"conf.d, ceph.conf, keyring, fstab, crypttab (LUKS) and boot.ipxe of each of the {len(units)} hosts whose inputs changed",
+        Stage("render", units, digest(host_tmpl, code, site.site_digest)),
+    )
     routes = sorted((rel, host.name if host else "") for rel, (_, host, _) in site_outputs(site).items())
     yield {
         "basename": "render",

@@ -13,7 +13,7 @@ import pytest
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from bench.run import tasks_ran  # noqa: E402  (one parser of doit's output for tests and bench)
+from bench.run import steps, tasks_ran  # noqa: E402  (one parser of doit's output for tests and bench)
 from tasks import examplekeys  # noqa: E402
 
 # Set by .ci/run: a test that cannot run here fails instead of being skipped, so a
@@ -60,8 +60,18 @@ class DoitRun:
 
     @property
     def ran(self) -> set[str]:
-        """Tasks doit executed (lines '.  task'), not those it found up to date ('-- task')."""
-        return tasks_ran(self.stdout)
+        """The work done: each host a stage redid ('render:zephyr', from the stage's
+        '  - render:zephyr' line) and each other task doit executed ('.  render:site');
+        not the stage tasks themselves ('render:hosts'), nor tasks doit found up to date."""
+        return steps(tasks_ran(self.stdout))
+
+    @property
+    def tasks(self) -> set[str]:
+        """Every task doit executed, stage tasks included ('.  render:hosts')."""
+        return {t for t in tasks_ran(self.stdout) if t in self._task_lines()}
+
+    def _task_lines(self) -> set[str]:
+        return {line[3:].strip() for line in self.stdout.splitlines() if line.startswith(".  ")}
 
     @property
     def skipped(self) -> set[str]:

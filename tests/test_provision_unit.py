@@ -140,8 +140,18 @@ def test_a_root_fs_other_than_ext4_is_refused(the_example_site: Site, tmp_path: 
 def test_loading_tasks_touches_no_cluster(the_example_site: Site) -> None:
     """`doit list` with monitors that do not exist answers at once: no Ceph I/O at load time."""
     run = the_example_site.doit("list", "--all")
-    assert "provision:zephyr" in run.stdout and "verify:zephyr" in run.stdout
+    listed = {line.split()[0] for line in run.stdout.splitlines() if line.strip()}
+    assert {"provision", "verify"} <= listed  # one entry each, not two idle tasks per host
     assert not (the_example_site.build / "provision").exists()
+
+
+def test_naming_a_host_creates_its_task(the_example_site: Site) -> None:
+    """`doit verify:HOST` creates the host's task on demand; the example site has no admin
+    keyring, so it stops there with instructions, before any Ceph I/O."""
+    run = the_example_site.doit("verify:zephyr", check=False)
+    assert run.returncode != 0
+    assert ".  verify:zephyr" in run.stdout
+    assert "provisioning needs ceph.admin_keyring in hosts/site.yaml" in run.stdout + run.stderr
 
 
 def test_debootstrap_adds_what_the_roots_own_initrd_needs(the_example_site: Site) -> None:

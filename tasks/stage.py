@@ -1,0 +1,174 @@
+"""Per-host stages: one doit task does one step (render, lint, overlay, publish) for every host,
+and only for the hosts whose inputs changed.
+
+doit spends ~0.25 ms per task on every run just to load it and check it (a Task
+object, a state row, a stat of each file, the uptodate callables): at 10,000
+hosts, three tasks per host cost ~8 s before any work, and a no-op is that slow.
+So a stage is a single task, and it keeps its own record of each host in
+build/state/<stage>.json: a short description of the host's settings and the
+size and mtime (in ns) of each input file when the host was last done (as make
+and doit do, no inode: a copied site, mtimes kept, stays up to date).  The
+stage's uptodate check compares that record with the files as they are now (one
+stat per file per run, shared with the other stages: fileio.stat_memo) and
+checks that each host's outputs exist; when anything differs, the action redoes
+exactly the hosts that differ and prints one `  - <stage>:<host>` line for each.
+
+A host's record is written only after its work succeeded, and the record file is
+saved even when a later host fails: a run stopped half-way (a failure, ^C)
+redoes only what it had not finished.  The stage-wide settings (code, templates,
+site settings) are part of the record: when they change, every host is redone.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+from doit.exceptions import TaskFailed
+
+from . import reporter
+from .fileio import stat_memo, stat_memo_forget, stat_memo_off, write_if_changed
+
+STATE_DIR = "build/state"
+LINE = "  - "  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
+FORMAT = "2"  # of the records: a new format redoes every host once
+
+
+class Unit(NamedTuple):
+    """One host's share of a stage."""
+
+    inputs: list[str]  # files whose content the work reads
+    outputs: list[str]  # files the work writes (all exist once it is done)
+    config: str  # everything else about this host that the work depends on
+    action: Callable[..., Any] | None  # returns None, or a TaskFailed that stops the stage
+    args: tuple[Any, ...] = ()
+
+
+def state_path(stage: str) -> str:
+    return f"{STATE_DIR}/{stage.replace(':', '-')}.json"
+
+
+def stamp(unit: Unit) -> str:
+    """The record of a unit as its files are now: its config and the identity of each input."""
+    parts = [unit.config]
+    for f in unit.inputs:
+        st = stat_memo(f)
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}" if st else "-")
+    return "|".join(parts)
+
+
+def load_state(stage: str) -> dict[str, Any]:
+    try:
+        with open(state_path(stage)) as f:
+            data = json.load(f)
+        if isinstance(data, dict) and isinstance(data.get("hosts"), dict):
+            return data
+    except (FileNotFoundError, ValueError):
+        pass
+    return {"config": None, "hosts": {}}  # no record, or a damaged one: every host is redone
+
+
+def save_state(stage: str, config: str, hosts: dict[str, str]) -> None:
+    os.makedirs(STATE_DIR, exist_ok=True)
+    data = json.dumps({"config": config, "hosts": hosts}, sort_keys=True, separators=(",", ":"))
+    write_if_changed(Path(state_path(stage)), data.encode())
+
+
+class Stage:
+    """The units of one stage, their check (doit's uptodate) and their work (doit's action)."""
+
+    def __init__(self, name: str, units: dict[str, Unit], config: str, batch: Callable[[list[str]], Any] | None = None):
+        self.name = name
+        self.units = units
+        self.config = f"{FORMAT}|{config}"
+        self.batch = batch  # does the work of all due hosts at once (instead of Unit.action per host)
+        self._due: tuple[list[str], dict[str, str]] | None = None
+        self._removed = False
+
+    # doit calls inspect.signature() on every uptodate callable; declared, it costs nothing
+    __signature__ = inspect.Signature()
+
+    def due(self) -> tuple[list[str], dict[str, str]]:
+        """(hosts to redo, in order; the record of every host as its files are now)."""
+        saved = load_state(self.name)
+        old = saved["hosts"] if saved["config"] == self.config else {}
+        todo: list[str] = []
+        now: dict[str, str] = {}
+        exists = stat_memo
+        for name, unit in self.units.items():
+            s = now[name] = stamp(unit)
+            if old.get(name) != s or not all(exists(o) for o in unit.outputs):
+                todo.append(name)
+        self._removed = bool(set(old) - set(self.units)) or saved["config"] != self.config
+        return todo, now
+
+    def __call__(self) -> bool:
+        """doit uptodate: True when no host is due and no host was removed."""
+        if not reporter.ACTIVE:  # nobody would end the memo before other tasks write files
+            stat_memo_off()
+        self._due = self.due()
+        return not self._due[0] and not self._removed
+
+    def run(self) -> TaskFailed | None:
+        """doit action: redo each due host; print one line per host done."""
+        todo, now = self._due if self._due is not None else self.due()
+        self._due = None
+        saved = load_state(self.name)
+        old = saved["hosts"] if saved["config"] == self.config else {}
+        done = {name: old[name] for name in self.units if name in old and name not in todo}
+        out = sys.stdout
+        try:
+            if self.batch is not None:
+                try:
+                    result = self.batch(todo) if todo else None
+                finally:
+                    stat_memo_forget([o for name in todo for o in self.units[name].outputs])
+                if isinstance(result, TaskFailed):
+                    return result
+                done.update((name, now[name]) for name in todo)
+                return None
+            for name in todo:
+                unit = self.units[name]
+                try:
+                    result = unit.action(*unit.args)
+                finally:
+                    stat_memo_forget(unit.outputs)  # later checks (the next stage's) must see the new files
+                if isinstance(result, TaskFailed):
+                    return result
+                done[name] = now[name]  # the record taken before the work: an input edited meanwhile is seen next run
+                out.write(f"{LINE}{self.name}:{name}\n")
+        finally:
+            save_state(self.name, self.config, done)
+            out.flush()
+        return None
+
+    def clean(self) -> None:
+        """doit clean: remove every output and the record."""
+        for unit in self.units.values():
+            for o in unit.outputs:
+                try:
+                    os.unlink(o)
+                except FileNotFoundError:
+                    pass
+        try:
+            os.unlink(state_path(self.name))
+        except FileNotFoundError:
+            pass
+
+
+def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", **extra: Any) -> dict[str, Any]:
+    """The doit task `<basename>:<name>` that runs ``stage``."""
+    return {
+        "basename": basename,
+        "name": name,
+        "doc": doc,
+        "actions": [stage.run],
+        "uptodate": [stage],
+        "clean": [stage.clean],
+        "verbosity": 2,  # the per-host lines are the record of what ran
+        "meta": {"stage": True},  # cephboot's reporter keeps the stat memo on for it
+        **extra,
+    }
