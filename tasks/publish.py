@@ -281,6 +281,9 @@ def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str]) -
             _publish_host(settings, folder, sources, gid, locked)
     except PublishError as e:
         return _failed(e)
+    except OSError as e:  # the tree is not as publish left it (a file where hosts/<name>/ should be, a full disk)
+        where = e.filename or tree_root(settings) / "hosts" / name
+        return TaskFailed(f"cephboot: publish: host {name}: {where}: {e.strerror or e}")
     return None
 
 

@@ -71,9 +71,9 @@ def load_state(stage: str) -> dict[str, Any]:
     return {"config": None, "hosts": {}}  # no record, or a damaged one: every host is redone
 
 
-def save_state(stage: str, config: str, hosts: dict[str, str]) -> None:
+def save_state(stage: str, config: str, hosts: dict[str, str], ok: bool) -> None:
     os.makedirs(STATE_DIR, exist_ok=True)
-    data = json.dumps({"config": config, "hosts": hosts}, sort_keys=True, separators=(",", ":"))
+    data = json.dumps({"config": config, "hosts": hosts, "ok": ok}, sort_keys=True, separators=(",", ":"))
     write_if_changed(Path(state_path(stage)), data.encode())
 
 
@@ -88,13 +88,15 @@ class Stage:
         self._due: tuple[list[str], dict[str, str]] | None = None
         self._removed = False
 
-    # doit calls inspect.signature() on every uptodate callable; declared, it costs nothing
-    __signature__ = inspect.Signature()
+    # doit calls inspect.signature() on every uptodate callable (declared, it costs nothing)
+    # and passes the values the last successful run returned
+    __signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("task", "values")])
 
-    def due(self) -> tuple[list[str], dict[str, str]]:
+    def due(self, forget: bool = False) -> tuple[list[str], dict[str, str]]:
         """(hosts to redo, in order; the record of every host as its files are now)."""
         saved = load_state(self.name)
-        old = saved["hosts"] if saved["config"] == self.config else {}
+        forgotten = forget and saved.get("ok", True)
+        old = saved["hosts"] if saved["config"] == self.config and not forgotten else {}
         todo: list[str] = []
         now: dict[str, str] = {}
         exists = stat_memo
@@ -105,21 +107,30 @@ class Stage:
         self._removed = bool(set(old) - set(self.units)) or saved["config"] != self.config
         return todo, now
 
-    def __call__(self) -> bool:
-        """doit uptodate: True when no host is due and no host was removed."""
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        """doit uptodate: True when no host is due and no host was removed.
+
+        When doit has no record of the stage's last success although that run
+        succeeded (`doit forget <stage>`), every host is redone: `doit forget
+        publish:hosts && doit` looks at every host again, as users of doit expect.
+        (doit also drops its record of a task that failed; then the stage's own
+        records say which hosts are done.)
+        """
         if not reporter.ACTIVE:  # nobody would end the memo before other tasks write files
             stat_memo_off()
-        self._due = self.due()
+        self._due = self.due(forget=values.get("records") != state_path(self.name))
         return not self._due[0] and not self._removed
 
-    def run(self) -> TaskFailed | None:
-        """doit action: redo each due host; print one line per host done."""
-        todo, now = self._due if self._due is not None else self.due()
+    def run(self) -> TaskFailed | dict[str, str]:
+        """doit action: redo each due host; print one line per host done.
+
+        Returns the values doit keeps for the next run's check (see __call__)."""
+        todo, now = self._due if self._due is not None else self.due(forget=True)
         self._due = None
-        saved = load_state(self.name)
-        old = saved["hosts"] if saved["config"] == self.config else {}
-        done = {name: old[name] for name in self.units if name in old and name not in todo}
+        due = set(todo)
+        done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
         out = sys.stdout
+        ok = False
         try:
             if self.batch is not None:
                 try:
@@ -129,7 +140,8 @@ class Stage:
                 if isinstance(result, TaskFailed):
                     return result
                 done.update((name, now[name]) for name in todo)
-                return None
+                ok = True
+                return {"records": state_path(self.name)}
             for name in todo:
                 unit = self.units[name]
                 try:
@@ -140,10 +152,11 @@ class Stage:
                     return result
                 done[name] = now[name]  # the record taken before the work: an input edited meanwhile is seen next run
                 out.write(f"{LINE}{self.name}:{name}\n")
+            ok = True
         finally:
-            save_state(self.name, self.config, done)
+            save_state(self.name, self.config, done, ok)
             out.flush()
-        return None
+        return {"records": state_path(self.name)}
 
     def clean(self) -> None:
         """doit clean: remove every output and the record."""

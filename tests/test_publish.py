@@ -123,6 +123,22 @@ def test_rollback_swaps_the_generations_and_a_second_undoes_it(a_built_site: Sit
     assert (root / "overlay.cpio").read_bytes() == second
 
 
+def test_forgetting_publish_brings_the_current_build_back_after_a_rollback(a_built_site: Site) -> None:
+    root = tree(a_built_site) / "hosts/zephyr"
+    a_built_site.edit("nodes/zephyr.yaml", "192.0.2.21/24", "192.0.2.41/24")
+    a_built_site.doit("render", "overlay", "publish")
+    current = (root / "overlay.cpio").read_bytes()
+    a_built_site.doit("rollback", "zephyr")
+    assert (root / "overlay.cpio").read_bytes() != current
+    untouched = {h: (tree(a_built_site) / f"hosts/{h}/overlay.cpio").stat().st_ino for h in HOSTS - {"zephyr"}}
+    a_built_site.doit("forget", "publish:hosts")
+    run = a_built_site.doit("publish")
+    assert stages(run.ran, "publish") == HOSTS  # every host looked at again...
+    assert (root / "overlay.cpio").read_bytes() == current
+    # ...and only the rolled-back one rewritten
+    assert {h: (tree(a_built_site) / f"hosts/{h}/overlay.cpio").stat().st_ino for h in untouched} == untouched
+
+
 def test_rollback_without_a_previous_generation_says_so(a_built_site: Site) -> None:
     run = a_built_site.doit("rollback", "notus", check=False)
     assert run.returncode != 0 and "no previous generation" in run.stdout + run.stderr

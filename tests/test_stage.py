@@ -1,0 +1,100 @@
+"""Per-host stages (tasks/stage.py): one doit task per step that redoes only the hosts whose inputs
+changed, keeps its own record of each host, and comes back to exactly what a stopped run left."""
+from __future__ import annotations
+
+import json
+
+from builtsite import HOSTS, a_built_site, the_built_example  # noqa: F401  (fixtures)
+from conftest import Site
+
+MONITOR = ("192.0.2.13", "192.0.2.99")  # the third monitor of hosts/site.yaml, and a new address
+
+
+def hosts_in(ran: set[str], stage: str) -> set[str]:
+    return {t.split(":", 1)[1] for t in ran if t.startswith(stage + ":")}
+
+
+def settled(site: Site) -> Site:
+    """The built example after one plain `doit` (the fixture builds every stage but lint)."""
+    site.doit()
+    assert site.doit().ran == set()
+    return site
+
+
+def test_each_stage_task_lists_the_hosts_it_redid(a_built_site: Site) -> None:
+    settled(a_built_site)
+    a_built_site.edit("nodes/notus.yaml", "net.ifnames=0", "net.ifnames=0, nomodeset")  # reaches boot.ipxe only
+    run = a_built_site.doit()
+    assert {"render:hosts", "publish:hosts"} <= run.tasks and "overlay:hosts" not in run.tasks
+    assert "  - render:notus\n" in run.stdout and "  - publish:notus\n" in run.stdout
+    assert run.ran == {"render:notus", "publish:notus"}
+
+
+def test_a_run_stopped_by_a_failing_host_resumes_with_the_hosts_it_had_not_done(a_built_site: Site) -> None:
+    """A monitor change is due for every host; publishing the second host fails.  The first
+    host's record is kept, so the next run publishes only the failed one and those after it."""
+    site_yaml = (a_built_site.hosts / "site.yaml").read_text()
+    assert site_yaml.count(MONITOR[0]) == 1, "the example's third monitor moved: update MONITOR"
+    a_built_site.edit("site.yaml", MONITOR[0], MONITOR[1])
+    order = sorted(HOSTS)  # the inventory lists hosts by file name
+    blocked = a_built_site.build / "publish/hosts" / order[1]
+    for p in sorted(blocked.rglob("*"), reverse=True):
+        p.rmdir() if p.is_dir() else p.unlink()
+    blocked.rmdir()
+    blocked.write_text("not a folder\n")  # where the host's folder should be
+    failed = a_built_site.doit(check=False)
+    assert failed.returncode != 0
+    assert f"cephboot: publish: host {order[1]}: " in failed.stdout + failed.stderr
+    assert hosts_in(failed.ran, "publish") == {order[0]}  # done before the failure, and recorded
+    assert hosts_in(failed.ran, "overlay") == HOSTS
+
+    blocked.unlink()
+    again = a_built_site.doit()
+    assert hosts_in(again.ran, "publish") == set(order[1:])
+    assert not hosts_in(again.ran, "render") and not hosts_in(again.ran, "overlay")
+    assert a_built_site.doit().ran == set()
+
+
+def test_a_damaged_record_redoes_every_host_once_and_changes_nothing(a_built_site: Site) -> None:
+    record = a_built_site.build / "state/render.json"
+    assert set(json.loads(record.read_text())["hosts"]) == HOSTS
+    before = a_built_site.snapshot()
+    record.write_text("{ not json")
+    run = a_built_site.doit()
+    assert hosts_in(run.ran, "render") == HOSTS
+    # the same bytes again: no rendered file rewritten, so nothing after render runs
+    assert not hosts_in(run.ran, "overlay") and not hosts_in(run.ran, "publish")
+    after = a_built_site.snapshot()
+    assert {k: v for k, v in after.items() if not k.startswith("build/state/")} == {k: v for k, v in before.items() if not k.startswith("build/state/")}
+    assert a_built_site.doit().ran == set()
+
+
+def test_a_hand_edited_rendered_file_is_packed_again(a_built_site: Site) -> None:
+    """The overlay stage looks at its inputs' size and mtime, as make does: a rendered file
+    edited by hand goes into the host's layer (and render does not undo the edit)."""
+    settled(a_built_site)
+    conf = a_built_site.build / "hosts/zephyr/rootfs/etc/ceph/ceph.conf"
+    conf.write_text(conf.read_text() + "# local experiment\n")
+    run = a_built_site.doit()
+    assert run.ran == {"overlay:zephyr", "publish:zephyr"}
+
+
+def test_doit_clean_removes_a_stages_outputs_and_its_record(a_built_site: Site) -> None:
+    settled(a_built_site)
+    published = {p: p.stat().st_ino for p in (a_built_site.build / "publish/hosts").rglob("*") if p.is_file()}
+    a_built_site.doit("clean", "overlay")
+    assert not list(a_built_site.build.glob("hosts/*/overlay.cpio"))
+    assert not (a_built_site.build / "state/overlay.json").exists()
+    run = a_built_site.doit()
+    assert hosts_in(run.ran, "overlay") == HOSTS
+    # new files (mtimes), so publish looks at every host, as make would; the same bytes, so it replaces nothing
+    assert hosts_in(run.ran, "publish") == HOSTS
+    assert {p: p.stat().st_ino for p in (a_built_site.build / "publish/hosts").rglob("*") if p.is_file()} == published
+
+
+def test_doit_list_explains_each_stage(the_built_example: Site) -> None:
+    out = the_built_example.doit("list", "--all").stdout
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    for stage in ("render:hosts", "overlay:hosts", "publish:hosts", "lint:rendered"):
+        assert stage in lines, out
+    assert f"of the {len(HOSTS)} hosts" in lines["render:hosts"]
