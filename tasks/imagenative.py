@@ -180,5 +180,6 @@ def task_imagenative() -> Iterator[dict[str, Any]]:
             "doc": f"install into {host.data['image_root']} and run update-initramfs there",
             "actions": [(build_in_image, [host])],
             "file_dep": sources,
+            "task_dep": ["render:hosts"],  # its rendered conf.d, fstab and keys go into the image
             "uptodate": [config_changed(digest(host.data["image_root"], _code_digest()))],
         }

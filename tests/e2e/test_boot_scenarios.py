@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.run import steps, tasks_ran  # one parser of doit's output for tests and bench
+
 from .boot_tree import CephFuseMount, StaticHttpServer
 from .ceph_cluster import CephClient, CephCluster
 from .conftest import RBD_POOL
@@ -331,11 +333,6 @@ def test_a_published_host_layer_reaches_only_its_own_host(
 # ---- 8. a change follows through (keep last: it edits the site) -------------------
 
 
-def executed_tasks(doit_output: str) -> list[str]:
-    """doit prints ``.  NAME`` for a task it ran, ``-- NAME`` for one up to date."""
-    return [line[3:] for line in doit_output.splitlines() if line.startswith(".  ")]
-
-
 def test_a_changed_kernel_argument_takes_effect_without_a_new_base_initrd(
     the_e2e_site: E2ESite, a_full_boot: Callable[..., Booted]
 ) -> None:
@@ -343,7 +340,7 @@ def test_a_changed_kernel_argument_takes_effect_without_a_new_base_initrd(
     marker = f"cephboot.e2e=changed-{uuid.uuid4().hex[:8]}"
     host.data["+kernel_args"] = [marker]
     the_e2e_site.write_host(host)
-    ran = executed_tasks(the_e2e_site.doit().stdout)
+    ran = steps(tasks_ran(the_e2e_site.doit().stdout))  # 'render:by-mac': the host render:hosts redid
     assert "render:by-mac" in ran, ran
     assert any(task.startswith("publish") for task in ran), ran
     assert not [task for task in ran if task.startswith("initrd")], ran
