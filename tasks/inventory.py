@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
-from .fileio import digest, stat_memo
+from .fileio import digest, file_key
 from .schema import Field, Invalid, Section
 
 
@@ -265,8 +265,7 @@ def _signature(root: Path, extra: list[str]) -> list[Any]:
     files += map(str, _CODE)
     sig: list[Any] = []
     for p in files:
-        st = stat_memo(p)  # the render stage looks at the keyrings again: one stat serves both
-        sig.append((p, st.st_mtime_ns, st.st_size, st.st_mode) if st else (p, None))
+        sig.append((p, file_key(p)))  # the render stage looks at the keyrings again: one stat serves both
     return sig
 
 
