@@ -22,7 +22,7 @@ from .fileio import digest, files_digest
 from .initrd import base_path, kernels_in_use, vmlinuz_path
 from .inventory import Host, Site
 from .overlay import LAYER, MONOLITHIC
-from .render import BUILD, HOST_IPXE, site_outputs
+from .render import BUILD, HOST_IPXE, host_routes, site_outputs
 from .stage import Stage, Unit, stage_task
 
 PUBLIC = 0o644
@@ -270,15 +270,19 @@ def publish_kernel(settings: dict[str, Any], kver: str) -> TaskFailed | None:
     return None
 
 
-def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str]) -> TaskFailed | None:
-    """doit action: hosts/<name>/; when anything changed, the current files first become previous/."""
+def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str], routes: list[str]) -> TaskFailed | None:
+    """doit action: hosts/<name>/ (when anything changed, the current files first become
+    previous/), then the host's routes, which name its boot.ipxe."""
     try:
         gid = web_gid(settings)
-        folder = tree_root(settings) / "hosts" / name
+        root = tree_root(settings)
+        folder = root / "hosts" / name
         ensure_dir(folder.parent, PUBLIC_DIR, None)
         ensure_dir(folder, HOST_DIR, gid)
         with folder_lock(folder) as locked:
             _publish_host(settings, folder, sources, gid, locked)
+        if routes:
+            publish_routes(root, routes)
     except PublishError as e:
         return _failed(e)
     except OSError as e:  # the tree is not as publish left it (a file where hosts/<name>/ should be, a full disk)
@@ -326,28 +330,54 @@ def _save_previous(folder: Path, current: set[str], gid: int | None, locked: boo
     fsync_dir(prev)
 
 
-def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], kvers: list[str]) -> TaskFailed | None:
-    """doit action: boot.ipxe and the routes; remove routes, hosts and kernels the inventory no longer has."""
-    root = tree_root(settings)
-    src_root = BUILD / "site"
-    for folder in ("", "ipxe", "ipxe/by-uuid", "ipxe/by-mac"):
+ROUTE_DIRS = ("ipxe/by-uuid", "ipxe/by-mac")
+
+
+@contextmanager
+def site_folders(root: Path) -> Iterator[bool]:
+    """The tree's site-wide folders exist, and their lock is held (yields whether flock works)."""
+    for folder in ("", "ipxe", *ROUTE_DIRS):
         ensure_dir(root / folder, PUBLIC_DIR, None)
     with folder_lock(root) as locked:
-        for folder in ("", "ipxe/by-uuid", "ipxe/by-mac"):
-            remove_stale_temps(root / folder, locked)
-        _publish_site(root, src_root, routes, hosts, kvers)
-    return None
+        yield locked
 
 
-def _publish_site(root: Path, src_root: Path, routes: list[str], hosts: list[str], kvers: list[str]) -> None:
-    wanted = set(routes)
-    for rel in routes:
+def _copy_public(rels: list[str], src_root: Path, root: Path) -> bool:
+    """Copy each changed file (public: no host secret) from the build to the tree; True if any was written."""
+    wrote = False
+    for rel in rels:
         src, dst = src_root / rel, root / rel
         if same_content(src, dst):
             fix_mode(dst, PUBLIC, None)
         else:
             copy_atomic(src, dst, PUBLIC, None)
-    for folder in ("ipxe/by-uuid", "ipxe/by-mac"):
+            wrote = True
+    return wrote
+
+
+def publish_routes(root: Path, routes: list[str]) -> None:
+    """A host's by-uuid/by-mac entries (after its folder: a route never names a missing script)."""
+    with site_folders(root):
+        if _copy_public(routes, BUILD / "site", root):
+            for folder in ROUTE_DIRS:
+                fsync_dir(root / folder)
+
+
+def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], kvers: list[str]) -> TaskFailed | None:
+    """doit action: boot.ipxe; remove the routes, hosts and kernels the inventory no longer has
+    (publish:hosts publishes each host's routes)."""
+    root = tree_root(settings)
+    with site_folders(root) as locked:
+        for folder in ("", *ROUTE_DIRS):
+            remove_stale_temps(root / folder, locked)
+        _publish_site(root, BUILD / "site", routes, hosts, kvers)
+    return None
+
+
+def _publish_site(root: Path, src_root: Path, routes: list[str], hosts: list[str], kvers: list[str]) -> None:
+    wanted = set(routes)
+    _copy_public(["boot.ipxe"], src_root, root)
+    for folder in ROUTE_DIRS:
         for e in os.scandir(root / folder):
             if e.name.endswith(".ipxe") and f"{folder}/{e.name}" not in wanted:
                 os.unlink(e.path)
@@ -447,11 +477,13 @@ def task_publish() -> Iterator[dict[str, Any]]:
     units: dict[str, Unit] = {}
     for host in site.hosts.values():
         sources = host_sources(host)
-        outputs = [f"{hosts_root}/{host.name}/{n}" for n in sources]
-        units[host.name] = Unit(list(sources.values()), outputs, "", publish_host, (s, host.name, sources))
+        routes = list(host_routes(host))
+        inputs = [*sources.values(), *(f"build/site/{r}" for r in routes)]
+        outputs = [*(f"{hosts_root}/{host.name}/{n}" for n in sources), *(f"{root}/{r}" for r in routes)]
+        units[host.name] = Unit(inputs, outputs, "", publish_host, (s, host.name, sources, routes))
     yield stage_task(
         "publish",
-        f"hosts/<host>/ (boot.ipxe, {LAYER}, {MONOLITHIC} if monolithic) of each of the {len(units)} hosts whose files changed, keeping the previous generation",
+        f"hosts/<host>/ (boot.ipxe, {LAYER}, {MONOLITHIC} if monolithic; the previous generation kept) and the routes of each of the {len(units)} hosts whose files changed",
         Stage("publish", units, config),
         task_dep=["render:hosts", "overlay:hosts", *(f"publish:kernel-{kver}" for kver in kvers)],
     )
@@ -460,11 +492,12 @@ def task_publish() -> Iterator[dict[str, Any]]:
     yield {
         "basename": "publish",
         "name": "site",
-        "doc": "boot.ipxe and ipxe/by-uuid, ipxe/by-mac; removes what removed hosts and kernels left",
+        "doc": "boot.ipxe; removes the routes, hosts and kernels that are gone",
         "actions": [(publish_site, [s, routes, hosts, kvers])],
-        "file_dep": [f"build/site/{r}" for r in routes],
-        "targets": [os.path.join(root, r) for r in routes],
-        "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers)))],
+        "file_dep": ["build/site/boot.ipxe"],
+        "targets": [os.path.join(root, "boot.ipxe")],
+        "task_dep": ["publish:hosts"],  # routes go after the scripts they name
+        "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers), "\n".join(routes)))],
     }
 
 

@@ -127,6 +127,22 @@ def render_host(site: Site, host: Host) -> None:
     for rel in (CRYPTTAB, LUKS_KEY):
         if rel not in outputs:
             (base / rel).unlink(missing_ok=True)
+    # its routes: the site-wide by-uuid/by-mac entries that lead to its boot.ipxe
+    # (a route the host no longer has is removed by render:site, which runs when the set changes)
+    t = SITE_TEMPLATES["route"]
+    for rel, (kind, value) in host_routes(host).items():
+        data = env.get_template(t).render(header=header([host.source], t), s=s, h=h, kind=kind, key=value)
+        write_if_changed(BUILD / "site" / rel, data.encode())
+
+
+def host_routes(host: Host) -> dict[str, tuple[str, str]]:
+    """The host's routing entries under build/site/ (and the tree): path -> (kind, UUID or MAC)."""
+    h = host.data
+    out = {f"ipxe/by-uuid/{h['uuid']}.ipxe": ("UUID", h["uuid"])} if h["uuid"] else {}
+    for nic in (h["nics"]["ceph"], h["nics"]["user"]):
+        for mac in nic["macs"] if nic else []:
+            out[f"ipxe/by-mac/{mac.replace(':', '-')}.ipxe"] = ("MAC", mac)
+    return out
 
 
 _ROUTES: dict[int, tuple[Site, dict[str, tuple[str, Host | None, str]]]] = {}
@@ -143,28 +159,19 @@ def site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
 def _site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
     out: dict[str, tuple[str, Host | None, str]] = {"boot.ipxe": ("boot.ipxe", None, "")}
     for host in site.hosts.values():
-        h = host.data
-        if h["uuid"]:
-            out[f"ipxe/by-uuid/{h['uuid']}.ipxe"] = ("UUID", host, h["uuid"])
-        for nic in (h["nics"]["ceph"], h["nics"]["user"]):
-            for mac in nic["macs"] if nic else []:
-                out[f"ipxe/by-mac/{mac.replace(':', '-')}.ipxe"] = ("MAC", host, mac)
+        for rel, (kind, value) in host_routes(host).items():
+            out[rel] = (kind, host, value)
     return out
 
 
 def render_site(site: Site) -> None:
-    """Render boot.ipxe and the routing entries; remove routes and build folders of removed hosts."""
+    """Render boot.ipxe; remove the routes and build folders of removed hosts (render:hosts writes each host's routes)."""
     env = _env()
     base = BUILD / "site"
     outputs = site_outputs(site)
-    for rel, (kind, host, key) in outputs.items():
-        if host is None:
-            t = SITE_TEMPLATES["boot.ipxe"]
-            data = env.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
-        else:
-            t = SITE_TEMPLATES["route"]
-            data = env.get_template(t).render(header=header([host.source], t), s=site.settings, h=host.data, kind=kind, key=key)
-        write_if_changed(base / rel, data.encode())
+    t = SITE_TEMPLATES["boot.ipxe"]
+    data = env.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
+    write_if_changed(base / "boot.ipxe", data.encode())
     for folder in ("ipxe/by-uuid", "ipxe/by-mac"):
         for p in (base / folder).glob("*.ipxe"):
             if f"{folder}/{p.name}" not in outputs:
@@ -190,19 +197,20 @@ def task_render() -> Iterator[dict[str, Any]]:
             deps.append(site.path_str(h["luks"]["keyfile"]))
         folder = f"build/hosts/{host.name}"
         outputs = [f"{folder}/{rel}" for rel in host_outputs(host)]
+        outputs += [f"build/site/{rel}" for rel in host_routes(host)]
         units[host.name] = Unit(deps, outputs, host.digest, render_host, (site, host))
     yield stage_task(
         "render",
-        f"conf.d, ceph.conf, keyring, fstab, crypttab (LUKS) and boot.ipxe of each of the {len(units)} hosts whose inputs changed",
+        f"conf.d, ceph.conf, keyring, fstab, crypttab (LUKS), boot.ipxe and the by-uuid/by-mac routes of each of the {len(units)} hosts whose inputs changed",
         Stage("render", units, digest(host_tmpl, code, site.site_digest)),
     )
     routes = sorted((rel, host.name if host else "") for rel, (_, host, _) in site_outputs(site).items())
     yield {
         "basename": "render",
         "name": "site",
-        "doc": "boot.ipxe and the by-uuid/by-mac routing entries of every host",
+        "doc": "boot.ipxe; removes the routes and build folders that removed hosts (or changed MACs and UUIDs) left",
         "actions": [(render_site, [site])],
-        "targets": [f"build/site/{rel}" for rel, _ in routes],
-        "uptodate": [config_changed(digest(repr(routes), site.settings["pxe"]["http_base"], templates_digest("site"), code))],
+        "targets": ["build/site/boot.ipxe"],
+        "uptodate": [config_changed(digest(repr(routes), str(len(site.hosts)), site.settings["pxe"]["http_base"], templates_digest("site"), code))],
         "clean": True,
     }

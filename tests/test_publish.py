@@ -107,6 +107,18 @@ def test_a_removed_host_leaves_the_tree(a_built_site: Site) -> None:
     assert (root / "hosts/zephyr/overlay.cpio").exists()
 
 
+def test_a_changed_mac_moves_the_hosts_route(a_built_site: Site) -> None:
+    root = tree(a_built_site)
+    old, new = "ipxe/by-mac/52-54-00-a3-00-01.ipxe", "ipxe/by-mac/52-54-00-a3-00-99.ipxe"
+    a_built_site.edit("nodes/notus.yaml", "52:54:00:a3:00:01", "52:54:00:a3:00:99")
+    run = a_built_site.doit("render", "initrd", "overlay", "publish")
+    assert {"render:notus", "publish:notus", "render:site", "publish:site"} <= run.ran
+    for base in (a_built_site.build / "site", root):
+        assert not (base / old).exists(), base
+        assert "/hosts/notus/boot.ipxe" in (base / new).read_text()
+    assert a_built_site.doit("render", "initrd", "overlay", "publish").ran == set()
+
+
 def test_rollback_swaps_the_generations_and_a_second_undoes_it(a_built_site: Site) -> None:
     root = tree(a_built_site) / "hosts/zephyr"
     first = (root / "overlay.cpio").read_bytes()
