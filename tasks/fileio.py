@@ -92,6 +92,10 @@ def file_key(path: str) -> str:
     return key
 
 
+# file_key(path) if it is remembered, else None (always None while the memo is off: it is empty)
+remembered_key = _KEYS.get
+
+
 def stat_memo_off() -> None:
     """Forget every remembered stat and remember no more (a task is about to change files)."""
     global _memo_on

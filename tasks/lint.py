@@ -106,10 +106,11 @@ def task_lint() -> Iterator[dict[str, Any]]:
         "actions": [(shellcheck, [[str(p) for p in STATIC_SCRIPTS]])],
         "file_dep": [str(p) for p in [*STATIC_SCRIPTS, RCFILE] if p.exists() or p != RCFILE],
     }
-    units = {n: Unit([f"build/hosts/{n}/{CONFD}"], [], "", None) for n in site.hosts}
+    def units() -> dict[str, Unit]:
+        return {n: Unit([f"build/hosts/{n}/{CONFD}"], [], "", None) for n in site.hosts}
 
     def lint_hosts(names: list[str]) -> TaskFailed | None:
-        files = [units[n].inputs[0] for n in names]
+        files = [f"build/hosts/{n}/{CONFD}" for n in names]
         if lint_changed(files):
             return None
         return TaskFailed(f"cephboot: shellcheck found problems in rendered conf.d files (above); {len(files)} file(s) stay due")

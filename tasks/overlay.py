@@ -109,22 +109,25 @@ def task_overlay() -> Iterator[dict[str, Any]]:
     code = _code_digest()
     epoch = source_date_epoch()
     yield {"basename": "overlay", "name": None, "doc": "Host layers: a small cpio per host with its conf.d, ceph.conf and keys."}
-    units: dict[str, Unit] = {}
-    kernels: set[str] = set()
-    for host in site.hosts.values():
-        h = host.data
-        folder = f"build/hosts/{host.name}"  # a string, not a Path: this loop runs per host on every run
-        members = layer_members(host)
-        deps = [f"{folder}/{rel}" for rel, _ in members.values()]
-        if h["monolithic"]:
-            deps.append(str(base_path(h["kernel_version"])))
-            kernels.add(h["kernel_version"])
-        outputs = [f"{folder}/{out}" for out in layer_outputs(host)]
-        # the members follow from the client name and LUKS; the rest is in the inputs
-        units[host.name] = Unit(deps, outputs, f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}", build_layer, (host,))
+    kernels = sorted({h.data["kernel_version"] for h in site.hosts.values() if h.data["monolithic"]})
+
+    def units() -> dict[str, Unit]:
+        out: dict[str, Unit] = {}
+        for host in site.hosts.values():
+            h = host.data
+            folder = f"build/hosts/{host.name}"  # a string, not a Path: this loop runs per host on every run
+            members = layer_members(host)
+            deps = [f"{folder}/{rel}" for rel, _ in members.values()]
+            if h["monolithic"]:
+                deps.append(str(base_path(h["kernel_version"])))
+            outputs = [f"{folder}/{o}" for o in layer_outputs(host)]
+            # the members follow from the client name and LUKS; the rest is in the inputs
+            out[host.name] = Unit(deps, outputs, f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}", build_layer, (host,))
+        return out
+
     yield stage_task(
         "overlay",
-        f"{LAYER} of each of the {len(units)} hosts whose rendered files changed (monolithic hosts: also {MONOLITHIC}, base + layer)",
+        f"{LAYER} of each of the {len(site.hosts)} hosts whose rendered files changed (monolithic hosts: also {MONOLITHIC}, base + layer)",
         Stage("overlay", units, digest(epoch, code)),
-        task_dep=["render:hosts", *(f"initrd:{k}" for k in sorted(kernels))],
+        task_dep=["render:hosts", *(f"initrd:{k}" for k in kernels)],
     )

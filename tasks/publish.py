@@ -22,7 +22,7 @@ from .fileio import digest, files_digest
 from .initrd import base_path, kernels_in_use, vmlinuz_path
 from .inventory import Host, Site
 from .overlay import LAYER, MONOLITHIC
-from .render import BUILD, HOST_IPXE, host_routes, site_outputs
+from .render import BUILD, HOST_IPXE, routes_by_host, site_outputs
 from .stage import Stage, Unit, stage_task
 
 PUBLIC = 0o644
@@ -474,16 +474,20 @@ def task_publish() -> Iterator[dict[str, Any]]:
             "uptodate": [config_changed(config)],
         }
     hosts_root = os.path.join(root, "hosts")  # strings, not Paths: this loop runs per host on every run
-    units: dict[str, Unit] = {}
-    for host in site.hosts.values():
-        sources = host_sources(host)
-        routes = list(host_routes(host))
-        inputs = [*sources.values(), *(f"build/site/{r}" for r in routes)]
-        outputs = [*(f"{hosts_root}/{host.name}/{n}" for n in sources), *(f"{root}/{r}" for r in routes)]
-        units[host.name] = Unit(inputs, outputs, "", publish_host, (s, host.name, sources, routes))
+    def units() -> dict[str, Unit]:
+        out: dict[str, Unit] = {}
+        by_host = routes_by_host(site)
+        for host in site.hosts.values():
+            sources = host_sources(host)
+            routes = list(by_host[host.name])
+            inputs = [*sources.values(), *(f"build/site/{r}" for r in routes)]
+            outputs = [*(f"{hosts_root}/{host.name}/{n}" for n in sources), *(f"{root}/{r}" for r in routes)]
+            out[host.name] = Unit(inputs, outputs, "", publish_host, (s, host.name, sources, routes))
+        return out
+
     yield stage_task(
         "publish",
-        f"hosts/<host>/ (boot.ipxe, {LAYER}, {MONOLITHIC} if monolithic; the previous generation kept) and the routes of each of the {len(units)} hosts whose files changed",
+        f"hosts/<host>/ (boot.ipxe, {LAYER}, {MONOLITHIC} if monolithic; the previous generation kept) and the routes of each of the {len(site.hosts)} hosts whose files changed",
         Stage("publish", units, config),
         task_dep=["render:hosts", "overlay:hosts", *(f"publish:kernel-{kver}" for kver in kvers)],
     )

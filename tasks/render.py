@@ -145,21 +145,23 @@ def host_routes(host: Host) -> dict[str, tuple[str, str]]:
     return out
 
 
-_ROUTES: dict[int, tuple[Site, dict[str, tuple[str, Host | None, str]]]] = {}
+_ROUTES: dict[int, tuple[Site, dict[str, dict[str, tuple[str, str]]]]] = {}
 
 
-def site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
-    """Site-wide files under build/site/: boot.ipxe and one route per UUID and per MAC (once per site and process)."""
+def routes_by_host(site: Site) -> dict[str, dict[str, tuple[str, str]]]:
+    """host_routes() of every host (once per site and process: several task generators ask)."""
     known = _ROUTES.get(id(site))
     if known is None or known[0] is not site:
-        known = _ROUTES[id(site)] = (site, _site_outputs(site))
+        known = _ROUTES[id(site)] = (site, {name: host_routes(host) for name, host in site.hosts.items()})
     return known[1]
 
 
-def _site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
+def site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
+    """Site-wide files under build/site/: boot.ipxe and one route per UUID and per MAC."""
     out: dict[str, tuple[str, Host | None, str]] = {"boot.ipxe": ("boot.ipxe", None, "")}
-    for host in site.hosts.values():
-        for rel, (kind, value) in host_routes(host).items():
+    for name, routes in routes_by_host(site).items():
+        host = site.hosts[name]
+        for rel, (kind, value) in routes.items():
             out[rel] = (kind, host, value)
     return out
 
@@ -189,19 +191,23 @@ def task_render() -> Iterator[dict[str, Any]]:
     code = _code_digest()
     host_tmpl = templates_digest("host")
     yield {"basename": "render", "name": None, "doc": "Render per-host and site-wide boot files from hosts/ and templates/."}
-    units: dict[str, Unit] = {}
-    for host in site.hosts.values():
-        h = host.data
-        deps = [site.path_str(h["keyring"])]
-        if h["luks"]:
-            deps.append(site.path_str(h["luks"]["keyfile"]))
-        folder = f"build/hosts/{host.name}"
-        outputs = [f"{folder}/{rel}" for rel in host_outputs(host)]
-        outputs += [f"build/site/{rel}" for rel in host_routes(host)]
-        units[host.name] = Unit(deps, outputs, host.digest, render_host, (site, host))
+    def units() -> dict[str, Unit]:
+        out: dict[str, Unit] = {}
+        routes = routes_by_host(site)
+        for host in site.hosts.values():
+            h = host.data
+            deps = [site.path_str(h["keyring"])]
+            if h["luks"]:
+                deps.append(site.path_str(h["luks"]["keyfile"]))
+            folder = f"build/hosts/{host.name}"
+            outputs = [f"{folder}/{rel}" for rel in host_outputs(host)]
+            outputs += [f"build/site/{rel}" for rel in routes[host.name]]
+            out[host.name] = Unit(deps, outputs, host.digest, render_host, (site, host))
+        return out
+
     yield stage_task(
         "render",
-        f"conf.d, ceph.conf, keyring, fstab, crypttab (LUKS), boot.ipxe and the by-uuid/by-mac routes of each of the {len(units)} hosts whose inputs changed",
+        f"conf.d, ceph.conf, keyring, fstab, crypttab (LUKS), boot.ipxe and the by-uuid/by-mac routes of each of the {len(site.hosts)} hosts whose inputs changed",
         Stage("render", units, digest(host_tmpl, code, site.site_digest)),
     )
     routes = sorted((rel, host.name if host else "") for rel, (_, host, _) in site_outputs(site).items())
