@@ -287,7 +287,10 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
             f"- **Two kernels**: {', '.join(results['kernels'])}, both real Debian kernel packages installed on this machine "
             "(`mkinitramfs` reads `/lib/modules/<version>` by a fixed path, so a renamed copy would not be an honest second kernel).",
             "- **Code**: `dodo.py`, `tasks/` and `templates/` are copied at the start and every `doit` runs that copy, so "
-            "edits made to the repository during a long run do not mix versions (the commit above is the copy's).",
+            "edits made to the repository during a long run do not mix versions (the commit above is the copy's). The copy is "
+            "byte-compiled once, as Python's own cache would be after a first run (this machine sets PYTHONDONTWRITEBYTECODE).",
+            "- **What ran**: doit's `.  task` lines, and the `  - <stage>:<host>` line each per-host stage (`render:hosts`, "
+            "`overlay:hosts`, `publish:hosts`) prints for every host it redid; a *step* is one such host line or one other task.",
             "- **Cold build**: `build/` removed, then only the base initrds and doit's records of them put back (hard links from "
             "one build made at the start), the inventory cache gone: everything else is built by one `doit`.",
             "- **No-op** and **`doit list`**: right after a build; the whole output is read (into a file, no pipe to break).",
