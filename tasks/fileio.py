@@ -60,10 +60,10 @@ def files_digest(paths: list[Path]) -> str:
 # --- one stat per file per run ------------------------------------------------------
 # A no-op run at 10,000 hosts looks at ~150,000 files, and a stat costs ~3.5 us on
 # the reference machine: a file that is an output of one stage and an input of the
-# next must not be looked at twice.  The memo holds while only stages run (each
-# forgets the files it wrote: stat_memo_forget()); cephboot's reporter calls
-# stat_memo_off() before any other task executes, and from then on every call is a
-# real stat.
+# next must not be looked at twice.  The memo holds while only stages run: before
+# one runs, cephboot's reporter makes it forget the files it is about to write
+# (stat_memo_forget()); before any other task runs, the reporter calls
+# stat_memo_off(), and from then on every call is a real stat.
 
 _KEYS: dict[str, str] = {}
 _memo_on = False  # dodo.py turns it on for a doit process; a library user gets plain stats

@@ -488,7 +488,10 @@ def task_publish() -> Iterator[dict[str, Any]]:
     yield stage_task(
         "publish",
         f"hosts/<host>/ (boot.ipxe, {LAYER}, {MONOLITHIC} if monolithic; the previous generation kept) and the routes of each of the {len(site.hosts)} hosts whose files changed",
-        Stage("publish", units, config),
+        # hosts are independent (each folder has its own lock; routes take the tree's):
+        # several at once overlap their fsyncs, which are most of the time
+        Stage("publish", units, config, workers=s["publish"]["parallel"]),
+        clean=False,  # `doit clean` must not take the boot tree away from booting machines
         task_dep=["render:hosts", "overlay:hosts", *(f"publish:kernel-{kver}" for kver in kvers)],
     )
     routes = sorted(site_outputs(site))

@@ -16,9 +16,10 @@ ACTIVE = False
 class Reporter(ExecutedOnlyReporter):
     """Prints what ran (not the thousands of tasks that were up to date).
 
-    doit calls execute_task() before it runs a task's actions: from then on files
-    may change, so unless the task is a stage, which forgets what it writes, the
-    stat memo (tasks/fileio.py) stops answering from memory.
+    doit calls execute_task() before it runs a task's actions (in its main process,
+    also when the actions run in a child process): from then on files may change.  A
+    stage forgets what it is about to write; for any other task the stat memo
+    (tasks/fileio.py) stops answering from memory.
     """
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
@@ -31,7 +32,12 @@ class Reporter(ExecutedOnlyReporter):
 
     def execute_task(self, task: Any) -> None:
         # a group task (`render`, run after its subtasks) changes nothing; a stage
-        # (tasks/stage.py) forgets exactly the files it writes
-        if task.actions and not (task.meta or {}).get("stage"):
-            stat_memo_off()
+        # (tasks/stage.py) knows which files it is about to write
+        if task.actions:
+            stages = [u for u, _, _ in task.uptodate if hasattr(u, "forget_outputs")]
+            if stages:
+                for stage in stages:
+                    stage.forget_outputs()
+            else:
+                stat_memo_off()
         super().execute_task(task)

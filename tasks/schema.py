@@ -151,10 +151,10 @@ def mon_address(v: Any) -> str:
     return s
 
 
-def positive_int(limit: int) -> Check:
+def positive_int(limit: int, unit: str = "seconds") -> Check:
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= limit:
-            raise Invalid(f"expected a whole number of seconds from 1 to {limit}")
+            raise Invalid(f"expected a whole number of {unit} from 1 to {limit}")
         return v
 
     return check
@@ -322,6 +322,7 @@ SITE = Section(
                 "group": Field(group, "Group (web server) that may read host layers.", default=None),
                 "secret_mode": Field(octal_mode, "Mode of files that hold keys.", default=0o640),
                 "web_root": Field(path, "Where the web server sees the boot tree, for the generated nginx config (default: the target's absolute path).", default=None),
+                "parallel": Field(positive_int(64, "hosts"), "Hosts published at once: their fsyncs overlap (1: one after the other).", default=8),
             },
             "Where and how the boot tree is published.",
         ),

@@ -24,8 +24,9 @@ import inspect
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from doit.exceptions import TaskFailed
 
@@ -71,8 +72,12 @@ def save_state(stage: str, config: str, hosts: dict[str, str], ok: bool) -> None
 class Stage:
     """The units of one stage, their check (doit's uptodate) and their work (doit's action)."""
 
-    def __init__(self, name: str, units: Callable[[], dict[str, Unit]], config: str, batch: Callable[[list[str]], Any] | None = None):
+    def __init__(self, name: str, units: Callable[[], dict[str, Unit]], config: str,
+                 batch: Callable[[list[str]], Any] | None = None, workers: int = 1):
         self.name = name
+        # hosts worked on at once, in threads: for work that waits on the disk (publish's
+        # fsyncs), not for Python work (render, overlay), which holds the interpreter lock
+        self.workers = workers
         self._make_units = units  # called when the stage is first checked or run: `doit list` never pays for it
         self._units: dict[str, Unit] | None = None
         self.config = f"{FORMAT}|{config}"
@@ -144,21 +149,13 @@ class Stage:
         ok = False
         try:
             if self.batch is not None:
-                try:
-                    result = self.batch(todo) if todo else None
-                finally:
-                    stat_memo_forget([o for name in todo for o in self.units[name].outputs])
+                result = self.batch(todo) if todo else None
                 if isinstance(result, TaskFailed):
                     return result
                 done.update((name, now[name]) for name in todo)
                 ok = True
                 return {"records": state_path(self.name)}
-            for name in todo:
-                unit = self.units[name]
-                try:
-                    result = unit.action(*unit.args)
-                finally:
-                    stat_memo_forget(unit.outputs)  # later checks (the next stage's) must see the new files
+            for name, result in self._work(todo):
                 if isinstance(result, TaskFailed):
                     return result
                 done[name] = now[name]  # the record taken before the work: an input edited meanwhile is seen next run
@@ -168,6 +165,33 @@ class Stage:
             save_state(self.name, self.config, done, ok)
             out.flush()
         return {"records": state_path(self.name)}
+
+    def _work(self, todo: list[str]) -> Iterator[tuple[str, Any]]:
+        """(host, what its action returned) for each host of ``todo`` that was done, in the
+        order they finish; stops at the first failure (hosts still running finish first)."""
+        if self.workers <= 1 or len(todo) <= 1:
+            for name in todo:
+                unit = self.units[name]
+                yield name, unit.action(*unit.args)
+            return
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            running = {pool.submit(self.units[n].action, *self.units[n].args): n for n in todo}
+            try:
+                for future in as_completed(running):
+                    result = future.result()  # an exception stops the stage, as it would one by one
+                    yield running[future], result
+                    if isinstance(result, TaskFailed):
+                        return
+            finally:
+                for future in running:
+                    future.cancel()  # not started yet: stays due
+
+    def forget_outputs(self) -> None:
+        """The stage is about to run (cephboot's reporter calls this, in doit's main process
+        also when tasks run in child processes): what is remembered of the files it will
+        write is forgotten, so that the next stage's check sees them as they will be."""
+        names = self._due[0] if self._due is not None else self.units
+        stat_memo_forget([o for name in names for o in self.units[name].outputs])
 
     def clean(self) -> None:
         """doit clean: remove every output and the record."""
@@ -183,16 +207,16 @@ class Stage:
             pass
 
 
-def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", **extra: Any) -> dict[str, Any]:
-    """The doit task `<basename>:<name>` that runs ``stage``."""
+def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean: bool = True, **extra: Any) -> dict[str, Any]:
+    """The doit task `<basename>:<name>` that runs ``stage``; ``clean``: `doit clean` removes
+    its outputs (never for publish: `doit clean` must not empty the boot tree)."""
     return {
         "basename": basename,
         "name": name,
         "doc": doc,
         "actions": [stage.run],
         "uptodate": [stage],
-        "clean": [stage.clean],
+        **({"clean": [stage.clean]} if clean else {}),
         "verbosity": 2,  # the per-host lines are the record of what ran
-        "meta": {"stage": True},  # cephboot's reporter keeps the stat memo on for it
         **extra,
     }

@@ -36,6 +36,7 @@ def test_a_run_stopped_by_a_failing_host_resumes_with_the_hosts_it_had_not_done(
     site_yaml = (a_built_site.hosts / "site.yaml").read_text()
     assert site_yaml.count(MONITOR[0]) == 1, "the example's third monitor moved: update MONITOR"
     a_built_site.edit("site.yaml", MONITOR[0], MONITOR[1])
+    a_built_site.edit("site.yaml", "publish:\n", "publish:\n  parallel: 1\n")  # one host after the other: a fixed order
     order = sorted(HOSTS)  # the inventory lists hosts by file name
     blocked = a_built_site.build / "publish/hosts" / order[1]
     for p in sorted(blocked.rglob("*"), reverse=True):
@@ -98,3 +99,43 @@ def test_doit_list_explains_each_stage(the_built_example: Site) -> None:
     for stage in ("render:hosts", "overlay:hosts", "publish:hosts", "lint:rendered"):
         assert stage in lines, out
     assert f"of the {len(HOSTS)} hosts" in lines["render:hosts"]
+
+
+def test_doit_clean_leaves_the_boot_tree_alone(a_built_site: Site) -> None:
+    """Booting machines read the published tree: `doit clean` empties build/, not the tree."""
+    settled(a_built_site)
+    published = sorted(p for p in (a_built_site.build / "publish").rglob("*") if p.is_file())
+    assert published
+    a_built_site.doit("clean")
+    assert not list(a_built_site.build.glob("hosts/*/overlay.cpio"))
+    assert sorted(p for p in (a_built_site.build / "publish").rglob("*") if p.is_file()) == published
+
+
+def test_parallel_runs_see_each_stages_new_files(a_built_site: Site) -> None:
+    """`doit -n 2` runs actions in child processes; the stages after render must still see
+    the files render rewrote there (the main process forgets what it remembered of them)."""
+    settled(a_built_site)
+    a_built_site.edit("nodes/zephyr.yaml", "192.0.2.21/24", "192.0.2.41/24")
+    run = a_built_site.doit("-n", "2")
+    assert {"render:zephyr", "overlay:zephyr", "publish:zephyr"} <= run.ran, run.stdout
+    assert b"192.0.2.41" in (a_built_site.build / "publish/hosts/zephyr/overlay.cpio").read_bytes()
+    assert a_built_site.doit().ran == set()
+
+
+def test_hosts_published_at_once_stop_at_a_failure_and_the_rest_follow(a_built_site: Site) -> None:
+    """With publish.parallel (8 by default) the hosts running when one fails finish, the
+    others stay due; whatever the order, the next run publishes exactly what was not done."""
+    a_built_site.edit("site.yaml", MONITOR[0], MONITOR[1])
+    blocked = a_built_site.build / "publish/hosts/notus"
+    for p in sorted(blocked.rglob("*"), reverse=True):
+        p.rmdir() if p.is_dir() else p.unlink()
+    blocked.rmdir()
+    blocked.write_text("not a folder\n")
+    failed = a_built_site.doit(check=False)
+    assert failed.returncode != 0 and "cephboot: publish: host notus: " in failed.stdout + failed.stderr
+    done = hosts_in(failed.ran, "publish")
+    assert "notus" not in done
+    blocked.unlink()
+    assert hosts_in(a_built_site.doit().ran, "publish") == HOSTS - done
+    for h in HOSTS:
+        assert (a_built_site.build / f"publish/hosts/{h}/overlay.cpio").read_bytes() == (a_built_site.build / f"hosts/{h}/overlay.cpio").read_bytes()
