@@ -84,6 +84,7 @@ class Stage:
         self.batch = batch  # does the work of all due hosts at once (instead of Unit.action per host)
         self._due: tuple[list[str], dict[str, str]] | None = None
         self._removed = False
+        self._every = ""  # why every host is due, when it is
 
     @property
     def units(self) -> dict[str, Unit]:
@@ -100,6 +101,8 @@ class Stage:
         saved = load_state(self.name)
         forgotten = forget and saved.get("ok", True)
         old = saved["hosts"] if saved["config"] == self.config and not forgotten else {}
+        self._every = ("no records yet" if saved["config"] is None else "the stage's settings, code or templates changed"
+                       if saved["config"] != self.config else "doit forgot the stage" if forgotten else "")
         todo: list[str] = []
         now: dict[str, str] = {}
         key = file_key
@@ -185,6 +188,16 @@ class Stage:
             finally:
                 for future in running:
                     future.cancel()  # not started yet: stays due
+
+    def __repr__(self) -> str:
+        """What `doit info <stage>` shows of the check: which hosts are due, and why all are."""
+        where = f"records in {state_path(self.name)}"
+        if self._due is None:
+            return f"<stage {self.name}: {where}>"
+        todo = self._due[0]
+        why = f" (every host: {self._every})" if self._every else ""
+        shown = ", ".join(todo[:5]) + (", ..." if len(todo) > 5 else "")
+        return f"<stage {self.name}: {len(todo)} of {len(self.units)} hosts due{why}{': ' + shown if todo else ''}; {where}>"
 
     def forget_outputs(self) -> None:
         """The stage is about to run (cephboot's reporter calls this, in doit's main process

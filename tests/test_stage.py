@@ -139,3 +139,13 @@ def test_hosts_published_at_once_stop_at_a_failure_and_the_rest_follow(a_built_s
     assert hosts_in(a_built_site.doit().ran, "publish") == HOSTS - done
     for h in HOSTS:
         assert (a_built_site.build / f"publish/hosts/{h}/overlay.cpio").read_bytes() == (a_built_site.build / f"hosts/{h}/overlay.cpio").read_bytes()
+
+
+def test_doit_info_says_which_hosts_are_due(a_built_site: Site) -> None:
+    settled(a_built_site)
+    a_built_site.edit("nodes/notus.yaml", "net.ifnames=0", "net.ifnames=0, quiet")
+    info = a_built_site.doit("info", "render:hosts", check=False).stdout  # exit 1: not up to date
+    assert "<stage render: 1 of 3 hosts due: notus; records in build/state/render.json>" in info, info
+    a_built_site.doit("forget", "render:hosts")
+    info = a_built_site.doit("info", "render:hosts", check=False).stdout  # exit 1: not up to date
+    assert "3 of 3 hosts due (every host: doit forgot the stage)" in info, info
