@@ -278,6 +278,23 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
     else:
         out.append("No scenario missed its target, so nothing was profiled.")
 
+    out += ["", "## What keeps a no-op cheap at 10,000 hosts", "",
+            "A no-op must look at every input and output (~150,000 files at 10,000 hosts; a `stat` costs ~3.5 µs on this "
+            "machine) and do little else. What it took (README, \"Per-host stages\"; `tasks/stage.py`):",
+            "",
+            "- **One doit task per step, not per host.** doit spends ~0.25 ms on every task of every run (a Task object, a state "
+            "row, the uptodate callables): three tasks per host cost ~8 s at 10,000 hosts. `render:hosts`, `lint:rendered`, "
+            "`overlay:hosts` and `publish:hosts` each keep their own record of every host (its settings and the size, mtime and "
+            "mode of each input) and redo only the hosts whose record differs or whose outputs are missing.",
+            "- **One stat per file per run.** A rendered file is an output of render and an input of overlay; the stages share "
+            "a memo of file keys, and each forgets what it is about to write before it runs.",
+            "- **No cyclic garbage collection while tasks load**: its full passes walked the loaded inventory again and again "
+            "(~1 s a run at 10,000 hosts); it is turned back on, with the loaded objects frozen, before the run.",
+            "- **`doit list` builds no per-host tables** (a stage's hosts are computed when it is first checked), and "
+            "`provision`/`verify` are created only when named.",
+            "- **Publish overlaps hosts** (`publish.parallel`, 8 threads): most of a site-wide edit is fsyncs.",
+            "- The inventory is parsed only when a file changed (a cache keyed by each file's size, mtime and mode)."]
+
     out += ["", "## How it is measured", "",
             "- **Sites**: `bench/generate.py`, pure functions of the host index: 10 rack profiles (each includes `compute`, which "
             "includes `base`: two levels of nesting), a fifth of the hosts LUKS (profile `luks` includes `secure`: sysfs mapping, "
