@@ -138,16 +138,29 @@ class Stage:
         if not reporter.ACTIVE:  # nobody would end the memo before other tasks write files
             stat_memo_off()
         self._due = self.due(forget=values.get("records") != state_path(self.name))
+        chosen = _hosts_option(task)
+        if chosen is not None:  # --only: up to date when those hosts are (an unknown name: run, to say so)
+            return not (chosen - set(self.units)) and not set(self._due[0]) & chosen
         return not self._due[0] and not self._removed
 
-    def run(self) -> TaskFailed | dict[str, str]:
-        """doit action: redo each due host; print one line per host done.
+    def run(self, only: str = "") -> TaskFailed | dict[str, str]:
+        """doit action: redo each due host; print one line per host done.  ``only``
+        (`doit publish:hosts --only zephyr,notus`) limits the run to those hosts: the
+        other due hosts stay due (a canary: build everything, publish one host).
 
         Returns the values doit keeps for the next run's check (see __call__)."""
         todo, now = self._due if self._due is not None else self.due(forget=True)
         self._due = None
         due = set(todo)
         done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
+        if only:
+            chosen = _split_hosts(only)
+            unknown = sorted(chosen - set(self.units))
+            if unknown:
+                return TaskFailed(f"cephboot: {self.name} --only: no host named {', '.join(unknown)} (hosts are the files in hosts/nodes/)")
+            for name in sorted(chosen - due):
+                sys.stdout.write(f"  ({self.name}:{name} is up to date)\n")
+            todo = [n for n in todo if n in chosen]  # the others get no record: still due next run
         out = sys.stdout
         ok = False
         try:
@@ -220,6 +233,16 @@ class Stage:
             pass
 
 
+def _split_hosts(only: str) -> set[str]:
+    return {n.strip() for n in only.split(",") if n.strip()}
+
+
+def _hosts_option(task: Any) -> set[str] | None:
+    """The hosts named by --only on the command line, or None."""
+    only = (getattr(task, "options", None) or {}).get("only")
+    return _split_hosts(only) if only else None
+
+
 def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean: bool = True, **extra: Any) -> dict[str, Any]:
     """The doit task `<basename>:<name>` that runs ``stage``; ``clean``: `doit clean` removes
     its outputs (never for publish: `doit clean` must not empty the boot tree)."""
@@ -229,6 +252,8 @@ def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean
         "doc": doc,
         "actions": [stage.run],
         "uptodate": [stage],
+        "params": [{"name": "only", "long": "only", "type": str, "default": "",
+                    "help": "HOST[,HOST...]: redo only these hosts of the stage; the others stay due"}],
         **({"clean": [stage.clean]} if clean else {}),
         "verbosity": 2,  # the per-host lines are the record of what ran
         **extra,

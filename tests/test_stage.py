@@ -149,3 +149,20 @@ def test_doit_info_says_which_hosts_are_due(a_built_site: Site) -> None:
     a_built_site.doit("forget", "render:hosts")
     info = a_built_site.doit("info", "render:hosts", check=False).stdout  # exit 1: not up to date
     assert "3 of 3 hosts due (every host: doit forgot the stage)" in info, info
+
+
+def test_only_publishes_the_named_hosts_and_leaves_the_rest_due(a_built_site: Site) -> None:
+    """A canary: `doit publish:hosts --only zephyr` builds everything but publishes one host."""
+    settled(a_built_site)
+    a_built_site.edit("site.yaml", MONITOR[0], MONITOR[1])
+    tree = a_built_site.build / "publish/hosts"
+    before = {h: (tree / h / "overlay.cpio").read_bytes() for h in HOSTS}
+    canary = a_built_site.doit("publish:hosts", "--only", "zephyr")
+    assert hosts_in(canary.ran, "overlay") == HOSTS and hosts_in(canary.ran, "publish") == {"zephyr"}
+    assert (tree / "zephyr/overlay.cpio").read_bytes() != before["zephyr"]
+    assert all((tree / h / "overlay.cpio").read_bytes() == before[h] for h in HOSTS - {"zephyr"})
+    assert a_built_site.doit("publish:hosts", "--only", "zephyr").ran == set()  # that host is up to date
+    rest = a_built_site.doit()
+    assert hosts_in(rest.ran, "publish") == HOSTS - {"zephyr"}
+    unknown = a_built_site.doit("publish:hosts", "--only", "zephyr,nobody", check=False)
+    assert unknown.returncode != 0 and "no host named nobody" in unknown.stdout + unknown.stderr
