@@ -38,6 +38,7 @@ UNLISTED_MAC = "52:54:00:e2:02:99"
 UNKNOWN_MAC = "52:54:00:e2:09:99"
 MULTI_MACS = ["52:54:00:e2:04:01", "52:54:00:e2:04:02", "52:54:00:e2:04:03"]
 LUKS_NAME = "e2e-root"
+FALLBACK_NEW = "cephboot.e2e=second-generation"
 
 # The line the boot script prints once the Ceph NIC has its address, right before it
 # maps the image. (Its first line shares a console line with initramfs-tools' "Begin:".)
@@ -73,6 +74,12 @@ def the_e2e_site(
     site.add_host("mon-fault", ["52:54:00:e2:06:01"])
     site.add_host("wrong-key", ["52:54:00:e2:07:01"], map={"deadline": WRONG_KEY_DEADLINE})
     site.give_wrong_key("wrong-key")
+    site.add_host("monolithic", ["52:54:00:e2:08:01"], monolithic=True)
+    site.add_host("fallback", ["52:54:00:e2:0a:01"])
+    site.doit()
+    # a second generation of "fallback": the first stays published as its previous/
+    site.hosts["fallback"].data["+kernel_args"] = [FALLBACK_NEW]
+    site.write_host(site.hosts["fallback"])
     site.doit()
     images = tmp_path_factory.mktemp("images")
     for name in site.hosts:
@@ -328,6 +335,56 @@ def test_a_published_host_layer_reaches_only_its_own_host(
                                tmp_path / "other-boot")
     with pytest.raises(RuntimeError, match="Operation not permitted"), other_boot:
         pass
+
+
+# ---- 9. a monolithic host: one initrd, base and layer in one file ------------------
+
+
+def test_a_monolithic_host_boots_from_its_single_initrd(
+    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]], an_http_server: StaticHttpServer
+) -> None:
+    """For machines whose loader takes one initrd: hosts/<h>/initrd.img is the host layer
+    followed by the base (docs/layers-and-publish.md); nothing else is fetched."""
+    guest, mark = boot(the_e2e_site.hosts["monolithic"].macs)
+    guest.wait_for(ok_line("monolithic"), BOOT_TIMEOUT)
+    guest.wait_exit(30)
+    requests = fetched(an_http_server, mark)
+    paths = {path for path, status in requests if status == 200}
+    assert "/hosts/monolithic/initrd.img" in paths, requests
+    assert not [p for p in paths if p.endswith("overlay.cpio") or re.fullmatch(r"/kernels/[^/]+/initrd\.img", p)], requests
+    assert any(re.fullmatch(r"/kernels/[^/]+/vmlinuz", p) for p in paths), requests
+    assert_booted(the_e2e_site, "monolithic")
+
+
+# ---- 10. the previous generation takes over when the current one cannot be fetched --
+
+
+def test_a_host_whose_current_layer_is_missing_boots_its_previous_generation(
+    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]], an_http_server: StaticHttpServer
+) -> None:
+    """The host script tries three times, then chains previous/boot.ipxe, which loads the
+    previous layer relative to itself: the machine boots the generation before the edit."""
+    folder = the_e2e_site.boot_tree.mountpoint / "hosts" / "fallback"
+    assert FALLBACK_NEW in (folder / "boot.ipxe").read_text()
+    assert FALLBACK_NEW not in (folder / "previous" / "boot.ipxe").read_text()
+    layer = folder / "overlay.cpio"
+    saved = layer.read_bytes()
+    layer.unlink()  # a half-published or damaged current generation
+    try:
+        guest, mark = boot(the_e2e_site.hosts["fallback"].macs)
+        guest.wait_for(ok_line("fallback"), BOOT_TIMEOUT)
+        guest.wait_exit(30)
+    finally:
+        layer.write_bytes(saved)
+        layer.chmod(0o640)
+    console = guest.console()
+    assert "cephboot: fallback: trying the previous generation of its boot files" in console, console[-3000:]
+    requests = fetched(an_http_server, mark)
+    assert [r for r in requests if r[0] == "/hosts/fallback/overlay.cpio"] == [("/hosts/fallback/overlay.cpio", 404)] * 3, requests
+    assert ("/hosts/fallback/previous/boot.ipxe", 200) in requests and ("/hosts/fallback/previous/overlay.cpio", 200) in requests
+    cmdline = re.search(r"^CEPHBOOT-E2E-CMDLINE host=fallback (.*)$", console, re.MULTILINE)
+    assert cmdline and FALLBACK_NEW not in cmdline.group(1).split(), console[-2000:]  # the first generation booted
+    assert_booted(the_e2e_site, "fallback")
 
 
 # ---- 8. a change follows through (keep last: it edits the site) -------------------
