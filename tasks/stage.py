@@ -138,19 +138,23 @@ class Stage:
         if not reporter.ACTIVE:  # nobody would end the memo before other tasks write files
             stat_memo_off()
         self._due = self.due(forget=values.get("records") != state_path(self.name))
+        if task is not None:  # for run(), also in a child process (`doit -n N` sends it the task's meta)
+            task.meta["due"] = self._due
         chosen = _hosts_option(task)
         if chosen is not None:  # --only: up to date when those hosts are (an unknown name: run, to say so)
             return not (chosen - set(self.units)) and not set(self._due[0]) & chosen
         return not self._due[0] and not self._removed
 
-    def run(self, only: str = "") -> TaskFailed | dict[str, str]:
+    def run(self, task: Any, only: str = "") -> TaskFailed | dict[str, str]:
         """doit action: redo each due host; print one line per host done.  ``only``
         (`doit publish:hosts --only zephyr,notus`) limits the run to those hosts: the
         other due hosts stay due (a canary: build everything, publish one host).
 
         Returns the values doit keeps for the next run's check (see __call__)."""
-        todo, now = self._due if self._due is not None else self.due(forget=True)
-        self._due = None
+        # what the check found (task.meta reaches a child process too); not checked (doit -a): every host
+        checked = task.meta.get("due")
+        todo, now = checked if checked is not None else self.due(forget=True)
+        task.meta["due"] = self._due = None
         due = set(todo)
         done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
         if only:
@@ -256,5 +260,6 @@ def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean
                     "help": "HOST[,HOST...]: redo only these hosts of the stage; the others stay due"}],
         **({"clean": [stage.clean]} if clean else {}),
         "verbosity": 2,  # the per-host lines are the record of what ran
+        "meta": {"due": None},  # what the check found, for the action (see Stage.__call__)
         **extra,
     }
