@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import inventory
 from doit.exceptions import TaskFailed
 
+from . import inventory
 from .fileio import digest
 from .render import CONFD, TEMPLATES
 from .stage import Stage, Unit, stage_task
@@ -74,7 +74,7 @@ def shape(text: str) -> str:
 
 
 def lint_changed(changed: list[str]) -> bool:
-    """doit action: lint the rendered files that changed since the last clean run.
+    """Lint the rendered files that changed since the last clean run (lint:rendered's work).
 
     Files of one shape (see shape()) get the same findings, so shellcheck reads
     one real file of each shape: a monitor change that rewrites every host's
@@ -106,11 +106,14 @@ def task_lint() -> Iterator[dict[str, Any]]:
         "actions": [(shellcheck, [[str(p) for p in STATIC_SCRIPTS]])],
         "file_dep": [str(p) for p in [*STATIC_SCRIPTS, RCFILE] if p.exists() or p != RCFILE],
     }
+    def confd(name: str) -> str:
+        return f"build/hosts/{name}/{CONFD}"
+
     def units() -> dict[str, Unit]:
-        return {n: Unit([f"build/hosts/{n}/{CONFD}"], [], "", None) for n in site.hosts}
+        return {n: Unit([confd(n)], [], "", None) for n in site.hosts}
 
     def lint_hosts(names: list[str]) -> TaskFailed | None:
-        files = [f"build/hosts/{n}/{CONFD}" for n in names]
+        files = [confd(n) for n in names]
         if lint_changed(files):
             return None
         return TaskFailed(f"cephboot: shellcheck found problems in rendered conf.d files (above); {len(files)} file(s) stay due")
