@@ -114,6 +114,10 @@ defaults:
   map:
     method: cli
     deadline: 120
+  # keys in the clear: sealing them (secrets.mode: machine) costs one PBKDF2 run per host
+  # whenever its keys or secret change (~50 ms, docs/security.md), not per build
+  secrets:
+    mode: clear
 """
 
 

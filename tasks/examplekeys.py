@@ -1,9 +1,12 @@
-"""Generate the example site's secrets (cephx keyrings, LUKS key files) where they are missing.
+"""Generate the example site's secrets (cephx keyrings, LUKS key files, machine secrets) where they are missing.
 
 The example site ships no secrets: run ``python -m tasks.examplekeys [SITE]`` once
 (scripts/setup does) and each host file under hosts/nodes/ gets a fresh, valid but
-unused cephx key at its keyring path (default keys/<name>.keyring) and, for LUKS
-hosts, a random key file, all mode 0600.  Existing files are never touched.
+unused cephx key at its keyring path (default keys/<name>.keyring), for LUKS
+hosts a random key file, and unless the host or the site's defaults say
+``secrets.mode: clear`` a random machine secret (default keys/<name>.secret: 32
+characters, 160 bits, to set in the machine's SMBIOS field), all mode 0600.
+Existing files are never touched.
 """
 from __future__ import annotations
 
@@ -24,6 +27,16 @@ def cephx_secret() -> str:
     return base64.b64encode(raw).decode()
 
 
+def machine_secret() -> str:
+    """A new machine secret: 32 base32 characters (160 random bits) that any SMBIOS string field holds."""
+    return base64.b32encode(os.urandom(20)).decode()
+
+
+def _secrets(data: dict) -> dict:
+    section = data.get("secrets")
+    return section if isinstance(section, dict) else {}
+
+
 def _write_new(path: Path, data: bytes) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -39,6 +52,8 @@ def ensure(root: Path) -> list[Path]:
     """Create every missing secret that the hosts of ``root/hosts`` name; return the new files."""
     hosts = root / "hosts"
     created = []
+    site = (yaml.safe_load((hosts / "site.yaml").read_text()) or {}) if (hosts / "site.yaml").is_file() else {}
+    site_mode = _secrets(site.get("defaults") or {}).get("mode", "machine")
     for f in sorted((hosts / "nodes").glob("*.yaml")):
         data = yaml.safe_load(f.read_text()) or {}
         name = f.stem
@@ -51,6 +66,11 @@ def ensure(root: Path) -> list[Path]:
             keyfile = hosts / str(luks["keyfile"])
             if _write_new(keyfile, base64.b64encode(os.urandom(48)) + b"\n"):
                 created.append(keyfile)
+        secrets = _secrets(data)
+        if secrets.get("mode", site_mode) == "machine":
+            secret = hosts / str(secrets.get("machine_secret", f"keys/{name}.secret"))
+            if _write_new(secret, f"{machine_secret()}\n".encode()):
+                created.append(secret)
     return created
 
 

@@ -13,7 +13,7 @@ from .uptodate import config_changed
 from . import inventory
 from .fileio import digest, files_digest, write_if_changed
 from .inventory import Host
-from .overlay import layer_members
+from .overlay import key_members, layer_members
 from .render import CONFD, CRYPTTAB, FSTAB, host_dir
 from .initrd import STATIC_FILES
 
@@ -71,7 +71,8 @@ def image_files(host: Host) -> dict[str, tuple[Path | bytes, int]]:
         "etc/initramfs-tools/conf.d/cephboot-umask": (UMASK_CONF, 0o644),
         "etc/fstab": (base / FSTAB, 0o644),
     }
-    for name, (rel, mode) in layer_members(host).items():
+    # the running system needs its keys; its initrd gets them sealed in machine mode (the hook decides)
+    for name, (rel, mode) in {**layer_members(host), **key_members(host)}.items():
         if not name.startswith("conf/"):
             files[name] = (base / rel, mode)
     if host.data["luks"]:
@@ -180,6 +181,6 @@ def task_imagenative() -> Iterator[dict[str, Any]]:
             "doc": f"install into {host.data['image_root']} and run update-initramfs there",
             "actions": [(build_in_image, [host])],
             "file_dep": sources,
-            "task_dep": ["render:hosts"],  # its rendered conf.d, fstab and keys go into the image
+            "task_dep": ["render:hosts"],  # its rendered conf.d, fstab and keys (and sealed keys) go into the image
             "uptodate": [config_changed(digest(host.data["image_root"], _code_digest()))],
         }

@@ -31,7 +31,8 @@ CONF_TEMPLATE = "initramfs-tools/initramfs.conf.j2"
 # `ms_mode=secure` loops on "failed to allocate gcm tfm context".
 CORE_MODULES = ["rbd", "libceph", "ceph", "dm-mod", "dm-crypt", "gcm", "ghash-generic", "ctr", "aes-generic", "aesni-intel", "ext4"]
 # programs the base must run at boot, each checked by running it inside the archive
-PROGRAMS = {"rbd": ["usr/bin/rbd", "--version"], "mount.ceph": ["usr/sbin/mount.ceph", "-h"], "cryptsetup": ["usr/sbin/cryptsetup", "--version"]}
+PROGRAMS = {"rbd": ["usr/bin/rbd", "--version"], "mount.ceph": ["usr/sbin/mount.ceph", "-h"], "cryptsetup": ["usr/sbin/cryptsetup", "--version"],
+            "openssl": ["usr/bin/openssl", "version"]}  # opens the keys of machine-mode hosts
 # Fixed timestamps: the same kernel and inputs give the same bytes.
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z
 INSTALL_HINT = "apt-get install linux-image-amd64 (or the linux-image-<version> package)"
@@ -150,7 +151,7 @@ def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path) -
         order = root / "scripts/local-top/ORDER"
         if "/scripts/local-top/cephboot" not in (order.read_text() if order.is_file() else ""):
             problems.append("scripts/local-top/ORDER does not run cephboot")
-        for secret in [root / "conf/conf.d/cephboot", *root.glob("etc/ceph/*.keyring"), root / "etc/cephboot/luks.key"]:
+        for secret in [root / "conf/conf.d/cephboot", *root.glob("etc/ceph/*.keyring"), root / "etc/cephboot/luks.key", root / "etc/cephboot/sealed"]:
             if secret.exists():
                 problems.append(f"host data in the shared base: /{secret.relative_to(root)}")
         kernel_loadable, kernel_builtin = _modules_in(modules_dir / kver)

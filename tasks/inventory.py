@@ -320,6 +320,7 @@ def _extra_inputs(site: Site) -> list[str]:
     """Files outside the YAML that validation read: keyrings, LUKS keys, kernel folders."""
     out = [site.path_str(h.data["keyring"]) for h in site.hosts.values()]
     out += [site.path_str(h.data["luks"]["keyfile"]) for h in site.hosts.values() if h.data["luks"]]
+    out += [site.path_str(h.data["secrets"]["machine_secret"]) for h in site.hosts.values() if h.data["secrets"]["mode"] == "machine"]
     k = site.settings["kernels"]
     return out + [k["boot_dir"], k["modules_dir"]]
 
@@ -427,7 +428,7 @@ def _resolve_host(stem: str, rel: str, data: dict[str, Any], defaults: dict[str,
     if len(problems) > before:
         return None
     values = {"name": stem, "boot_tree": settings["ceph"]["boot_tree"]}
-    for section, key in (("rbd", "namespace"), (None, "client"), (None, "boot_path"), (None, "keyring")):
+    for section, key in (("rbd", "namespace"), (None, "client"), (None, "boot_path"), (None, "keyring"), ("secrets", "machine_secret")):
         target = resolved[section] if section else resolved
         if isinstance(target[key], str) and "{" in target[key]:
             target[key] = target[key].format(**values)
@@ -468,8 +469,8 @@ def cephx_key(text: str, client: str) -> str:
 
 def _check_secret_file(site: Site, host: Host, key: str, problems: list[Problem]) -> tuple[str, os.stat_result] | None:
     """(path, stat) of a host's keyring or LUKS key file if it is a private regular file; else a problem."""
-    rel = host.data[key] if key == "keyring" else host.data["luks"]["keyfile"]
-    where = key if key == "keyring" else "luks.keyfile"
+    rel, where = {"keyring": (host.data["keyring"], "keyring"), "luks": (host.data["luks"] and host.data["luks"]["keyfile"], "luks.keyfile"),
+                  "secret": (host.data["secrets"]["machine_secret"], "secrets.machine_secret")}[key]
     p = site.path_str(rel)  # a string: this runs for every host whenever an input changed
     try:
         st = os.stat(p)
@@ -483,6 +484,21 @@ def _check_secret_file(site: Site, host: Host, key: str, problems: list[Problem]
         problems.append(Problem(host.source, where, f"{rel!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read a secret; expected 0600 (chmod 600 {p})"))
         return None
     return p, st
+
+
+def _check_machine_secret(site: Site, host: Host, problems: list[Problem]) -> None:
+    """A machine-mode host's secret file: private, one line the firmware field can hold."""
+    before = len(problems)
+    checked = _check_secret_file(site, host, "secret", problems)
+    if checked is None:
+        hint = "; make one with `python -m tasks.examplekeys`, or set secrets.mode: clear to serve this host's keys in the clear"
+        problems[before:] = [Problem(p.file, p.key, p.message + (hint if "not found" in p.message else "")) for p in problems[before:]]
+        return
+    try:
+        with open(checked[0], "rb") as f:
+            schema.machine_secret(f.read(100))
+    except Invalid as e:
+        problems.append(Problem(host.source, "secrets.machine_secret", f"{host.data['secrets']['machine_secret']!r}: {e}"))
 
 
 def _cross_check(site: Site, problems: list[Problem], memo: _Memo) -> None:
@@ -527,6 +543,8 @@ def _cross_check(site: Site, problems: list[Problem], memo: _Memo) -> None:
             keyfile = _check_secret_file(site, host, "luks", problems)
             if keyfile and keyfile[1].st_size == 0:
                 problems.append(Problem(host.source, "luks.keyfile", f"{d['luks']['keyfile']!r}: the key file is empty"))
+        if d["secrets"]["mode"] == "machine":
+            _check_machine_secret(site, host, problems)
         if d["image_root"] and os.path.realpath(d["image_root"]) == "/":
             problems.append(Problem(host.source, "image_root", "'/' is the build machine's own root; expected the mount point of the host's image"))
 

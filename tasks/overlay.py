@@ -1,7 +1,8 @@
-"""Pack each host's layer: a small reproducible newc cpio of its conf.d, ceph.conf and keys (and the monolithic initrd)."""
+"""Pack each host's layer: a small reproducible newc cpio of its conf.d, ceph.conf and keys, clear or sealed (and the monolithic initrd)."""
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,7 +14,7 @@ from .fileio import digest, files_digest, write_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
 from .stage import Stage, Unit, stage_task
-from .render import CEPH_CONF, CONFD, LUKS_KEY, LUKS_KEY_PATH, SECRET, host_dir, keyring_path
+from .render import CEPH_CONF, CONFD, LUKS_KEY, LUKS_KEY_PATH, SEALED, SEALED_PATH, SECRET, host_dir, keyring_path, machine_mode
 
 LAYER = "overlay.cpio"
 MONOLITHIC = "initrd.img"
@@ -21,16 +22,26 @@ MONOLITHIC = "initrd.img"
 DIRS = {"conf": 0o755, "conf/conf.d": 0o755, "etc": 0o755, "etc/ceph": 0o755, "etc/cephboot": 0o700}
 
 
-def layer_members(host: Host) -> dict[str, tuple[str, int]]:
-    """Path inside the initrd -> (rendered file under the host's build folder, mode)."""
+def key_members(host: Host) -> dict[str, tuple[str, int]]:
+    """The host's keys: path inside the initrd (and its root) -> (rendered file, mode)."""
     h = host.data
+    members = {keyring_path(h).lstrip("/"): ("rootfs" + keyring_path(h), SECRET)}
+    if h["luks"]:
+        members[LUKS_KEY_PATH.lstrip("/")] = (LUKS_KEY, SECRET)
+    return members
+
+
+def layer_members(host: Host) -> dict[str, tuple[str, int]]:
+    """Path inside the initrd -> (file under the host's build folder, mode): the keys
+    themselves, or in machine mode only their envelope sealed to the machine secret."""
     members = {
         "conf/conf.d/cephboot": (CONFD, 0o644),
         "etc/ceph/ceph.conf": (CEPH_CONF, 0o644),
-        keyring_path(h).lstrip("/"): ("rootfs" + keyring_path(h), SECRET),
     }
-    if h["luks"]:
-        members[LUKS_KEY_PATH.lstrip("/")] = (LUKS_KEY, SECRET)
+    if machine_mode(host.data):
+        members[SEALED_PATH.lstrip("/")] = (SEALED, SECRET)
+    else:
+        members.update(key_members(host))
     return members
 
 
@@ -98,6 +109,16 @@ def build_layer(host: Host) -> None:
         (base / MONOLITHIC).unlink(missing_ok=True)
 
 
+def clear_hosts_warning(site: inventory.Site) -> str:
+    """The warning doit prints while hosts keep secrets.mode: clear ('' when none does)."""
+    clear = sorted(name for name, host in site.hosts.items() if not machine_mode(host.data))
+    if not clear:
+        return ""
+    shown = ", ".join(clear[:20]) + (f" and {len(clear) - 20} more" if len(clear) > 20 else "")
+    return (f"cephboot: warning: secrets.mode: clear: the cephx keys (and LUKS keys) of {len(clear)} host(s) "
+            f"are served in the clear, to any client that can reach the web server: {shown}\n")
+
+
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
     return files_digest([Path(__file__)])
@@ -110,6 +131,7 @@ def task_overlay() -> Iterator[dict[str, Any]]:
     epoch = source_date_epoch()
     yield {"basename": "overlay", "name": None, "doc": "Host layers: a small cpio per host with its conf.d, ceph.conf and keys."}
     kernels = sorted({h.data["kernel_version"] for h in site.hosts.values() if h.data["monolithic"]})
+    sys.stderr.write(clear_hosts_warning(site))
 
     def units() -> dict[str, Unit]:
         out: dict[str, Unit] = {}
@@ -121,8 +143,9 @@ def task_overlay() -> Iterator[dict[str, Any]]:
             if h["monolithic"]:
                 deps.append(str(base_path(h["kernel_version"])))
             outputs = [f"{folder}/{o}" for o in layer_outputs(host)]
-            # the members follow from the client name and LUKS; the rest is in the inputs
-            out[host.name] = Unit(deps, outputs, f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}", build_layer, (host,))
+            # the members follow from the client name, LUKS and the mode; the rest is in the inputs
+            config = f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}|{h['secrets']['mode']}"
+            out[host.name] = Unit(deps, outputs, config, build_layer, (host,))
         return out
 
     yield stage_task(

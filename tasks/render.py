@@ -14,6 +14,7 @@ from .fileio import digest, files_digest, write_if_changed
 from .inventory import Host, Site
 from .quoting import LANGS, quote
 from .stage import Stage, Unit, stage_task
+from . import sealed
 
 PROJECT = Path(__file__).resolve().parent.parent
 TEMPLATES = PROJECT / "templates"
@@ -27,8 +28,12 @@ FSTAB = "rootfs/etc/fstab"
 CRYPTTAB = "rootfs/etc/crypttab"
 LUKS_KEY = "rootfs/etc/cephboot/luks.key"
 HOST_IPXE = "boot.ipxe"
+# machine mode: the keys sealed to the machine secret, as the layer carries them; what they were sealed from
+SEALED = "initrd/etc/cephboot/sealed"
+SEALED_STAMP = "initrd/sealed.stamp"
 # paths on the booted system / inside the initrd
 LUKS_KEY_PATH = "/etc/cephboot/luks.key"
+SEALED_PATH = "/etc/cephboot/sealed"  # machine mode: the keys sealed to the machine secret (tasks/sealed.py)
 HOST_TEMPLATES = {
     CONFD: "initramfs-tools/conf.d/cephboot.j2",
     CEPH_CONF: "rootfs/etc/ceph/ceph.conf.j2",
@@ -49,12 +54,19 @@ def host_dir(name: str) -> Path:
     return BUILD / "hosts" / name
 
 
+def machine_mode(h: dict[str, Any]) -> bool:
+    """Whether the host's keys travel sealed to its machine secret (secrets.mode: machine)."""
+    return h["secrets"]["mode"] == "machine"
+
+
 def host_outputs(host: Host) -> dict[str, int]:
     """Every file render writes for ``host``, relative to its build folder, with its mode."""
     out = {CONFD: 0o644, CEPH_CONF: 0o644, FSTAB: 0o644, HOST_IPXE: 0o644, "rootfs" + keyring_path(host.data): SECRET}
     if host.data["luks"]:
         out[CRYPTTAB] = 0o644
         out[LUKS_KEY] = SECRET
+    if machine_mode(host.data):
+        out[SEALED] = SECRET
     return out
 
 
@@ -76,7 +88,7 @@ def _env() -> "jinja2.Environment":
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
     here = Path(__file__).parent
-    return files_digest([here / "render.py", here / "quoting.py"])
+    return files_digest([here / "render.py", here / "quoting.py", here / "sealed.py"])
 
 
 @lru_cache(maxsize=None)
@@ -107,12 +119,15 @@ def render_host(site: Site, host: Host) -> None:
         "kver": h["kernel_version"],
         "keyring_path": keyring_path(h),
         "luks_key_path": LUKS_KEY_PATH,
+        "sealed_path": SEALED_PATH,
         "root_device": f"/dev/mapper/{h['luks']['name']}" if h["luks"] else "/dev/rbd0",
         "cmdline": cmdline(h),
         "key": key,
     }
     outputs = host_outputs(host)
     for rel, mode in outputs.items():
+        if rel == SEALED:
+            continue  # sealed from the keys below
         template = HOST_TEMPLATES["keyring" if rel.endswith(".keyring") else rel] if rel != LUKS_KEY else None
         if template is None:  # the LUKS key is copied byte for byte
             data = site.path(h["luks"]["keyfile"]).read_bytes()
@@ -120,12 +135,18 @@ def render_host(site: Site, host: Host) -> None:
             sources = [host.source, site.display(h["keyring"])] if rel.endswith(".keyring") else host.sources
             data = env.get_template(template).render(header=header(sources, template), **common).encode()
         write_if_changed(base / rel, data, mode)
-    # files that this host no longer has (LUKS turned off, client renamed)
+    if machine_mode(h):
+        keys = {"keyring": (base / "rootfs" / keyring_path(h).lstrip("/")).read_bytes()}
+        if h["luks"]:
+            keys["luks"] = (base / LUKS_KEY).read_bytes()
+        sealed.seal_to_file(base / SEALED, base / SEALED_STAMP, host.name, keys,
+                            site.path_str(h["secrets"]["machine_secret"]), s["ceph"]["fsid"])
+    # files that this host no longer has (LUKS turned off, client renamed, clear mode)
     for stale in (base / "rootfs/etc/ceph").glob("ceph.client.*.keyring"):
         if str(stale.relative_to(base)) not in outputs:
             stale.unlink()
-    for rel in (CRYPTTAB, LUKS_KEY):
-        if rel not in outputs:
+    for rel in (CRYPTTAB, LUKS_KEY, SEALED, SEALED_STAMP):
+        if rel not in outputs and (rel != SEALED_STAMP or SEALED not in outputs):
             (base / rel).unlink(missing_ok=True)
     # its routes: the site-wide by-uuid/by-mac entries that lead to its boot.ipxe
     # (a route the host no longer has is removed by render:site, which runs when the set changes)
@@ -199,6 +220,8 @@ def task_render() -> Iterator[dict[str, Any]]:
             deps = [site.path_str(h["keyring"])]
             if h["luks"]:
                 deps.append(site.path_str(h["luks"]["keyfile"]))
+            if machine_mode(h):
+                deps.append(site.path_str(h["secrets"]["machine_secret"]))
             folder = f"build/hosts/{host.name}"
             outputs = [f"{folder}/{rel}" for rel in host_outputs(host)]
             outputs += [f"build/site/{rel}" for rel in routes[host.name]]

@@ -50,6 +50,8 @@ _SIZE = re.compile(r"^[1-9][0-9]*[MGT]$")
 _GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$|^[0-9]+$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,99}$")
+# SMBIOS strings an operator can set (firmware setup, BMC, QEMU -smbios), as /sys/class/dmi/id names them
+SMBIOS_FIELDS = ("chassis_asset_tag", "board_asset_tag", "product_serial", "chassis_serial", "board_serial")
 # what the original hand-made setup installs into every root
 ROOTFS_PACKAGES = ("initramfs-tools", "linux-image-amd64", "ceph-common", "systemd-sysv", "zstd")
 
@@ -196,6 +198,17 @@ def path(v: Any) -> str:
     return safe_text("word", "a file path")(v)
 
 
+_MACHINE_SECRET = re.compile(rb"[A-Za-z0-9._-]{16,64}")
+
+
+def machine_secret(data: bytes) -> bytes:
+    """The secret in a machine secret file (one line); what firmware and QEMU's -smbios can hold."""
+    value = data[:-1] if data.endswith(b"\n") else data
+    if not _MACHINE_SECRET.fullmatch(value):
+        raise Invalid("expected one line of 16 to 64 letters, digits, '.', '_' or '-' (python -m tasks.examplekeys makes one)")
+    return value
+
+
 def octal_mode(v: Any) -> int:
     if isinstance(v, str) and re.fullmatch(r"0?[0-7]{3}", v):
         v = int(v, 8)
@@ -285,6 +298,14 @@ HOST = Section(
             },
             "Optional LUKS2 container inside the image.",
             optional=True,
+        ),
+        "secrets": Section(
+            {
+                "mode": Field(one_of("machine", "clear"), "'machine': the keys in everything served are sealed to a secret only the machine holds (docs/security.md); 'clear': served as they are (doit warns).", default="machine"),
+                "machine_secret": Field(path, "Path of the machine secret, relative to hosts/ (mode 0600): the value set in the machine's SMBIOS field.", default="keys/{name}.secret"),
+                "smbios_field": Field(one_of(*SMBIOS_FIELDS), "SMBIOS field (/sys/class/dmi/id/NAME) that holds the machine secret.", default="chassis_asset_tag"),
+            },
+            "How the host's keys travel to it (machine mode only: the other keys are not used).",
         ),
         "monolithic": Field(boolean, "Also publish one initrd.img = base + host layer.", default=False),
         "image_root": Field(path, "Image-native mode: the mounted root of this host's image to install into.", default=None),

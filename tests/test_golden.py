@@ -53,7 +53,7 @@ def test_secrets_are_rendered_owner_only(tmp_path: Path) -> None:
     site = Site(tmp_path)
     site.doit("render")
     modes = {str(p.relative_to(site.build)): p.stat().st_mode & 0o777 for p in site.build.rglob("*") if p.is_file() and "hosts/" in str(p)}
-    secrets = {k: v for k, v in modes.items() if k.endswith((".keyring", ".key"))}
-    assert len(secrets) == 4  # three keyrings and one LUKS key
+    secrets = {k: v for k, v in modes.items() if k.endswith((".keyring", ".key", "/sealed", "/sealed.stamp"))}
+    assert len(secrets) == 4 + 3 * 2  # three keyrings and one LUKS key; three sealed envelopes and their stamps
     assert set(secrets.values()) == {0o600}
     assert all(v == 0o644 for k, v in modes.items() if k not in secrets)

@@ -198,6 +198,7 @@ def test_programs_the_boot_script_runs_are_copied(build: FakeBuild) -> None:
         "mount.ceph": ["/sbin/mount.ceph", "/usr/sbin/mount.ceph"],
         "cryptsetup": ["/sbin/cryptsetup", "/usr/sbin/cryptsetup"],
         "ip": ["/sbin/ip", "/usr/sbin/ip", "/bin/ip", "/usr/bin/ip"],
+        "openssl": ["/usr/bin/openssl", "/bin/openssl"],
     }.items():
         installed = [p for p in places if os.access(p, os.X_OK)]
         copied = [p for p in places if (build.destdir / p.lstrip("/")).exists()]
@@ -254,3 +255,19 @@ def test_image_native_mode_warns_when_the_initrd_would_be_world_readable(build: 
         f"W: cephboot: this initrd holds the keyring {build.keyring}: "
         f"set UMASK=0077 in {build.confdir}/initramfs.conf"
     ) in done.output
+
+
+def test_image_native_machine_mode_copies_only_the_sealed_keys(build: FakeBuild) -> None:
+    sealed = build.root / "host" / "etc" / "cephboot" / "sealed"
+    sealed.write_text("cephboot-sealed 1\n")
+    build.host_conf(LUKS_NAME="zephyr-root", LUKS_KEYFILE=str(build.luks_key), SEALED=str(sealed),
+                    SMBIOS_FIELD="chassis_asset_tag")
+    done = build.run()
+    assert done.rc == 0, done.output
+    copied = build.destdir / str(sealed).lstrip("/")
+    assert copied.read_text() == "cephboot-sealed 1\n" and _mode(copied) == 0o600
+    assert not (build.destdir / str(build.keyring).lstrip("/")).exists()
+    assert not (build.destdir / str(build.luks_key).lstrip("/")).exists()
+    for path in done.files():
+        assert KEY.encode() not in path.read_bytes() and b"fixture-luks-key" not in path.read_bytes(), path
+    assert (build.destdir / "usr/bin/openssl").exists() or (build.destdir / "bin/openssl").exists()

@@ -52,7 +52,7 @@ def test_verification_names_everything_an_archive_lacks(the_built_example: Site,
     problems = "\n".join(verify_base(layer, kver(), [*CORE_MODULES, "no_such_nic"], Path("/lib/modules")))
     for expected in ("rbd is missing", "mount.ceph is missing", "cryptsetup is missing", "scripts/local-top/cephboot is missing",
                      "ORDER does not run cephboot", "module rbd is missing", "module gcm is missing",
-                     f"module no_such_nic is unknown to kernel {kver()}", "host data in the shared base: /etc/ceph/ceph.client.boreas.keyring",
+                     f"module no_such_nic is unknown to kernel {kver()}", "openssl is missing", "host data in the shared base: /etc/cephboot/sealed",
                      "host data in the shared base: /conf/conf.d/cephboot"):
         assert expected in problems
 

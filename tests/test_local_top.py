@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import base64
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ SCRIPT = REPO / "templates" / "initramfs-tools" / "scripts" / "local-top" / "cep
 HOOK = REPO / "templates" / "initramfs-tools" / "hooks" / "cephboot"
 FIXTURES = Path(__file__).resolve().parent / "boot_script"
 STUBBED = ("ip", "ipconfig", "rbd", "cryptsetup", "modprobe", "sleep", "udevadm")
+# the real programs, for what a stub cannot stand in for: unsealing keys in machine mode
+REAL = ("openssl", "chmod", "rm")
 KEYRING = FIXTURES / "ceph.client.zephyr.keyring"
 ZEPHYR_KEY = "AQAAAAAAAAAAABAAY2VwaGJvb3QtZml4dHVyZQ=="
 CEPH_MAC = "52:54:00:12:34:56"
@@ -93,6 +97,10 @@ class FakeInitrd:
         # busybox-static's sh runs its own applets (ip, sleep, modprobe) ahead of
         # PATH, so under busybox the stubs are put in front as shell functions.
         (self.stubs / "preload.sh").write_text("".join(preload))
+        for name in REAL:
+            real = shutil.which(name, path="/usr/bin:/bin")
+            assert real, f"{name} is needed to run the boot script tests"
+            (self.stubs / name).symlink_to(real)
 
     def nic(self, name: str, mac: str, carrier: str | None = "1") -> Path:
         directory = self.sys / "class" / "net" / name
@@ -635,6 +643,100 @@ def test_a_root_argument_that_does_not_match_is_warned_about(initrd: FakeInitrd)
         "cephboot: warning: the kernel command line says root=/dev/rbd1, "
         "but this host's root is /dev/rbd0"
     ) in boot.output
+
+
+# ---- machine mode: keys sealed to the machine secret ---------------------------
+
+SECRET = "Q2RZ7WJ4MNKXV3PLTB6YHCFD5GAE2S7U"  # what the operator set in the SMBIOS field
+LUKS_KEY = b"\x00fixture-luks-key\xff\n"
+
+
+def sealed_machine(initrd: FakeInitrd, field: str | None, luks: bool = False, secret: str = SECRET) -> Path:
+    """Machine mode: the layer holds only the envelope (sealed with ``secret`` by the build's
+    own code); the firmware field holds ``field`` (None: no such file in /sys)."""
+    from tasks.sealed import seal
+
+    files = {"keyring": KEYRING.read_bytes(), **({"luks": LUKS_KEY} if luks else {})}
+    envelope = initrd.root / "etc" / "cephboot" / "sealed"
+    envelope.parent.mkdir(parents=True)
+    envelope.write_bytes(seal("zephyr", files, secret.encode(), "fixture-fsid", iterations=1000))
+    dmi = initrd.sys / "class" / "dmi" / "id"
+    dmi.mkdir(parents=True)
+    if field is not None:
+        (dmi / "chassis_asset_tag").write_text(field + "\n")
+        (dmi / "chassis_asset_tag").chmod(0o444)
+    keyring = initrd.root / "etc" / "ceph" / "ceph.client.zephyr.keyring"
+    keyring.parent.mkdir(parents=True)
+    luks_values = {"LUKS_NAME": "zephyr-root", "LUKS_KEYFILE": str(envelope.parent / "luks.key")} if luks else {}
+    initrd.conf(KEYRING=str(keyring), SEALED=str(envelope), SMBIOS_FIELD="chassis_asset_tag", **luks_values)
+    return keyring
+
+
+def test_sealed_keys_are_opened_with_the_machine_secret_then_the_image_is_mapped(initrd: FakeInitrd) -> None:
+    keyring = sealed_machine(initrd, SECRET, luks=True)
+    boot = initrd.boot(ROOT="/dev/mapper/zephyr-root")
+    assert boot.rc == 0, boot.output
+    assert keyring.read_bytes() == KEYRING.read_bytes()
+    assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+    luks_key = keyring.parent.parent / "cephboot" / "luks.key"
+    assert luks_key.read_bytes() == LUKS_KEY and stat.S_IMODE(luks_key.stat().st_mode) == 0o600
+    assert boot.lines("rbd", "cryptsetup") == [
+        rbd_map_line().replace(str(KEYRING), str(keyring)),
+        f"cryptsetup open --type luks2 --key-file {luks_key} /dev/rbd0 zephyr-root",
+    ]
+    assert "cephboot: unsealed host zephyr's keys with the machine secret (SMBIOS chassis_asset_tag)" in boot.output
+    assert SECRET not in boot.output and ZEPHYR_KEY not in boot.output
+    # world-readable in sysfs (asset tags are): root only from now on, for the booted system too
+    assert stat.S_IMODE((initrd.sys / "class/dmi/id/chassis_asset_tag").stat().st_mode) == 0o400
+
+
+@pytest.mark.parametrize("field", [None, ""], ids=["no-field", "empty-field"])
+def test_a_missing_machine_secret_stops_before_the_network_with_its_message(initrd: FakeInitrd, field: str | None) -> None:
+    keyring = sealed_machine(initrd, field)
+    boot = initrd.boot(CEPHBOOT_FUNCTIONS=str(FIXTURES / "functions"))
+    assert boot.rc == 3, boot.output
+    assert ("initramfs panic: cephboot: no machine secret: host zephyr's keys are sealed to its machine "
+            "secret (SMBIOS chassis_asset_tag), and ") in boot.output
+    assert "chassis_asset_tag is empty or unreadable; set the field to the host's secret in the firmware or BMC" in boot.output
+    assert boot.calls == []  # no NIC, no map: nothing can work without the keys
+    assert not keyring.exists()
+
+
+@pytest.mark.parametrize("field", ["Q2RZ7WJ4MNKXV3PLTB6YHCFD5GAE2S7V", "Default string"], ids=["near-miss", "placeholder"])
+def test_a_wrong_machine_secret_stops_at_once_with_its_message_and_writes_no_key(initrd: FakeInitrd, field: str) -> None:
+    keyring = sealed_machine(initrd, field, luks=True)
+    boot = initrd.boot(CEPHBOOT_FUNCTIONS=str(FIXTURES / "functions"))
+    assert boot.rc == 3, boot.output
+    assert ("initramfs panic: cephboot: wrong machine secret: host zephyr's keys are sealed to its machine secret "
+            "(SMBIOS chassis_asset_tag), and the value in ") in boot.output
+    assert "does not open them (HMAC check of" in boot.output
+    assert boot.calls == []  # no retries: the secret will not become right
+    assert not keyring.exists() and not (keyring.parent.parent / "cephboot" / "luks.key").exists()
+    assert field not in boot.output and SECRET not in boot.output
+
+
+def test_a_tampered_envelope_is_refused_like_a_wrong_secret(initrd: FakeInitrd) -> None:
+    keyring = sealed_machine(initrd, SECRET)
+    envelope = Path(initrd.conf_file.read_text().split("CEPHBOOT_SEALED='")[1].split("'")[0])
+    lines = envelope.read_text().splitlines()
+    record = next(i for i, line in enumerate(lines) if line.startswith("file keyring "))
+    ciphertext = base64.b64decode(lines[record].split()[3])
+    flipped = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
+    lines[record] = " ".join([*lines[record].split()[:3], base64.b64encode(flipped).decode()])
+    envelope.write_text("\n".join(lines) + "\n")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert "cephboot: wrong machine secret" in boot.output
+    assert not keyring.exists() and boot.calls == []
+
+
+def test_an_envelope_sealed_for_another_host_is_refused(initrd: FakeInitrd) -> None:
+    sealed_machine(initrd, SECRET)
+    initrd.conf(HOST="boreas", KEYRING=str(initrd.root / "etc/ceph/ceph.client.zephyr.keyring"),
+                SEALED=str(initrd.root / "etc/cephboot/sealed"), SMBIOS_FIELD="chassis_asset_tag")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert "was sealed for host 'zephyr', not for boreas" in boot.output
 
 
 # ---- on a real kernel --------------------------------------------------------

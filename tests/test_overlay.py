@@ -34,26 +34,46 @@ def test_a_layer_holds_the_hosts_files_sorted_owned_by_root_with_fixed_times(the
     members = newc_members(layer)
     names = [m[0] for m in members]
     assert names == sorted(names)
-    assert names == ["conf", "conf/conf.d", "conf/conf.d/cephboot", "etc", "etc/ceph", "etc/ceph/ceph.client.boreas.keyring",
-                     "etc/ceph/ceph.conf", "etc/cephboot", "etc/cephboot/luks.key"]
+    # machine mode (the example's): the keyring and the LUKS key travel only sealed
+    assert names == ["conf", "conf/conf.d", "conf/conf.d/cephboot", "etc", "etc/ceph", "etc/ceph/ceph.conf",
+                     "etc/cephboot", "etc/cephboot/sealed"]
     assert {(uid, gid, mtime) for _, _, uid, gid, mtime in members} == {(0, 0, EPOCH)}
     modes = {name: mode & 0o7777 for name, mode, *_ in members}
-    assert modes["etc/ceph/ceph.client.boreas.keyring"] == 0o600
-    assert modes["etc/cephboot/luks.key"] == 0o600
+    assert modes["etc/cephboot/sealed"] == 0o600
+    assert modes["etc/cephboot"] == 0o700
     assert modes["conf/conf.d/cephboot"] == 0o644
     # GNU cpio reads it back, with the rendered bytes inside
     listed = subprocess.run(["cpio", "-it", "--quiet"], input=layer, capture_output=True, check=True).stdout.decode().split()
     assert listed == names
-    rendered = the_built_example.build / "hosts/boreas/rootfs/etc/ceph/ceph.client.boreas.keyring"
-    out = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "etc/ceph/ceph.client.boreas.keyring"], input=layer, capture_output=True, check=True).stdout
+    rendered = the_built_example.build / "hosts/boreas/initrd/etc/cephboot/sealed"
+    out = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "etc/cephboot/sealed"], input=layer, capture_output=True, check=True).stdout
     assert out == rendered.read_bytes()
     assert (the_built_example.build / "hosts/boreas/overlay.cpio").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_clear_mode_layer_holds_the_keys_themselves_0600(a_built_site: Site) -> None:
+    a_built_site.edit("site.yaml", "    mode: machine", "    mode: clear")
+    a_built_site.doit("render", "overlay")
+    layer = (a_built_site.build / "hosts/boreas/overlay.cpio").read_bytes()
+    modes = {name: mode & 0o7777 for name, mode, *_ in newc_members(layer)}
+    assert sorted(modes) == ["conf", "conf/conf.d", "conf/conf.d/cephboot", "etc", "etc/ceph", "etc/ceph/ceph.client.boreas.keyring",
+                             "etc/ceph/ceph.conf", "etc/cephboot", "etc/cephboot/luks.key"]
+    assert modes["etc/ceph/ceph.client.boreas.keyring"] == modes["etc/cephboot/luks.key"] == 0o600
+    rendered = a_built_site.build / "hosts/boreas/rootfs/etc/ceph/ceph.client.boreas.keyring"
+    out = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "etc/ceph/ceph.client.boreas.keyring"], input=layer, capture_output=True, check=True).stdout
+    assert out == rendered.read_bytes()
+    assert not (a_built_site.build / "hosts/boreas/initrd/etc/cephboot/sealed").exists()
+
+
 def test_a_layer_without_luks_has_no_key_file(the_built_example: Site) -> None:
     names = [m[0] for m in newc_members((the_built_example.build / "hosts/zephyr/overlay.cpio").read_bytes())]
-    assert "etc/cephboot/luks.key" not in names and "etc/cephboot" not in names
-    assert "etc/ceph/ceph.client.zephyr.keyring" in names
+    assert "etc/cephboot/luks.key" not in names
+    assert "etc/ceph/ceph.client.zephyr.keyring" not in names and "etc/cephboot/sealed" in names
+    from tasks.sealed import unseal
+
+    secret = (the_built_example.hosts / "keys/zephyr.secret").read_bytes().strip()
+    opened = unseal((the_built_example.build / "hosts/zephyr/initrd/etc/cephboot/sealed").read_bytes(), secret)
+    assert set(opened) == {"keyring"}
 
 
 def gnu_cpio(members: dict[str, tuple[Path, int]], epoch: int, stage: Path) -> bytes:
@@ -116,7 +136,7 @@ def test_the_monolithic_initrd_is_the_layer_then_the_base(the_built_example: Sit
     base = (the_built_example.build / "kernels" / kver() / "initrd.img").read_bytes()
     assert mono == layer + base
     names = archive_names(the_built_example.build / "hosts/notus/initrd.img")
-    assert "conf/conf.d/cephboot" in names and "etc/ceph/ceph.client.notus.keyring" in names
+    assert "conf/conf.d/cephboot" in names and "etc/cephboot/sealed" in names
     assert "usr/bin/rbd" in names and any(n.endswith("/rbd.ko") for n in names)
     assert not (the_built_example.build / "hosts/zephyr/initrd.img").exists()
 
