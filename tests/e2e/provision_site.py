@@ -66,7 +66,7 @@ class ProvisionSite:
             "ceph": {"fsid": cluster.fsid, "mon_host": [cluster.address], "fs_name": FS_NAME,
                      "boot_tree": boot_tree, "admin_keyring": str(cluster.admin_keyring)},
             "pxe": {"http_base": http_base},
-            "defaults": defaults,
+            "defaults": {"secrets": {"mode": "clear"}, **defaults},  # keys as they are, said explicitly
             **settings,
         }
         (self.hosts / "site.yaml").write_text(yaml.safe_dump(site))
