@@ -146,3 +146,17 @@ def test_a_machine_secret_is_checked_like_a_key(the_example_site: Site, change: 
     assert f"hosts/nodes/zephyr.yaml: {expected}" in message
     if change == "missing":
         assert "make one with `python -m tasks.examplekeys`, or set secrets.mode: clear" in message
+
+
+def test_an_image_native_root_gets_the_sealed_keys_for_its_initrd_and_its_own_keys(the_built_example: Site) -> None:
+    """The root's own update-initramfs runs the hook, which puts only the envelope into the initrd
+    (tests/test_hook.py); the running system keeps its keyring (and LUKS key) in its root."""
+    from tasks import imagenative, inventory
+
+    site = inventory.load(the_built_example.root, use_cache=False)
+    files = imagenative.image_files(site.hosts["boreas"])
+    assert {name: mode for name, (_, mode) in files.items() if name.startswith("etc/ceph/ceph.client") or name.startswith("etc/cephboot")} == {
+        "etc/cephboot/sealed": 0o600, "etc/ceph/ceph.client.boreas.keyring": 0o600, "etc/cephboot/luks.key": 0o600}
+    conf = dict(line.split("=", 1) for line in (the_built_example.build / "hosts/boreas/initramfs-tools/conf.d/cephboot").read_text().splitlines()
+                if line.startswith("CEPHBOOT_"))
+    assert conf["CEPHBOOT_SEALED"] == "'/etc/cephboot/sealed'" and conf["CEPHBOOT_SMBIOS_FIELD"] == "'chassis_asset_tag'"
