@@ -160,3 +160,10 @@ def test_an_image_native_root_gets_the_sealed_keys_for_its_initrd_and_its_own_ke
     conf = dict(line.split("=", 1) for line in (the_built_example.build / "hosts/boreas/initramfs-tools/conf.d/cephboot").read_text().splitlines()
                 if line.startswith("CEPHBOOT_"))
     assert conf["CEPHBOOT_SEALED"] == "'/etc/cephboot/sealed'" and conf["CEPHBOOT_SMBIOS_FIELD"] == "'chassis_asset_tag'"
+
+
+def test_a_secret_spoiled_after_a_good_load_is_caught_by_the_next(the_example_site: Site) -> None:
+    load(the_example_site.root)  # cached, with the secrets it checked
+    (the_example_site.hosts / "keys/notus.secret").write_bytes(b"short\n")
+    with pytest.raises(InventoryError, match="hosts/nodes/notus.yaml: secrets.machine_secret: 'keys/notus.secret': expected one line"):
+        load(the_example_site.root)
