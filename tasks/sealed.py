@@ -36,7 +36,7 @@ from pathlib import Path
 from .fileio import write_if_changed
 
 FORMAT = "cephboot-sealed 1"
-ITERATIONS = 100_000  # ~60 ms per seal here, a few seconds in a TCG guest; each guess at a secret costs as much
+ITERATIONS = 100_000  # ~60 ms per seal on the build machine (openssl does the same at boot); each guess at a secret costs as much
 SALT_BYTES = 8  # what `openssl enc -S` takes
 NAMES = ("keyring", "luks")  # the records the boot script knows, and where it writes each
 
