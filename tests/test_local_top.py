@@ -730,6 +730,24 @@ def test_a_tampered_envelope_is_refused_like_a_wrong_secret(initrd: FakeInitrd) 
     assert not keyring.exists() and boot.calls == []
 
 
+@pytest.mark.parametrize("damage", ["count", "mac", "format"])
+def test_a_damaged_envelope_is_named_as_such_before_any_key_is_derived(initrd: FakeInitrd, damage: str) -> None:
+    sealed_machine(initrd, SECRET)
+    envelope = initrd.root / "etc/cephboot/sealed"
+    text = envelope.read_text()
+    if damage == "count":  # a count that would hold the boot in the KDF for hours
+        text = text.replace("pbkdf2-sha256 1000 ", "pbkdf2-sha256 999999999 ")
+    elif damage == "mac":
+        text = text.rsplit("mac ", 1)[0]
+    else:
+        text = text.replace("cephboot-sealed 1", "cephboot-sealed 2")
+    envelope.write_text(text)
+    boot = initrd.boot()
+    assert boot.panicked
+    assert f"cephboot: {envelope} is not a cephboot-sealed 1 envelope: damaged, or made by another cephboot" in boot.output
+    assert boot.calls == []
+
+
 def test_an_envelope_sealed_for_another_host_is_refused(initrd: FakeInitrd) -> None:
     sealed_machine(initrd, SECRET)
     initrd.conf(HOST="boreas", KEYRING=str(initrd.root / "etc/ceph/ceph.client.zephyr.keyring"),
