@@ -486,24 +486,28 @@ def _check_secret_file(site: Site, host: Host, key: str, problems: list[Problem]
     return p, st
 
 
-def _check_machine_secret(site: Site, host: Host, problems: list[Problem], memo: _Memo) -> None:
-    """A machine-mode host's secret file: private, one line the firmware field can hold (read again only when it changed)."""
+def _check_machine_secret(site: Site, host: Host, problems: list[Problem], seen: dict[bytes, Host]) -> None:
+    """A machine-mode host's secret file: private, one line the firmware field can hold, no other host's.
+
+    Read on every load that reads the inventory (nothing about it is kept in the cache: a digest
+    there would let a guess be checked without the KDF)."""
     before = len(problems)
     checked = _check_secret_file(site, host, "secret", problems)
     if checked is None:
         hint = "; make one with `python -m tasks.examplekeys`, or set secrets.mode: clear to serve this host's keys in the clear"
         problems[before:] = [Problem(p.file, p.key, p.message + (hint if "not found" in p.message else "")) for p in problems[before:]]
         return
-    path, st = checked
-    item = (path, (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode), "machine secret")
-    if not memo.secret_ok(item):
-        try:
-            with open(path, "rb") as f:
-                schema.machine_secret(f.read(100))
-        except Invalid as e:
-            problems.append(Problem(host.source, "secrets.machine_secret", f"{host.data['secrets']['machine_secret']!r}: {e}"))
-            return
-    memo.secret_checked(item)
+    rel = host.data["secrets"]["machine_secret"]
+    try:
+        with open(checked[0], "rb") as f:
+            secret = schema.machine_secret(f.read(100))
+    except Invalid as e:
+        problems.append(Problem(host.source, "secrets.machine_secret", f"{rel!r}: {e}"))
+        return
+    other = seen.setdefault(secret, host)
+    if other is not host:
+        problems.append(Problem(host.source, "secrets.machine_secret", f"{rel!r} holds the same secret as host {other.name!r} "
+                                f"({other.source}: {other.data['secrets']['machine_secret']!r}); every machine needs its own: one could open the other's keys"))
 
 
 def _cross_check(site: Site, problems: list[Problem], memo: _Memo) -> None:
@@ -515,6 +519,7 @@ def _cross_check(site: Site, problems: list[Problem], memo: _Memo) -> None:
             shown = "/".join(value) if isinstance(value, tuple) else value
             problems.append(Problem(host.source, key, f"{kind} {shown} is already used by host {other.name!r} ({other.source}: {other_key}); every host needs its own"))
 
+    machine_secrets: dict[bytes, Host] = {}
     for host in site.hosts.values():
         d = host.data
         if d["uuid"]:
@@ -549,7 +554,7 @@ def _cross_check(site: Site, problems: list[Problem], memo: _Memo) -> None:
             if keyfile and keyfile[1].st_size == 0:
                 problems.append(Problem(host.source, "luks.keyfile", f"{d['luks']['keyfile']!r}: the key file is empty"))
         if d["secrets"]["mode"] == "machine":
-            _check_machine_secret(site, host, problems, memo)
+            _check_machine_secret(site, host, problems, machine_secrets)
         if d["image_root"] and os.path.realpath(d["image_root"]) == "/":
             problems.append(Problem(host.source, "image_root", "'/' is the build machine's own root; expected the mount point of the host's image"))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 from pathlib import Path
 
@@ -167,3 +168,18 @@ def test_a_secret_spoiled_after_a_good_load_is_caught_by_the_next(the_example_si
     (the_example_site.hosts / "keys/notus.secret").write_bytes(b"short\n")
     with pytest.raises(InventoryError, match="hosts/nodes/notus.yaml: secrets.machine_secret: 'keys/notus.secret': expected one line"):
         load(the_example_site.root)
+
+
+@pytest.mark.parametrize("how", ["same-file", "same-value"])
+def test_two_hosts_cannot_share_a_machine_secret(the_example_site: Site, how: str) -> None:
+    """Machine A's root reads A's field: with B's secret the same, it would open B's keys."""
+    if how == "same-file":
+        (the_example_site.hosts / "nodes/notus.yaml").write_text(
+            (the_example_site.hosts / "nodes/notus.yaml").read_text() + "secrets:\n  machine_secret: keys/zephyr.secret\n")
+    else:
+        (the_example_site.hosts / "keys/notus.secret").write_bytes((the_example_site.hosts / "keys/zephyr.secret").read_bytes())
+    with pytest.raises(InventoryError) as failed:
+        load(the_example_site.root, use_cache=False)
+    found = re.search(r"hosts/nodes/(\w+)\.yaml: secrets\.machine_secret: '[^']+' holds the same secret as host '(\w+)' "
+                      r"\(hosts/nodes/(\w+)\.yaml: '[^']+'\); every machine needs its own", str(failed.value))
+    assert found and {found.group(1), found.group(2)} == {"zephyr", "notus"} and found.group(2) == found.group(3), str(failed.value)
