@@ -134,6 +134,8 @@ def test_the_host_boots_with_its_secret_in_the_chassis_asset_tag(
     assert unsealed < console.index(f"cephboot: mapped {RBD_POOL}/{HOST}/root at /dev/rbd0")
     assert f"cephboot: opened /dev/rbd0 as {root}" in console
     assert SECRET not in console
+    # the initramfs made the field root-only, and it stays so on the booted system (sysfs keeps the mode)
+    assert f"CEPHBOOT-E2E-DMI host={HOST} chassis_asset_tag=400" in console, console[-2000:]
     paths = {r.path for r in an_http_server.requests_since(mark) if r.status == 200}
     assert f"/{SUBTREE}/hosts/{HOST}/initrd.img" in paths, paths  # the monolithic initrd, keys sealed inside
     booted = a_sealed_site.tree.mountpoint / "hosts" / HOST / "e2e-booted"
