@@ -305,7 +305,7 @@ HOST = Section(
                 "machine_secret": Field(path, "Path of the machine secret, relative to hosts/ (mode 0600): the value set in the machine's SMBIOS field.", default="keys/{name}.secret"),
                 "smbios_field": Field(one_of(*SMBIOS_FIELDS), "SMBIOS field (/sys/class/dmi/id/NAME) that holds the machine secret.", default="chassis_asset_tag"),
             },
-            "How the host's keys travel to it (machine mode only: the other keys are not used).",
+            "How the host's keys travel to it (machine_secret and smbios_field count in machine mode only).",
         ),
         "monolithic": Field(boolean, "Also publish one initrd.img = base + host layer.", default=False),
         "image_root": Field(path, "Image-native mode: the mounted root of this host's image to install into.", default=None),
