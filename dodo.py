@@ -11,7 +11,7 @@ gc.disable()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.fileio import stat_memo_on  # noqa: E402
+from tasks.fileio import prepare_build, stat_memo_on  # noqa: E402
 from tasks.imagenative import task_imagenative  # noqa: E402
 from tasks.initrd import task_initrd  # noqa: E402
 from tasks.lint import task_lint  # noqa: E402
@@ -26,7 +26,9 @@ from tasks.reporter import Reporter  # noqa: E402
 # reporter ends it as soon as a task that may change files runs.
 stat_memo_on()
 
-os.makedirs("build", exist_ok=True)  # doit opens its state file before any task runs
+# build/ owner-only whatever the umask (umask 077 for this process), and what killed runs left
+# there removed; before any task runs, since doit opens its state file in it first
+prepare_build()
 
 DOIT_CONFIG = {
     "backend": "sqlite3",  # dbm and json lose records when two runs overlap

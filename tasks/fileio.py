@@ -1,10 +1,58 @@
-"""Atomic, write-only-if-changed file output and content hashing."""
+"""All file I/O: atomic writes and copies with one temp-name scheme, leftovers of killed runs,
+the stat keys and their memo, the private build/ folder, and folders that others can write,
+worked in through a descriptor without ever following a link."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
+import re
+import shutil
+import socket
+import stat
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+CHUNK = 1 << 20
+NODE = socket.gethostname().split(".")[0] or "localhost"
+# .<name>.tmp.<node>.<pid>: the one temp-name scheme (the node: a tree on CephFS is shared by
+# publishers on several machines).  Also matches .<name>.tmp<pid>, what older versions left.
+_TMP = re.compile(r"^\.(?P<name>.+)\.tmp(?:\.(?P<node>[^.]+)\.|)(?P<pid>\d+)$")
+# folders a run keeps its temporaries in (fileio.tmp_dir()): <node>.<pid>
+_TMP_DIR = re.compile(r"^(?P<node>[^.]+)\.(?P<pid>\d+)$")
+BUILD = "build"
+TMP_ROOT = f"{BUILD}/tmp"  # TMPDIR of programs cephboot runs (mkinitramfs): leftovers are ours to remove
+# a file of a killed run holds a part of something; these are its tells
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | _NO_FOLLOW  # a planted FIFO must not block us
+
+
+def tmp_name(name: str) -> str:
+    """The temporary name of ``name`` while this process writes it (same folder, hidden)."""
+    return f".{name}.tmp.{NODE}.{os.getpid()}"
+
+
+def report(path: str | Path, what: str) -> None:
+    """Say on stderr what was found at ``path`` and what was done about it."""
+    sys.stderr.write(f"cephboot: {path}: {what}\n")
+    sys.stderr.flush()
+
+
+def _named(e: OSError, path: str | Path) -> OSError:
+    """``e`` naming the whole path (calls relative to a folder's descriptor know only the name)."""
+    out = OSError(e.errno, e.strerror or str(e), str(path))
+    return out
+
+
+def describe(e: OSError, fallback: str | Path) -> str:
+    """`<path>: <reason>` for a `cephboot:` message (ENOSPC, EROFS, EACCES ...)."""
+    return f"{e.filename or fallback}: {e.strerror or e}"
+
+
+# --- build/ ----------------------------------------------------------------------------
 
 def write_if_changed(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> bool:
     """Write ``data`` to ``path`` atomically (temp file + rename) unless it already holds it.
@@ -14,33 +62,118 @@ def write_if_changed(path: Path, data: bytes, mode: int = 0o644, durable: bool =
     means a reader or an interrupted run never sees a half-written file;
     ``durable`` adds an fsync so the new content also survives a power cut
     (wanted for published files, not worth its cost for build/ outputs that
-    doit can make again).
+    doit can make again).  For files in folders only we can write (build/).
     """
     try:
-        st = path.stat()
-        if st.st_size == len(data) and (st.st_mode & 0o7777) == mode and path.read_bytes() == data:
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode) and st.st_size == len(data) and (st.st_mode & 0o7777) == mode and path.read_bytes() == data:
             return False
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    tmp = path.with_name(tmp_name(path.name))
+    fd = _create(tmp, mode)
     try:
-        os.fchmod(fd, mode)  # the umask must not loosen or tighten what we ask for
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
         if durable:
             os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    replace_tmp(tmp, path)
+    return True
+
+
+def _create(tmp: Path, mode: int) -> int:
+    """A new temporary file with exactly ``mode`` (a leftover of the same name, from a dead
+    process that had our pid, is removed first)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
+    os.fchmod(fd, mode)  # the umask must not loosen or tighten what we ask for
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def replace_tmp(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file over ``path`` (removing the temporary on failure)."""
     try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return True
 
+
+def tmp_dir() -> str:
+    """This process's private temporary folder, build/tmp/<node>.<pid> (TMPDIR for mkinitramfs):
+    the next run removes it if this one is killed."""
+    path = os.path.abspath(f"{TMP_ROOT}/{NODE}.{os.getpid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def prepare_build() -> None:
+    """The doit process's one-time setup of build/: owner-only whatever the umask (tightened
+    with a message where it was looser), and what killed runs left there removed."""
+    os.umask(0o077)
+    os.makedirs(BUILD, mode=0o700, exist_ok=True)
+    st = os.stat(BUILD)
+    if st.st_mode & 0o077:
+        os.chmod(BUILD, 0o700)
+        report(BUILD, f"was mode {stat.S_IMODE(st.st_mode):04o} (others could read or write it); now 0700")
+    for folder in (BUILD, f"{BUILD}/state", *(e.path for e in _scandir(f"{BUILD}/kernels") if e.is_dir(follow_symlinks=False))):
+        remove_stale_temps(folder, locked=False)
+    for e in _scandir(TMP_ROOT):
+        m = _TMP_DIR.match(e.name)
+        if m and _dead(m["node"], m["pid"]):
+            shutil.rmtree(e.path, ignore_errors=True)
+
+
+def _scandir(path: str) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _dead(node: str | None, pid: str) -> bool:
+    """True when ``pid`` of ``node`` (None: an old name, this machine) no longer runs."""
+    if node is not None and node != NODE:
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_stale_temps(folder: str | Path, locked: bool) -> None:
+    """Remove what killed writers left in ``folder`` (a path in build/): with the folder locked
+    every temporary is stale (its writer held the lock), else only those of dead processes."""
+    for e in _scandir(str(folder)):
+        m = _TMP.match(e.name)
+        if m and (locked or _dead(m["node"], m["pid"])):
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                Path(e.path).unlink(missing_ok=True)
+
+
+# --- digests ---------------------------------------------------------------------------
 
 def digest(*parts: bytes | str) -> str:
     """A short stable digest of several strings or byte strings."""
@@ -57,7 +190,15 @@ def files_digest(paths: list[Path]) -> str:
     return digest(*(p.read_bytes() for p in paths))
 
 
-# --- one stat per file per run ------------------------------------------------------
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- stat keys, one stat per file per run ---------------------------------------------------
 # A no-op run at 10,000 hosts looks at ~150,000 files, and a stat costs ~3.5 us on
 # the reference machine: a file that is an output of one stage and an input of the
 # next must not be looked at twice.  The memo holds while only stages run: before
@@ -77,7 +218,8 @@ def stat_memo_on() -> None:
 def file_key(path: str) -> str:
     """What make would compare of a file: "size:mtime_ns:mode" ("" when it does not exist);
     remembered until stat_memo_forget(path) or stat_memo_off().  Called ~150,000 times by
-    a no-op at 10,000 hosts, so it is kept to a dictionary lookup when remembered."""
+    a no-op at 10,000 hosts, so it is kept to a dictionary lookup when remembered.
+    No inode: a site copied with its mtimes stays up to date."""
     if _memo_on:
         key = _KEYS.get(path)
         if key is not None:
@@ -90,6 +232,24 @@ def file_key(path: str) -> str:
     if _memo_on:
         _KEYS[path] = key
     return key
+
+
+def identity_key(path: str) -> str:
+    """file_key plus what only a rewrite can change: inode, ctime, owner and group, of the
+    entry itself (a link is not followed).  What the publisher records of each file it
+    wrote where others can write: someone else's change, even one that restores size and
+    mtime, gives another key ("" when there is no entry)."""
+    try:
+        return identity_of(os.lstat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
+
+
+def identity_of(st: os.stat_result | None) -> str:
+    """identity_key of an entry already looked at (None: no entry)."""
+    if st is None:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}:{st.st_ino}:{st.st_ctime_ns}:{st.st_uid}:{st.st_gid}"
 
 
 # file_key(path) if it is remembered, else None (always None while the memo is off: it is empty)
@@ -107,3 +267,361 @@ def stat_memo_forget(paths: list[str]) -> None:
     """Forget what is remembered of ``paths`` (the caller has just written them)."""
     for p in paths:
         _KEYS.pop(p, None)
+
+
+# --- folders others can write ---------------------------------------------------------------
+
+class Folder:
+    """An open folder of a tree that others can write (a host its own folder, the web server):
+    every call works relative to this descriptor and never follows a link, so nothing in the
+    tree can send a write, chmod or chown elsewhere.  Entries of the wrong kind are reported
+    by path and removed, never followed.  OSErrors name the whole path."""
+
+    def __init__(self, fd: int, path: str):
+        self.fd = fd
+        self.path = path
+        self.fixed = False  # its mode or group were set when it was opened
+
+    @classmethod
+    def root(cls, path: str | Path, mode: int) -> "Folder":
+        """The tree's top folder (made if missing).  Its path comes from the site's settings,
+        so links on the way to it are followed; nothing below it is."""
+        path = str(path)
+        try:
+            os.makedirs(path, mode=mode, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise _named(e, path) from None
+        folder = cls(fd, path)
+        folder.fixed = folder._fix(mode, None)
+        return folder
+
+    def __enter__(self) -> "Folder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def where(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def entry(self, name: str) -> os.stat_result | None:
+        """The entry ``name`` itself (lstat), or None."""
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise _named(e, self.where(name)) from None
+
+    def is_file(self, name: str) -> bool:
+        st = self.entry(name)
+        return st is not None and stat.S_ISREG(st.st_mode)
+
+    def names(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.fd))
+        except OSError as e:
+            raise _named(e, self.path) from None
+
+    def folder(self, name: str, mode: int, gid: int | None = None) -> "Folder":
+        """Open the sub-folder ``name`` (made if missing, with ``mode`` and group ``gid``); a
+        link, file or anything else in its place is reported and removed first."""
+        for _ in range(3):  # an entry swapped between our look and our open: look again
+            st = self.entry(name)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                report(self.where(name), f"{kind(st)} where a folder belongs: removed, not followed")
+                self.remove(name)
+                st = None
+            try:
+                if st is None:
+                    os.mkdir(name, 0o700, dir_fd=self.fd)
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW, dir_fd=self.fd)
+            except (FileExistsError, FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    continue
+                raise _named(e, self.where(name)) from None
+            sub = Folder(fd, self.where(name))
+            sub.fixed = sub._fix(mode, gid) or st is None
+            return sub
+        raise OSError(errno.EAGAIN, "keeps changing while it is published", self.where(name))
+
+    def existing(self, name: str) -> "Folder | None":
+        """Open the sub-folder ``name`` to read it, or None when there is no folder by that name."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW, dir_fd=self.fd)
+        except OSError:
+            return None
+        return Folder(fd, self.where(name))
+
+    def _fix(self, mode: int, gid: int | None) -> bool:
+        """Set this folder's mode and group where they differ; True if anything was set."""
+        try:
+            st = os.fstat(self.fd)
+            fixed = False
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.fchmod(self.fd, mode)
+                fixed = True
+            if gid is not None and st.st_gid != gid:
+                try:
+                    os.fchown(self.fd, -1, gid)
+                    fixed = True
+                except OSError:
+                    pass  # a folder's group only matters for setgid inheritance; files get theirs explicitly
+            return fixed
+        except OSError as e:
+            raise _named(e, self.path) from None
+
+    def remove(self, name: str) -> None:
+        """Remove the entry ``name`` whatever it is (a folder with all it holds; a link, not its target)."""
+        st = self.entry(name)
+        try:
+            if st is None:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=self.fd)
+            else:
+                os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise _named(e, self.where(name)) from None
+
+    def open_file(self, name: str) -> int | None:
+        """A descriptor to read the regular file ``name``, or None (missing, or not a regular file)."""
+        st = self.entry(name)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            fd = os.open(name, _READ, dir_fd=self.fd)
+        except OSError:
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
+    def read(self, name: str, limit: int) -> bytes | None:
+        """Up to ``limit`` bytes of the regular file ``name``, or None."""
+        fd = self.open_file(name)
+        if fd is None:
+            return None
+        try:
+            return os.read(fd, limit)
+        finally:
+            os.close(fd)
+
+    def same_content(self, src: str | Path, name: str) -> bool:
+        """True when ``name`` is a regular file with exactly the bytes of the file ``src``."""
+        st = self.entry(name)
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != os.stat(src).st_size:
+            return False
+        fd = self.open_file(name)
+        if fd is None:
+            return False
+        with open(src, "rb") as a, os.fdopen(fd, "rb") as b:
+            while True:
+                x, y = a.read(CHUNK), b.read(CHUNK)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+
+    def fix_mode(self, name: str, mode: int, gid: int | None) -> bool:
+        """Set mode and group of the regular file ``name`` where they differ (no rewrite);
+        True if anything was set."""
+        fd = self.open_file(name)
+        if fd is None:
+            raise OSError(errno.ENOENT, "not a regular file any more", self.where(name))
+        try:
+            st = os.fstat(fd)
+            fixed = False
+            if gid is not None and st.st_gid != gid:
+                _set_group(fd, self.where(name), gid)
+                fixed = True
+            if st.st_mode & 0o7777 != mode:
+                os.fchmod(fd, mode)
+                fixed = True
+            return fixed
+        except OSError as e:
+            raise _named(e, self.where(name)) from None
+        finally:
+            os.close(fd)
+
+    def copy_in(self, src: str | Path | tuple["Folder", str], name: str, mode: int, gid: int | None) -> None:
+        """Copy ``src`` (a build file, or (folder, name) in this tree) to ``name`` so that a reader
+        sees the old file or the new one, never a part.  The copy goes to a temporary name, gets
+        its group and mode before it has a name readers know, is fsynced, then renamed over
+        ``name`` (a link there is replaced, not followed; a folder there is removed)."""
+        self._clear_for_file(name)
+        tmp = tmp_name(name)
+        self.unlink(tmp)  # a leftover of a dead process that had our pid
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600, dir_fd=self.fd)
+        except OSError as e:
+            raise _named(e, self.where(name)) from None
+        try:
+            _set_group(fd, self.where(name), gid)
+            os.fchmod(fd, mode)
+            if isinstance(src, tuple):
+                rfd = src[0].open_file(src[1])
+                if rfd is None:
+                    raise OSError(errno.ENOENT, "not a regular file", src[0].where(src[1]))
+                reader = os.fdopen(rfd, "rb")
+            else:
+                reader = open(src, "rb")
+            with reader:
+                while block := reader.read(CHUNK):
+                    _write_all(fd, block)
+            os.fsync(fd)
+        except BaseException as e:
+            os.close(fd)
+            self._drop(tmp)
+            if isinstance(e, OSError) and e.filename is None:
+                raise _named(e, self.where(name)) from None
+            raise
+        os.close(fd)
+        self._rename(tmp, name)
+
+    def link_from(self, src: "Folder", name: str) -> None:
+        """Make ``name`` here the same file as ``name`` in ``src`` (a hard link: no bytes written),
+        replacing it atomically; a copy where the file system has no hard links."""
+        a, b = src.entry(name), self.entry(name)
+        if a is None or not stat.S_ISREG(a.st_mode):
+            raise OSError(errno.ENOENT, "not a regular file", src.where(name))
+        if b is not None and (b.st_dev, b.st_ino) == (a.st_dev, a.st_ino):
+            return  # rename(2) of one hard link over another of the same file does nothing
+        self._clear_for_file(name)
+        tmp = tmp_name(name)
+        self._drop(tmp)
+        try:
+            os.link(name, tmp, src_dir_fd=src.fd, dst_dir_fd=self.fd, follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise _named(e, self.where(name)) from None
+            self.copy_in((src, name), name, a.st_mode & 0o7777, a.st_gid)
+            return
+        self._rename(tmp, name)
+
+    def move(self, name: str, dst: "Folder", dst_name: str) -> None:
+        """rename(2) ``name`` here to ``dst_name`` in ``dst`` (replacing what is there)."""
+        try:
+            os.replace(name, dst_name, src_dir_fd=self.fd, dst_dir_fd=dst.fd)
+        except OSError as e:
+            raise _named(e, self.where(name)) from None
+
+    def hard_link(self, name: str, dst: "Folder", dst_name: str) -> None:
+        try:
+            os.link(name, dst_name, src_dir_fd=self.fd, dst_dir_fd=dst.fd, follow_symlinks=False)
+        except OSError as e:
+            raise _named(e, dst.where(dst_name)) from None
+
+    def unlink(self, name: str) -> None:
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise _named(e, self.where(name)) from None
+
+    def touch(self, name: str) -> None:
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | _NO_FOLLOW, 0o600, dir_fd=self.fd))
+        except OSError as e:
+            raise _named(e, self.where(name)) from None
+
+    def _clear_for_file(self, name: str) -> None:
+        st = self.entry(name)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            report(self.where(name), f"{kind(st)} where a file belongs: replaced, not followed")
+            if stat.S_ISDIR(st.st_mode):
+                self.remove(name)
+
+    def _rename(self, tmp: str, name: str) -> None:
+        try:
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as e:
+            self._drop(tmp)
+            raise _named(e, self.where(name)) from None
+
+    def _drop(self, tmp: str) -> None:
+        """Remove our temporary, whatever stands in the way (it is only a leftover then)."""
+        try:
+            self.unlink(tmp)
+        except OSError:
+            pass
+
+    def fsync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError:
+            pass  # some file systems (FUSE) refuse fsync on folders; the renames are already visible
+
+    @contextmanager
+    def lock(self) -> Iterator[bool]:
+        """Hold an exclusive flock on this folder (a descriptor of its own, so that threads
+        exclude each other too); yields False where the file system has no flock."""
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW, dir_fd=self.fd)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                locked = True
+            except OSError:
+                locked = False
+            yield locked
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def remove_stale_temps(self, locked: bool) -> None:
+        """Remove the temporaries killed publishers left here (see fileio.remove_stale_temps)."""
+        for name in self.names():
+            if is_stale_temp(name, locked):
+                self.remove(name)
+
+
+def is_temp(name: str) -> bool:
+    return _TMP.match(name) is not None
+
+
+def is_stale_temp(name: str, locked: bool) -> bool:
+    m = _TMP.match(name)
+    return m is not None and (locked or _dead(m["node"], m["pid"]))
+
+
+def kind(st: os.stat_result) -> str:
+    """What an entry is, in words."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISREG(mode):
+        return "a file"
+    return "a special file"
+
+
+def _set_group(fd: int, path: str, gid: int | None) -> None:
+    """Give the file to the web server's group; explain what to do where the file system refuses."""
+    if gid is None:
+        return
+    try:
+        os.fchown(fd, -1, gid)
+    except OSError as e:
+        if os.fstat(fd).st_gid == gid:  # a setgid folder already gave it that group
+            return
+        raise GroupError(path, gid, e.strerror or str(e)) from None
+
+
+class GroupError(Exception):
+    """The file system refused to give a published file the web server's group."""
+
+    def __init__(self, path: str, gid: int, why: str):
+        super().__init__(path, gid, why)
+        self.path, self.gid, self.why = path, gid, why

@@ -1,19 +1,20 @@
 """Build the shared base initrd of each kernel version with mkinitramfs, and verify what it holds."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 from doit.exceptions import TaskFailed
-from .uptodate import config_changed
+from .uptodate import OutputsKept, config_changed
 
 from . import inventory
-from .fileio import digest, files_digest, write_if_changed
+from .fileio import (digest, file_key, file_sha256, files_digest, remove_stale_temps, replace_tmp, tmp_dir, tmp_name,
+                     write_if_changed)
 from .inventory import Site
 from .render import BUILD, TEMPLATES, _env, header
 
@@ -54,6 +55,20 @@ def base_path(kver: str) -> Path:
 
 def vmlinuz_path(kver: str) -> Path:
     return kernel_dir(kver) / "vmlinuz"
+
+
+def stamp_path(kver: str) -> Path:
+    """sha256 of vmlinuz and initrd.img as initrd:<kver> built them (publish:kernel checks them)."""
+    return kernel_dir(kver) / "built.json"
+
+
+def built_stamp(kver: str) -> dict[str, str]:
+    """{file name: sha256} recorded when the kernel's files were built ({} if none or damaged)."""
+    try:
+        data = json.loads(stamp_path(kver).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
 
 
 def kernels_in_use(site: Site) -> dict[str, list[str]]:
@@ -131,9 +146,11 @@ def write_confdir(confdir: Path, kver: str, modules: list[str], nics: list[str],
 def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path) -> list[str]:
     """Unpack ``image`` and list what a booting host would miss in it (empty when complete)."""
     problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix=".verify-", dir=image.parent) as tmp:
-        root = Path(tmp) / "root"
-        r = subprocess.run(["unmkinitramfs", str(image), str(root)], capture_output=True, text=True)
+    tmp = Path(tmp_dir()) / "verify"  # removed by the next run if this one is killed
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        root = tmp / "root"
+        r = subprocess.run(["unmkinitramfs", str(image), str(root)], capture_output=True, text=True, env=_tool_env())
         if r.returncode != 0:
             return [f"unmkinitramfs cannot read the archive: {r.stderr.strip()}"]
         if (root / "main").is_dir():  # an early (microcode) archive came first
@@ -161,7 +178,15 @@ def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path) -
                 problems.append(f"module {m} is unknown to kernel {kver} (check kernels.nic_modules in hosts/site.yaml)")
             elif _mod(m) not in have | builtin | kernel_builtin:
                 problems.append(f"module {m} is missing")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return problems
+
+
+def _tool_env() -> dict[str, str]:
+    """The environment of mkinitramfs and unmkinitramfs: their temporary files go under build/
+    (removed by the next run if this one is killed), not /var/tmp."""
+    return {**os.environ, "TMPDIR": tmp_dir(), "SOURCE_DATE_EPOCH": source_date_epoch(), "LC_ALL": "C.UTF-8"}
 
 
 def copy_kernel(src: Path, dst: Path) -> None:
@@ -170,8 +195,10 @@ def copy_kernel(src: Path, dst: Path) -> None:
     write_if_changed(dst, data, 0o644)
 
 
-def build_base(settings: dict[str, Any], kver: str, modules: list[str]) -> TaskFailed | None:
-    """doit action: mkinitramfs with the generated confdir, then verify; the target appears only if complete."""
+def build_base(settings: dict[str, Any], kver: str, modules: list[str], kept: OutputsKept) -> TaskFailed | dict[str, Any]:
+    """doit action: mkinitramfs with the generated confdir, then verify; the target appears only
+    if complete.  Records the digest of what it built (built.json) and, for doit, the stat keys
+    of its targets: a base damaged afterwards is built again, never published."""
     problem = check_kernel(settings, kver)
     if problem:
         return TaskFailed(f"cephboot: initrd: {problem}")
@@ -179,12 +206,12 @@ def build_base(settings: dict[str, Any], kver: str, modules: list[str]) -> TaskF
     if missing:
         return TaskFailed(f"cephboot: initrd: static boot script(s) missing: {', '.join(missing)}")
     out = kernel_dir(kver)
+    remove_stale_temps(out, locked=False)  # what a killed build left
     confdir = out / "initramfs-tools"
     write_confdir(confdir, kver, modules, nic_modules(settings, modules), settings["kernels"]["compress"])
-    tmp = out / f".initrd.img.tmp{os.getpid()}"
-    env = {**os.environ, "SOURCE_DATE_EPOCH": source_date_epoch(), "LC_ALL": "C.UTF-8"}
+    tmp = out / tmp_name("initrd.img")
     try:
-        r = subprocess.run(["mkinitramfs", "-d", str(confdir), "-o", str(tmp), kver], capture_output=True, text=True, env=env)
+        r = subprocess.run(["mkinitramfs", "-d", str(confdir), "-o", str(tmp), kver], capture_output=True, text=True, env=_tool_env())
         if r.returncode != 0:
             return TaskFailed(f"cephboot: initrd: mkinitramfs for {kver} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
         problems = verify_base(tmp, kver, modules, Path(settings["kernels"]["modules_dir"]))
@@ -193,11 +220,14 @@ def build_base(settings: dict[str, Any], kver: str, modules: list[str]) -> TaskF
         os.chmod(tmp, 0o644)  # no secrets in the base: it is published world-readable
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, base_path(kver))
+        replace_tmp(tmp, base_path(kver))
     finally:
         tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir(), ignore_errors=True)
     copy_kernel(Path(settings["kernels"]["boot_dir"]) / f"vmlinuz-{kver}", vmlinuz_path(kver))
-    return None
+    stamp = {p.name: file_sha256(p) for p in (vmlinuz_path(kver), base_path(kver))}
+    write_if_changed(stamp_path(kver), json.dumps(stamp, sort_keys=True).encode(), 0o600)
+    return {"outputs": kept.keys()}
 
 
 @lru_cache(maxsize=None)
@@ -215,13 +245,15 @@ def task_initrd() -> Iterator[dict[str, Any]]:
         deps = [str(p) for p in STATIC_FILES.values()]
         if kver in site.kernels:  # else the action explains what to install
             deps += [os.path.join(k["boot_dir"], f"vmlinuz-{kver}"), os.path.join(k["modules_dir"], kver, "modules.dep")]
+        targets = [str(base_path(kver)), str(vmlinuz_path(kver))]
+        kept = OutputsKept(targets, file_key)
         yield {
             "basename": "initrd",
             "name": kver,
             "doc": f"base initrd and vmlinuz of kernel {kver} ({len(modules)} modules, {k['compress']})",
-            "actions": [(build_base, [site.settings, kver, modules])],
+            "actions": [(build_base, [site.settings, kver, modules, kept])],
             "file_dep": deps,
-            "targets": [str(base_path(kver)), str(vmlinuz_path(kver))],
-            "uptodate": [config_changed(digest(" ".join(modules), k["compress"], k["boot_dir"], k["modules_dir"], source_date_epoch(), _code_digest()))],
+            "targets": targets,
+            "uptodate": [config_changed(digest(" ".join(modules), k["compress"], k["boot_dir"], k["modules_dir"], source_date_epoch(), _code_digest())), kept],
             "clean": True,
         }

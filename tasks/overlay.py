@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from .uptodate import config_changed
 
 from . import inventory
-from .fileio import digest, files_digest, write_if_changed
+from .fileio import digest, file_key, files_digest, write_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
 from .stage import Stage, Unit, stage_task
@@ -151,6 +151,7 @@ def task_overlay() -> Iterator[dict[str, Any]]:
     yield stage_task(
         "overlay",
         f"{LAYER} of each of the {len(site.hosts)} hosts whose rendered files changed (monolithic hosts: also {MONOLITHIC}, base + layer)",
-        Stage("overlay", units, digest(epoch, code)),
+        # a layer damaged since it was packed (another size or mtime) is packed again, never published
+        Stage("overlay", units, digest(epoch, code), output_key=file_key),
         task_dep=["render:hosts", *(f"initrd:{k}" for k in kernels)],
     )

@@ -1,29 +1,29 @@
-"""Publish the boot tree (a mounted CephFS folder): atomic, only what changed, with a previous generation per host."""
+"""Publish the boot tree (a mounted CephFS folder): atomic, only what changed, with a previous
+generation per host, never following a link, and repairing what others changed."""
 from __future__ import annotations
 
-import errno
-import fcntl
 import grp
+import inspect
 import os
 import re
-import shutil
-import socket
+import stat
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 from doit.exceptions import TaskFailed
-from .uptodate import config_changed
+from .uptodate import OutputsKept, config_changed
 
 from . import inventory
-from .fileio import digest, files_digest
-from .initrd import base_path, kernels_in_use, vmlinuz_path
-from .inventory import Host, Site
+from .fileio import (Folder, GroupError, describe, digest, file_key, file_sha256, files_digest, identity_key,
+                     identity_of, is_temp, kind, report, tmp_name)
+from .initrd import base_path, built_stamp, kernels_in_use, vmlinuz_path
+from .inventory import Host
 from .overlay import LAYER, MONOLITHIC
 from .render import BUILD, HOST_IPXE, routes_by_host, site_outputs
-from .stage import Stage, Unit, stage_task
+from .stage import UNCHANGED, Stage, Unit, record_outputs, stage_task
 
 PUBLIC = 0o644
 PUBLIC_DIR = 0o755
@@ -31,55 +31,25 @@ PUBLIC_DIR = 0o755
 HOST_DIR = 0o751
 PREVIOUS = "previous"
 MARKER = ".publishing"
-CHUNK = 1 << 20
 # the files of one generation of a host, in the order they are replaced: the
 # script that names the others goes last, so a new script never finds old layers missing
 HOST_FILES = (MONOLITHIC, LAYER, HOST_IPXE)
 SECRET_FILES = {LAYER, MONOLITHIC}  # they hold the cephx key (and the LUKS key)
-_TMP = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<node>[^.]+)\.(?P<pid>\d+)$")
 _KVER_IN_SCRIPT = re.compile(rb"/kernels/([^/\s]+)/vmlinuz")
+FOLDERS = {PREVIOUS, "by-uuid", "by-mac"}  # the entries the publisher makes as folders (checked when opened)
+SCRIPT_LIMIT = 1 << 16  # of a previous boot.ipxe read for its kernel version (a host can write it)
 
 
 class PublishError(Exception):
     """Publishing cannot go on; the message says what to do."""
 
 
-# --- one file, atomically ----------------------------------------------------------
-
-def same_content(src: Path | str, dst: Path) -> bool:
-    """True when ``dst`` exists with exactly the bytes of ``src``."""
-    try:
-        if os.stat(dst).st_size != os.stat(src).st_size:
-            return False
-    except FileNotFoundError:
-        return False
-    with open(src, "rb") as a, open(dst, "rb") as b:
-        while True:
-            x, y = a.read(CHUNK), b.read(CHUNK)
-            if x != y:
-                return False
-            if not x:
-                return True
-
-
-def _tmp_name(dst: Path) -> Path:
-    return dst.with_name(f".{dst.name}.tmp.{socket.gethostname().split('.')[0]}.{os.getpid()}")
-
-
-def _set_group(fd: int, path: Path, gid: int | None) -> None:
-    """Give the file to the web server's group; explain what to do where the file system refuses."""
-    if gid is None:
-        return
-    try:
-        os.fchown(fd, -1, gid)
-    except OSError as e:
-        if os.fstat(fd).st_gid == gid:  # a setgid folder already gave it that group
-            return
-        name = _group_name(gid)
-        raise PublishError(
-            f"cannot give {path} to group {name}: {e.strerror}. Publish as root, as a member of {name}, "
-            f"or make the tree's folders setgid {name} (chgrp -R {name} DIR; find DIR -type d -exec chmod g+s {{}} +)"
-        ) from None
+def _group_problem(e: GroupError) -> PublishError:
+    name = _group_name(e.gid)
+    return PublishError(
+        f"cannot give {e.path} to group {name}: {e.why}. Publish as root, as a member of {name}, "
+        f"or make the tree's folders setgid {name} (chgrp -R {name} DIR; find DIR -type d -exec chmod g+s {{}} +)"
+    )
 
 
 def _group_name(gid: int) -> str:
@@ -89,132 +59,38 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-def fix_mode(path: Path, mode: int, gid: int | None) -> None:
-    """Set mode and group of an existing file when they differ (no rewrite)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if gid is not None and st.st_gid != gid:
-            _set_group(fd, path, gid)
-        if st.st_mode & 0o7777 != mode:
-            os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
+def put(folder: Folder, src: str | Path, name: str, mode: int, gid: int | None) -> bool:
+    """Make ``name`` in ``folder`` a copy of the build file ``src`` with ``mode`` and ``gid``:
+    rewritten when its bytes differ, else at most its mode and group fixed.  True if anything was set."""
+    if folder.same_content(src, name):
+        return folder.fix_mode(name, mode, gid)
+    folder.copy_in(src, name, mode, gid)
+    return True
 
 
-def copy_atomic(src: Path | str, dst: Path, mode: int, gid: int | None) -> None:
-    """Copy ``src`` to ``dst`` so that a reader sees the old file or the new one, never a part.
-
-    The copy goes to a temporary name in the same folder, gets its mode and group
-    before it has a name readers know, is fsynced, then renamed over ``dst``.
-    A publisher killed mid-copy leaves only the temporary file (removed by the
-    next publish of that folder; the web server config hides dot files).
-    """
-    tmp = _tmp_name(dst)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        _set_group(fd, dst, gid)
-        os.fchmod(fd, mode)
-        with open(src, "rb") as f:
-            while True:
-                block = f.read(CHUNK)
-                if not block:
-                    break
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, dst)
-
-
-def link_atomic(src: Path, dst: Path) -> None:
-    """Make ``dst`` the same file as ``src`` (a hard link: no bytes written), replacing ``dst`` atomically."""
-    try:
-        if os.path.samefile(src, dst):
-            return  # rename(2) of one hard link over another of the same file does nothing
-    except FileNotFoundError:
-        pass
-    tmp = _tmp_name(dst)
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        st = os.stat(src)
-        copy_atomic(src, dst, st.st_mode & 0o7777, st.st_gid)
-        return
-    os.replace(tmp, dst)
-
-
-def ensure_dir(path: Path, mode: int, gid: int | None) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_mode & 0o7777 != mode:
-        os.chmod(path, mode)
-    if gid is not None and st.st_gid != gid:
-        try:
-            os.chown(path, -1, gid)
-        except OSError:
-            pass  # a folder's group only matters for setgid inheritance; files get theirs explicitly
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems (FUSE) refuse fsync on folders; the renames are already visible
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[bool]:
-    """Hold an exclusive flock on ``folder`` itself; yields False where the file system has no flock."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            locked = True
-        except OSError:
-            locked = False
-        yield locked
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def remove_stale_temps(folder: Path, locked: bool = True) -> None:
-    """Remove temporary files that killed publishers left in ``folder``.
-
-    With the folder locked every temporary file is stale (its writer held the
-    lock); without flock, only those of this machine's dead processes are.
-    """
-    node = socket.gethostname().split(".")[0]
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return
-    for e in entries:
-        m = _TMP.match(e.name)
-        if not m:
+def clear_unexpected(folder: Folder, expected: set[str], locked: bool) -> bool:
+    """Remove the temporaries of killed publishers and, reported by path, every entry the
+    publisher does not write here (a link planted by a host, a file it left); also an entry
+    of an expected name that is no regular file or folder (a link, a FIFO) where it is
+    a file.  True when anything but temporaries was removed."""
+    folder.remove_stale_temps(locked)
+    removed = False
+    for name in folder.names():
+        if is_temp(name):
             continue
-        if not locked:
-            if m["node"] != node:
-                continue
-            try:
-                os.kill(int(m["pid"]), 0)
-                continue  # a live publisher is writing it
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-        Path(e.path).unlink(missing_ok=True)
+        st = folder.entry(name)
+        if st is None:
+            continue
+        if name not in expected:
+            report(folder.where(name), f"{kind(st)} the publisher did not write: removed, not followed")
+        elif (stat.S_ISDIR if name in FOLDERS else stat.S_ISREG)(st.st_mode):
+            continue
+        else:
+            belongs = "a folder" if name in FOLDERS else "a file"
+            report(folder.where(name), f"{kind(st)} where {belongs} belongs: removed, not followed")
+        folder.remove(name)
+        removed = True
+    return removed
 
 
 # --- settings ------------------------------------------------------------------------
@@ -249,203 +125,326 @@ def _mode(name: str, settings: dict[str, Any]) -> int:
 
 # --- actions -------------------------------------------------------------------------
 
-def _failed(e: PublishError) -> TaskFailed:
-    return TaskFailed(f"cephboot: publish: {e}")
+def _failed(what: str, e: Exception) -> TaskFailed:
+    """A `cephboot: publish:` failure naming the path (ENOSPC, EROFS, a refused chown ...)."""
+    if isinstance(e, GroupError):
+        e = _group_problem(e)
+    why = describe(e, what) if isinstance(e, OSError) else str(e)
+    return TaskFailed(f"cephboot: publish: {what}: {why}")
 
 
-def publish_kernel(settings: dict[str, Any], kver: str) -> TaskFailed | None:
-    """doit action: kernels/<kver>/{vmlinuz,initrd.img}, world-readable (no host data, no secrets)."""
-    folder = tree_root(settings) / "kernels" / kver
-    for d in (folder.parent, folder):
-        ensure_dir(d, PUBLIC_DIR, None)
-    with folder_lock(folder) as locked:
-        remove_stale_temps(folder, locked)
-        for src in (vmlinuz_path(kver), base_path(kver)):
-            dst = folder / src.name
-            if same_content(src, dst):
-                fix_mode(dst, PUBLIC, None)
-            else:
-                copy_atomic(src, dst, PUBLIC, None)
-        fsync_dir(folder)
+def publish_kernel(settings: dict[str, Any], kver: str, kept: OutputsKept) -> TaskFailed | dict[str, Any]:
+    """doit action: kernels/<kver>/{vmlinuz,initrd.img}, world-readable (no host data, no secrets),
+    each checked against the digest recorded when it was built."""
+    sources = (vmlinuz_path(kver), base_path(kver))
+    stamp = built_stamp(kver)
+    for src in sources:
+        if stamp.get(src.name) != file_sha256(src):
+            src.unlink()  # the next `doit` builds it again
+            return TaskFailed(f"cephboot: publish: kernel {kver}: {src} is not what initrd:{kver} built (damaged or changed since): "
+                              "not published; removed, run doit again to rebuild it")
+    try:
+        with ExitStack() as stack:
+            top = stack.enter_context(Folder.root(tree_root(settings), PUBLIC_DIR))
+            kernels = stack.enter_context(top.folder("kernels", PUBLIC_DIR))
+            folder = stack.enter_context(kernels.folder(kver, PUBLIC_DIR))
+            locked = stack.enter_context(folder.lock())
+            clear_unexpected(folder, {src.name for src in sources}, locked)
+            for src in sources:
+                put(folder, src, src.name, PUBLIC, None)
+            folder.fsync()
+    except (OSError, GroupError) as e:
+        return _failed(f"kernel {kver}", e)
+    return {"outputs": kept.keys()}
+
+
+def newc_end(data: bytes) -> int | None:
+    """Where the newc cpio archive at the start of ``data`` ends (its trailer, padded to 512
+    bytes as cpio and overlay.pack write it), or None when it is cut short or no archive."""
+    pos = 0
+    while True:
+        header = data[pos:pos + 110]
+        if len(header) < 110 or header[:6] != b"070701":
+            return None
+        try:
+            size, namesize = int(header[54:62], 16), int(header[94:102], 16)
+        except ValueError:
+            return None
+        name = data[pos + 110:pos + 110 + namesize - 1]
+        pos = pos + 110 + namesize
+        pos += -pos % 4
+        pos += size + (-size % 4)
+        if pos > len(data):
+            return None
+        if name == b"TRAILER!!!":
+            pos += -pos % 512
+            return pos if pos <= len(data) else None
+
+
+def layer_complete(layer: str, prefix_of: str | None = None) -> bool:
+    """True when the host layer ``layer`` is one complete archive (and, with ``prefix_of``,
+    when that file starts with exactly this layer: a monolithic initrd)."""
+    try:
+        data = Path(layer).read_bytes()
+        if newc_end(data) != len(data):
+            return False
+        if prefix_of is None:
+            return True
+        with open(prefix_of, "rb") as f:
+            return f.read(len(data)) == data
+    except OSError:
+        return False
+
+
+def damaged_source(name: str, src: str, sources: dict[str, str]) -> str | None:
+    """Why the build file ``src`` (published as ``name``) must not be published, or None."""
+    if name == LAYER and not layer_complete(src):
+        return "not a complete cpio archive"
+    if name == MONOLITHIC:
+        try:
+            if os.stat(src).st_size <= os.stat(sources[LAYER]).st_size:
+                return "shorter than its host layer"
+        except FileNotFoundError:
+            return "missing"
+        if not layer_complete(sources[LAYER], prefix_of=src):
+            return "does not start with the host's complete layer"
     return None
 
 
-def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str], routes: list[str]) -> TaskFailed | None:
+def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str], routes: list[str],
+                 recorded: dict[str, str] | None = None) -> TaskFailed | str | None:
     """doit action: hosts/<name>/ (when anything changed, the current files first become
-    previous/), then the host's routes, which name its boot.ipxe."""
+    previous/), then the host's routes, which name its boot.ipxe.  ``recorded``: the stage's
+    record of the published files (what it holds of a file someone else changed differs).
+    Returns UNCHANGED when every published file already was what the build holds."""
+    for n, src in sources.items():
+        why = damaged_source(n, src, sources)
+        if why:
+            Path(src).unlink(missing_ok=True)  # the overlay stage makes it again
+            return TaskFailed(f"cephboot: publish: host {name}: {src}: damaged build output ({why}): not published; "
+                              "removed, the next doit builds it again")
+    prefix = os.path.join(tree_root(settings), "hosts", name) + "/"
+    mine = {p[len(prefix):]: k for p, k in (recorded or {}).items() if p.startswith(prefix)}
     try:
         gid = web_gid(settings)
-        root = tree_root(settings)
-        folder = root / "hosts" / name
-        ensure_dir(folder.parent, PUBLIC_DIR, None)
-        ensure_dir(folder, HOST_DIR, gid)
-        with folder_lock(folder) as locked:
-            _publish_host(settings, folder, sources, gid, locked)
-        if routes:
-            publish_routes(root, routes)
-    except PublishError as e:
-        return _failed(e)
-    except OSError as e:  # the tree is not as publish left it (a file where hosts/<name>/ should be, a full disk)
-        where = e.filename or tree_root(settings) / "hosts" / name
-        return TaskFailed(f"cephboot: publish: host {name}: {where}: {e.strerror or e}")
-    return None
+        with ExitStack() as stack:
+            top = stack.enter_context(Folder.root(tree_root(settings), PUBLIC_DIR))
+            hosts = stack.enter_context(top.folder("hosts", PUBLIC_DIR))
+            folder = stack.enter_context(hosts.folder(name, HOST_DIR, gid))
+            locked = stack.enter_context(folder.lock())
+            wrote = _publish_host(settings, folder, sources, gid, locked, mine) or folder.fixed
+            if routes:
+                wrote = publish_routes(top, routes) or wrote
+    except (OSError, GroupError, PublishError) as e:
+        return _failed(f"host {name}", e)
+    return None if wrote else UNCHANGED
 
 
-def _publish_host(settings: dict[str, Any], folder: Path, sources: dict[str, str], gid: int | None, locked: bool) -> None:
-    remove_stale_temps(folder, locked)
-    remove_stale_temps(folder / PREVIOUS, locked)
+def _publish_host(settings: dict[str, Any], folder: Folder, sources: dict[str, str], gid: int | None, locked: bool,
+                  mine: dict[str, str]) -> bool:
+    """Publish one host's folder; True when anything in it was written or repaired."""
+    repaired = clear_unexpected(folder, {*HOST_FILES, PREVIOUS, MARKER}, locked)
     # A publisher killed half-way leaves this marker: the files then are a mix of
     # two generations, which must not replace the good previous/ generation.
-    marker = folder / MARKER
-    interrupted = marker.exists()
-    current = {n for n in HOST_FILES if (folder / n).is_file()}
-    changed = (current - set(sources)) | {n for n, src in sources.items() if not same_content(src, folder / n)}
+    interrupted = folder.entry(MARKER) is not None
+    entries = {n: folder.entry(n) for n in HOST_FILES}
+    current = {n for n, st in entries.items() if st is not None}
+    # files someone else wrote (a host in its /boot) never become the previous generation
+    ours = not mine or all(mine.get(n) == identity_of(entries[n]) for n in current)
+    changed = (current - set(sources)) | {n for n, src in sources.items() if not folder.same_content(src, n)}
+    repaired = _check_previous(folder, mine, locked, interrupted) or repaired
     if changed:
-        if current and not interrupted:
+        if current and not interrupted and ours:
             _save_previous(folder, current, gid, locked)
-        marker.touch()
+        folder.touch(MARKER)
     for n in HOST_FILES:  # the layers first, the script that names them last
         if n not in sources:
             continue
-        dst = folder / n
         if n in changed:
-            copy_atomic(sources[n], dst, _mode(n, settings), gid)
-        else:
-            fix_mode(dst, _mode(n, settings), gid)
+            folder.copy_in(sources[n], n, _mode(n, settings), gid)
+        elif folder.fix_mode(n, _mode(n, settings), gid):
+            repaired = True
     for n in current - set(sources):  # e.g. initrd.img after monolithic was turned off
-        (folder / n).unlink()
-    fsync_dir(folder)
-    marker.unlink(missing_ok=True)
+        folder.remove(n)
+    folder.fsync()
+    folder.unlink(MARKER)
+    return bool(changed) or repaired
 
 
-def _save_previous(folder: Path, current: set[str], gid: int | None, locked: bool) -> None:
+def _check_previous(folder: Folder, mine: dict[str, str], locked: bool, interrupted: bool) -> bool:
+    """previous/ as the publisher left it: a link or file in its place is removed (reported),
+    and so is a previous/ that someone else changed (it is no generation the publisher made).
+    True when anything was removed."""
+    st = folder.entry(PREVIOUS)
+    if st is None:
+        return False
+    if mine and not interrupted and mine.get(PREVIOUS) not in (None, identity_of(st)):
+        report(folder.where(PREVIOUS), "changed by someone else since it was published: removed (no fallback generation until the next change)")
+        folder.remove(PREVIOUS)
+        return True
+    if not stat.S_ISDIR(st.st_mode):
+        report(folder.where(PREVIOUS), f"{kind(st)} where a folder belongs: removed, not followed")
+        folder.remove(PREVIOUS)
+        return True
+    prev = folder.existing(PREVIOUS)
+    if prev is None:
+        return False
+    with prev:
+        return clear_unexpected(prev, set(HOST_FILES), locked)
+
+
+def _save_previous(folder: Folder, current: set[str], gid: int | None, locked: bool) -> None:
     """Make previous/ the exact generation now in ``folder`` (hard links; the current files stay)."""
-    prev = folder / PREVIOUS
-    ensure_dir(prev, HOST_DIR, gid)
-    for n in HOST_FILES:
-        if n in current:
-            link_atomic(folder / n, prev / n)
-        else:
-            (prev / n).unlink(missing_ok=True)
-    fsync_dir(prev)
+    with folder.folder(PREVIOUS, HOST_DIR, gid) as prev:
+        clear_unexpected(prev, set(HOST_FILES), locked)
+        for n in HOST_FILES:
+            if n in current:
+                prev.link_from(folder, n)
+            else:
+                prev.remove(n)
+        prev.fsync()
 
 
 ROUTE_DIRS = ("ipxe/by-uuid", "ipxe/by-mac")
 
 
-@contextmanager
-def site_folders(root: Path) -> Iterator[bool]:
-    """The tree's site-wide folders exist, and their lock is held (yields whether flock works)."""
-    for folder in ("", "ipxe", *ROUTE_DIRS):
-        ensure_dir(root / folder, PUBLIC_DIR, None)
-    with folder_lock(root) as locked:
-        yield locked
-
-
-def _copy_public(rels: list[str], src_root: Path, root: Path) -> bool:
-    """Copy each changed file (public: no host secret) from the build to the tree; True if any was written."""
+def publish_routes(top: Folder, routes: list[str]) -> bool:
+    """A host's by-uuid/by-mac entries (after its folder: a route never names a missing script),
+    under the tree's lock.  True when any was written."""
     wrote = False
-    for rel in rels:
-        src, dst = src_root / rel, root / rel
-        if same_content(src, dst):
-            fix_mode(dst, PUBLIC, None)
-        else:
-            copy_atomic(src, dst, PUBLIC, None)
-            wrote = True
+    with top.lock(), top.folder("ipxe", PUBLIC_DIR) as ipxe:
+        opened: dict[str, Folder] = {}
+        try:
+            for rel in routes:
+                sub, name = rel.split("/")[1:]
+                if sub not in opened:
+                    opened[sub] = ipxe.folder(sub, PUBLIC_DIR)
+                wrote = put(opened[sub], BUILD / "site" / rel, name, PUBLIC, None) or wrote
+            if wrote:
+                for f in opened.values():
+                    f.fsync()
+        finally:
+            for f in opened.values():
+                f.close()
     return wrote
 
 
-def publish_routes(root: Path, routes: list[str]) -> None:
-    """A host's by-uuid/by-mac entries (after its folder: a route never names a missing script)."""
-    with site_folders(root):
-        if _copy_public(routes, BUILD / "site", root):
-            for folder in ROUTE_DIRS:
-                fsync_dir(root / folder)
-
-
-def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], kvers: list[str]) -> TaskFailed | None:
+def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], kvers: list[str], kept: OutputsKept) -> TaskFailed | dict[str, Any]:
     """doit action: boot.ipxe; remove the routes, hosts and kernels the inventory no longer has
     (publish:hosts publishes each host's routes)."""
-    root = tree_root(settings)
-    with site_folders(root) as locked:
-        for folder in ("", *ROUTE_DIRS):
-            remove_stale_temps(root / folder, locked)
-        _publish_site(root, BUILD / "site", routes, hosts, kvers)
-    return None
+    try:
+        with Folder.root(tree_root(settings), PUBLIC_DIR) as top, top.lock() as locked:
+            top.remove_stale_temps(locked)
+            _publish_site(top, BUILD / "site", routes, hosts, kvers, locked)
+    except (OSError, GroupError) as e:
+        return _failed("site", e)
+    return {"outputs": kept.keys()}
 
 
-def _publish_site(root: Path, src_root: Path, routes: list[str], hosts: list[str], kvers: list[str]) -> None:
+def _publish_site(top: Folder, src_root: Path, routes: list[str], hosts: list[str], kvers: list[str], locked: bool) -> None:
     wanted = set(routes)
-    _copy_public(["boot.ipxe"], src_root, root)
-    for folder in ROUTE_DIRS:
-        for e in os.scandir(root / folder):
-            if e.name.endswith(".ipxe") and f"{folder}/{e.name}" not in wanted:
-                os.unlink(e.path)
-        fsync_dir(root / folder)
-    fsync_dir(root)
+    put(top, src_root / "boot.ipxe", "boot.ipxe", PUBLIC, None)
+    with top.folder("ipxe", PUBLIC_DIR) as ipxe:
+        clear_unexpected(ipxe, {d.split("/")[1] for d in ROUTE_DIRS}, locked)
+        for d in ROUTE_DIRS:
+            with ipxe.folder(d.split("/")[1], PUBLIC_DIR) as folder:
+                clear_unexpected(folder, {rel.rsplit("/", 1)[1] for rel in wanted if rel.startswith(d + "/")}, locked)
+                folder.fsync()
+        ipxe.fsync()
+    top.fsync()
     # removed hosts: their keys must not stay readable, and their script must not boot a stale image
-    keep = set(hosts)
-    if (root / "hosts").is_dir():
-        for e in os.scandir(root / "hosts"):
-            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and e.name not in keep:
-                shutil.rmtree(e.path)
+    if top.entry("hosts") is not None:
+        with top.folder("hosts", PUBLIC_DIR) as folder:
+            keep = set(hosts)
+            for name in folder.names():
+                if name not in keep:
+                    folder.remove(name)
+            used = set(kvers) | kernels_named_by_previous(folder)
+    else:
+        used = set(kvers)
     # kernels no current or previous host script names
-    used = set(kvers) | kernels_named_by_previous(root)
-    if (root / "kernels").is_dir():
-        for e in os.scandir(root / "kernels"):
-            if e.is_dir(follow_symlinks=False) and e.name not in used:
-                shutil.rmtree(e.path)
+    if top.entry("kernels") is not None:
+        with top.folder("kernels", PUBLIC_DIR) as folder:
+            for name in folder.names():
+                if name not in used:
+                    folder.remove(name)
 
 
-def kernels_named_by_previous(root: Path) -> set[str]:
+def kernels_named_by_previous(hosts: Folder) -> set[str]:
     """Kernel versions that some host's previous generation boots (they stay published for rollback)."""
     out: set[str] = set()
-    for script in (root / "hosts").glob(f"*/{PREVIOUS}/{HOST_IPXE}"):
-        out.update(m.decode() for m in _KVER_IN_SCRIPT.findall(script.read_bytes()))
+    for name in hosts.names():
+        host = hosts.existing(name)
+        if host is None:
+            continue
+        with host:
+            prev = host.existing(PREVIOUS)
+            if prev is None:
+                continue
+            with prev:
+                script = prev.read(HOST_IPXE, SCRIPT_LIMIT) or b""
+        out.update(m.decode(errors="replace") for m in _KVER_IN_SCRIPT.findall(script))
     return out
 
 
 def rollback(settings: dict[str, Any], name: str) -> None:
     """Swap a host's current and previous generations (a second rollback undoes the first)."""
-    folder = tree_root(settings) / "hosts" / name
-    prev = folder / PREVIOUS
-    if not (prev / HOST_IPXE).is_file():
-        raise PublishError(f"host {name!r} has no previous generation in {prev}")
-    with folder_lock(folder) as locked:
-        remove_stale_temps(folder, locked)
-        remove_stale_temps(prev, locked)
-        _swap(folder, prev)
+    where = tree_root(settings) / "hosts" / name / PREVIOUS
+    with Folder.root(tree_root(settings), PUBLIC_DIR) as top, ExitStack() as stack:
+        hosts = top.existing("hosts")
+        folder = hosts and stack.enter_context(hosts)
+        folder = folder and folder.existing(name)
+        prev = folder and stack.enter_context(folder) and folder.existing(PREVIOUS)
+        if not prev or not prev.is_file(HOST_IPXE):
+            raise PublishError(f"host {name!r} has no previous generation in {where}")
+        stack.enter_context(prev)
+        with folder.lock() as locked:
+            folder.remove_stale_temps(locked)
+            prev.remove_stale_temps(locked)
+            _swap(folder, prev)
 
 
-def _swap(folder: Path, prev: Path) -> None:
-    cur_files = {n for n in HOST_FILES if (folder / n).is_file()}
-    prev_files = {n for n in HOST_FILES if (prev / n).is_file()}
+def _swap(folder: Folder, prev: Folder) -> None:
+    cur_files = {n for n in HOST_FILES if folder.is_file(n)}
+    prev_files = {n for n in HOST_FILES if prev.is_file(n)}
     for n in HOST_FILES:  # layers first, the script last, as when publishing
-        keep = _tmp_name(prev / f"{n}.swap")
+        keep = tmp_name(f"{n}.swap")  # removed by the next publish if we are killed here
         if n in cur_files:
-            os.link(folder / n, keep)
+            folder.hard_link(n, prev, keep)
         if n in prev_files:
-            os.replace(prev / n, folder / n)
+            prev.move(n, folder, n)
         elif n in cur_files:
-            (folder / n).unlink()
+            folder.unlink(n)
         if n in cur_files:
-            os.replace(keep, prev / n)
-    fsync_dir(prev)
-    fsync_dir(folder)
+            prev.move(keep, prev, n)
+    prev.fsync()
+    folder.fsync()
 
 
 def rollback_action(hosts: list[str]) -> TaskFailed | None:
     """doit action of `doit rollback HOST...`."""
     if not hosts:
         return TaskFailed("cephboot: rollback: name the host(s): doit rollback HOST [HOST...]")
-    settings = inventory.load_for_tasks().settings
+    site = inventory.load_for_tasks()
+    by_host = routes_by_host(site)
     for name in hosts:
         try:
-            rollback(settings, name)
+            rollback(site.settings, name)
         except PublishError as e:
             return TaskFailed(f"cephboot: rollback: {e}")
+        except OSError as e:
+            return TaskFailed(f"cephboot: rollback: host {name}: {describe(e, name)}")
+        if name in site.hosts:  # the swapped files are the publisher's own: the rollback holds
+            outputs = host_outputs(str(tree_root(site.settings)), name, host_sources(site.hosts[name]), list(by_host[name]))
+            record_outputs("publish", name, "|".join(identity_key(o) for o in outputs))
         sys.stdout.write(f"cephboot: {name}: the previous generation is now current (run `doit rollback {name}` again to undo)\n")
     return None
+
+
+def host_outputs(root: str, name: str, sources: dict[str, str], routes: list[str]) -> list[str]:
+    """What publish:hosts records of a host, as paths: its folder, its files, previous/, its routes."""
+    folder = f"{root}/hosts/{name}"
+    return [folder, *(f"{folder}/{n}" for n in sources), f"{folder}/{PREVIOUS}", *(f"{root}/{r}" for r in routes)]
 
 
 # --- tasks ---------------------------------------------------------------------------
@@ -464,16 +463,20 @@ def task_publish() -> Iterator[dict[str, Any]]:
     yield {"basename": "publish", "name": None, "doc": f"Publish the boot tree to {root}/ (atomic, only what changed)."}
     kvers = list(kernels_in_use(site))
     for kver in kvers:
+        targets = [str(root / "kernels" / kver / n) for n in ("vmlinuz", "initrd.img")]
+        kept = OutputsKept(targets)
         yield {
             "basename": "publish",
             "name": f"kernel-{kver}",
             "doc": f"kernels/{kver}/vmlinuz and initrd.img (world-readable)",
-            "actions": [(publish_kernel, [s, kver])],
+            "actions": [(publish_kernel, [s, kver, kept])],
             "file_dep": [str(vmlinuz_path(kver)), str(base_path(kver))],
-            "targets": [str(root / "kernels" / kver / n) for n in ("vmlinuz", "initrd.img")],
-            "uptodate": [config_changed(config)],
+            "targets": targets,
+            "uptodate": [config_changed(config), kept],
         }
-    hosts_root = os.path.join(root, "hosts")  # strings, not Paths: this loop runs per host on every run
+
+    top = str(root)
+
     def units() -> dict[str, Unit]:
         out: dict[str, Unit] = {}
         by_host = routes_by_host(site)
@@ -481,30 +484,32 @@ def task_publish() -> Iterator[dict[str, Any]]:
             sources = host_sources(host)
             routes = list(by_host[host.name])
             inputs = [*sources.values(), *(f"build/site/{r}" for r in routes)]
-            outputs = [*(f"{hosts_root}/{host.name}/{n}" for n in sources), *(f"{root}/{r}" for r in routes)]
-            out[host.name] = Unit(inputs, outputs, "", publish_host, (s, host.name, sources, routes))
+            out[host.name] = Unit(inputs, host_outputs(top, host.name, sources, routes), "", publish_host, (s, host.name, sources, routes))
         return out
 
     yield stage_task(
         "publish",
         f"hosts/<host>/ (boot.ipxe, {LAYER}, {MONOLITHIC} if monolithic; the previous generation kept) and the routes of each of the {len(site.hosts)} hosts whose files changed",
         # hosts are independent (each folder has its own lock; routes take the tree's):
-        # several at once overlap their fsyncs, which are most of the time
-        Stage("publish", units, config, workers=s["publish"]["parallel"]),
+        # several at once overlap their fsyncs, which are most of the time.  A host can
+        # write its own folder: what was published is recorded with inode and ctime, one
+        # host's failure stops only that host, and the action learns what it last wrote.
+        Stage("publish", units, config, workers=s["publish"]["parallel"], output_key=identity_key, keep_going=True, pass_recorded=True),
         clean=False,  # `doit clean` must not take the boot tree away from booting machines
         task_dep=["render:hosts", "overlay:hosts", *(f"publish:kernel-{kver}" for kver in kvers)],
     )
     routes = sorted(site_outputs(site))
     hosts = sorted(site.hosts)
+    kept = OutputsKept([os.path.join(root, "boot.ipxe")])
     yield {
         "basename": "publish",
         "name": "site",
         "doc": "boot.ipxe; removes the routes, hosts and kernels that are gone",
-        "actions": [(publish_site, [s, routes, hosts, kvers])],
+        "actions": [(publish_site, [s, routes, hosts, kvers, kept])],
         "file_dep": ["build/site/boot.ipxe"],
         "targets": [os.path.join(root, "boot.ipxe")],
         "task_dep": ["publish:hosts"],  # routes go after the scripts they name
-        "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers), "\n".join(routes)))],
+        "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers), "\n".join(routes))), kept],
     }
 
 

@@ -7,15 +7,19 @@ hosts, three tasks per host cost ~8 s before any work, and a no-op is that slow.
 So a stage is a single task, and it keeps its own record of each host in
 build/state/<stage>.json: a short description of the host's settings and the
 size, mtime (in ns) and mode of each input file when the host was last done (as make
-and doit do, no inode: a copied site, mtimes kept, stays up to date).  The
+and doit do, no inode: a copied site, mtimes kept, stays up to date), and the stat
+key of each output as the work left it (publish: with inode and ctime, see
+fileio.identity_key, so that a published file someone else changed is seen).  The
 stage's uptodate check compares that record with the files as they are now (one
-stat per file per run, shared with the other stages: fileio.file_key) and
-checks that each host's outputs exist; when anything differs, the action redoes
-exactly the hosts that differ and prints one `  - <stage>:<host>` line for each.
+stat per file per run, shared with the other stages: fileio.file_key); when
+anything differs, the action redoes exactly the hosts that differ and prints one
+`  - <stage>:<host>` line for each whose work changed something.
 
 A host's record is written only after its work succeeded, and the record file is
 saved even when a later host fails: a run stopped half-way (a failure, ^C)
-redoes only what it had not finished.  The stage-wide settings (code, templates,
+redoes only what it had not finished.  A stage made with ``keep_going`` (publish)
+does every other host when one fails, then fails naming each failed host.  A
+damaged record file redoes every host, with one line saying so.  The stage-wide settings (code, templates,
 site settings) are part of the record: when they change, every host is redone.
 """
 from __future__ import annotations
@@ -31,18 +35,20 @@ from typing import Any, Callable, Iterator, NamedTuple
 from doit.exceptions import TaskFailed
 
 from . import reporter
-from .fileio import file_key, remembered_key, stat_memo_forget, stat_memo_off, write_if_changed
+from .fileio import file_key, remembered_key, report, stat_memo_forget, stat_memo_off, write_if_changed
 
 STATE_DIR = "build/state"
 LINE = "  - "  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
-FORMAT = "3"  # of the records: a new format redoes every host once
+FORMAT = "4"  # of the records: a new format redoes every host once
+# what an action returns when it found nothing to change (a host checked again, not redone): no line
+UNCHANGED = "unchanged"
 
 
 class Unit(NamedTuple):
     """One host's share of a stage."""
 
     inputs: list[str]  # files whose content the work reads
-    outputs: list[str]  # files the work writes (all exist once it is done)
+    outputs: list[str]  # files the work writes (their keys after the work are recorded)
     config: str  # everything else about this host that the work depends on
     action: Callable[..., Any] | None  # returns None, or a TaskFailed that stops the stage
     args: tuple[Any, ...] = ()
@@ -53,28 +59,66 @@ def state_path(stage: str) -> str:
 
 
 def load_state(stage: str) -> dict[str, Any]:
+    """The stage's record; none, or a damaged one (said in one line), means every host is redone."""
+    path = state_path(stage)
     try:
-        with open(state_path(stage)) as f:
+        with open(path) as f:
             data = json.load(f)
-        if isinstance(data, dict) and isinstance(data.get("hosts"), dict):
-            return data
-    except (FileNotFoundError, ValueError):
-        pass
-    return {"config": None, "hosts": {}}  # no record, or a damaged one: every host is redone
+        why = _damage(data)
+    except FileNotFoundError:
+        return {"config": None, "hosts": {}, "outs": {}}
+    except (OSError, ValueError) as e:
+        why = f"unreadable ({e.__class__.__name__})"
+    if why is None:
+        return data
+    report(path, f"damaged record ({why}): every host of {stage} is redone")
+    return {"config": None, "hosts": {}, "outs": {}, "damaged": why}
 
 
-def save_state(stage: str, config: str, hosts: dict[str, str], ok: bool) -> None:
+def _damage(data: Any) -> str | None:
+    """What is wrong with a record read from JSON, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("config"), str):
+        return "no config"
+    for part in ("hosts", "outs"):
+        table = data.get(part)
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            return f"{part!r} is not a table of strings"
+    return None
+
+
+def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, str], ok: bool) -> None:
     os.makedirs(STATE_DIR, exist_ok=True)
-    data = json.dumps({"config": config, "hosts": hosts, "ok": ok}, sort_keys=True, separators=(",", ":"))
-    write_if_changed(Path(state_path(stage)), data.encode())
+    data = json.dumps({"config": config, "hosts": hosts, "outs": outs, "ok": ok}, sort_keys=True, separators=(",", ":"))
+    write_if_changed(Path(state_path(stage)), data.encode(), 0o600)
+
+
+def record_outputs(stage: str, name: str, keys: str) -> None:
+    """Take ``keys`` as what the stage's work left of host ``name``'s outputs (`doit rollback`
+    swaps published files: the swapped files are the publisher's own)."""
+    saved = load_state(stage)
+    if name in saved["outs"]:
+        saved["outs"][name] = keys
+        save_state(stage, saved["config"], saved["hosts"], saved["outs"], saved.get("ok", True))
 
 
 class Stage:
     """The units of one stage, their check (doit's uptodate) and their work (doit's action)."""
 
     def __init__(self, name: str, units: Callable[[], dict[str, Unit]], config: str,
-                 batch: Callable[[list[str]], Any] | None = None, workers: int = 1):
+                 batch: Callable[[list[str]], Any] | None = None, workers: int = 1,
+                 output_key: Callable[[str], str] | None = None, keep_going: bool = False, pass_recorded: bool = False):
         self.name = name
+        # the key recorded of each output: None, only that it exists (make's way: a rendered
+        # file edited by hand stays as edited); file_key (memoized: an output of one stage is
+        # an input of the next), so a damaged output is made again; or fileio.identity_key
+        # where others can write the outputs
+        self.output_key = output_key
+        self.keep_going = keep_going  # one host's failure stops only that host
+        # the action also gets recorded={output: key as the last run left it} (publish: is
+        # a published file still the one it wrote?)
+        self.pass_recorded = pass_recorded
         # hosts worked on at once, in threads: for work that waits on the disk (publish's
         # fsyncs), not for Python work (render, overlay), which holds the interpreter lock
         self.workers = workers
@@ -82,7 +126,8 @@ class Stage:
         self._units: dict[str, Unit] | None = None
         self.config = f"{FORMAT}|{config}"
         self.batch = batch  # does the work of all due hosts at once (instead of Unit.action per host)
-        self._due: tuple[list[str], dict[str, str]] | None = None
+        self._due: tuple[list[str], dict[str, str], dict[str, str]] | None = None
+        self.recorded: dict[str, str] = {}  # each host's output keys as the last run left them
         self._removed = False
         self._every = ""  # why every host is due, when it is
 
@@ -96,18 +141,26 @@ class Stage:
     # and passes the values the last successful run returned
     __signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("task", "values")])
 
-    def due(self, forget: bool = False) -> tuple[list[str], dict[str, str]]:
-        """(hosts to redo, in order; the record of every host as its files are now)."""
+    def due(self, forget: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
+        """(hosts to redo, in order; the record of every host's inputs as they are now; the
+        keys of the outputs of every host that is not due)."""
         saved = load_state(self.name)
         forgotten = forget and saved.get("ok", True)
-        old = saved["hosts"] if saved["config"] == self.config and not forgotten else {}
-        self._every = ("no records yet" if saved["config"] is None else "the stage's settings, code or templates changed"
-                       if saved["config"] != self.config else "doit forgot the stage" if forgotten else "")
+        same = saved["config"] == self.config
+        old = saved["hosts"] if same and not forgotten else {}
+        self.recorded = saved["outs"]  # also after a forget or a new config: the files are what they are
+        self._every = ("no records yet" if saved["config"] is None and "damaged" not in saved else "its record was damaged"
+                       if "damaged" in saved else "the stage's settings, code or templates changed"
+                       if not same else "doit forgot the stage" if forgotten else "")
         todo: list[str] = []
         now: dict[str, str] = {}
+        outs: dict[str, str] = {}
         key = file_key
         known = remembered_key  # a dictionary lookup first: ~250,000 files at 10,000 hosts
+        okey = self.output_key
+        memo = okey is file_key
         recorded = old.get
+        left = saved["outs"].get if old else {}.get
         for name, unit in self.units.items():  # ~10 us per host: written for speed
             # the record: the unit's config and the size, mtime and mode of each input
             parts = [unit.config]
@@ -118,13 +171,23 @@ class Stage:
             if recorded(name) != s:
                 todo.append(name)
                 continue
-            for o in unit.outputs:
-                k = known(o)
-                if not (key(o) if k is None else k):
-                    todo.append(name)
-                    break
-        self._removed = bool(set(old) - set(self.units)) or saved["config"] != self.config
-        return todo, now
+            if okey is None:
+                for o in unit.outputs:
+                    k = known(o)
+                    if not (key(o) if k is None else k):
+                        todo.append(name)
+                        break
+                continue
+            if memo:
+                o = "|".join([(key(f) if k is None else k) for f in unit.outputs for k in (known(f),)])
+            else:
+                o = "|".join([okey(f) for f in unit.outputs])
+            if left(name) != o:  # an output changed, or went, since the work left it
+                todo.append(name)
+                continue
+            outs[name] = o
+        self._removed = bool(set(old) - set(self.units)) or not same
+        return todo, now, outs
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         """doit uptodate: True when no host is due and no host was removed.
@@ -153,7 +216,7 @@ class Stage:
         Returns the values doit keeps for the next run's check (see __call__)."""
         # what the check found (task.meta reaches a child process too); not checked (doit -a): every host
         checked = task.meta.get("due")
-        todo, now = checked if checked is not None else self.due(forget=True)
+        todo, now, outs = checked if checked is not None else self.due(forget=True)
         task.meta["due"] = self._due = None
         due = set(todo)
         done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
@@ -167,40 +230,68 @@ class Stage:
             todo = [n for n in todo if n in chosen]  # the others get no record: still due next run
         out = sys.stdout
         ok = False
+        failed: list[str] = []
         try:
             if self.batch is not None:
                 result = self.batch(todo) if todo else None
                 if isinstance(result, TaskFailed):
                     return result
-                done.update((name, now[name]) for name in todo)
+                for name in todo:
+                    done[name], outs[name] = now[name], self._outputs_now(name)
                 ok = True
                 return {"records": state_path(self.name)}
             for name, result in self._work(todo):
                 if isinstance(result, TaskFailed):
-                    return result
-                done[name] = now[name]  # the record taken before the work: an input edited meanwhile is seen next run
-                out.write(f"{LINE}{self.name}:{name}\n")
+                    if not self.keep_going:
+                        return result
+                    failed.append(result.message.strip())
+                    continue
+                # the record taken before the work: an input edited meanwhile is seen next run
+                done[name], outs[name] = now[name], self._outputs_now(name)
+                if result != UNCHANGED:
+                    out.write(f"{LINE}{self.name}:{name}\n")
+            if failed:
+                return TaskFailed(f"cephboot: {self.name}: {len(failed)} of {len(todo)} hosts failed, every other host is done:\n"
+                                  + "\n".join(failed))
             ok = True
         finally:
-            save_state(self.name, self.config, done, ok)
+            save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs}, ok)
             out.flush()
         return {"records": state_path(self.name)}
 
+    def _outputs_now(self, name: str) -> str:
+        """The keys of a host's outputs as its work left them (fresh stats)."""
+        if self.output_key is None:
+            return ""
+        paths = self.units[name].outputs
+        if self.output_key is file_key:
+            stat_memo_forget(paths)
+        return "|".join([self.output_key(f) for f in paths])
+
     def _work(self, todo: list[str]) -> Iterator[tuple[str, Any]]:
         """(host, what its action returned) for each host of ``todo`` that was done, in the
-        order they finish; stops at the first failure (hosts still running finish first)."""
+        order they finish; stops at the first failure (hosts still running finish first),
+        unless the stage keeps going."""
+        recorded = (self.recorded or load_state(self.name)["outs"]) if self.pass_recorded and todo else {}
+
+        def work(name: str) -> Any:
+            unit = self.units[name]
+            if not self.pass_recorded:
+                return unit.action(*unit.args)
+            keys = recorded.get(name, "").split("|")
+            return unit.action(*unit.args, recorded=dict(zip(unit.outputs, keys)) if len(keys) == len(unit.outputs) else {})
+
         if self.workers <= 1 or len(todo) <= 1:
             for name in todo:
-                unit = self.units[name]
-                yield name, unit.action(*unit.args)
+                yield name, work(name)
             return
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            running = {pool.submit(self.units[n].action, *self.units[n].args): n for n in todo}
+            running = {pool.submit(work, n): n for n in todo}
             try:
                 for future in as_completed(running):
                     result = future.result()  # an exception stops the stage, as it would one by one
                     yield running[future], result
-                    if isinstance(result, TaskFailed):
+                    if isinstance(result, TaskFailed) and not self.keep_going:
                         return
             finally:
                 for future in running:

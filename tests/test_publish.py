@@ -145,9 +145,9 @@ def test_forgetting_publish_brings_the_current_build_back_after_a_rollback(a_bui
     untouched = {h: (tree(a_built_site) / f"hosts/{h}/overlay.cpio").stat().st_ino for h in HOSTS - {"zephyr"}}
     a_built_site.doit("forget", "publish:hosts")
     run = a_built_site.doit("publish")
-    assert stages(run.ran, "publish") == HOSTS  # every host looked at again...
+    # every host looked at again, and only the rolled-back one rewritten (one line each)
+    assert "publish:hosts" in run.tasks and stages(run.ran, "publish") == {"zephyr"}
     assert (root / "overlay.cpio").read_bytes() == current
-    # ...and only the rolled-back one rewritten
     assert {h: (tree(a_built_site) / f"hosts/{h}/overlay.cpio").stat().st_ino for h in untouched} == untouched
 
 
