@@ -336,7 +336,7 @@ class Folder:
             st = self.entry(name)
             if st is not None and not stat.S_ISDIR(st.st_mode):
                 report(self.where(name), f"{kind(st)} where a folder belongs: removed, not followed")
-                self.remove(name)
+                self.remove(name, only=st)
                 st = None
             try:
                 if st is None:
@@ -379,11 +379,12 @@ class Folder:
         except OSError as e:
             raise _named(e, self.path) from None
 
-    def remove(self, name: str) -> None:
-        """Remove the entry ``name`` whatever it is (a folder with all it holds; a link, not its target)."""
+    def remove(self, name: str, only: os.stat_result | None = None) -> None:
+        """Remove the entry ``name`` whatever it is (a folder with all it holds; a link, not its
+        target); with ``only``, only if it still is that entry."""
         st = self.entry(name)
         try:
-            if st is None:
+            if st is None or (only is not None and (st.st_ino, st.st_dev) != (only.st_ino, only.st_dev)):
                 return
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(name, dir_fd=self.fd)

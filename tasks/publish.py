@@ -146,7 +146,8 @@ def publish_kernel(settings: dict[str, Any], kver: str, kept: OutputsKept) -> Ta
     try:
         with ExitStack() as stack:
             top = stack.enter_context(Folder.root(tree_root(settings), PUBLIC_DIR))
-            kernels = stack.enter_context(top.folder("kernels", PUBLIC_DIR))
+            with top.lock():
+                kernels = stack.enter_context(top.folder("kernels", PUBLIC_DIR))
             folder = stack.enter_context(kernels.folder(kver, PUBLIC_DIR))
             locked = stack.enter_context(folder.lock())
             clear_unexpected(folder, {src.name for src in sources}, locked)
@@ -229,7 +230,8 @@ def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str], r
         gid = web_gid(settings)
         with ExitStack() as stack:
             top = stack.enter_context(Folder.root(tree_root(settings), PUBLIC_DIR))
-            hosts = stack.enter_context(top.folder("hosts", PUBLIC_DIR))
+            with top.lock():  # hosts/ is shared: one publisher (thread) repairs it at a time
+                hosts = stack.enter_context(top.folder("hosts", PUBLIC_DIR))
             folder = stack.enter_context(hosts.folder(name, HOST_DIR, gid))
             locked = stack.enter_context(folder.lock())
             wrote = _publish_host(settings, folder, sources, gid, locked, mine) or folder.fixed

@@ -68,7 +68,7 @@ def load_state(stage: str) -> dict[str, Any]:
     except FileNotFoundError:
         return {"config": None, "hosts": {}, "outs": {}}
     except (OSError, ValueError) as e:
-        why = f"unreadable ({e.__class__.__name__})"
+        why = f"unreadable: {e.__class__.__name__}"
     if why is None:
         return data
     report(path, f"damaged record ({why}): every host of {stage} is redone")
@@ -251,8 +251,8 @@ class Stage:
                 if result != UNCHANGED:
                     out.write(f"{LINE}{self.name}:{name}\n")
             if failed:
-                return TaskFailed(f"cephboot: {self.name}: {len(failed)} of {len(todo)} hosts failed, every other host is done:\n"
-                                  + "\n".join(failed))
+                rest = ", every other host is done" if len(failed) < len(todo) else ""
+                return TaskFailed(f"cephboot: {self.name}: {len(failed)} of {len(todo)} hosts failed{rest}:\n" + "\n".join(failed))
             ok = True
         finally:
             save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs}, ok)
