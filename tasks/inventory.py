@@ -287,7 +287,7 @@ def load(root: Path | str = ".", use_cache: bool = True) -> Site:
                     return cached
                 if cached.memo.get("code") == _code_key():  # new rules: nothing from before counts
                     previous = cached.memo
-        except (OSError, pickle.PickleError, EOFError, AttributeError, TypeError, ValueError):
+        except (OSError, pickle.PickleError, EOFError, AttributeError, TypeError, ValueError, ImportError, KeyError, IndexError):
             pass
     site = _load(root, previous)
     site.signature = _signature(root, _extra_inputs(site))

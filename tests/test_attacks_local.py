@@ -300,6 +300,15 @@ def test_damaged_records_redo_the_stage_with_one_line_and_no_traceback(a_built_s
     assert a_built_site.doit().ran == set()
 
 
+def test_a_cache_naming_a_module_that_does_not_exist_is_built_again(a_built_site: Site) -> None:
+    cache = a_built_site.build / ".inventory.pickle"
+    assert cache.exists()
+    cache.write_bytes(b"cno_such_module_of_cephboot\nSite\n.")  # a pickle of a class from a module that is gone
+    run = a_built_site.doit()
+    assert "Traceback" not in run.stderr and work(run) == set()
+    assert b"no_such_module" not in cache.read_bytes()
+
+
 def doit_with_umask(site: Site, umask: int, *args: str) -> DoitRun:
     cmd = [sys.executable, "-m", "doit", "-f", str(site.dodo), "-d", str(site.root), *args]
     p = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=lambda: os.umask(umask), timeout=900)

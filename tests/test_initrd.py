@@ -1,6 +1,7 @@
 """The base initrd: built once per kernel by real mkinitramfs, complete, reproducible, and host-data free."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -94,3 +95,29 @@ def test_doit_list_does_not_build_or_read_kernels(the_built_example: Site, tmp_p
     run = the_built_example.doit("list", "--all")
     assert time.monotonic() - started < 5
     assert f"initrd:{kver()}" in run.stdout and "publish:kernel-" in run.stdout
+
+
+def test_a_truncated_base_is_built_again_before_it_is_published(a_built_site: Site) -> None:
+    """doit only asks whether a target exists; the initrd task also compares it with what it built."""
+    good = base(a_built_site).read_bytes()
+    with open(base(a_built_site), "r+b") as f:
+        f.truncate(len(good) // 3)
+    run = a_built_site.doit("initrd", "publish")
+    assert f"initrd:{kver()}" in run.ran
+    assert base(a_built_site).read_bytes() == good  # reproducible: the same bytes again (so none to publish)
+    assert (a_built_site.build / "publish/kernels" / kver() / "initrd.img").read_bytes() == good
+
+
+def test_mkinitramfs_keeps_its_temporary_files_under_build(a_built_site: Site, tmp_path: Path) -> None:
+    """TMPDIR is build/tmp/<node>.<pid>, removed when the build ends (and by the next run if killed)."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    log = tmp_path / "mkinitramfs.log"
+    (stub / "mkinitramfs").write_text(f'#!/bin/sh\nd=$(mktemp -d "${{TMPDIR:-/var/tmp}}/mkinitramfs_XXXXXX")\nprintf "%s\\n%s\\n" "$TMPDIR" "$d" > {log}\nexit 3\n')
+    (stub / "mkinitramfs").chmod(0o755)
+    a_built_site.doit("forget", f"initrd:{kver()}")
+    run = a_built_site.doit(f"initrd:{kver()}", check=False, env={"PATH": f"{stub}:{os.environ['PATH']}"})
+    assert run.returncode != 0 and f"mkinitramfs for {kver()} failed (3)" in run.stdout + run.stderr
+    tmpdir, made = log.read_text().splitlines()
+    assert Path(tmpdir).parent == a_built_site.build / "tmp" and made.startswith(tmpdir + "/mkinitramfs_")
+    assert not Path(tmpdir).exists()
