@@ -14,7 +14,7 @@ import stat
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 CHUNK = 1 << 20
 NODE = socket.gethostname().split(".")[0] or "localhost"
@@ -71,32 +71,9 @@ def write_if_changed(path: Path, data: bytes, mode: int = 0o644, durable: bool =
     except (FileNotFoundError, NotADirectoryError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(tmp_name(path.name))
-    fd = _create(tmp, mode)
-    try:
-        _write_all(fd, data)
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    replace_tmp(tmp, path)
+    with Folder.root(path.parent) as folder:
+        folder.write(path.name, data, mode, None, durable)
     return True
-
-
-def _create(tmp: Path, mode: int) -> int:
-    """A new temporary file with exactly ``mode`` (a leftover of the same name, from a dead
-    process that had our pid, is removed first)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
-    try:
-        fd = os.open(tmp, flags, 0o600)
-    except FileExistsError:
-        os.unlink(tmp)
-        fd = os.open(tmp, flags, 0o600)
-    os.fchmod(fd, mode)  # the umask must not loosen or tighten what we ask for
-    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -283,17 +260,18 @@ class Folder:
         self.fixed = False  # its mode or group were set when it was opened
 
     @classmethod
-    def root(cls, path: str | Path, mode: int) -> "Folder":
-        """The tree's top folder (made if missing).  Its path comes from the site's settings,
-        so links on the way to it are followed; nothing below it is."""
+    def root(cls, path: str | Path, mode: int | None = None) -> "Folder":
+        """A tree's top folder (made if missing; given ``mode``).  Its path comes from the
+        site's settings, so links on the way to it are followed; nothing below it is."""
         path = str(path)
         try:
-            os.makedirs(path, mode=mode, exist_ok=True)
+            os.makedirs(path, mode=mode or 0o700, exist_ok=True)
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
             raise _named(e, path) from None
         folder = cls(fd, path)
-        folder.fixed = folder._fix(mode, None)
+        if mode is not None:
+            folder.fixed = folder._fix(mode, None)
         return folder
 
     def __enter__(self) -> "Folder":
@@ -457,20 +435,9 @@ class Folder:
             os.close(fd)
 
     def copy_in(self, src: str | Path | tuple["Folder", str], name: str, mode: int, gid: int | None) -> None:
-        """Copy ``src`` (a build file, or (folder, name) in this tree) to ``name`` so that a reader
-        sees the old file or the new one, never a part.  The copy goes to a temporary name, gets
-        its group and mode before it has a name readers know, is fsynced, then renamed over
-        ``name`` (a link there is replaced, not followed; a folder there is removed)."""
-        self._clear_for_file(name)
-        tmp = tmp_name(name)
-        self.unlink(tmp)  # a leftover of a dead process that had our pid
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600, dir_fd=self.fd)
-        except OSError as e:
-            raise _named(e, self.where(name)) from None
-        try:
-            _set_group(fd, self.where(name), gid)
-            os.fchmod(fd, mode)
+        """Copy ``src`` (a build file, or (folder, name) in this tree) to ``name``, atomically
+        and durably (see write())."""
+        def fill(fd: int) -> None:
             if isinstance(src, tuple):
                 rfd = src[0].open_file(src[1])
                 if rfd is None:
@@ -481,7 +448,32 @@ class Folder:
             with reader:
                 while block := reader.read(CHUNK):
                     _write_all(fd, block)
-            os.fsync(fd)
+        self._fill(name, mode, gid, fill, durable=True)
+
+    def write(self, name: str, data: bytes, mode: int, gid: int | None, durable: bool) -> None:
+        """Write ``data`` to ``name`` atomically (see _fill())."""
+        self._fill(name, mode, gid, lambda fd: _write_all(fd, data), durable)
+
+    def _fill(self, name: str, mode: int, gid: int | None, fill: Callable[[int], None], durable: bool) -> None:
+        """The one atomic write: the bytes go to tmp_name(name) in this folder, which gets its
+        group and mode before it has a name readers know (a key is never readable by others,
+        even for a moment), is fsynced when ``durable``, then renamed over ``name`` (a link
+        there is replaced, not followed; a folder there is removed).  A reader sees the old
+        file or the new one, never a part; a writer killed meanwhile leaves only the
+        temporary (removed by the next run)."""
+        self._clear_for_file(name)
+        tmp = tmp_name(name)
+        self.unlink(tmp)  # a leftover of a dead process that had our pid
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600, dir_fd=self.fd)
+        except OSError as e:
+            raise _named(e, self.where(name)) from None
+        try:
+            _set_group(fd, self.where(name), gid)
+            os.fchmod(fd, mode)  # the umask must not loosen or tighten what we ask for
+            fill(fd)
+            if durable:
+                os.fsync(fd)
         except BaseException as e:
             os.close(fd)
             self._drop(tmp)

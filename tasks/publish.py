@@ -350,7 +350,11 @@ def _publish_site(top: Folder, src_root: Path, routes: list[str], hosts: list[st
         clear_unexpected(ipxe, {d.split("/")[1] for d in ROUTE_DIRS}, locked)
         for d in ROUTE_DIRS:
             with ipxe.folder(d.split("/")[1], PUBLIC_DIR) as folder:
-                clear_unexpected(folder, {rel.rsplit("/", 1)[1] for rel in wanted if rel.startswith(d + "/")}, locked)
+                mine = {rel.rsplit("/", 1)[1] for rel in wanted if rel.startswith(d + "/")}
+                for name in folder.names():  # the routes of removed hosts and of changed MACs go
+                    if name not in mine and name.endswith(".ipxe") and folder.is_file(name):
+                        folder.unlink(name)
+                clear_unexpected(folder, mine, locked)
                 folder.fsync()
         ipxe.fsync()
     top.fsync()
