@@ -105,6 +105,9 @@ def prepare_build() -> None:
     os.umask(0o077)
     os.makedirs(BUILD, mode=0o700, exist_ok=True)
     st = os.stat(BUILD)
+    if st.st_uid != os.geteuid():  # whoever owns it can put anything in it (a cache we load)
+        raise SystemExit(f"cephboot: {os.path.abspath(BUILD)}: owned by uid {st.st_uid}, not by the user running doit "
+                         f"(uid {os.geteuid()}): remove it, or chown -R it, after checking what is in it")
     if st.st_mode & 0o077:
         os.chmod(BUILD, 0o700)
         report(BUILD, f"was mode {stat.S_IMODE(st.st_mode):04o} (others could read or write it); now 0700")

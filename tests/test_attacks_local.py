@@ -335,6 +335,16 @@ def test_a_looser_build_folder_is_tightened_with_a_message(the_example_site: Sit
     assert stat.S_IMODE(the_example_site.build.stat().st_mode) == 0o700
 
 
+def test_a_build_folder_someone_else_owns_is_refused(the_example_site: Site) -> None:
+    """Another local user made build/ (and could plant a cache in it): doit loads nothing from it."""
+    the_example_site.build.mkdir()
+    os.chown(the_example_site.build, 65534, 65534)
+    run = the_example_site.doit("render", check=False)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert f"cephboot: {the_example_site.build}: owned by uid 65534, not by the user running doit" in run.stderr
+    assert list(the_example_site.build.iterdir()) == []
+
+
 def test_leftovers_of_killed_runs_are_removed_by_the_next_run(a_built_site: Site) -> None:
     from tasks.fileio import NODE
 
