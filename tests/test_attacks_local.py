@@ -134,6 +134,18 @@ def test_boot_ipxe_made_a_folder_stops_no_other_host(a_built_site: Site) -> None
         is_published(a_built_site, h)
 
 
+def test_a_fifo_in_place_of_a_script_neither_blocks_nor_stays(a_built_site: Site) -> None:
+    """Opening a FIFO for reading would wait for a writer forever: the publisher never opens
+    what is not a regular file."""
+    script = tree(a_built_site) / "hosts/boreas/boot.ipxe"
+    script.unlink()
+    os.mkfifo(script)
+    run = a_built_site.doit()
+    assert work(run) == {"publish:boreas"}
+    assert "build/publish/hosts/boreas/boot.ipxe: a special file where a file belongs" in run.stderr
+    is_published(a_built_site, "boreas")
+
+
 def test_a_layer_made_a_link_to_a_password_file_is_replaced_not_followed(a_built_site: Site, tmp_path: Path) -> None:
     """overlay.cpio -> a passwd file (a stand-in for /etc/passwd: a failing test must not damage
     the machine's): the file keeps its bytes, mode and owner; the link is replaced by the layer."""
