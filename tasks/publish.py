@@ -3,7 +3,6 @@ generation per host, never following a link, and repairing what others changed."
 from __future__ import annotations
 
 import grp
-import inspect
 import os
 import re
 import stat
@@ -17,7 +16,7 @@ from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
 from . import inventory
-from .fileio import (Folder, GroupError, describe, digest, file_key, file_sha256, files_digest, identity_key,
+from .fileio import (Folder, GroupError, describe, digest, file_sha256, files_digest, identity_key,
                      identity_of, is_temp, kind, report, tmp_name)
 from .initrd import base_path, built_stamp, kernels_in_use, vmlinuz_path
 from .inventory import Host
