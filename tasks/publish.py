@@ -261,9 +261,15 @@ def _publish_host(settings: dict[str, Any], folder: Folder, sources: dict[str, s
     for n in HOST_FILES:  # the layers first, the script that names them last
         if n not in sources:
             continue
+        mode = _mode(n, settings)
+        st = entries[n]
         if n in changed:
-            folder.copy_in(sources[n], n, _mode(n, settings), gid)
-        elif folder.fix_mode(n, _mode(n, settings), gid):
+            folder.copy_in(sources[n], n, mode, gid)
+        elif mine and mine.get(n) != identity_of(st) and st is not None and (
+                stat.S_IMODE(st.st_mode) != mode or (gid is not None and st.st_gid != gid)):
+            folder.copy_in(sources[n], n, mode, gid)  # never chmod/chown a file someone else made
+            repaired = True
+        elif folder.fix_mode(n, mode, gid):
             repaired = True
     for n in current - set(sources):  # e.g. initrd.img after monolithic was turned off
         folder.remove(n)

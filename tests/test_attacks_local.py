@@ -203,6 +203,22 @@ def test_a_kernel_folder_made_a_link_is_replaced(a_built_site: Site, tmp_path: P
         assert (folder / name).read_bytes() == (a_built_site.build / "kernels" / kver() / name).read_bytes()
 
 
+def test_a_file_someone_else_made_gets_no_chmod_but_is_replaced(a_built_site: Site, tmp_path: Path) -> None:
+    """The layer's name made a hard link to a file elsewhere with the right bytes, world-readable:
+    the publisher replaces the entry rather than chmod a file it did not make."""
+    layer = tree(a_built_site) / "hosts/zephyr/overlay.cpio"
+    elsewhere = tmp_path / "elsewhere"  # the same file system as the tree
+    elsewhere.write_bytes(layer.read_bytes())
+    elsewhere.chmod(0o644)
+    layer.unlink()
+    os.link(elsewhere, layer)
+    run = a_built_site.doit()
+    assert work(run) == {"publish:zephyr"}
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o644
+    assert layer.stat().st_ino != elsewhere.stat().st_ino
+    is_published(a_built_site, "zephyr")
+
+
 def test_a_layer_rewritten_with_its_size_and_mtime_kept_is_published_again(a_built_site: Site) -> None:
     """The host rewrites its layer in place, same size, and sets the old mtime back: the
     publisher's record holds the inode and ctime too, so the next `doit` puts the built layer back."""
