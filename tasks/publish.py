@@ -36,7 +36,8 @@ HOST_FILES = (MONOLITHIC, LAYER, HOST_IPXE)
 SECRET_FILES = {LAYER, MONOLITHIC}  # they hold the cephx key (and the LUKS key)
 _KVER_IN_SCRIPT = re.compile(rb"/kernels/([^/\s]+)/vmlinuz")
 FOLDERS = {PREVIOUS, "by-uuid", "by-mac"}  # the entries the publisher makes as folders (checked when opened)
-SCRIPT_LIMIT = 1 << 16  # of a previous boot.ipxe read for its kernel version (a host can write it)
+SCRIPT_LIMIT = 1 << 16
+LAYER_LIMIT = 1 << 20  # of a published layer read for its keys (a few KB; a host can write it)  # of a previous boot.ipxe read for its kernel version (a host can write it)
 
 
 class PublishError(Exception):
@@ -158,27 +159,35 @@ def publish_kernel(settings: dict[str, Any], kver: str, kept: OutputsKept) -> Ta
     return {"outputs": kept.keys()}
 
 
-def newc_end(data: bytes) -> int | None:
-    """Where the newc cpio archive at the start of ``data`` ends (its trailer, padded to 512
-    bytes as cpio and overlay.pack write it), or None when it is cut short or no archive."""
+def newc_members(data: bytes) -> tuple[dict[bytes, bytes], int | None]:
+    """The members (name -> bytes) of the newc cpio archive at the start of ``data``, and where
+    it ends (its trailer, padded to 512 bytes as cpio and overlay.pack write it), or None when
+    it is cut short or no archive."""
+    members: dict[bytes, bytes] = {}
     pos = 0
     while True:
         header = data[pos:pos + 110]
         if len(header) < 110 or header[:6] != b"070701":
-            return None
+            return members, None
         try:
             size, namesize = int(header[54:62], 16), int(header[94:102], 16)
         except ValueError:
-            return None
+            return members, None
         name = data[pos + 110:pos + 110 + namesize - 1]
         pos = pos + 110 + namesize
         pos += -pos % 4
+        members[name] = data[pos:pos + size]
         pos += size + (-size % 4)
         if pos > len(data):
-            return None
+            return members, None
         if name == b"TRAILER!!!":
             pos += -pos % 512
-            return pos if pos <= len(data) else None
+            return members, pos if pos <= len(data) else None
+
+
+def layer_secrets(data: bytes) -> dict[bytes, bytes]:
+    """The keys a host layer holds: its keyring(s) and LUKS key."""
+    return {n: b for n, b in newc_members(data)[0].items() if n.endswith((b".keyring", b"/luks.key"))}
 
 
 def layer_complete(layer: str, prefix_of: str | None = None) -> bool:
@@ -186,7 +195,7 @@ def layer_complete(layer: str, prefix_of: str | None = None) -> bool:
     when that file starts with exactly this layer: a monolithic initrd)."""
     try:
         data = Path(layer).read_bytes()
-        if newc_end(data) != len(data):
+        if newc_members(data)[1] != len(data):
             return False
         if prefix_of is None:
             return True
@@ -255,7 +264,12 @@ def _publish_host(settings: dict[str, Any], folder: Folder, sources: dict[str, s
     changed = (current - set(sources)) | {n for n, src in sources.items() if not folder.same_content(src, n)}
     repaired = _check_previous(folder, mine, locked, interrupted) or repaired
     if changed:
-        if current and not interrupted and ours:
+        if LAYER in changed and _key_rotated(folder, sources[LAYER]):
+            # the previous generation holds the old key: it must not stay readable, and it
+            # could not boot anyway once the old key is revoked
+            report(folder.where(PREVIOUS), "the host's key changed: the previous generation, which holds the old key, is removed")
+            folder.remove(PREVIOUS)
+        elif current and not interrupted and ours:
             _save_previous(folder, current, gid, locked)
         folder.touch(MARKER)
     for n in HOST_FILES:  # the layers first, the script that names them last
@@ -276,6 +290,16 @@ def _publish_host(settings: dict[str, Any], folder: Folder, sources: dict[str, s
     folder.fsync()
     folder.unlink(MARKER)
     return bool(changed) or repaired
+
+
+def _key_rotated(folder: Folder, layer: str) -> bool:
+    """True when the published layer holds other keys than the built one (a rotated keyring or
+    LUKS key)."""
+    old = folder.read(LAYER, LAYER_LIMIT)
+    if not old:
+        return False
+    before = layer_secrets(old)
+    return bool(before) and before != layer_secrets(Path(layer).read_bytes())
 
 
 def _check_previous(folder: Folder, mine: dict[str, str], locked: bool, interrupted: bool) -> bool:

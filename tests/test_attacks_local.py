@@ -311,6 +311,26 @@ def test_full_and_read_only_disks_name_the_path(a_built_site: Site) -> None:
     assert a_built_site.doit().returncode == 0
 
 
+def test_a_rotated_key_leaves_no_generation_that_holds_the_old_one(a_built_site: Site) -> None:
+    """A new keyring for zephyr (the old key revoked on the cluster): previous/ would still serve
+    the old key, and could not boot with it, so the publisher drops it instead of keeping it."""
+    from tasks.examplekeys import cephx_secret
+
+    a_built_site.edit("nodes/zephyr.yaml", "192.0.2.21/24", "192.0.2.41/24")
+    a_built_site.doit()  # a previous generation, with the current key
+    folder = tree(a_built_site) / "hosts/zephyr"
+    assert (folder / "previous/overlay.cpio").exists()
+    keyring = a_built_site.hosts / "keys/zephyr.keyring"
+    old = keyring.read_text().split("key = ")[1].strip().encode()
+    keyring.write_text(f"[client.zephyr]\n\tkey = {cephx_secret()}\n")
+    run = a_built_site.doit()
+    assert "publish:zephyr" in run.ran
+    assert "build/publish/hosts/zephyr/previous: the host's key changed" in run.stderr
+    assert not (folder / "previous").exists()
+    assert not [p for p in tree(a_built_site).rglob("*") if p.is_file() and old in p.read_bytes()]
+    is_published(a_built_site, "zephyr")
+
+
 # --- records and local files ------------------------------------------------------------
 
 def test_damaged_records_redo_the_stage_with_one_line_and_no_traceback(a_built_site: Site) -> None:
