@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import sys
+import threading
 from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
@@ -232,6 +233,7 @@ def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str], r
             Path(src).unlink(missing_ok=True)  # the overlay stage makes it again
             return TaskFailed(f"cephboot: publish: host {name}: {src}: damaged build output ({why}): not published; "
                               "removed, the next doit builds it again")
+    _warn_without_group(settings)
     prefix = os.path.join(tree_root(settings), "hosts", name) + "/"
     mine = {p[len(prefix):]: k for p, k in (recorded or {}).items() if p.startswith(prefix)}
     try:
@@ -290,6 +292,17 @@ def _publish_host(settings: dict[str, Any], folder: Folder, sources: dict[str, s
     folder.fsync()
     folder.unlink(MARKER)
     return bool(changed) or repaired
+
+
+_WARNED = threading.Lock()  # held for good once the warning is out
+
+
+def _warn_without_group(settings: dict[str, Any]) -> None:
+    """Once per run: without publish.group, the web server cannot read a host layer (403)."""
+    p = settings["publish"]
+    if p["group"] is None and not p["secret_mode"] & 0o004 and _WARNED.acquire(blocking=False):
+        report("hosts/site.yaml", f"publish.group is not set: host layers are mode {p['secret_mode']:04o} with the publisher's "
+               "group, so the web server cannot read them (403); set it to the web server's group (www-data for Debian's nginx)")
 
 
 def _key_rotated(folder: Folder, layer: str) -> bool:

@@ -61,6 +61,15 @@ def test_the_web_servers_group_gets_the_layers(a_built_site: Site) -> None:
         assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (nogroup, 0o660)
 
 
+def test_publishing_without_a_web_servers_group_warns_once(a_built_site: Site) -> None:
+    a_built_site.edit("site.yaml", "192.0.2.13]", "192.0.2.14]")
+    run = a_built_site.doit("publish")
+    assert stages(run.ran, "publish") == HOSTS
+    assert run.stderr.count("cephboot: hosts/site.yaml: publish.group is not set") == 1, run.stderr
+    a_built_site.edit("site.yaml", "  target: build/publish", "  target: build/publish\n  group: nogroup")
+    assert "publish.group" not in a_built_site.doit("publish").stderr
+
+
 def test_a_second_run_publishes_nothing(a_built_site: Site) -> None:
     assert stages(a_built_site.doit("publish").ran, "publish") == set()
 
