@@ -25,7 +25,6 @@ _TMP = re.compile(r"^\.(?P<name>.+)\.tmp(?:\.(?P<node>[^.]+)\.|)(?P<pid>\d+)$")
 _TMP_DIR = re.compile(r"^(?P<node>[^.]+)\.(?P<pid>\d+)$")
 BUILD = "build"
 TMP_ROOT = f"{BUILD}/tmp"  # TMPDIR of programs cephboot runs (mkinitramfs): leftovers are ours to remove
-# a file of a killed run holds a part of something; these are its tells
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | _NO_FOLLOW  # a planted FIFO must not block us
 
@@ -43,8 +42,7 @@ def report(path: str | Path, what: str) -> None:
 
 def _named(e: OSError, path: str | Path) -> OSError:
     """``e`` naming the whole path (calls relative to a folder's descriptor know only the name)."""
-    out = OSError(e.errno, e.strerror or str(e), str(path))
-    return out
+    return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 def describe(e: OSError, fallback: str | Path) -> str:
@@ -70,8 +68,7 @@ def write_if_changed(path: Path, data: bytes, mode: int = 0o644, durable: bool =
             return False
     except (FileNotFoundError, NotADirectoryError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with Folder.root(path.parent) as folder:
+    with Folder.root(path.parent) as folder:  # made if missing
         folder.write(path.name, data, mode, None, durable)
     return True
 
