@@ -269,8 +269,9 @@ def _publish_host(settings: dict[str, Any], folder: Folder, sources: dict[str, s
         if LAYER in changed and _key_rotated(folder, sources[LAYER]):
             # the previous generation holds the old key: it must not stay readable, and it
             # could not boot anyway once the old key is revoked
-            report(folder.where(PREVIOUS), "the host's key changed: the previous generation, which holds the old key, is removed")
-            folder.remove(PREVIOUS)
+            if folder.entry(PREVIOUS) is not None:
+                report(folder.where(PREVIOUS), "the host's key changed: the previous generation, which holds the old key, is removed")
+                folder.remove(PREVIOUS)
         elif current and not interrupted and ours:
             _save_previous(folder, current, gid, locked)
         folder.touch(MARKER)
