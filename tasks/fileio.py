@@ -3,6 +3,7 @@ the stat keys and their memo, the private build/ folder, and folders that others
 worked in through a descriptor without ever following a link."""
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import hashlib
@@ -89,8 +90,9 @@ def replace_tmp(tmp: Path, path: Path) -> None:
 
 
 def tmp_dir() -> str:
-    """This process's private temporary folder, build/tmp/<node>.<pid> (TMPDIR for mkinitramfs):
-    the next run removes it if this one is killed."""
+    """This process's private temporary folder, build/tmp/<node>.<pid> (TMPDIR for mkinitramfs).
+    prepare_build() makes it and removes it when the process ends: found after its process is
+    gone, it tells the next run that a run was killed (see prepare_build())."""
     path = os.path.abspath(f"{TMP_ROOT}/{NODE}.{os.getpid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
@@ -98,7 +100,12 @@ def tmp_dir() -> str:
 
 def prepare_build() -> None:
     """The doit process's one-time setup of build/: owner-only whatever the umask (tightened
-    with a message where it was looser), and what killed runs left there removed."""
+    with a message where it was looser), and what killed runs left there removed.
+
+    Each run holds build/tmp/<node>.<pid> while it runs.  Where one is left by a process that
+    is gone, that run was killed: the whole of build/ is searched once for the temporaries of
+    dead processes (a killed render leaves them among the hosts' files); otherwise only the
+    folders where big ones land (build/, build/state, build/kernels/*) are looked at."""
     os.umask(0o077)
     os.makedirs(BUILD, mode=0o700, exist_ok=True)
     st = os.stat(BUILD)
@@ -108,12 +115,20 @@ def prepare_build() -> None:
     if st.st_mode & 0o077:
         os.chmod(BUILD, 0o700)
         report(BUILD, f"was mode {stat.S_IMODE(st.st_mode):04o} (others could read or write it); now 0700")
-    for folder in (BUILD, f"{BUILD}/state", *(e.path for e in _scandir(f"{BUILD}/kernels") if e.is_dir(follow_symlinks=False))):
-        remove_stale_temps(folder, locked=False)
+    killed = False
     for e in _scandir(TMP_ROOT):
         m = _TMP_DIR.match(e.name)
         if m and _dead(m["node"], m["pid"]):
             shutil.rmtree(e.path, ignore_errors=True)
+            killed = True
+    if killed:
+        for folder, _, _ in os.walk(BUILD):  # never follows a link
+            remove_stale_temps(folder, locked=False)
+    else:
+        for folder in (BUILD, f"{BUILD}/state", *(e.path for e in _scandir(f"{BUILD}/kernels") if e.is_dir(follow_symlinks=False))):
+            remove_stale_temps(folder, locked=False)
+    mine = tmp_dir()
+    atexit.register(shutil.rmtree, mine, True)
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:

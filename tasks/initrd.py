@@ -146,7 +146,7 @@ def write_confdir(confdir: Path, kver: str, modules: list[str], nics: list[str],
 def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path) -> list[str]:
     """Unpack ``image`` and list what a booting host would miss in it (empty when complete)."""
     problems: list[str] = []
-    tmp = Path(tmp_dir()) / "verify"  # removed by the next run if this one is killed
+    tmp = Path(tmp_dir()) / "verify"  # removed when the run ends, or by the next run if this one is killed
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         root = tmp / "root"
@@ -183,10 +183,16 @@ def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path) -
     return problems
 
 
+def _mkinitramfs_tmp() -> str:
+    path = os.path.join(tmp_dir(), "tools")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
 def _tool_env() -> dict[str, str]:
     """The environment of mkinitramfs and unmkinitramfs: their temporary files go under build/
     (removed by the next run if this one is killed), not /var/tmp."""
-    return {**os.environ, "TMPDIR": tmp_dir(), "SOURCE_DATE_EPOCH": source_date_epoch(), "LC_ALL": "C.UTF-8"}
+    return {**os.environ, "TMPDIR": _mkinitramfs_tmp(), "SOURCE_DATE_EPOCH": source_date_epoch(), "LC_ALL": "C.UTF-8"}
 
 
 def copy_kernel(src: Path, dst: Path) -> None:
@@ -223,7 +229,7 @@ def build_base(settings: dict[str, Any], kver: str, modules: list[str], kept: Ou
         replace_tmp(tmp, base_path(kver))
     finally:
         tmp.unlink(missing_ok=True)
-        shutil.rmtree(tmp_dir(), ignore_errors=True)
+        shutil.rmtree(_mkinitramfs_tmp(), ignore_errors=True)
     copy_kernel(Path(settings["kernels"]["boot_dir"]) / f"vmlinuz-{kver}", vmlinuz_path(kver))
     stamp = {p.name: file_sha256(p) for p in (vmlinuz_path(kver), base_path(kver))}
     write_if_changed(stamp_path(kver), json.dumps(stamp, sort_keys=True).encode(), 0o600)

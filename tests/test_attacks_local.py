@@ -399,7 +399,8 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_run(a_built_site: Site
     dead = "2147483646"  # no such process
     kernels = a_built_site.build / "kernels" / kver()
     left = [kernels / f".initrd.img.tmp{dead}", kernels / f".initrd.img.tmp.{NODE}.{dead}", a_built_site.build / f".x.tmp.{NODE}.{dead}",
-            a_built_site.build / "state" / f".render.json.tmp.{NODE}.{dead}"]
+            a_built_site.build / "state" / f".render.json.tmp.{NODE}.{dead}",
+            a_built_site.build / "hosts/zephyr/rootfs/etc" / f".fstab.tmp.{NODE}.{dead}"]  # a killed render's
     for p in left:
         p.write_bytes(b"part of something\n")
     mkinitramfs = a_built_site.build / "tmp" / f"{NODE}.{dead}" / "mkinitramfs_AbC123"
@@ -410,3 +411,4 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_run(a_built_site: Site
     assert not [p for p in left if p.exists()]
     assert not mkinitramfs.parent.exists()
     assert live.exists()
+    assert list((a_built_site.build / "tmp").iterdir()) == []  # a run's own folder goes when it ends

@@ -109,7 +109,7 @@ def test_a_truncated_base_is_built_again_before_it_is_published(a_built_site: Si
 
 
 def test_mkinitramfs_keeps_its_temporary_files_under_build(a_built_site: Site, tmp_path: Path) -> None:
-    """TMPDIR is build/tmp/<node>.<pid>, removed when the build ends (and by the next run if killed)."""
+    """TMPDIR is under build/tmp/<node>.<pid>, removed when the run ends (and by the next run if killed)."""
     stub = tmp_path / "bin"
     stub.mkdir()
     log = tmp_path / "mkinitramfs.log"
@@ -119,5 +119,5 @@ def test_mkinitramfs_keeps_its_temporary_files_under_build(a_built_site: Site, t
     run = a_built_site.doit(f"initrd:{kver()}", check=False, env={"PATH": f"{stub}:{os.environ['PATH']}"})
     assert run.returncode != 0 and f"mkinitramfs for {kver()} failed (3)" in run.stdout + run.stderr
     tmpdir, made = log.read_text().splitlines()
-    assert Path(tmpdir).parent == a_built_site.build / "tmp" and made.startswith(tmpdir + "/mkinitramfs_")
-    assert not Path(tmpdir).exists()
+    assert Path(tmpdir).parent.parent == a_built_site.build / "tmp" and made.startswith(tmpdir + "/mkinitramfs_")
+    assert not Path(tmpdir).parent.exists()  # the run's whole folder, when it ended
