@@ -22,7 +22,7 @@ from .fileio import (Folder, GroupError, describe, digest, file_sha256, files_di
 from .initrd import base_path, built_stamp, kernels_in_use, vmlinuz_path
 from .inventory import Host
 from .overlay import LAYER, MONOLITHIC
-from .render import BUILD, HOST_IPXE, routes_by_host, site_outputs
+from .render import BUILD, HOST_IPXE, SEALED_PATH, routes_by_host, site_outputs
 from .stage import UNCHANGED, Stage, Unit, record_outputs, stage_task
 
 PUBLIC = 0o644
@@ -187,8 +187,10 @@ def newc_members(data: bytes) -> tuple[dict[bytes, bytes], int | None]:
 
 
 def layer_secrets(data: bytes) -> dict[bytes, bytes]:
-    """The keys a host layer holds: its keyring(s) and LUKS key."""
-    return {n: b for n, b in newc_members(data)[0].items() if n.endswith((b".keyring", b"/luks.key"))}
+    """The keys a host layer holds: its keyring(s) and LUKS key, or their envelope sealed to
+    the machine secret (sealing is deterministic: another envelope means another key or secret)."""
+    sealed = SEALED_PATH.lstrip("/").encode()
+    return {n: b for n, b in newc_members(data)[0].items() if n.endswith((b".keyring", b"/luks.key")) or n == sealed}
 
 
 def layer_complete(layer: str, prefix_of: str | None = None) -> bool:
