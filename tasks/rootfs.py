@@ -9,12 +9,11 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from . import imagenative, luks
-from .fileio import digest, write_if_changed
+from .fileio import digest
 from .inventory import Host, Site
 
 CACHE_ENV = "CEPHBOOT_ROOTFS_CACHE"  # where debootstrap results are kept; default build/rootfs
@@ -23,7 +22,7 @@ APT_SOURCES = Path("/etc/apt")
 STAMP_VERSION = "2"  # bump when the image layout changes, so reimage-able hosts are rebuilt
 _UNITS = {"M": 20, "G": 30, "T": 40}
 
-Content = Union[Path, bytes]
+Content = imagenative.Content
 
 
 class RootfsError(RuntimeError):
@@ -45,13 +44,11 @@ def host_files(host: Host) -> dict[str, tuple[Content, int]]:
 
 
 def install_host_files(root: Path, host: Host) -> None:
-    """Install the host's files into the root tree ``root`` with the image-native install (one code path for both)."""
+    """Install the host's files into the root tree ``root`` through image-native mode's entry point (one code path for both)."""
     try:
-        imagenative.install(replace(host, data={**host.data, "image_root": str(root)}))
-        hostname = imagenative.resolve_in_root(root, "etc/hostname")
+        imagenative.install_files(imagenative.check_root(str(root)), host_files(host))
     except imagenative.OutsideRoot as e:
         raise RootfsError(f"{host.name}: {e}") from None
-    write_if_changed(hostname, host_files(host)["etc/hostname"][0], 0o644)  # type: ignore[arg-type]
 
 
 # ---- root trees ----------------------------------------------------------------
@@ -210,7 +207,7 @@ def make_tree(site: Site, host: Host, tree: Path, say: Any = print) -> None:
         subprocess.run(["tar", "-x", "-p", "--numeric-owner", "-f", spec["tarball"], "-C", str(tree)], check=True, capture_output=True)
     install_host_files(tree, host)
     if imagenative.builds_initrds(tree):
-        # As `doit imagenative` would: the image's own initrd then boots it from the start.
+        # As `doit imagenative` would, confined to the tree: the image's own initrd then boots it from the start.
         say(f"rootfs: update-initramfs inside the root for {', '.join(imagenative.image_kernels(tree))}")
         try:
             imagenative.update_initramfs(tree)

@@ -1,4 +1,4 @@
-"""Image-native mode never writes outside the image's root, whatever links the image holds."""
+"""Image-native mode never writes outside the image's root, whatever links the image holds, and the image's code runs confined."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from image_escape import bait
 from tasks.imagenative import ImageError, OutsideRoot, builds_initrds, check_root, resolve_in_root, update_initramfs
 
 
@@ -51,13 +52,18 @@ def test_a_folder_without_initramfs_tools_is_refused(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
-# ---- the image's own update-initramfs, under a real chroot -----------------------
+# ---- the image's own update-initramfs, in its sandbox (tasks/confine.py) ----------
 
 KVER = "6.1.0-99-amd64"
-# Stands in for the image's update-initramfs: records how chroot ran it.
+# Stands in for the image's update-initramfs: records how it was run and what it saw
+# (in /boot, the one folder it may write), then runs the image's hooks as mkinitramfs would.
 FAKE_UPDATE_INITRAMFS = """#!/bin/sh
-echo "$* PATH=$PATH root="$(ls /) >>/calls
+echo "$* PATH=$PATH root="$(ls /) >>/boot/calls
+echo x 2>/dev/null >/usr/written || echo "/usr read-only" >>/boot/calls
+for hook in /etc/initramfs-tools/hooks/*; do [ ! -x "$hook" ] || "$hook"; done
 [ ! -e /fail ] || { echo "E: it went wrong"; exit 1; }
+[ ! -e /boot-ro ] || { echo "W: /boot is ro mounted."; exit 0; }
+echo "$*" >"/boot/initrd.img-$3"
 """
 
 
@@ -65,13 +71,13 @@ echo "$* PATH=$PATH root="$(ls /) >>/calls
 def a_busybox_image(tmp_path: Path) -> Path:
     """A root with busybox (so `ip`), a kernel and a stand-in update-initramfs."""
     if os.geteuid() != 0:
-        pytest.fail("chroot needs root (CI and scripts/setup run as root)")
+        pytest.fail("the sandbox runs as root (CI and scripts/setup run as root)")
     root = tmp_path / "image"
     for d in ("bin", "usr/sbin", f"usr/lib/modules/{KVER}", "boot"):
         (root / d).mkdir(parents=True)
     shutil.copy2("/bin/busybox", root / "bin/busybox")
     (root / "bin/sh").symlink_to("busybox")
-    for applet in ("echo", "ls"):
+    for applet in ("echo", "ls", "cat"):
         (root / "bin" / applet).symlink_to("busybox")
     (root / f"boot/vmlinuz-{KVER}").write_bytes(b"kernel")
     (root / "usr/sbin/update-initramfs").write_text(FAKE_UPDATE_INITRAMFS)
@@ -83,12 +89,29 @@ def test_update_initramfs_runs_inside_the_image_for_each_kernel(a_busybox_image:
     root = a_busybox_image
     assert builds_initrds(root)
     assert update_initramfs(root) == [KVER]
-    (root / f"boot/initrd.img-{KVER}").write_bytes(b"initrd")
     update_initramfs(root)
-    calls = (root / "calls").read_text().splitlines()
+    calls = [c for c in (root / "boot/calls").read_text().splitlines() if " PATH=" in c]
     assert [c.split(" PATH=")[0] for c in calls] == [f"-c -k {KVER}", f"-u -k {KVER}"], "create, then update"
     assert all(" PATH=/usr/sbin:/usr/bin:/sbin:/bin root=" in c for c in calls), "a clean environment"
-    assert calls[0].split("root=")[1].split() == ["bin", "boot", "usr"], "it saw the image as /"
+    assert calls[0].split("root=")[1].split() == ["bin", "boot", "dev", "proc", "tmp", "usr"], "the image as /, with its own /dev, /proc, /tmp"
+    assert sorted(os.listdir(root)) == ["bin", "boot", "usr"], "which were not made inside the image"
+    assert "/usr read-only" in (root / "boot/calls").read_text()
+    assert not (root / "usr/written").exists()
+
+
+def test_an_images_hook_reaches_nothing_of_the_build_machine(a_busybox_image: Path, tmp_path: Path) -> None:
+    """Issue 16, finding 11: what the image runs cannot write, read, connect to or kill anything outside it."""
+    with bait(tmp_path / "build-machine") as outside:
+        outside.plant(a_busybox_image, "/bin/busybox")
+        assert update_initramfs(a_busybox_image) == [KVER]
+        outside.assert_nothing_got_out(a_busybox_image)
+
+
+def test_without_bubblewrap_nothing_of_the_image_runs(a_busybox_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(a_busybox_image / "usr/sbin"))  # a PATH without bwrap
+    with pytest.raises(ImageError, match=r"bubblewrap is not installed: .*\(apt-get install bubblewrap; scripts/setup installs it\)"):
+        update_initramfs(a_busybox_image)
+    assert not (a_busybox_image / "boot/calls").exists()
 
 
 def test_an_image_without_ip_or_a_kernel_is_refused_before_anything_runs(a_busybox_image: Path) -> None:
@@ -102,10 +125,17 @@ def test_an_image_without_ip_or_a_kernel_is_refused_before_anything_runs(a_busyb
     assert not builds_initrds(root)
     with pytest.raises(ImageError, match="no kernel in .*install linux-image-amd64"):
         update_initramfs(root)
-    assert not (root / "calls").exists()
+    assert not (root / "boot/calls").exists()
 
 
 def test_a_failing_update_initramfs_fails_with_its_output(a_busybox_image: Path) -> None:
     (a_busybox_image / "fail").write_text("")
     with pytest.raises(ImageError, match=f"update-initramfs -c -k {KVER} in .* failed:\nE: it went wrong"):
+        update_initramfs(a_busybox_image)
+
+
+def test_an_update_initramfs_that_writes_no_initrd_fails_with_its_output(a_busybox_image: Path) -> None:
+    """As Debian's does when it finds /boot read-only: exit 0, having written nothing."""
+    (a_busybox_image / "boot-ro").write_text("")
+    with pytest.raises(ImageError, match=f"update-initramfs -c -k {KVER} in .* wrote no initrd.img-{KVER}:\nW: /boot is ro mounted"):
         update_initramfs(a_busybox_image)
