@@ -2,9 +2,10 @@
 
 A copy of the suite's debootstrap root (initramfs-tools, the Debian kernel, ceph-common) is a
 host's `image_root`. `doit imagenative:<host>` installs the hook, the local-top script and the
-host's files into it and runs the root's own `update-initramfs` under chroot. The initrd that
+host's files into it and runs the root's own `update-initramfs` confined (tasks/confine.py). The initrd that
 lands in the root's /boot is read with lsinitramfs; then that kernel and initrd, fetched by iPXE
-over HTTP, boot a guest whose root is the RBD image provisioned from the same tree.
+over HTTP, boot a guest whose root is the RBD image provisioned from the same tree. A hook
+planted in such a root, run by its real mkinitramfs, reaches nothing of the build machine.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from image_escape import bait
+from tasks.imagenative import update_initramfs
 
 from .boot_tree import StaticHttpServer
 from .ceph_cluster import CephCluster
@@ -144,3 +148,21 @@ def test_the_roots_kernel_and_initrd_boot_it_from_rbd(
     console = guest.console()
     assert f"Linux version {host.kver} " in console, "the root's own kernel booted"
     assert re.search(rf"^cephboot: mapped {RBD_POOL}/{HOST}/root at /dev/rbd0$", console, re.MULTILINE), console[-3000:]
+
+
+def test_a_hook_in_the_image_reaches_nothing_of_the_build_machine(tmp_path: Path) -> None:
+    """Issue 16, finding 11, with the root's real update-initramfs and mkinitramfs running the hook as root."""
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", "--reflink=auto", f"{debian_root()}/.", f"{root}/"], check=True)
+    shutil.copy2("/bin/busybox", root / "usr/local/bin/busybox")  # static: the hook's tools, whatever the image has
+    kver = kernel_of(root)
+    initrd = root / "boot" / f"initrd.img-{kver}"
+    old = initrd.stat()
+    with bait(tmp_path / "build-machine") as outside:
+        outside.plant(root, "/usr/local/bin/busybox")
+        assert update_initramfs(root) == [kver]
+        outside.assert_nothing_got_out(root)
+    new = initrd.stat()
+    assert (new.st_ino, new.st_mtime_ns) != (old.st_ino, old.st_mtime_ns), "the legitimate build still made its initrd"
+    members = _listing(initrd)
+    assert any(re.fullmatch(rf"(usr/)?lib/modules/{re.escape(kver)}/modules\.dep", m) for m in members), sorted(members)[:20]
