@@ -7,10 +7,9 @@ own code inside the sandbox of tasks/confine.py).
 from __future__ import annotations
 
 import os
-import subprocess
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Iterator, Union
 
 from doit.exceptions import TaskFailed
