@@ -74,10 +74,11 @@ def argv(root: Path, command: Sequence[str], writable: Sequence[Path] = (), env:
             args += ["--symlink", os.readlink(path), f"/{entry}"]
         elif path.is_dir() or path.is_file():
             args += ["--ro-bind", str(path), f"/{entry}"]
-    for folder in writable:
-        args += ["--bind", str(_checked(root, folder)), "/" + str(folder.relative_to(root))]
     args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",  # bwrap leaves sysctls writable by root
-             "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/", "--clearenv"]
+             "--dev", "/dev", "--tmpfs", "/tmp"]
+    for folder in writable:  # last: nothing mounted after them covers them
+        args += ["--bind", str(_checked(root, folder)), "/" + str(folder.relative_to(root))]
+    args += ["--chdir", "/", "--clearenv"]
     for key, value in {"TMPDIR": "/tmp", **(env or {})}.items():
         args += ["--setenv", key, value]
     return [*args, "--", *command]

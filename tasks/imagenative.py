@@ -129,8 +129,12 @@ OUTPUT_DIRS = ("boot", "var/lib/initramfs-tools")
 
 
 def image_kernels(root: Path) -> list[str]:
-    """Kernel versions installed inside the image."""
-    return inventory.installed_kernels(root / "boot", root / "usr/lib/modules")
+    """Kernel versions installed inside the image (its /boot and /usr/lib/modules, their links resolved inside it)."""
+    try:
+        boot, modules = (resolve_in_root(root, f"{rel}/x").parent for rel in ("boot", "usr/lib/modules"))
+    except OutsideRoot:
+        return []
+    return inventory.installed_kernels(boot, modules)
 
 
 def builds_initrds(root: Path) -> bool:

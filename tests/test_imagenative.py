@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from image_escape import bait
+from tasks import confine
 from tasks.imagenative import ImageError, OutsideRoot, builds_initrds, check_root, resolve_in_root, update_initramfs
 
 
@@ -139,3 +140,29 @@ def test_an_update_initramfs_that_writes_no_initrd_fails_with_its_output(a_busyb
     (a_busybox_image / "boot-ro").write_text("")
     with pytest.raises(ImageError, match=f"update-initramfs -c -k {KVER} in .* wrote no initrd.img-{KVER}:\nW: /boot is ro mounted"):
         update_initramfs(a_busybox_image)
+
+
+def test_an_images_boot_linked_elsewhere_is_written_inside_the_image(a_busybox_image: Path, tmp_path: Path) -> None:
+    """/boot -> /<somewhere> means <image>/<somewhere>, for the kernels found and for the sandbox's one writable folder."""
+    root = a_busybox_image
+    elsewhere = tmp_path / "build-machine-boot"  # as a path of the build machine: must stay untouched
+    inside = root / str(elsewhere).lstrip("/")
+    inside.parent.mkdir(parents=True)
+    (root / "boot").rename(inside)
+    (root / "boot").symlink_to(str(elsewhere))
+    elsewhere.mkdir()
+    (elsewhere / "vmlinuz-9.9.9-decoy").write_bytes(b"the build machine's kernel")
+    assert update_initramfs(root) == [KVER]
+    assert (inside / f"initrd.img-{KVER}").read_text() == f"-c -k {KVER}\n"
+    assert os.listdir(elsewhere) == ["vmlinuz-9.9.9-decoy"]
+
+
+def test_the_sandbox_makes_only_folders_inside_the_image_writable(a_busybox_image: Path, tmp_path: Path) -> None:
+    root = a_busybox_image
+    for wrong in (tmp_path, root, root / "bin/sh"):
+        with pytest.raises(confine.ConfineError):
+            confine.argv(root, ["true"], writable=[wrong])
+    args = confine.argv(root, ["true"], writable=[root / "boot"])
+    assert ["--bind", str(root / "boot"), "/boot"] == args[args.index("--bind"):args.index("--bind") + 3]
+    assert ["--ro-bind", str(root / "usr"), "/usr"] == args[args.index(str(root / "usr")) - 1:args.index(str(root / "usr")) + 2]
+    assert str(root / "boot") not in args[:args.index("--bind")], "no read-only mount of /boot beneath the writable one"
