@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Site
 from image_escape import bait
 from tasks import confine
 from tasks.imagenative import ImageError, OutsideRoot, builds_initrds, check_root, resolve_in_root, update_initramfs
@@ -166,3 +167,12 @@ def test_the_sandbox_makes_only_folders_inside_the_image_writable(a_busybox_imag
     assert ["--bind", str(root / "boot"), "/boot"] == args[args.index("--bind"):args.index("--bind") + 3]
     assert ["--ro-bind", str(root / "usr"), "/usr"] == args[args.index(str(root / "usr")) - 1:args.index(str(root / "usr")) + 2]
     assert str(root / "boot") not in args[:args.index("--bind")], "no read-only mount of /boot beneath the writable one"
+
+
+def test_doit_imagenative_without_bubblewrap_fails_with_a_cephboot_message(the_example_site: Site, a_busybox_image: Path) -> None:
+    the_example_site.edit("nodes/zephyr.yaml", "profiles: [rack-a]", f"profiles: [rack-a]\nimage_root: {a_busybox_image}")
+    run = the_example_site.doit("imagenative", check=False, env={"PATH": str(a_busybox_image / "usr/sbin")})
+    assert run.returncode != 0
+    assert "cephboot: imagenative:zephyr: bubblewrap is not installed" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert not (a_busybox_image / "boot/calls").exists(), "nothing of the image ran"
+    assert (a_busybox_image / "etc/initramfs-tools/conf.d/cephboot").exists(), "the boot files went in"
