@@ -172,6 +172,7 @@ def update_initramfs(root: Path) -> list[str]:
     of the build machine. The cephboot hook needs only files (`modprobe --set-version
     --show-depends` reads the image's modules.dep, not the running kernel).
     """
+    root = Path(os.path.realpath(root))  # the sandbox is built from absolute paths
     kernels = image_kernels(root)
     if not kernels:
         raise ImageError(f"no kernel in {root}/boot with its modules in {root}/usr/lib/modules (install linux-image-amd64 inside the image)")

@@ -101,6 +101,12 @@ def test_update_initramfs_runs_inside_the_image_for_each_kernel(a_busybox_image:
     assert not (root / "usr/written").exists()
 
 
+def test_a_relative_image_path_works_like_an_absolute_one(a_busybox_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(a_busybox_image.parent)
+    assert update_initramfs(Path(a_busybox_image.name)) == [KVER]
+    assert (a_busybox_image / f"boot/initrd.img-{KVER}").read_text() == f"-c -k {KVER}\n"
+
+
 def test_an_images_hook_reaches_nothing_of_the_build_machine(a_busybox_image: Path, tmp_path: Path) -> None:
     """Issue 16, finding 11: what the image runs cannot write, read, connect to or kill anything outside it."""
     with bait(tmp_path / "build-machine") as outside:
