@@ -20,9 +20,11 @@ from pathlib import Path
 HOOK = "etc/initramfs-tools/hooks/evil"
 LOG = "boot/evil.log"
 CANARY_TEXT = "the build machine's own file\n"
-ATTEMPTS = ("write-via-parent-root", "write-via-pid1-root", "write-via-every-process-root", "write-via-new-proc", "read-canary", "read-canary-via-pid1", "write-canary",
-            "connect-to-build-machine", "kill-build-machine-process", "write-sysctl", "remount-image-writable", "mknod-disk",
-            "write-image-outside-boot")
+ATTEMPTS = (
+    "write-via-parent-root", "write-via-pid1-root", "write-via-every-process-root", "write-via-new-proc",
+    "read-canary", "read-canary-via-pid1", "write-canary", "connect-to-build-machine", "kill-build-machine-process",
+    "write-sysctl", "remount-image-writable", "mknod-disk", "write-image-outside-boot",
+)
 
 HOOK_SCRIPT = """#!/bin/sh
 # Planted by cephboot's tests (tests/image_escape.py): an image's hook reaching for the build machine.
