@@ -99,7 +99,7 @@ def site_yaml(fsid: str = "3f1e2d4c-5b6a-4978-8a9b-0c1d2e3f4a5b") -> str:
   fsid: {fsid}
   mon_host: [{mons}]
   fs_name: boot
-  boot_tree: /
+  boot_tree: /tree
 pxe:
   http_base: {HTTP_BASE}
 publish:

@@ -1,89 +1,37 @@
 """Load hosts/: merge site < profiles < host, validate against the schema, cross-check hosts."""
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
-import pickle
 import re
 import stat
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import schema
+from . import schema, yamlfiles
+from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_nics, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key
-from .schema import Field, Invalid, Section
+from .model import Host, InventoryError, Problem, Site, kind
+from .schema import Invalid, ItemInvalid, Section, shown
+
+__all__ = ["Host", "InventoryError", "Problem", "Site", "TREE_MARKER", "cephx_key", "cmdline_words", "installed_kernels", "load", "load_for_tasks", "merge", "resolve_kernel", "validate"]
 
 
 SITE_FILE = "site.yaml"
 PROFILES_DIR = "profiles"
 NODES_DIR = "nodes"
-CACHE_FILE = "build/.inventory.pickle"
-_CODE = [Path(schema.__file__), Path(__file__)]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the inventory, located by file and key path."""
-
-    file: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
-
-
-class InventoryError(Exception):
-    """The inventory is invalid; ``problems`` says where and why."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        lines = [str(p) for p in problems]
-        super().__init__("invalid inventory:\n  " + "\n  ".join(lines))
-
-
-@dataclass
-class Host:
-    """A host with every key resolved and validated."""
-
-    name: str
-    source: str  # the host's own file, relative to the site
-    sources: list[str]  # every file that contributed, lowest layer first
-    data: dict[str, Any]
-    digest: str = ""
-
-
-@dataclass
-class Site:
-    """The whole validated inventory."""
-
-    root: Path
-    settings: dict[str, Any]
-    hosts: dict[str, Host]
-    kernels: list[str]  # installed kernel versions, oldest first
-    signature: list[Any] = field(default_factory=list)
-    site_digest: str = ""
-    # what the next load may reuse when some input changed: parsed files, resolved
-    # hosts and checked secrets, each keyed by the stat of what it came from
-    memo: dict[str, Any] = field(default_factory=dict)
-
-    def path(self, rel: str) -> Path:
-        """A path from the inventory, relative to hosts/ unless absolute."""
-        p = Path(rel)
-        return p if p.is_absolute() else self.root / "hosts" / p
-
-    def path_str(self, rel: str) -> str:
-        """path() as a string, without pathlib's cost (called per host on every run)."""
-        return rel if rel.startswith("/") else f"{self.root}/hosts/{rel}"
-
-    def display(self, rel: str) -> str:
-        """How a path from the inventory is named in messages, headers and doit's file_dep:
-        relative to the site folder (doit's working directory), so a copied site keeps its state."""
-        return rel if rel.startswith("/") else f"hosts/{rel}"
+# The validated inventory, as plain JSON (never a format that runs code when loaded),
+# and what a later load may reuse when some input changed (read only then).
+CACHE_FILE = "build/.inventory.json"
+MEMO_FILE = "build/.inventory-memo.json"
+CACHE_FORMAT = 1
+MAX_INCLUDE_DEPTH = 32  # profiles including profiles
+# keys whose origin the checks after validation name in messages (kept per host when not its own file)
+_BLAMED = ("uuid", "nics.ceph.macs", "nics.ceph.address", "nics.ceph.gateway", "nics.user.macs", "nics.user.address",
+           "nics.user.gateway", "rbd.pool", "rbd.namespace", "client", "keyring", "boot_path", "kernel", "kernel_args", "luks.keyfile", "image_root",
+           "rootfs.source", "secrets.machine_secret")
+_CODE = [Path(__file__).parent / n for n in ("schema.py", "inventory.py", "checks.py", "yamlfiles.py", "model.py")]
 
 
 # --- merging --------------------------------------------------------------------
@@ -114,12 +62,17 @@ def _merge_into(base: dict[str, Any], over: dict[str, Any], origin: str, origins
             if not isinstance(value, list) or not isinstance(inherited, list):
                 raise Invalid(f"{where}: '+{key}' appends a list to an inherited list")
             out[key] = inherited + value
+            # each item keeps the file it came from: a bad item is blamed on that file
+            before = origins.get(where + "[]") or [origins.get(where, origin)] * len(inherited)
+            origins[where + "[]"] = [*before, *[origin] * len(value)]  # type: ignore[assignment]
         elif value is None:
             out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge_into(out[key], value, origin, origins, where + ".")
+            origins.pop(where + "[]", None)
+        elif isinstance(value, dict):  # merged into nothing when new: each nested key records its origin
+            out[key] = _merge_into(out[key] if isinstance(out.get(key), dict) else {}, value, origin, origins, where + ".")
         else:
             out[key] = value
+            origins.pop(where + "[]", None)
         origins[where] = origin
     return out
 
@@ -144,7 +97,9 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
     out: dict[str, Any] = {}
     for key in data:
         if key not in section.fields:
-            problems.append(Problem(where(prefix + str(key)), prefix + str(key), "unknown key; expected one of: " + ", ".join(section.fields)))
+            name = prefix + str(key)
+            shown_name = name if len(name) <= schema.SHOWN else shown(name)
+            problems.append(Problem(where(name), shown_name, "unknown key; expected one of: " + ", ".join(section.fields)))
     for key, spec in section.fields.items():
         full = prefix + key
         if isinstance(spec, Section):
@@ -161,142 +116,199 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
             continue
         try:
             out[key] = spec.check(data[key])
+        except ItemInvalid as e:
+            items = origins.get(full + "[]")
+            blamed = items[e.index] if isinstance(items, list) and e.index < len(items) else where(full)
+            problems.append(Problem(blamed, full, str(e)))
         except Invalid as e:
-            problems.append(Problem(where(full), full, f"{data[key]!r}: {e}"))
+            problems.append(Problem(where(full), full, f"{shown(data[key])}: {e}"))
     return out
 
 
-# --- loading ----------------------------------------------------------------------
+# --- reading files ----------------------------------------------------------------
+
+def _read_yaml(path: Path | str, rel: str, problems: list[Problem]) -> dict[str, Any]:
+    try:
+        return yamlfiles.read_yaml(str(path))
+    except yamlfiles.Unreadable as e:
+        problems.append(Problem(rel, "", str(e)))
+        return {}
+
+
+def _yaml_names(folder: Path | str) -> list[str]:
+    """The YAML file names in ``folder`` (none when it cannot be listed: _yaml_entries says why)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [n for n in sorted(names) if n.endswith((".yaml", ".yml")) and not n.startswith(".")]
+
+
+def _yaml_entries(hosts_dir: Path, sub: str, check: Any, what: str, problems: list[Problem]) -> dict[str, tuple[str, str]]:
+    """name -> (path, path relative to the site) of the YAML files in hosts/<sub>; each problem recorded."""
+    folder = os.path.join(hosts_dir, sub)
+    rel_folder = f"hosts/{sub}"
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        problems.append(Problem(rel_folder, "", f"cannot read: {e.strerror}"))
+        return {}
+    if not stat.S_ISDIR(st.st_mode):
+        problems.append(Problem(rel_folder, "", f"is {kind(st.st_mode)}; expected a folder of {what} files"))
+        return {}
+    try:
+        names = _yaml_names_strict(folder)
+    except OSError as e:
+        problems.append(Problem(rel_folder, "", f"cannot list: {e.strerror}"))
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for n in names:
+        stem = n.rsplit(".", 1)[0]
+        rel = f"{rel_folder}/{n}" if n.isprintable() and len(n) <= 255 else f"{rel_folder}/{shown(n)}"
+        try:
+            check(stem)
+        except Invalid as e:
+            problems.append(Problem(rel, "", f"file name {shown(stem)} is not a usable {what} name: {e}"))
+            continue
+        if stem in out:
+            problems.append(Problem(rel, "", f"{out[stem][1]} and {rel} both define {what} {stem!r}; one would silently win: keep one"))
+            continue
+        out[stem] = (os.path.join(folder, n), rel)
+    return out
+
+
+def _yaml_names_strict(folder: str) -> list[str]:
+    return [n for n in sorted(os.listdir(folder)) if n.endswith((".yaml", ".yml")) and not n.startswith(".")]
+
+
+# --- the cache ----------------------------------------------------------------------
 
 def _code_key() -> list[Any]:
     return [_stat_key(p) for p in _CODE]
 
 
-def _stat_key(path: Path | str) -> tuple[int, int, int, int] | None:
+def _stat_key(path: Path | str) -> list[int] | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
+    return [st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode]
 
 
-class _Memo:
-    """Reuse of the previous load's work, keyed by the stat of each input."""
-
-    def __init__(self, previous: dict[str, Any]):
-        self.before = previous
-        self.now: dict[str, Any] = {"files": {}, "hosts": {}, "secrets": set()}
-
-    def read_yaml(self, path: Path, rel: str, problems: list[Problem]) -> dict[str, Any]:
-        key = _stat_key(path)
-        old = self.before.get("files", {}).get(str(path))
-        if key is not None and old is not None and old[0] == key:
-            data = old[1]
-        else:
-            before = len(problems)
-            data = _read_yaml(path, rel, problems)
-            if len(problems) > before:
-                return data
-        self.now["files"][str(path)] = (key, data)
-        return data
-
-    def host(self, name: str, key: Any, path: str) -> "Host | None":
-        old = self.before.get("hosts", {}).get(name)
-        if old is None or old[0] != key:
+def _read_private_json(path: Path) -> Any:
+    """JSON from ``path`` if it is a regular file of ours that nobody else may write; else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return None
-        parsed = self.before.get("files", {}).get(str(path))
-        if parsed is not None:  # keep the parsed file for a later load that needs it
-            self.now["files"][str(path)] = parsed
-        return old[1]
-
-    def keep_host(self, host: "Host", key: Any) -> None:
-        self.now["hosts"][host.name] = (key, host)
-
-    def secret_ok(self, item: tuple[Any, ...]) -> bool:
-        return item in self.before.get("secrets", set())
-
-    def secret_checked(self, item: tuple[Any, ...]) -> None:
-        self.now["secrets"].add(item)
-
-
-def _read_yaml(path: Path, rel: str, problems: list[Problem]) -> dict[str, Any]:
-    import yaml  # only when the cache missed: an unchanged inventory is never parsed
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~5x faster
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     try:
-        with open(path, "rb") as f:
-            data = yaml.load(f, Loader=loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problems.append(Problem(rel, "", f"not valid YAML{at}: {getattr(e, 'problem', e)}"))
-        return {}
-    except OSError as e:
-        problems.append(Problem(rel, "", f"cannot read: {e.strerror}"))
-        return {}
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        problems.append(Problem(rel, "", f"expected a mapping of keys at the top level, got {type(data).__name__}"))
-        return {}
-    return data
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
 
 
-def _yaml_names(folder: Path | str) -> list[str]:
+def _write_private_json(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` as JSON, owner-only (0600; build/ is made 0700), atomically; a failure only costs the cache."""
     try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return []
-    return [n for n in sorted(names) if n.endswith((".yaml", ".yml")) and not n.startswith(".")]
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            os.mkdir(path.parent, 0o700)
+        except FileExistsError:
+            pass
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            os.unlink(tmp)  # a leftover of a killed run with our pid
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except (OSError, TypeError, ValueError):
+        try:
+            os.unlink(f"{path}.tmp{os.getpid()}")
+        except OSError:
+            pass
 
 
-def _yaml_files(folder: Path) -> list[Path]:
-    return [folder / n for n in _yaml_names(folder)]
+def _host_record(h: Host) -> list[Any]:
+    return [h.source, h.sources, h.data, h.digest, h.origins]
 
 
-def _signature(root: Path, extra: list[str]) -> list[Any]:
-    """What the cached inventory depends on: names, sizes and mtimes of every input."""
-    hosts = os.path.join(root, "hosts")
-    files = [os.path.join(hosts, SITE_FILE)]
-    for sub in (PROFILES_DIR, NODES_DIR):
-        folder = os.path.join(hosts, sub)
-        files += [f"{folder}/{n}" for n in _yaml_names(folder)]
-    files += extra
-    files += map(str, _CODE)
-    sig: list[Any] = []
-    for p in files:
-        sig.append((p, file_key(p)))  # the render stage looks at the keyrings again: one stat serves both
-    return sig
+def _site_from_json(raw: Any, root: Path) -> Site | None:
+    """The Site a cache file holds, or None when it is not one of this format for ``root``."""
+    if not isinstance(raw, dict) or raw.get("format") != CACHE_FORMAT or raw.get("root") != str(root):
+        return None
+    try:
+        hosts = {name: Host(name, r[0], r[1], r[2], r[3], r[4]) for name, r in raw["hosts"].items()}
+        return Site(root, raw["settings"], hosts, raw["kernels"], raw["signature"], raw["site_digest"])
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _memo_from_json(raw: Any, site: Site) -> dict[str, Any]:
+    """What the memo file lets this load reuse (nothing when it is damaged or of other code)."""
+    try:
+        if not isinstance(raw, dict) or raw.get("code") != _code_key():  # new rules: nothing from before counts
+            return {}
+        hosts = {name: (key, site.hosts[name]) for name, key in raw["hosts"].items() if name in site.hosts}
+        return {"files": dict(raw["files"]), "hosts": hosts, "secrets": set(raw["secrets"])}
+    except (KeyError, TypeError, ValueError):
+        return {}
 
 
 def load(root: Path | str = ".", use_cache: bool = True) -> Site:
     """Load, merge and validate the inventory under ``root/hosts``; raise InventoryError if invalid.
 
-    The validated result is cached in build/ keyed by the names, sizes and
-    mtimes of every input file, so an unchanged inventory is not parsed again.
+    The validated result is cached in build/ (plain JSON, owner-only) keyed by the
+    names, sizes and mtimes of every input file, so an unchanged inventory is not parsed again.
     """
     root = Path(root).resolve()
-    cache = root / CACHE_FILE
     previous: dict[str, Any] = {}
     if use_cache:
-        try:
-            with open(cache, "rb") as f:
-                cached: Site = pickle.load(f)
-            if cached.root == root:
+        cached = _site_from_json(_read_private_json(root / CACHE_FILE), root)
+        if cached is not None:
+            try:
                 if cached.signature == _signature(root, _extra_inputs(cached)):
                     return cached
-                if cached.memo.get("code") == _code_key():  # new rules: nothing from before counts
-                    previous = cached.memo
-        except (OSError, pickle.PickleError, EOFError, AttributeError, TypeError, ValueError, ImportError, KeyError, IndexError):
-            pass
+            except (KeyError, TypeError, AttributeError):  # a cache of another shape: parse again
+                cached = None
+        if cached is not None:
+            previous = _memo_from_json(_read_private_json(root / MEMO_FILE), cached)
     site = _load(root, previous)
     site.signature = _signature(root, _extra_inputs(site))
     if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
-        with open(tmp, "wb") as f:
-            pickle.dump(site, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cache)
+        try:
+            os.unlink(root / "build/.inventory.pickle")  # the old cache format, never loaded again
+        except OSError:
+            pass
+        memo = site.memo
+        _write_private_json(root / MEMO_FILE, {
+            "code": memo["code"], "files": memo["files"], "secrets": sorted(memo["secrets"]),
+            "hosts": {name: key for name, (key, _) in memo["hosts"].items()},
+        })
+        _write_private_json(root / CACHE_FILE, {
+            "format": CACHE_FORMAT, "root": str(root), "settings": site.settings, "kernels": site.kernels,
+            "signature": site.signature, "site_digest": site.site_digest,
+            "hosts": {name: _host_record(h) for name, h in site.hosts.items()},
+        })
     return site
 
 
@@ -316,56 +328,120 @@ def load_for_tasks() -> Site:
         raise SystemExit(2) from None
 
 
+def _signature(root: Path, extra: list[str]) -> list[Any]:
+    """What the cached inventory depends on: names, sizes and mtimes of every input."""
+    hosts = os.path.join(root, "hosts")
+    files = [os.path.join(hosts, SITE_FILE)]
+    for sub in (PROFILES_DIR, NODES_DIR):
+        folder = os.path.join(hosts, sub)
+        files += [f"{folder}/{n}" for n in _yaml_names(folder)]
+    files += extra
+    files += map(str, _CODE)
+    # the render stage looks at the keyrings again: one stat serves both
+    return [[p, file_key(p)] for p in files]
+
+
 def _extra_inputs(site: Site) -> list[str]:
     """Files outside the YAML that validation read: keyrings, LUKS keys, kernel folders."""
     out = [site.path_str(h.data["keyring"]) for h in site.hosts.values()]
     out += [site.path_str(h.data["luks"]["keyfile"]) for h in site.hosts.values() if h.data["luks"]]
     out += [site.path_str(h.data["secrets"]["machine_secret"]) for h in site.hosts.values() if h.data["secrets"]["mode"] == "machine"]
     k = site.settings["kernels"]
-    return out + [k["boot_dir"], k["modules_dir"]]
+    return out + [site_path(site.root, k["boot_dir"]), site_path(site.root, k["modules_dir"])]
 
+
+class _Memo:
+    """Reuse of the previous load's work, keyed by the stat of each input."""
+
+    def __init__(self, previous: dict[str, Any]):
+        self.before = previous
+        self.now: dict[str, Any] = {"files": {}, "hosts": {}, "secrets": set()}
+
+    def read_yaml(self, path: Path | str, rel: str, problems: list[Problem]) -> dict[str, Any]:
+        key = _stat_key(path)
+        old = self.before.get("files", {}).get(str(path))
+        if key is not None and old is not None and old[0] == key:
+            data = old[1]
+        else:
+            before = len(problems)
+            data = _read_yaml(path, rel, problems)
+            if len(problems) > before:
+                return data
+        self.now["files"][str(path)] = [key, data]
+        return data
+
+    def host(self, name: str, key: Any, path: str) -> "Host | None":
+        old = self.before.get("hosts", {}).get(name)
+        if old is None or old[0] != key:
+            return None
+        parsed = self.before.get("files", {}).get(str(path))
+        if parsed is not None:  # keep the parsed file for a later load that needs it
+            self.now["files"][str(path)] = parsed
+        return old[1]
+
+    def keep_host(self, host: "Host", key: Any) -> None:
+        self.now["hosts"][host.name] = (key, host)
+
+    def secret_ok(self, item: str) -> bool:
+        return item in self.before.get("secrets", set())
+
+    def secret_checked(self, item: str) -> None:
+        self.now["secrets"].add(item)
+
+
+# --- loading ----------------------------------------------------------------------
 
 def _load(root: Path, previous: dict[str, Any] | None = None) -> Site:
     memo = _Memo(previous or {})
     problems: list[Problem] = []
     hosts_dir = root / "hosts"
     site_rel = f"hosts/{SITE_FILE}"
+    try:
+        st = os.stat(hosts_dir)
+        if not stat.S_ISDIR(st.st_mode):
+            raise InventoryError([Problem("hosts", "", f"is {kind(st.st_mode)}; expected the inventory folder (hosts/site.yaml, hosts/nodes/)")])
+    except FileNotFoundError:
+        raise InventoryError([Problem("hosts", "", f"no inventory folder in {root} (expected hosts/site.yaml and hosts/nodes/)")]) from None
+    if os.path.lexists(hosts_dir / "site.yml"):
+        problems.append(Problem("hosts/site.yml", "", f"is never read: the site's settings are in {site_rel}; merge the two and keep one"))
     raw_site = dict(memo.read_yaml(hosts_dir / SITE_FILE, site_rel, problems))
     defaults = raw_site.pop("defaults", None) or {}
     if not isinstance(defaults, dict):
         problems.append(Problem(site_rel, "defaults", "expected a mapping of host keys"))
         defaults = {}
     settings = validate(schema.SITE, raw_site, {}, site_rel, problems)
+    if not problems:
+        check_site(root, settings, site_rel, problems)
     if problems:
         raise InventoryError(problems)
 
-    profiles = {p.stem: (f"hosts/{PROFILES_DIR}/{p.name}", p) for p in _yaml_files(hosts_dir / PROFILES_DIR)}
+    profiles = {name: (rel, Path(p)) for name, (p, rel) in _yaml_entries(hosts_dir, PROFILES_DIR, schema.profile_name, "profile", problems).items()}
     profile_data: dict[str, dict[str, Any]] = {}
     for name, (rel, p) in profiles.items():
         profile_data[name] = memo.read_yaml(p, rel, problems)
     # a host resolves from its own file, the site file and the profiles: while
     # those two are as before, an unchanged host file gives the same host
-    shared = (_stat_key(hosts_dir / SITE_FILE), tuple((str(p), _stat_key(p)) for _, p in profiles.values()))
+    shared = [_stat_key(hosts_dir / SITE_FILE), [[str(p), _stat_key(p)] for _, p in profiles.values()]]
 
-    kernels = installed_kernels(Path(settings["kernels"]["boot_dir"]), Path(settings["kernels"]["modules_dir"]))
+    kernels = installed_kernels(Path(site_path(root, settings["kernels"]["boot_dir"])), Path(site_path(root, settings["kernels"]["modules_dir"])))
     hosts: dict[str, Host] = {}
-    nodes = os.path.join(hosts_dir, NODES_DIR)
-    for name in _yaml_names(nodes):  # strings, not Paths: this loop runs per host
-        p = os.path.join(nodes, name)
-        rel = f"hosts/{NODES_DIR}/{name}"
-        stem = name.rsplit(".", 1)[0]
-        key = (shared, _stat_key(p))
+    for stem, (p, rel) in _yaml_entries(hosts_dir, NODES_DIR, schema.host_name, "host", problems).items():
+        key = [shared, _stat_key(p)]
         host = memo.host(stem, key, p) if not problems else None
         if host is None:
-            data = memo.read_yaml(Path(p), rel, problems)
-            host = _resolve_host(stem, rel, data, defaults, site_rel, profiles, profile_data, settings, problems)
+            before = len(problems)
+            data = memo.read_yaml(p, rel, problems)
+            if len(problems) > before:
+                continue  # what could not be read says nothing about missing keys
+            host = _resolve_host(root, stem, rel, data, defaults, site_rel, profiles, profile_data, settings, problems)
         if host:
             hosts[host.name] = host
             memo.keep_host(host, key)
     if not hosts and not problems:
         problems.append(Problem(f"hosts/{NODES_DIR}", "", "no host files (expected hosts/nodes/<name>.yaml)"))
     site = Site(root, settings, hosts, kernels, memo={**memo.now, "code": _code_key()})
-    _cross_check(site, problems, memo)
+    cross_check(site, problems, memo)
+    check_kernels(site, site_rel, problems)
     if problems:
         raise InventoryError(problems)
     for h in hosts.values():
@@ -384,10 +460,13 @@ def _expand_profiles(names: Any, origin: str, profiles: dict[str, tuple[str, Pat
 
     def visit(name: Any, stack: list[str], origin: str) -> None:
         if not isinstance(name, str) or name not in profiles:
-            problems.append(Problem(origin, "profiles", f"{name!r}: no such profile (expected one of: {', '.join(sorted(profiles)) or 'none defined'})"))
+            problems.append(Problem(origin, "profiles", f"{shown(name)}: no such profile (expected one of: {', '.join(sorted(profiles)[:20]) or 'none defined'})"))
             return
         if name in stack:
             problems.append(Problem(profiles[name][0], "profiles", "include cycle: " + " -> ".join([*stack, name])))
+            return
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            problems.append(Problem(profiles[name][0], "profiles", f"includes nest more than {MAX_INCLUDE_DEPTH} deep ({' -> '.join(stack[:3])} -> ...); expected a shallow tree of profiles"))
             return
         if name in order:
             return
@@ -406,14 +485,11 @@ def _expand_profiles(names: Any, origin: str, profiles: dict[str, tuple[str, Pat
     return order
 
 
-def _resolve_host(stem: str, rel: str, data: dict[str, Any], defaults: dict[str, Any], site_rel: str, profiles: dict[str, tuple[str, Path]], profile_data: dict[str, dict[str, Any]], settings: dict[str, Any], problems: list[Problem]) -> Host | None:
+def _resolve_host(root: Path, stem: str, rel: str, data: dict[str, Any], defaults: dict[str, Any], site_rel: str, profiles: dict[str, tuple[str, Path]], profile_data: dict[str, dict[str, Any]], settings: dict[str, Any], problems: list[Problem]) -> Host | None:
     before = len(problems)
-    try:
-        schema.host_name(stem)
-    except Invalid as e:
-        problems.append(Problem(rel, "", f"file name {stem!r} is not a usable host name: {e}"))
-        return None
     order = _expand_profiles(data.get("profiles"), rel, profiles, profile_data, problems)
+    if len(problems) > before:
+        return None
     layers = [(site_rel, defaults)]
     layers += [(profiles[n][0], {k: v for k, v in profile_data[n].items() if k != "profiles"}) for n in order]
     layers.append((rel, {"name": stem, **{k: v for k, v in data.items() if k != "profiles"}}))
@@ -423,7 +499,7 @@ def _resolve_host(stem: str, rel: str, data: dict[str, Any], defaults: dict[str,
         problems.append(Problem(rel, "", str(e)))
         return None
     if data.get("name", stem) != stem:
-        problems.append(Problem(rel, "name", f"{data.get('name')!r} does not match the file name {stem!r}"))
+        problems.append(Problem(rel, "name", f"{shown(data.get('name'))} does not match the file name {stem!r}"))
     resolved = validate(schema.HOST, merged, origins, rel, problems)
     if len(problems) > before:
         return None
@@ -431,132 +507,16 @@ def _resolve_host(stem: str, rel: str, data: dict[str, Any], defaults: dict[str,
     for section, key in (("rbd", "namespace"), (None, "client"), (None, "boot_path"), (None, "keyring"), ("secrets", "machine_secret")):
         target = resolved[section] if section else resolved
         if isinstance(target[key], str) and "{" in target[key]:
-            target[key] = target[key].format(**values)
-    nics = resolved["nics"]
-    for role, nic in nics.items():
-        if nic and nic["gateway"] and nic["address"] == "dhcp":
-            problems.append(Problem(origins.get(f"nics.{role}.gateway", rel), f"nics.{role}.gateway", "a gateway is only allowed with a static address (DHCP supplies its own)"))
-    if nics["user"] and set(nics["user"]["macs"]) & set(nics["ceph"]["macs"]):
-        problems.append(Problem(rel, "nics.user.macs", "shares a MAC with nics.ceph.macs; each NIC role needs its own MACs"))
-    sources = list(dict.fromkeys(o for o, _ in layers))
-    return Host(stem, rel, sources, resolved)
-
-
-_KEY_LINE = re.compile(r"^\s*key\s*=\s*(\S+)\s*$", re.M)
-_SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$", re.M)
-
-
-def cephx_key(text: str, client: str) -> str:
-    """The base64 key of ``client.<client>`` in a keyring text; raise Invalid otherwise."""
-    sections = _SECTION.findall(text)
-    if f"client.{client}" not in sections:
-        raise Invalid(f"expected a [client.{client}] section (found: {', '.join(sections) or 'none'})")
-    body = text.split(f"[client.{client}]", 1)[1]
-    body = _SECTION.split(body, 1)[0]
-    m = _KEY_LINE.search(body)
-    if not m:
-        raise Invalid(f"expected a 'key = ...' line in [client.{client}]")
-    key = m.group(1)
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except binascii.Error:
-        raise Invalid("the key is not valid base64") from None
-    # a cephx secret: u16 type, u32+u32 creation time, u16 length, then the AES key
-    if len(raw) < 12 or int.from_bytes(raw[10:12], "little") != len(raw) - 12 or len(raw) - 12 not in (16, 32):
-        raise Invalid("the key is not a cephx secret (expected what `ceph-authtool --gen-print-key` prints)")
-    return key
-
-
-def _check_secret_file(site: Site, host: Host, key: str, problems: list[Problem]) -> tuple[str, os.stat_result] | None:
-    """(path, stat) of a host's keyring or LUKS key file if it is a private regular file; else a problem."""
-    rel, where = {"keyring": (host.data["keyring"], "keyring"), "luks": (host.data["luks"] and host.data["luks"]["keyfile"], "luks.keyfile"),
-                  "secret": (host.data["secrets"]["machine_secret"], "secrets.machine_secret")}[key]
-    p = site.path_str(rel)  # a string: this runs for every host whenever an input changed
-    try:
-        st = os.stat(p)
-    except OSError:
-        problems.append(Problem(host.source, where, f"{rel!r}: file not found at {p}"))
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        problems.append(Problem(host.source, where, f"{rel!r}: not a regular file"))
-        return None
-    if st.st_mode & 0o077:
-        problems.append(Problem(host.source, where, f"{rel!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read a secret; expected 0600 (chmod 600 {p})"))
-        return None
-    return p, st
-
-
-def _check_machine_secret(site: Site, host: Host, problems: list[Problem], seen: dict[bytes, Host]) -> None:
-    """A machine-mode host's secret file: private, one line the firmware field can hold, no other host's.
-
-    Read on every load that reads the inventory (nothing about it is kept in the cache: a digest
-    there would let a guess be checked without the KDF)."""
-    before = len(problems)
-    checked = _check_secret_file(site, host, "secret", problems)
-    if checked is None:
-        hint = "; make one with `python -m tasks.examplekeys`, or set secrets.mode: clear to serve this host's keys in the clear"
-        problems[before:] = [Problem(p.file, p.key, p.message + (hint if "not found" in p.message else "")) for p in problems[before:]]
-        return
-    rel = host.data["secrets"]["machine_secret"]
-    try:
-        with open(checked[0], "rb") as f:
-            secret = schema.machine_secret(f.read(100))
-    except Invalid as e:
-        problems.append(Problem(host.source, "secrets.machine_secret", f"{rel!r}: {e}"))
-        return
-    other = seen.setdefault(secret, host)
-    if other is not host:
-        problems.append(Problem(host.source, "secrets.machine_secret", f"{rel!r} holds the same secret as host {other.name!r} "
-                                f"({other.source}: {other.data['secrets']['machine_secret']!r}); every machine needs its own: one could open the other's keys"))
-
-
-def _cross_check(site: Site, problems: list[Problem], memo: _Memo) -> None:
-    seen: dict[str, dict[Any, tuple[Host, str]]] = {k: {} for k in ("MAC", "UUID", "IP address", "RBD image", "client", "CephFS /boot path")}
-
-    def claim(kind: str, value: Any, host: Host, key: str) -> None:
-        other, other_key = seen[kind].setdefault(value, (host, key))
-        if other is not host:
-            shown = "/".join(value) if isinstance(value, tuple) else value
-            problems.append(Problem(host.source, key, f"{kind} {shown} is already used by host {other.name!r} ({other.source}: {other_key}); every host needs its own"))
-
-    machine_secrets: dict[bytes, Host] = {}
-    for host in site.hosts.values():
-        d = host.data
-        if d["uuid"]:
-            claim("UUID", d["uuid"], host, "uuid")
-        for role, nic in d["nics"].items():
-            if not nic:
-                continue
-            for m in nic["macs"]:
-                claim("MAC", m, host, f"nics.{role}.macs")
-            if nic["address"] != "dhcp":
-                claim("IP address", nic["address"].split("/")[0], host, f"nics.{role}.address")
-        rbd = d["rbd"]
-        claim("RBD image", (rbd["pool"], rbd["namespace"], rbd["image"]), host, "rbd")
-        claim("client", d["client"], host, "client")
-        claim("CephFS /boot path", d["boot_path"], host, "boot_path")
-        keyring = _check_secret_file(site, host, "keyring", problems)
-        checked = None
-        if keyring:
-            path, st = keyring
-            checked = (path, (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode), d["client"])
-        if keyring and not memo.secret_ok(checked):
             try:
-                with open(keyring[0], errors="replace") as f:
-                    cephx_key(f.read(), d["client"])
-            except Invalid as e:
-                problems.append(Problem(host.source, "keyring", f"{d['keyring']!r}: {e}"))
-                checked = None
-        if checked:
-            memo.secret_checked(checked)
-        if d["luks"]:
-            keyfile = _check_secret_file(site, host, "luks", problems)
-            if keyfile and keyfile[1].st_size == 0:
-                problems.append(Problem(host.source, "luks.keyfile", f"{d['luks']['keyfile']!r}: the key file is empty"))
-        if d["secrets"]["mode"] == "machine":
-            _check_machine_secret(site, host, problems, machine_secrets)
-        if d["image_root"] and os.path.realpath(d["image_root"]) == "/":
-            problems.append(Problem(host.source, "image_root", "'/' is the build machine's own root; expected the mount point of the host's image"))
+                target[key] = target[key].format(**values)
+            except (KeyError, IndexError, ValueError, AttributeError):
+                problems.append(Problem(origins.get(f"{section}.{key}" if section else key, rel), f"{section}.{key}" if section else key,
+                                        f"{shown(target[key])}: expected only the placeholders {{name}} and {{boot_tree}}"))
+    host = Host(stem, rel, list(dict.fromkeys(o for o, _ in layers)), resolved)
+    host.origins = {k: origins[k] for k in _BLAMED if origins.get(k, rel) != rel}
+    check_nics(host, settings, problems)
+    check_host_paths(root, host, settings, problems)
+    return None if len(problems) > before else host
 
 
 # --- kernels --------------------------------------------------------------------
@@ -572,7 +532,7 @@ def installed_kernels(boot_dir: Path, modules_dir: Path) -> list[str]:
     except OSError:
         return []
     found = [n[len("vmlinuz-"):] for n in names if n.startswith("vmlinuz-")]
-    return sorted((v for v in found if (modules_dir / v).is_dir()), key=_version_key)
+    return sorted((v for v in found if schema._KVER.fullmatch(v) and (modules_dir / v).is_dir()), key=_version_key)
 
 
 def resolve_kernel(wanted: str, installed: list[str]) -> str:

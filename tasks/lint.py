@@ -12,10 +12,11 @@ from typing import Any, Iterator
 
 from doit.exceptions import TaskFailed
 
-from . import inventory
-from .fileio import digest
+from . import initrd, inventory
+from .fileio import digest, files_digest
 from .render import CONFD, TEMPLATES
 from .stage import Stage, Unit, stage_task
+from .uptodate import config_changed
 
 STATIC_SCRIPTS = [
     TEMPLATES / "initramfs-tools/hooks/cephboot",
@@ -95,8 +96,24 @@ def lint_changed(changed: list[str]) -> bool:
     return ok
 
 
+def lint_base_confs(bases: dict[str, list[str]], compress: str) -> bool:
+    """doit action of lint:base: each base's initramfs.conf, as initrd:<kver> renders it, read by
+    shellcheck from stdin (nothing is written); findings name the file the text becomes."""
+    exe = shellcheck_binary()
+    rc = [f"--rcfile={RCFILE}"] if RCFILE.exists() else []
+    ok = True
+    for kver, nics in bases.items():
+        text = initrd.conf_text(kver, nics, compress)
+        r = subprocess.run([exe, *rc, "--shell=sh", "--severity=style", "--format=gcc", "-"], input=text, capture_output=True, text=True)
+        if r.returncode != 0:
+            ok = False
+            name = str(initrd.kernel_dir(kver) / "initramfs-tools/initramfs.conf")
+            sys.stderr.write(re.sub(r"^-:", f"{name}:", r.stdout, flags=re.M) + r.stderr)
+    return ok
+
+
 def task_lint() -> Iterator[dict[str, Any]]:
-    """Lint the static hook and local-top script and every rendered conf.d file with shellcheck (POSIX sh)."""
+    """Lint the static hook and local-top script, every rendered conf.d file and each base initrd's initramfs.conf with shellcheck (POSIX sh)."""
     site = inventory.load_for_tasks()
     yield {"basename": "lint", "name": None, "doc": "shellcheck (sh dialect) over the static boot scripts and every rendered shell file."}
     yield {
@@ -106,6 +123,20 @@ def task_lint() -> Iterator[dict[str, Any]]:
         "actions": [(shellcheck, [[str(p) for p in STATIC_SCRIPTS]])],
         "file_dep": [str(p) for p in [*STATIC_SCRIPTS, RCFILE] if p.exists() or p != RCFILE],
     }
+    # the base initrd's configuration is shell too: mkinitramfs sources it.  lint:base
+    # shellchecks the very text initrd:<kver> writes, before that task runs (and
+    # without building a base: `doit lint` never runs mkinitramfs)
+    s = site.settings
+    bases = {kver: initrd.nic_modules(s, initrd.module_list(s, fstypes)) for kver, fstypes in initrd.kernels_in_use(site).items()}
+    compress = s["kernels"]["compress"]
+    yield {
+        "basename": "lint",
+        "name": "base",
+        "doc": "shellcheck the initramfs.conf of each base initrd (mkinitramfs sources it)",
+        "actions": [(lint_base_confs, [bases, compress])],
+        "uptodate": [config_changed(digest(repr(sorted(bases.items())), compress, files_digest([TEMPLATES / initrd.CONF_TEMPLATE, Path(initrd.__file__)]), shellcheck_key()))],
+    }
+
     def confd(name: str) -> str:
         return f"build/hosts/{name}/{CONFD}"
 

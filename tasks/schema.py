@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,122 +37,244 @@ class Section:
 
 
 # --- checks -----------------------------------------------------------------
+# Every pattern is matched against the whole value (fullmatch): `$` would let one
+# trailing newline through, which is what a YAML `|` block yields.
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_RADOS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
-_KVER = re.compile(r"^(latest|[0-9][A-Za-z0-9._+-]{0,99})$")
-_MAP_OPTION = re.compile(r"^[a-z_][a-z0-9_]*(=[A-Za-z0-9_.:/-]+)?$")
-_CEPHFS_PATH = re.compile(r"^/([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?$")
-_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~%/-]*)?$")
-_SIZE = re.compile(r"^[1-9][0-9]*[MGT]$")
-_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$|^[0-9]+$")
-_SUITE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,99}$")
+MAX_TEXT = 1024  # characters of any one string value: nothing cephboot writes needs more
+MAX_ITEMS = 256  # items of any one list
+SHOWN = 60  # characters of a value quoted back in a message
+
+
+def shown(v: Any) -> str:
+    """``v`` as a message quotes it: repr, cut to SHOWN characters (a value may be megabytes)."""
+    if isinstance(v, (dict, list)):
+        return f"a {'mapping' if isinstance(v, dict) else 'list'} of {len(v)} item(s)"
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return "a number of about %d digits" % int(v.bit_length() * 0.30103)
+    try:
+        r = repr(v)
+    except ValueError:  # an int too long to print
+        return "a very long number"
+    return r if len(r) <= SHOWN else r[: SHOWN - 5] + "...' (" + str(len(str(v))) + " characters)"
+
+
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_RADOS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_KVER = re.compile(r"latest|[0-9][A-Za-z0-9._+-]{0,99}")
+_MAP_OPTION = re.compile(r"[a-z_][a-z0-9_]{0,63}(=[A-Za-z0-9_.:/-]{1,200})?")
+_CEPHFS_PATH = re.compile(r"/([A-Za-z0-9_.-]{1,255}(/[A-Za-z0-9_.-]{1,255}){0,31})?")
+_REL_PATH = re.compile(r"[A-Za-z0-9_.+-]{1,255}(/[A-Za-z0-9_.+-]{1,255}){0,31}")
+_URL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
+_DNS_NAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_SIZE = re.compile(r"[1-9][0-9]{0,5}[MGT]")
+_GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_SUITE = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_MON = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3})(?::([0-9]{1,5}))?")
+MAX_GID = 2**32 - 2  # (gid_t)-1 means "no change" to chown
 # SMBIOS strings an operator can set (firmware setup, BMC, QEMU -smbios), as /sys/class/dmi/id names them
 SMBIOS_FIELDS = ("chassis_asset_tag", "board_asset_tag", "product_serial", "chassis_serial", "board_serial")
 # what the original hand-made setup installs into every root
 ROOTFS_PACKAGES = ("initramfs-tools", "linux-image-amd64", "ceph-common", "systemd-sysv", "zstd")
 
 
+def expects(text: str) -> Callable[[Check], Check]:
+    """Attach the constraint a check enforces, as the README's table states it."""
+
+    def mark(check: Check) -> Check:
+        check.expects = text  # type: ignore[attr-defined]
+        return check
+
+    return mark
+
+
 def _str(v: Any) -> str:
-    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+    if isinstance(v, float):
+        raise Invalid(f"expected a string, got the number {v!r} (YAML reads 6.10 as 6.1): write it in quotes")
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise Invalid(f"expected a string, got {type(v).__name__}")
-    return str(v)
+    if isinstance(v, int) and v.bit_length() > 64:
+        raise Invalid("expected a string, got a number too large for any key")
+    s = str(v)
+    if len(s) > MAX_TEXT:
+        raise Invalid(f"expected at most {MAX_TEXT} characters, got {len(s)}")
+    return s
 
 
 def _regex(rx: re.Pattern[str], what: str, lower: bool = False) -> Check:
+    @expects(what)
     def check(v: Any) -> str:
         s = _str(v)
         s = s.lower() if lower else s
-        if not rx.match(s):
+        if not rx.fullmatch(s):
             raise Invalid(f"expected {what}")
         return s
 
     return check
 
 
-def host_name(v: Any) -> str:
-    return _regex(_NAME, "a host name: lowercase letters, digits and '-', 1-63 characters, safe as a file name")(v)
+host_name = _regex(_NAME, "a host name: lowercase letters, digits and '-', 1-63 characters, safe as a file name")
+profile_name = _regex(_NAME, "a profile name: lowercase letters, digits and '-', 1-63 characters (the file hosts/profiles/NAME.yaml)")
+rados_name = _regex(_RADOS_NAME, "a Ceph name: letters, digits, '_', '.', '-', 1-100 characters, not starting with '.' or '-'")
+kernel_version = _regex(_KVER, "'latest' or an installed kernel version like 6.1.0-28-amd64 (a string)")
 
 
+@expects("a unicast MAC address like 52:54:00:12:34:56 (not multicast, broadcast or all zeros)")
 def mac(v: Any) -> str:
-    return _regex(_MAC, "a MAC address like 52:54:00:12:34:56", lower=True)(v)
+    s = _regex(_MAC, "a MAC address like 52:54:00:12:34:56", lower=True)(v)
+    if s == "00:00:00:00:00:00":
+        raise Invalid("expected a MAC address of a NIC; all zeros is no NIC's address")
+    if int(s[:2], 16) & 1:
+        raise Invalid("expected a unicast MAC address; the first octet's lowest bit marks a multicast (or the broadcast) address, which no NIC boots from")
+    return s
 
 
-def rados_name(v: Any) -> str:
-    return _regex(_RADOS_NAME, "a Ceph name: letters, digits, '_', '.', '-' (no '/', '@' or spaces)")(v)
-
-
-def kernel_version(v: Any) -> str:
-    return _regex(_KVER, "'latest' or an installed kernel version like 6.1.0-28-amd64")(v)
-
-
+@expects("an absolute CephFS path like /hosts/zephyr: letters, digits, '_', '.', '-' between '/', no '.' or '..' parts, at most 32 levels")
 def cephfs_path(v: Any) -> str:
-    s = _regex(_CEPHFS_PATH, "an absolute CephFS path like /hosts/zephyr (letters, digits, '_', '.', '-')")(v)
+    s = _regex(_CEPHFS_PATH, cephfs_path.expects)(v)  # type: ignore[attr-defined]
     if any(part in (".", "..") for part in s.split("/")):
         raise Invalid("expected an absolute CephFS path without '.' or '..' parts")
     return s
 
 
+@expects("an absolute CephFS folder other than '/', like /tree (the published tree; hosts' /boot folders live outside it)")
 def tree_path(v: Any) -> str:
-    """A CephFS path where '' and '/' both mean the file system's root."""
-    return "" if _str(v) in ("", "/") else cephfs_path(v).rstrip("/")
-
-
-def url(v: Any) -> str:
-    return _regex(_URL, "an http:// or https:// URL without query or spaces")(_str(v).rstrip("/"))
-
-
-def size(v: Any) -> str:
-    return _regex(_SIZE, "a size like 512M, 10G or 1T")(v)
-
-
-def group(v: Any) -> str:
-    return _regex(_GROUP, "a group name or numeric gid")(v)
-
-
-def uuid(v: Any) -> str:
     s = _str(v)
+    if s.strip("/") == "":
+        raise Invalid(
+            "the published boot tree cannot be the file system's root: every host's writable /boot would be inside it "
+            "(a host could rewrite what the publisher serves). Migrate: set ceph.boot_tree to its own folder, e.g. /tree, "
+            "move the published files (boot.ipxe, ipxe/, kernels/, hosts/<h>/boot.ipxe and layers) there, and point "
+            "publish.target and the web server at its mount"
+        )
+    return cephfs_path(s).rstrip("/")
+
+
+@expects("an http:// URL: a host name, IPv4 or [IPv6] address, an optional port 1-65535, a path of letters, digits and '._~-'; no user, query or fragment")
+def url(v: Any) -> str:
+    from urllib.parse import urlsplit
+
+    s = _str(v)
+    if any(c.isspace() or not c.isprintable() or ord(c) > 126 for c in s):
+        raise Invalid("expected a URL without spaces, control or non-ASCII characters")
     try:
-        return str(uuidlib.UUID(s))
-    except ValueError:
-        raise Invalid("expected a UUID like 4c4c4544-0042-3510-8048-b4c04f4a4d32") from None
+        u = urlsplit(s)
+        port = u.port
+    except ValueError as e:
+        raise Invalid(f"expected an http:// URL; this one does not parse ({e})") from None
+    if u.scheme == "https":
+        raise Invalid("https:// is not supported: cephboot does not configure TLS (no certificate or key keys) and iPXE needs its CA built in; use http:// (host layers are readable only by the web server's group)")
+    if u.scheme != "http" or not u.netloc:
+        raise Invalid("expected an http:// URL like http://192.0.2.5/boot")
+    if u.username is not None or u.password is not None or u.query or u.fragment or "?" in s or "#" in s:
+        raise Invalid("expected an http:// URL without user, password, query or fragment")
+    if port == 0 or (u.netloc.endswith(":") and port is None):
+        raise Invalid("expected a port from 1 to 65535 after ':'")
+    host = u.hostname or ""
+    if u.netloc.startswith("[") or ":" in host:
+        import ipaddress as ip
+
+        try:
+            ip.IPv6Address(host)
+        except ValueError:
+            raise Invalid("expected an IPv6 address inside [ ]") from None
+    elif not (_DNS_NAME.fullmatch(host) and not host.replace(".", "").isdigit()):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise Invalid(f"expected a host name or IPv4 address, got {shown(host)}") from None
+    if not _URL_PATH.fullmatch(u.path) or any(p in (".", "..") for p in u.path.split("/")) or "//" in u.path:
+        raise Invalid("expected a URL path of letters, digits and '._~-' between single '/' (no '.', '..' or '%' escapes): iPXE and nginx must read it alike")
+    return s.rstrip("/")
 
 
+size = _regex(_SIZE, "a size like 512M, 10G or 1T (at most 6 digits)")
+
+
+@expects(f"a group name (lowercase, up to 32 characters) or a numeric gid from 0 to {MAX_GID}")
+def group(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_GID:
+        raise Invalid(f"expected a gid from 0 to {MAX_GID}")
+    s = _str(v)
+    if s.isascii() and s.isdigit():
+        if len(s) > 10 or int(s) > MAX_GID:
+            raise Invalid(f"expected a gid from 0 to {MAX_GID}")
+        return s
+    if not _GROUP_NAME.fullmatch(s):
+        raise Invalid(group.expects)  # type: ignore[attr-defined]
+    return s
+
+
+@expects("a UUID like 4c4c4544-0042-3510-8048-b4c04f4a4d32; not all zeros or all ones (firmware without a UUID reports those)")
+def uuid(v: Any) -> str:
+    s = _str(v).lower()
+    if not _UUID.fullmatch(s):
+        raise Invalid("expected a UUID like 4c4c4544-0042-3510-8048-b4c04f4a4d32")
+    if s.replace("-", "") in ("0" * 32, "f" * 32):
+        raise Invalid("expected a real SMBIOS UUID: all zeros or all ones is what firmware reports when it has none, so every such machine would boot this host")
+    return s
+
+
+def _usable_ipv4(a: "ipaddress.IPv4Address", what: str) -> None:
+    for bad, name in ((a.is_unspecified, "unspecified"), (a.is_loopback, "a loopback"), (a.is_multicast, "a multicast"),
+                      (a == ipaddress.IPv4Address("255.255.255.255"), "the broadcast"), (a.is_reserved, "a reserved (240.0.0.0/4)")):
+        if bad:
+            raise Invalid(f"expected {what}; {a} is {name} address")
+
+
+@expects("'dhcp', or an IPv4 host address with a prefix from /1 to /30 (192.0.2.10/24); not the network or broadcast address, loopback, multicast, reserved or 0.0.0.0")
 def address(v: Any) -> str:
     s = _str(v)
     if s == "dhcp":
         return s
+    m = re.fullmatch(r"([0-9.]{7,15})/([0-9]{1,2})", s)
     try:
+        if not m:
+            raise ValueError
         iface = ipaddress.IPv4Interface(s)
     except ValueError:
         raise Invalid("expected 'dhcp' or an IPv4 address with prefix like 192.0.2.10/24") from None
-    if "/" not in s or iface.network.prefixlen == 32 or iface.ip in (iface.network.network_address, iface.network.broadcast_address):
-        raise Invalid("expected 'dhcp' or a host address with a prefix like 192.0.2.10/24")
+    if not 1 <= iface.network.prefixlen <= 30:
+        raise Invalid("expected a prefix from /1 to /30: /0 has no network to reach and /31-/32 no neighbours for a gateway")
+    _usable_ipv4(iface.ip, "a host address")
+    if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
+        raise Invalid("expected a host address with a prefix like 192.0.2.10/24, not the network's own or broadcast address")
     return str(iface)
 
 
+@expects("an IPv4 address like 192.0.2.1, inside the NIC's static subnet, not its network, broadcast or own address")
 def ipv4(v: Any) -> str:
+    s = _str(v)
     try:
-        return str(ipaddress.IPv4Address(_str(v)))
+        if not re.fullmatch(r"[0-9.]{7,15}", s):
+            raise ValueError
+        a = ipaddress.IPv4Address(s)
     except ValueError:
         raise Invalid("expected an IPv4 address like 192.0.2.1") from None
+    _usable_ipv4(a, "a gateway address")
+    return str(a)
 
 
+@expects("an IPv4 monitor address with an optional port 1-65535 (192.0.2.11 or 192.0.2.11:6789); not 0.0.0.0, loopback, multicast or broadcast")
 def mon_address(v: Any) -> str:
     s = _str(v)
-    host, _, port = s.partition(":")
+    m = _MON.fullmatch(s)
     try:
-        ipaddress.IPv4Address(host)
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
+        if not m:
+            raise ValueError
+        a = ipaddress.IPv4Address(m.group(1))
+        if m.group(2) is not None and not 0 < int(m.group(2)) < 65536:
             raise ValueError
     except ValueError:
-        raise Invalid("expected a monitor address like 192.0.2.11 or 192.0.2.11:6789") from None
+        raise Invalid("expected a monitor address like 192.0.2.11 or 192.0.2.11:6789 (ASCII digits, port 1-65535)") from None
+    _usable_ipv4(a, "a monitor address")
     return s
 
 
 def positive_int(limit: int, unit: str = "seconds") -> Check:
+    @expects(f"a whole number from 1 to {limit}")
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= limit:
             raise Invalid(f"expected a whole number of {unit} from 1 to {limit}")
@@ -162,6 +283,7 @@ def positive_int(limit: int, unit: str = "seconds") -> Check:
     return check
 
 
+@expects("true or false")
 def boolean(v: Any) -> bool:
     if not isinstance(v, bool):
         raise Invalid("expected true or false")
@@ -169,6 +291,7 @@ def boolean(v: Any) -> bool:
 
 
 def one_of(*choices: str) -> Check:
+    @expects("one of " + ", ".join(f"`{c}`" for c in choices))
     def check(v: Any) -> str:
         s = _str(v)
         if s not in choices:
@@ -181,6 +304,7 @@ def one_of(*choices: str) -> Check:
 def safe_text(lang: str, what: str) -> Check:
     """Free text that must be inert in ``lang`` (uses the one quoting function)."""
 
+    @expects(f"{what}: no quotes, '$', '`', ';', '\\', spaces, control characters or `|&#<>{{}}()*?!~[]`")
     def check(v: Any) -> str:
         s = _str(v)
         if not s:
@@ -194,8 +318,7 @@ def safe_text(lang: str, what: str) -> Check:
     return check
 
 
-def path(v: Any) -> str:
-    return safe_text("word", "a file path")(v)
+path = safe_text("word", "a file path")
 
 
 _MACHINE_SECRET = re.compile(rb"[A-Za-z0-9._-]{16,64}")
@@ -209,15 +332,37 @@ def machine_secret(data: bytes) -> bytes:
     return value
 
 
+@expects("a path relative to hosts/ (like keys/zephyr.keyring): letters, digits and '_.+-' between '/', no '..', not absolute")
+def secret_path(v: Any) -> str:
+    s = _str(v)
+    if s.startswith("/"):
+        raise Invalid("expected a path relative to hosts/, not an absolute one: a secret that is published must be one of the site's own (under hosts/)")
+    if not _REL_PATH.fullmatch(s) or any(p in (".", "..") for p in s.split("/")):
+        raise Invalid(secret_path.expects)  # type: ignore[attr-defined]
+    return s
+
+
+@expects("a file mode like '0640' that grants nothing to others")
 def octal_mode(v: Any) -> int:
     if isinstance(v, str) and re.fullmatch(r"0?[0-7]{3}", v):
         v = int(v, 8)
-    if isinstance(v, bool) or not isinstance(v, int) or v & ~0o770:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0o770 or v & ~0o770:
         raise Invalid("expected a file mode like '0640' that grants nothing to others")
     return v
 
 
-def list_of(item: Check, min_items: int = 0, unique: bool = False) -> Check:
+class ItemInvalid(Invalid):
+    """A list item is wrong: ``index`` says which (its origin may be another file than the list's)."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.index = index
+
+
+def list_of(item: Check, min_items: int = 0, unique: bool = False, max_items: int = MAX_ITEMS) -> Check:
+    inner = getattr(item, "expects", "")
+
+    @expects(f"a list of {min_items}-{max_items} items{', no repeats' if unique else ''}" + (f"; each {inner}" if inner else ""))
     def check(v: Any) -> list[Any]:
         if v is None:
             v = []
@@ -225,12 +370,14 @@ def list_of(item: Check, min_items: int = 0, unique: bool = False) -> Check:
             v = [v] if isinstance(v, (str, int)) and not isinstance(v, bool) else None
             if v is None:
                 raise Invalid("expected a list")
+        if len(v) > max_items:
+            raise Invalid(f"expected at most {max_items} items, got {len(v)}")
         out = []
         for i, x in enumerate(v):
             try:
                 out.append(item(x))
             except Invalid as e:
-                raise Invalid(f"item {i} ({x!r}): {e}") from None
+                raise ItemInvalid(i, f"item {i} ({shown(x)}): {e}") from None
         if len(out) < min_items:
             raise Invalid(f"expected at least {min_items} item(s)")
         if unique and len(set(out)) != len(out):
@@ -245,7 +392,7 @@ def list_of(item: Check, min_items: int = 0, unique: bool = False) -> Check:
 def _nic(doc: str, optional: bool) -> Section:
     return Section(
         {
-            "macs": Field(list_of(mac, 1, unique=True), "One or more MAC addresses; the NIC that has any of them is used.", required=True),
+            "macs": Field(list_of(mac, 1, unique=True), "One or more MAC addresses, each of one host only; the NIC that has any of them is used.", required=True),
             "address": Field(address, "'dhcp' or a static IPv4 address with prefix (192.0.2.10/24).", required=True),
             "gateway": Field(ipv4, "Default gateway via this NIC (static addresses only)."),
         },
@@ -257,7 +404,7 @@ def _nic(doc: str, optional: bool) -> Section:
 HOST = Section(
     {
         "name": Field(host_name, "Host name; always the file name (hosts/nodes/NAME.yaml); if given it must match.", default="(file name)"),
-        "uuid": Field(uuid, "SMBIOS system UUID; boot.ipxe routes by it before the MACs."),
+        "uuid": Field(uuid, "SMBIOS system UUID, one per host; boot.ipxe routes by it before the MACs."),
         "nics": Section(
             {
                 "ceph": _nic("The NIC that reaches the Ceph public network.", optional=False),
@@ -268,7 +415,7 @@ HOST = Section(
         "rbd": Section(
             {
                 "pool": Field(rados_name, "RBD pool of the root image.", default="rbd"),
-                "namespace": Field(rados_name, "RBD namespace (one per host).", default="{name}"),
+                "namespace": Field(rados_name, "RBD namespace: one per host (two hosts in one pool/namespace could read each other's roots).", default="{name}"),
                 "image": Field(rados_name, "RBD image holding the root filesystem.", default="root"),
                 "size": Field(size, "Image size for provisioning.", default="10G"),
                 "features": Field(list_of(one_of("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")), "RBD image features for provisioning.", default=["layering", "exclusive-lock"]),
@@ -276,11 +423,11 @@ HOST = Section(
             },
             "The root image.",
         ),
-        "client": Field(rados_name, "cephx client id (without 'client.').", default="{name}"),
-        "keyring": Field(path, "Path of the client's keyring file, relative to hosts/ (mode 0600; never the key inline).", default="keys/{name}.keyring"),
-        "boot_path": Field(cephfs_path, "CephFS directory mounted at /boot.", default="{boot_tree}/hosts/{name}"),
+        "client": Field(rados_name, "cephx client id (without 'client.'), one per host; not `admin`, `bootstrap-*`, `crash*`, a daemon type (`mon`, `mgr`, `mds`, `osd`, `rgw`) or `cephboot-*` (the cluster's and cephboot's own clients).", default="{name}"),
+        "keyring": Field(secret_path, "Path of the client's keyring file, relative to hosts/: a regular file inside hosts/ (no link leading out), mode 0600, holding the client's cephx key (never the key inline).", default="keys/{name}.keyring"),
+        "boot_path": Field(cephfs_path, "CephFS folder mounted read-write at the host's /boot: its own, outside `ceph.boot_tree`, not inside or above another host's.", default="/hosts/{name}"),
         "kernel": Field(kernel_version, "Kernel version or 'latest' (newest installed on the build machine).", default="latest"),
-        "kernel_args": Field(list_of(safe_text("word", "one kernel argument")), "Extra kernel command line arguments.", default=[]),
+        "kernel_args": Field(list_of(safe_text("word", "one kernel argument")), "Extra kernel command line arguments; with root=, rootfstype= and iPXE's initrd= names the line stays under 2048 characters (the kernel cuts the rest).", default=[]),
         "root_fs": Field(one_of("ext4", "xfs", "btrfs"), "Root filesystem type.", default="ext4"),
         "map": Section(
             {
@@ -294,7 +441,7 @@ HOST = Section(
         "luks": Section(
             {
                 "name": Field(rados_name, "dm-crypt mapper name; root becomes /dev/mapper/NAME.", required=True),
-                "keyfile": Field(path, "Path of the LUKS key file, relative to hosts/ (mode 0600).", required=True),
+                "keyfile": Field(secret_path, "Path of the LUKS key file, relative to hosts/: a non-empty regular file inside hosts/, mode 0600.", required=True),
             },
             "Optional LUKS2 container inside the image.",
             optional=True,
@@ -302,16 +449,16 @@ HOST = Section(
         "secrets": Section(
             {
                 "mode": Field(one_of("machine", "clear"), "'machine': the keys in everything served are sealed to a secret only the machine holds (docs/security.md); 'clear': served as they are (doit warns).", default="machine"),
-                "machine_secret": Field(path, "Path of the machine secret, relative to hosts/ (mode 0600): the value set in the machine's SMBIOS field.", default="keys/{name}.secret"),
+                "machine_secret": Field(secret_path, "Path of the machine secret, relative to hosts/: a regular file inside hosts/, mode 0600: the value set in the machine's SMBIOS field.", default="keys/{name}.secret"),
                 "smbios_field": Field(one_of(*SMBIOS_FIELDS), "SMBIOS field (/sys/class/dmi/id/NAME) that holds the machine secret.", default="chassis_asset_tag"),
             },
             "How the host's keys travel to it (machine_secret and smbios_field count in machine mode only).",
         ),
         "monolithic": Field(boolean, "Also publish one initrd.img = base + host layer.", default=False),
-        "image_root": Field(path, "Image-native mode: the mounted root of this host's image to install into.", default=None),
+        "image_root": Field(path, "Image-native mode: the mounted root of this host's image to install into (not `/`, a system folder or a folder holding hosts/).", default=None),
         "rootfs": Section(
             {
-                "source": Field(path, "Where `doit provision:<host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/).", default="debootstrap"),
+                "source": Field(path, "Where `doit provision:<host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/; not `/`, a system folder or a folder holding hosts/).", default="debootstrap"),
                 "suite": Field(_regex(_SUITE, "a Debian suite name like bookworm"), "Debian suite that debootstrap installs (from the build machine's apt mirror).", default="bookworm"),
                 "packages": Field(list_of(_regex(_PACKAGE, "a Debian package name"), unique=True), "Packages debootstrap adds to minbase; `+packages: [...]` adds more.", default=list(ROOTFS_PACKAGES)),
             },
@@ -328,7 +475,7 @@ SITE = Section(
                 "fsid": Field(uuid, "Cluster fsid.", required=True),
                 "mon_host": Field(list_of(mon_address, 1, unique=True), "Monitor addresses.", required=True),
                 "fs_name": Field(rados_name, "CephFS file system that holds the boot tree.", default="boot"),
-                "boot_tree": Field(tree_path, "CephFS path of the published boot tree.", default=""),
+                "boot_tree": Field(tree_path, "CephFS folder of the published boot tree (publisher-owned; the web server serves it; no host writes it).", default="/tree"),
                 "admin_keyring": Field(path, "Admin keyring for provisioning, relative to hosts/.", default=None),
             },
             "The Ceph cluster.",
@@ -339,7 +486,7 @@ SITE = Section(
         ),
         "publish": Section(
             {
-                "target": Field(path, "Directory of the boot tree (a mounted CephFS), relative to the site.", default="build/publish"),
+                "target": Field(path, "Folder of the boot tree (a mounted CephFS), relative to the site: empty, new, or holding the publisher's `.cephboot-tree` marker; never the site, hosts/, build/ or a folder above them.", default="build/publish"),
                 "group": Field(group, "Group (web server) that may read host layers.", default=None),
                 "secret_mode": Field(octal_mode, "Mode of files that hold keys.", default=0o640),
                 "web_root": Field(path, "Where the web server sees the boot tree, for the generated nginx config (default: the target's absolute path).", default=None),
@@ -362,17 +509,21 @@ SITE = Section(
 
 
 def reference(section: Section = HOST, prefix: str = "") -> list[str]:
-    """Markdown table rows: key, default, meaning (the README's inventory reference)."""
+    """Markdown table rows: key, default, what the validator accepts, meaning (the README's inventory reference)."""
     rows = []
     for key, spec in section.fields.items():
         full = prefix + key
         if isinstance(spec, Section):
-            rows.append(f"| `{full}` | {'*(optional section)*' if spec.optional else ''} | {spec.doc} |")
+            rows.append(f"| `{full}` | {'*(optional section)*' if spec.optional else ''} | a mapping | {spec.doc} |")
             rows += reference(spec, full + ".")
             continue
         default = "*required*" if spec.required else ("—" if spec.default is None else f"`{_show(spec.default)}`")
-        rows.append(f"| `{full}` | {default} | {spec.doc} |")
+        rows.append(f"| `{full}` | {default} | {_cell(getattr(spec.check, 'expects', ''))} | {spec.doc} |")
     return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def _show(v: Any) -> str:
@@ -386,7 +537,7 @@ def _show(v: Any) -> str:
 
 
 def reference_markdown() -> str:
-    head = "| key | default | meaning |\n| --- | --- | --- |\n"
+    head = "| key | default | accepted | meaning |\n| --- | --- | --- | --- |\n"
     return (
         "Site settings (`hosts/site.yaml`):\n\n" + head + "\n".join(reference(SITE)) + "\n\n"
         "Host keys (`defaults:` in site.yaml, `hosts/profiles/*.yaml`, `hosts/nodes/<name>.yaml`):\n\n" + head + "\n".join(reference(HOST)) + "\n"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -87,7 +86,8 @@ def test_a_missing_kernel_says_what_to_install(a_built_site: Site) -> None:
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert "9.9.9-1-amd64" in out and "apt-get install linux-image-amd64" in out
-    assert re.search(r"initrd:9\.9\.9-1-amd64", out)
+    # found by the inventory, before any task wrote anything, and blamed on the key that asks for it
+    assert "hosts/nodes/notus.yaml: kernel: '9.9.9-1-amd64' is not installed" in out and not run.ran
 
 
 def test_doit_list_does_not_build_or_read_kernels(the_built_example: Site, tmp_path: Path) -> None:

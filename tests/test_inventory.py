@@ -75,6 +75,7 @@ def test_the_example_site_loads(tmp_path: Path) -> None:
     z = site.hosts["zephyr"].data
     assert z["kernel_args"] == ["console=ttyS0,115200n8", "panic=30", "quiet"]  # site, then +profile
     assert z["map"]["deadline"] == 180 and z["rbd"]["namespace"] == "zephyr" and z["boot_path"] == "/hosts/zephyr"
+    assert site.settings["ceph"]["boot_tree"] == "/tree"  # a host's writable /boot is outside the published tree
     b = site.hosts["boreas"].data
     assert b["map"] == {"method": "sysfs", "options": ["ms_mode=secure"], "deadline": 180}
     assert site.hosts["boreas"].sources == ["hosts/site.yaml", "hosts/profiles/rack-a.yaml", "hosts/profiles/secure.yaml", "hosts/nodes/boreas.yaml"]
@@ -102,7 +103,7 @@ def test_the_cache_reuses_unchanged_hosts_and_follows_profiles_and_keys(tmp_path
     first = inventory.load(site.root)
     site.edit("nodes/notus.yaml", "panic=30,", "panic=31,")
     second = inventory.load(site.root)
-    assert second.hosts["zephyr"] is not first.hosts["zephyr"]  # a fresh pickle...
+    assert second.hosts["zephyr"] is not first.hosts["zephyr"]  # read back from the cache...
     assert second.hosts["zephyr"].data == first.hosts["zephyr"].data  # ...of the same, reused host
     site.edit("profiles/rack-a.yaml", "deadline: 180", "deadline: 190")
     third = inventory.load(site.root)
@@ -111,6 +112,88 @@ def test_the_cache_reuses_unchanged_hosts_and_follows_profiles_and_keys(tmp_path
     (site.hosts / "keys/notus.keyring").write_text("[client.notus]\n\tkey = not-a-key\n")
     with pytest.raises(InventoryError, match="notus.keyring"):
         inventory.load(site.root)
+
+
+def test_the_cache_is_plain_json_owner_only_and_never_pickle(tmp_path: Path) -> None:
+    import json
+    import os
+
+    site = copy_site(PROJECT, tmp_path)
+    old = os.umask(0o000)  # what another user's shell may have: nothing may follow it
+    try:
+        inventory.load(site.root)
+    finally:
+        os.umask(old)
+    cache = site.root / inventory.CACHE_FILE
+    assert json.loads(cache.read_text())["hosts"]["zephyr"][2]["client"] == "zephyr"
+    assert (cache.stat().st_mode & 0o777, (site.root / inventory.MEMO_FILE).stat().st_mode & 0o777) == (0o600, 0o600)
+    assert (site.root / "build").stat().st_mode & 0o777 == 0o700
+    assert not list((site.root / "build").glob("*pickle*")) and not list((site.root / "build").glob("*.tmp*"))
+
+
+def _planted(site_root: Path, mode: int = 0o600) -> Path:
+    """A cache that is valid JSON with a value no inventory has: loading it would show."""
+    import json
+
+    inventory.load(site_root)
+    cache = site_root / inventory.CACHE_FILE
+    data = json.loads(cache.read_text())
+    data["settings"]["pxe"]["http_base"] = "http://planted"
+    cache.write_text(json.dumps(data))
+    cache.chmod(mode)
+    return cache
+
+
+def test_a_cache_others_may_write_is_not_believed(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    _planted(site.root, 0o600)
+    assert inventory.load(site.root).settings["pxe"]["http_base"] == "http://planted"  # believed when it is ours
+    _planted(site.root, 0o666)
+    assert inventory.load(site.root).settings["pxe"]["http_base"] == "http://192.0.2.5/boot"
+
+
+def test_a_cache_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    cache = _planted(site.root)
+    elsewhere = tmp_path / "elsewhere.json"
+    cache.rename(elsewhere)
+    cache.symlink_to(elsewhere)
+    assert inventory.load(site.root).settings["pxe"]["http_base"] == "http://192.0.2.5/boot"
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x80\x04\x95 a pickle", b"{", b'{"format": 1}', b'{"format": 1, "root": null, "hosts": 3}', b"[" * 100_000, b"cos\nsystem\n(S'id'\ntR."])
+def test_a_damaged_cache_means_a_full_parse_and_no_traceback(damage: bytes, tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    inventory.load(site.root)
+    for name in (inventory.CACHE_FILE, inventory.MEMO_FILE):
+        (site.root / name).write_bytes(damage)
+    site.edit("nodes/notus.yaml", "panic=30,", "panic=31,")  # the memo is read only when an input changed
+    assert inventory.load(site.root).hosts["notus"].data["kernel_args"][1] == "panic=31"
+    assert set(inventory.load(site.root).hosts) == {"zephyr", "boreas", "notus"}
+
+
+def test_allowed_values_that_look_odd_are_kept(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    site.edit("site.yaml", "http_base: http://192.0.2.5/boot", "http_base: http://[2001:db8::5]:8080/boot/")
+    (site.hosts / "secrets").mkdir()
+    (site.hosts / "keys/notus.keyring").rename(site.hosts / "secrets/notus.keyring")
+    (site.hosts / "keys/notus.keyring").symlink_to("../secrets/notus.keyring")  # a link that stays inside hosts/
+    loaded = inventory.load(site.root, use_cache=False)
+    assert loaded.settings["pxe"]["http_base"] == "http://[2001:db8::5]:8080/boot"
+    assert loaded.hosts["notus"].data["keyring"] == "keys/notus.keyring"
+
+
+def test_a_tree_published_before_the_marker_existed_is_still_recognised(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    tree = site.root / "build/publish"
+    (tree / "kernels").mkdir(parents=True)
+    (tree / "boot.ipxe").write_text("#!ipxe\n# generated by cephboot from hosts/site.yaml (template templates/tree/boot.ipxe.j2); do not edit\n")
+    inventory.load(site.root, use_cache=False)
+    (tree / "notes.txt").write_text("mine\n")
+    with pytest.raises(InventoryError, match="no .cephboot-tree marker"):
+        inventory.load(site.root, use_cache=False)
+    (tree / inventory.TREE_MARKER).touch()
+    inventory.load(site.root, use_cache=False)
 
 
 def test_latest_kernel_is_the_newest_installed(tmp_path: Path) -> None:

@@ -1,0 +1,81 @@
+"""What a loaded inventory is: its site, its hosts, and the problems found in it."""
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+         (stat.S_ISBLK, "a device"), (stat.S_ISLNK, "a link"), (stat.S_ISREG, "a regular file"))
+
+
+def kind(mode: int) -> str:
+    """What a file of this mode is, for messages ('a FIFO', 'a folder')."""
+    return next((name for test, name in KINDS if test(mode)), "not a regular file")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the inventory, located by file and key path."""
+
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
+
+
+class InventoryError(Exception):
+    """The inventory is invalid; ``problems`` says where and why."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        lines = [str(p) for p in problems]
+        super().__init__("invalid inventory:\n  " + "\n  ".join(lines))
+
+
+@dataclass
+class Host:
+    """A host with every key resolved and validated."""
+
+    name: str
+    source: str  # the host's own file, relative to the site
+    sources: list[str]  # every file that contributed, lowest layer first
+    data: dict[str, Any]
+    digest: str = ""
+    origins: dict[str, str] = field(default_factory=dict)  # key -> file that set it, where not ``source``
+
+    def origin(self, key: str) -> str:
+        """The file that set ``key``; the host's own file for a default."""
+        return self.origins.get(key, self.source)
+
+
+@dataclass
+class Site:
+    """The whole validated inventory."""
+
+    root: Path
+    settings: dict[str, Any]
+    hosts: dict[str, Host]
+    kernels: list[str]  # installed kernel versions, oldest first
+    signature: list[Any] = field(default_factory=list)
+    site_digest: str = ""
+    # what the next load may reuse when some input changed: parsed files, resolved
+    # hosts and checked secrets, each keyed by the stat of what it came from
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, rel: str) -> Path:
+        """A path from the inventory, relative to hosts/ unless absolute."""
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / "hosts" / p
+
+    def path_str(self, rel: str) -> str:
+        """path() as a string, without pathlib's cost (called per host on every run)."""
+        return rel if rel.startswith("/") else f"{self.root}/hosts/{rel}"
+
+    def display(self, rel: str) -> str:
+        """How a path from the inventory is named in messages, headers and doit's file_dep:
+        relative to the site folder (doit's working directory), so a copied site keeps its state."""
+        return rel if rel.startswith("/") else f"hosts/{rel}"
