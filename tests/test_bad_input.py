@@ -400,6 +400,9 @@ LOAD: dict[str, Case] = {
     "keyring-in-profile-absolute": (append(RACK, "keyring: /root/.ssh/id_rsa\n"), ["hosts/profiles/rack-a.yaml: keyring", "not an absolute one"]),
     "luks-keyfile-absolute": (edit(B, "keyfile: keys/boreas.luks", "keyfile: /etc/shadow"), ["boreas.yaml: luks.keyfile", "not an absolute one"]),
     "luks-keyfile-link-out": (link("keys/boreas.luks", "/etc/hostname"), ["boreas.yaml: luks.keyfile", "leads out of hosts/"]),
+    "machine-secret-absolute": (to_notus("secrets:\n  machine_secret: /etc/machine-id\n"), ["notus.yaml: secrets.machine_secret", "not an absolute one"]),
+    "machine-secret-link-out": (link("keys/notus.secret", "/etc/hostname"), ["notus.yaml: secrets.machine_secret", "leads out of hosts/"]),
+    "machine-secret-fifo": (fifo("keys/zephyr.secret"), ["zephyr.yaml: secrets.machine_secret", "is a FIFO, not a regular file"]),
     "keys-folder-link-out": (lambda site: (shutil.move(site.hosts / "keys", site.root / "keys-elsewhere"), (site.hosts / "keys").symlink_to(site.root / "keys-elsewhere")), ["keyring", "leads out of hosts/"]),
     # messages
     "profile-sets-bad-mac-list": (append(RACK, "nics:\n  user:\n    macs: [\"zz\"]\n    address: dhcp\n"), ["hosts/profiles/rack-a.yaml: nics.user.macs"]),
