@@ -11,7 +11,7 @@ from typing import Any
 
 from . import schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_nics, check_site, cmdline_words, cross_check, site_path
-from .fileio import digest, file_key
+from .fileio import digest, file_key, tmp_name
 from .model import Host, InventoryError, Problem, Site, kind
 from .schema import Invalid, ItemInvalid, Section, shown
 
@@ -227,7 +227,7 @@ def _write_private_json(path: Path, data: Any) -> None:
             os.mkdir(path.parent, 0o700)
         except FileExistsError:
             pass
-        tmp = f"{path}.tmp{os.getpid()}"
+        tmp = path.parent / tmp_name(path.name)
         try:
             os.unlink(tmp)  # a leftover of a killed run with our pid
         except FileNotFoundError:
@@ -243,7 +243,7 @@ def _write_private_json(path: Path, data: Any) -> None:
         os.replace(tmp, path)
     except (OSError, TypeError, ValueError):
         try:
-            os.unlink(f"{path}.tmp{os.getpid()}")
+            os.unlink(path.parent / tmp_name(path.name))
         except OSError:
             pass
 
