@@ -348,13 +348,15 @@ def test_damaged_records_redo_the_stage_with_one_line_and_no_traceback(a_built_s
     assert a_built_site.doit().ran == set()
 
 
-def test_a_cache_naming_a_module_that_does_not_exist_is_built_again(a_built_site: Site) -> None:
-    cache = a_built_site.build / ".inventory.pickle"
+def test_a_damaged_cache_is_built_again_and_an_old_pickle_never_loaded(a_built_site: Site) -> None:
+    cache = a_built_site.build / ".inventory.json"  # plain JSON: nothing in it can name code to run
     assert cache.exists()
-    cache.write_bytes(b"cno_such_module_of_cephboot\nSite\n.")  # a pickle of a class from a module that is gone
+    cache.write_bytes(b'{"format": 1, "hosts": {"zephyr": ')  # cut off mid-write
+    old = a_built_site.build / ".inventory.pickle"
+    old.write_bytes(b"cno_such_module_of_cephboot\nSite\n.")  # the old format: a pickle of a class from a module that is gone
     run = a_built_site.doit()
     assert "Traceback" not in run.stderr and work(run) == set()
-    assert b"no_such_module" not in cache.read_bytes()
+    assert json.loads(cache.read_text())["format"] == 1 and not old.exists()
 
 
 def doit_with_umask(site: Site, umask: int, *args: str) -> DoitRun:
