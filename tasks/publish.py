@@ -20,7 +20,7 @@ from . import inventory
 from .fileio import (Folder, GroupError, describe, digest, file_sha256, files_digest, identity_key,
                      identity_of, is_temp, kind, report, tmp_name)
 from .initrd import base_path, built_stamp, kernels_in_use, vmlinuz_path
-from .inventory import Host
+from .inventory import TREE_MARKER, Host
 from .overlay import LAYER, MONOLITHIC
 from .render import BUILD, HOST_IPXE, SEALED_PATH, routes_by_host, site_outputs
 from .stage import UNCHANGED, Stage, Unit, record_outputs, stage_task
@@ -30,6 +30,7 @@ PUBLIC_DIR = 0o755
 # a host's folder: the web server (others) may open files by name but not list them
 HOST_DIR = 0o751
 PREVIOUS = "previous"
+MARKER_TEXT = b"This folder is a boot tree that cephboot publishes; do not remove this file.\n"
 MARKER = ".publishing"
 # the files of one generation of a host, in the order they are replaced: the
 # script that names the others goes last, so a new script never finds old layers missing
@@ -101,6 +102,19 @@ def tree_root(settings: dict[str, Any]) -> Path:
     return Path(settings["publish"]["target"])
 
 
+def open_tree(settings: dict[str, Any]) -> Folder:
+    """The tree's top folder, made if missing and marked as cephboot's (the inventory
+    publishes only into a new or empty folder, or one that holds this marker)."""
+    top = Folder.root(tree_root(settings), PUBLIC_DIR)
+    try:
+        if top.entry(TREE_MARKER) is None:
+            top.write(TREE_MARKER, MARKER_TEXT, PUBLIC, None, durable=True)
+    except BaseException:
+        top.close()
+        raise
+    return top
+
+
 def web_gid(settings: dict[str, Any]) -> int | None:
     group = settings["publish"]["group"]
     if group is None:
@@ -146,7 +160,7 @@ def publish_kernel(settings: dict[str, Any], kver: str, kept: OutputsKept) -> Ta
                               "not published; removed, run doit again to rebuild it")
     try:
         with ExitStack() as stack:
-            top = stack.enter_context(Folder.root(tree_root(settings), PUBLIC_DIR))
+            top = stack.enter_context(open_tree(settings))
             with top.lock():
                 kernels = stack.enter_context(top.folder("kernels", PUBLIC_DIR))
             folder = stack.enter_context(kernels.folder(kver, PUBLIC_DIR))
@@ -241,7 +255,7 @@ def publish_host(settings: dict[str, Any], name: str, sources: dict[str, str], r
     try:
         gid = web_gid(settings)
         with ExitStack() as stack:
-            top = stack.enter_context(Folder.root(tree_root(settings), PUBLIC_DIR))
+            top = stack.enter_context(open_tree(settings))
             with top.lock():  # hosts/ is shared: one publisher (thread) repairs it at a time
                 hosts = stack.enter_context(top.folder("hosts", PUBLIC_DIR))
             folder = stack.enter_context(hosts.folder(name, HOST_DIR, gid))
@@ -380,7 +394,7 @@ def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], 
     """doit action: boot.ipxe; remove the routes, hosts and kernels the inventory no longer has
     (publish:hosts publishes each host's routes)."""
     try:
-        with Folder.root(tree_root(settings), PUBLIC_DIR) as top, top.lock() as locked:
+        with open_tree(settings) as top, top.lock() as locked:
             top.remove_stale_temps(locked)
             _publish_site(top, BUILD / "site", routes, hosts, kvers, locked)
     except (OSError, GroupError) as e:
@@ -441,7 +455,7 @@ def kernels_named_by_previous(hosts: Folder) -> set[str]:
 def rollback(settings: dict[str, Any], name: str) -> None:
     """Swap a host's current and previous generations (a second rollback undoes the first)."""
     where = tree_root(settings) / "hosts" / name / PREVIOUS
-    with Folder.root(tree_root(settings), PUBLIC_DIR) as top, ExitStack() as stack:
+    with open_tree(settings) as top, ExitStack() as stack:
         hosts = top.existing("hosts")
         folder = hosts and stack.enter_context(hosts)
         folder = folder and folder.existing(name)

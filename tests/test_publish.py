@@ -11,8 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from builtsite import HOSTS, a_built_site, kver, the_built_example  # noqa: F401  (fixtures)
 from conftest import Site
+from tasks import inventory
 
 
 def tree(site: Site) -> Path:
@@ -29,7 +32,8 @@ def test_the_tree_has_the_documented_layout(the_built_example: Site) -> None:
     expected = {"boot.ipxe", f"kernels/{kver()}/vmlinuz", f"kernels/{kver()}/initrd.img", "hosts/notus/initrd.img"}
     expected |= {f"hosts/{h}/{n}" for h in HOSTS for n in ("boot.ipxe", "overlay.cpio")}
     expected |= {f"ipxe/{p.relative_to(the_built_example.build / 'site/ipxe')}" for p in (the_built_example.build / "site/ipxe").rglob("*.ipxe")}
-    assert files == expected
+    assert files == expected | {".cephboot-tree"}  # the marker that makes it a tree cephboot owns
+    files.discard(".cephboot-tree")
     for rel in files:
         src = {"kernels": the_built_example.build / "kernels", "hosts": the_built_example.build / "hosts"}.get(rel.split("/")[0], the_built_example.build / "site")
         src = src / rel.split("/", 1)[1] if rel.startswith(("kernels/", "hosts/")) else src / rel
@@ -216,3 +220,16 @@ def test_a_reader_never_sees_a_torn_file_when_the_publisher_is_killed(a_built_si
     a_built_site.doit("publish")
     assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256((a_built_site.build / "hosts/notus/initrd.img").read_bytes()).hexdigest()
     assert not [p for p in tree(a_built_site).rglob(".*") if ".tmp." in p.name], "temporary files left behind"
+
+
+def test_the_publisher_marks_the_tree_it_owns_so_the_inventory_keeps_accepting_it(a_built_site: Site) -> None:
+    """A target with files in it is refused unless it carries the marker; the publisher writes
+    the marker into the tree it creates, so a file someone adds beside it changes nothing."""
+    root = tree(a_built_site)
+    marker = root / inventory.TREE_MARKER
+    assert marker.is_file() and marker.stat().st_mode & 0o777 == 0o644
+    (root / "notes.txt").write_text("an operator's notes\n")
+    inventory.load(a_built_site.root, use_cache=False)  # no InventoryError: the marker says it is ours
+    marker.unlink()
+    with pytest.raises(inventory.InventoryError, match="no .cephboot-tree marker"):
+        inventory.load(a_built_site.root, use_cache=False)
