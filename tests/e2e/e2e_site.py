@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .boot_tree import CephFuseMount, StaticHttpServer
+from .boot_tree import WEB_GROUP, CephFuseMount, NginxServer
 from .ceph_cluster import FS_NAME, CephClient, CephCluster
 from .root_image import build_root_image
 
@@ -22,6 +22,8 @@ DODO = REPO / "dodo.py"
 GUEST_GATEWAY = "198.51.100.2"
 GUEST_ADDRESS_PREFIX = "198.51.100."
 GUEST_FIRST_HOST = 30
+# Where the hosts' own /boot folders are: outside the boot tree, which only the publisher writes.
+HOSTS_BOOT = "/e2e-hosts"
 
 
 @dataclass
@@ -45,7 +47,7 @@ class E2ESite:
         self,
         cluster: CephCluster,
         boot_tree: CephFuseMount,
-        http: StaticHttpServer,
+        http: NginxServer,
         workdir: Path,
         rbd_pool: str,
     ) -> None:
@@ -63,7 +65,10 @@ class E2ESite:
                 "boot_tree": boot_tree.fs_path,
             },
             "pxe": {"http_base": http.url.rstrip("/")},
-            "publish": {"target": str(boot_tree.mountpoint)},
+            # The publisher writes through its read-write mount; nginx reads the web
+            # server's read-only view, in the group that may read host layers.
+            "publish": {"target": str(boot_tree.mountpoint), "web_root": str(http.root),
+                        "group": WEB_GROUP},
             "kernels": {"nic_modules": ["virtio_net", "virtio_pci"]},
             "defaults": {
                 # panic=10: a failed boot reboots, and -no-reboot ends QEMU.
@@ -85,7 +90,7 @@ class E2ESite:
         return self.root / "build" / "hosts" / name
 
     def boot_path(self, name: str) -> str:
-        return f"{self.boot_tree.fs_path}/hosts/{name}"
+        return f"{HOSTS_BOOT}/{name}"
 
     def add_host(self, name: str, macs: list[str], **data: Any) -> SiteHost:
         """Provision ``name`` on the cluster (RBD namespace, client, /boot directory)

@@ -62,6 +62,8 @@ class ProvisionSite:
         self.boot_tree = boot_tree
         self.hosts = root / "hosts"
         (self.hosts / "nodes").mkdir(parents=True)
+        # A host's writable /boot is outside the published tree, which only the publisher writes.
+        defaults = {"boot_path": "/hosts/{name}", **defaults}
         site = {
             "ceph": {"fsid": cluster.fsid, "mon_host": [cluster.address], "fs_name": FS_NAME,
                      "boot_tree": boot_tree, "admin_keyring": str(cluster.admin_keyring)},
