@@ -99,7 +99,7 @@ class E2ESite:
         would cost a timed-out first round) unless ``nics`` says otherwise."""
         address = f"{GUEST_ADDRESS_PREFIX}{GUEST_FIRST_HOST + len(self.hosts)}/24"
         nics = {"ceph": {"macs": macs, "address": address, "gateway": GUEST_GATEWAY}}
-        host = SiteHost(name, macs, {"nics": nics, **data})
+        host = SiteHost(name, macs, {"nics": nics, "boot_path": self.boot_path(name), **data})
         keyring = self.hosts_dir / "keys" / f"{name}.keyring"
         self.cluster.create_rbd_namespace(self.rbd_pool, name)
         host.client = self.cluster.create_host_client(

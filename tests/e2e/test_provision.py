@@ -18,8 +18,7 @@ from .boot_tree import CephFuseMount
 from .ceph_cluster import FS_DATA_POOL, FS_NAME, CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
-from .provision_site import ProvisionSite
-from .root_image import build_root_tree
+from .provision_site import ProvisionSite, busybox_tree
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +30,6 @@ def _mac(index: int) -> str:
     return f"52:54:00:e6:00:{index:02x}"
 
 
-def _tree(path: Path) -> Path:
-    """A busybox root; the image-native install wants initramfs-tools' entry point in it."""
-    empty = path.parent / "no-rendered-files"
-    empty.mkdir()
-    build_root_tree(path, "template", empty)
-    (path / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
-    (path / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def a_provisioned_site(
     a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
@@ -48,7 +37,7 @@ def a_provisioned_site(
     """Two hosts, provisioned once by `doit provision` (the first run's output is kept)."""
     work = tmp_path_factory.mktemp("provision")
     defaults = {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]},
-                "rootfs": {"source": str(_tree(work / "tree"))}}
+                "rootfs": {"source": str(busybox_tree(work / "tree"))}}
     site = ProvisionSite(a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
                          f"http://{a_ceph_cluster.address}:8081", defaults)
     for index, name in enumerate(HOSTS):
