@@ -346,7 +346,6 @@ def private_files(work: Path) -> Iterator[None]:
     old = os.umask(0o077)
     try:
         work.mkdir(mode=0o700, parents=True)
-        os.chmod(work, 0o700)  # mkdir's mode yields to the umask of the parents' creation only
         yield
     finally:
         os.umask(old)

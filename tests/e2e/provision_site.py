@@ -58,6 +58,14 @@ def busybox_tree(path: Path) -> Path:
     return path
 
 
+def small_busybox_site(cluster: CephCluster, netns: NetworkNamespace, work: Path, boot_tree: str, http_port: int,
+                       rbd_pool: str) -> "ProvisionSite":
+    """A site whose hosts get 64 MiB roots provisioned from a busybox tree: seconds, not debootstrap's minutes."""
+    defaults = {"rbd": {"pool": rbd_pool, "size": "64M", "features": ["layering"]},
+                "rootfs": {"source": str(busybox_tree(work / "tree"))}}
+    return ProvisionSite(cluster, netns, work / "site", boot_tree, f"http://{cluster.address}:{http_port}", defaults)
+
+
 class ProvisionSite:
     """A site folder whose inventory points at the test cluster; doit runs inside the namespace.
 

@@ -21,7 +21,7 @@ from .boot_tree import CephFuseMount, NginxServer, WebServerView
 from .ceph_cluster import FS_DATA_POOL, CephCluster
 from .conftest import BOOT_TREE, RBD_POOL
 from .netns import NetworkNamespace
-from .provision_site import ProvisionSite, busybox_tree
+from .provision_site import ProvisionSite, small_busybox_site
 
 pytestmark = pytest.mark.e2e
 
@@ -38,11 +38,7 @@ def _mac(index: int) -> str:
 def an_attack_site(
     a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProvisionSite]:
-    work = tmp_path_factory.mktemp("attacks")
-    defaults = {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]},
-                "rootfs": {"source": str(busybox_tree(work / "tree"))}}
-    site = ProvisionSite(a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
-                         f"http://{a_ceph_cluster.address}:8084", defaults)
+    site = small_busybox_site(a_ceph_cluster, a_network_namespace, tmp_path_factory.mktemp("attacks"), BOOT_TREE, 8084, RBD_POOL)
     for index, (name, path) in enumerate(BOOT_PATHS.items()):
         site.add_host(name, _mac(index), boot_path=path, boot_quota=QUOTA)
     site.doit("provision")

@@ -18,7 +18,7 @@ from .boot_tree import CephFuseMount
 from .ceph_cluster import FS_DATA_POOL, FS_NAME, CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
-from .provision_site import ProvisionSite, busybox_tree
+from .provision_site import ProvisionSite, small_busybox_site
 
 pytestmark = pytest.mark.e2e
 
@@ -35,11 +35,7 @@ def a_provisioned_site(
     a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProvisionSite]:
     """Two hosts, provisioned once by `doit provision` (the first run's output is kept)."""
-    work = tmp_path_factory.mktemp("provision")
-    defaults = {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]},
-                "rootfs": {"source": str(busybox_tree(work / "tree"))}}
-    site = ProvisionSite(a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
-                         f"http://{a_ceph_cluster.address}:8081", defaults)
+    site = small_busybox_site(a_ceph_cluster, a_network_namespace, tmp_path_factory.mktemp("provision"), BOOT_TREE, 8081, RBD_POOL)
     for index, name in enumerate(HOSTS):
         site.add_host(name, _mac(index))
     site.first_run = site.doit("provision")  # type: ignore[attr-defined]
