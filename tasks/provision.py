@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -153,21 +154,45 @@ def _boot_dir(admin: Admin, h: dict[str, Any], report: Report) -> None:
         if kept and not created:
             report.ok(f"/boot {path}")
         # Files written before the namespace was set keep their objects outside it,
-        # where the host's OSD cap no longer reaches: rewrite them into it.
+        # where the host's OSD cap no longer reaches: rewrite them into it.  The folder is
+        # the host's: walk it by folder descriptors, never following a link it planted.
         moved = 0
-        for dirpath, _, names in os.walk(d):
-            for name in names:
-                p = Path(dirpath, name)
-                if not p.is_symlink() and _xattr(p, "ceph.file.layout.pool_namespace") != ns:
-                    tmp = p.with_name(f".{name}.cephboot-ns")
-                    shutil.copy2(p, tmp)
-                    os.replace(tmp, p)
-                    moved += 1
+        for _, _, names, dir_fd in os.fwalk(d, follow_symlinks=False):
+            moved += sum(_rewrite_into(dir_fd, name, ns) for name in names)
         if moved:
             report.did(f"rewrote {moved} file(s) in {path} that predate its RADOS namespace")
 
 
-def _xattr(p: Path, name: str) -> str:
+def _rewrite_into(dir_fd: int, name: str, ns: str) -> bool:
+    """Replace regular file ``name`` of ``dir_fd`` by a copy of itself when its objects are outside ``ns``; links are never followed."""
+    try:
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:  # a link (ELOOP), or gone
+        return False
+    tmp = f".{name}.cephboot-ns"
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode) or _xattr(src, "ceph.file.layout.pool_namespace") == ns:
+            return False
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(st.st_mode), dir_fd=dir_fd)
+        try:
+            while os.sendfile(dst, src, None, 1 << 20):
+                pass
+            os.fchown(dst, st.st_uid, st.st_gid)
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return True
+    finally:
+        os.close(src)
+
+
+def _xattr(p: Path | int, name: str) -> str:
     try:
         return os.getxattr(p, name).decode()
     except OSError:

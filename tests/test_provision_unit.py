@@ -292,3 +292,25 @@ def test_provisioning_changes_only_clients_it_made_and_refuses_cephfs_pools(the_
     zephyr.data["rbd"]["pool"] = "cephfs.boot.data"
     with pytest.raises(provision.Refused, match="rbd.pool 'cephfs.boot.data' .* is a pool of CephFS 'boot'"):
         provision._check_pool(cluster, zephyr)  # type: ignore[arg-type]
+
+
+def test_moving_a_boot_folders_files_into_its_namespace_never_follows_a_link_the_host_planted(tmp_path: Path) -> None:
+    """The rewrite runs as the admin in a folder the host writes: its links, to files outside or as
+    the temporary name, are left alone or removed, never written through."""
+    boot, outside = tmp_path / "boot", tmp_path / "outside"
+    (boot / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "passwd").write_text("the build machine's\n")
+    (boot / "sub" / "vmlinuz").write_text("the host's kernel\n")
+    (boot / "sub" / "vmlinuz").chmod(0o640)
+    (boot / "leak").symlink_to(outside / "passwd")
+    (boot / "sub" / ".vmlinuz.cephboot-ns").symlink_to(outside / "planted")
+    (boot / "linked-dir").symlink_to(outside)
+    moved = 0
+    for _, _, names, dir_fd in os.fwalk(boot, follow_symlinks=False):
+        moved += sum(provision._rewrite_into(dir_fd, name, "fs-boot") for name in names)
+    assert moved == 1, "only the regular file is rewritten"
+    assert (boot / "sub" / "vmlinuz").read_text() == "the host's kernel\n"
+    assert stat.S_IMODE((boot / "sub" / "vmlinuz").stat().st_mode) == 0o640
+    assert sorted(p.name for p in outside.iterdir()) == ["passwd"] and (outside / "passwd").read_text() == "the build machine's\n"
+    assert (boot / "leak").is_symlink() and not (boot / "sub" / ".vmlinuz.cephboot-ns").exists()
