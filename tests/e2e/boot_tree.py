@@ -141,6 +141,7 @@ class NginxServer(Service):
     def start(self) -> None:
         from tasks.nginx import nginx_conf
 
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.site_conf.write_text(nginx_conf(self.settings, self.workdir))
         conf = self.workdir / "nginx.conf"
         conf.write_text(nginx_main_conf(self.workdir, self.site_conf, WEB_GROUP))
