@@ -92,6 +92,10 @@ class E2ESite:
     def boot_path(self, name: str) -> str:
         return f"{HOSTS_BOOT}/{name}"
 
+    def boot_dir(self, name: str) -> Path:
+        """The host's own /boot folder (outside the boot tree), as the admin's mount shows it."""
+        return self.cluster.admin_fs().mountpoint / self.boot_path(name).lstrip("/")
+
     def add_host(self, name: str, macs: list[str], **data: Any) -> SiteHost:
         """Provision ``name`` on the cluster (RBD namespace, client, /boot directory)
         and write its host file. ``data`` is merged over the host file's keys; the

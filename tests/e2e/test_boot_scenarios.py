@@ -150,7 +150,7 @@ def assert_fetched_host_chain(requests: list[tuple[str, int]], host: str) -> Non
 
 def assert_booted(site: E2ESite, host: str, root: str = "/dev/rbd0") -> None:
     """The guest's init wrote into its own /boot directory on CephFS (outside the boot tree)."""
-    booted = site.cluster.admin_fs().mountpoint / site.boot_path(host).lstrip("/") / "e2e-booted"
+    booted = site.boot_dir(host) / "e2e-booted"
     assert booted.read_text() == f"{host} booted with root {root}\n"
 
 

@@ -141,7 +141,7 @@ def test_the_host_boots_with_its_secret_in_the_chassis_asset_tag(
     assert f"CEPHBOOT-E2E-DMI host={HOST} chassis_asset_tag=400" in console, console[-2000:]
     paths = {r.path for r in an_http_server.requests_since(mark) if r.status == 200}
     assert f"/{SUBTREE}/hosts/{HOST}/initrd.img" in paths, paths  # the monolithic initrd, keys sealed inside
-    booted = a_sealed_site.tree.mountpoint / "hosts" / HOST / "e2e-booted"
+    booted = a_sealed_site.site.boot_dir(HOST) / "e2e-booted"  # its own /boot, outside the tree
     assert booted.read_text() == f"{HOST} booted with root {root}\n"
 
 
