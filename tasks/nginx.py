@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from doit.exceptions import TaskFailed
-
 from . import inventory
 from .fileio import digest, files_digest, write_if_changed
 from .render import BUILD, TEMPLATES, _env, header
@@ -41,46 +39,17 @@ def web_root(settings: dict[str, Any], site_root: Path) -> str:
     return p["web_root"] or os.path.abspath(site_root / p["target"])
 
 
-class TlsMissing(ValueError):
-    """An https:// base without the certificate or key to serve it."""
-
-
-def tls_files(settings: dict[str, Any], site_root: Path) -> dict[str, str] | None:
-    """Certificate and key paths for an https:// pxe.http_base (None for http://); refused when the site names none."""
-    pxe = settings["pxe"]
-    if urlsplit(pxe["http_base"]).scheme != "https":
-        return None
-    missing = [k for k in ("tls_certificate", "tls_key") if not pxe[k]]
-    if missing:
-        raise TlsMissing(
-            f"cephboot: pxe.http_base {pxe['http_base']} is https://, but hosts/site.yaml names no {' and no '.join('pxe.' + k for k in missing)}: "
-            "the generated nginx server needs the certificate and its key (paths as the web server sees them). "
-            "Name them, or use an http:// base (Debian's iPXE builds fetch over HTTP only)"
-        )
-    return {"certificate": _abs(pxe["tls_certificate"], site_root), "key": _abs(pxe["tls_key"], site_root)}
-
-
-def _abs(rel: str, site_root: Path) -> str:
-    return rel if rel.startswith("/") else os.path.abspath(site_root / "hosts" / rel)
-
-
 def nginx_conf(settings: dict[str, Any], site_root: Path) -> str:
-    """The server block for the site's ``pxe`` and ``publish`` settings; TlsMissing for https:// without its files."""
+    """The server block for the site's ``pxe`` and ``publish`` settings (an https:// base is refused by the inventory)."""
     listen, prefix = listen_and_prefix(settings["pxe"]["http_base"])
     return _env().get_template(TEMPLATE).render(
         header=header(["hosts/site.yaml"], TEMPLATE), listen=listen, prefix=prefix, root=web_root(settings, site_root).rstrip("/"),
-        tls=tls_files(settings, site_root),
     )
 
 
-def render_nginx(settings: dict[str, Any], site_root: Path) -> TaskFailed | None:
+def render_nginx(settings: dict[str, Any], site_root: Path) -> None:
     """doit action: write build/site/nginx.conf."""
-    try:
-        text = nginx_conf(settings, site_root)
-    except TlsMissing as e:
-        return TaskFailed(str(e))
-    write_if_changed(OUTPUT, text.encode())
-    return None
+    write_if_changed(OUTPUT, nginx_conf(settings, site_root).encode())
 
 
 @lru_cache(maxsize=None)
@@ -97,7 +66,6 @@ def task_nginx() -> Iterator[dict[str, Any]]:
         "doc": f"{OUTPUT}: an nginx server block serving the boot tree at {s['pxe']['http_base']}/ (nothing listable)",
         "actions": [(render_nginx, [s, site.root])],
         "targets": [str(OUTPUT)],
-        "uptodate": [config_changed(digest(s["pxe"]["http_base"], str(s["pxe"]["tls_certificate"]), str(s["pxe"]["tls_key"]),
-                                           web_root(s, site.root), _code_digest()))],
+        "uptodate": [config_changed(digest(s["pxe"]["http_base"], web_root(s, site.root), _code_digest()))],
         "clean": True,
     }

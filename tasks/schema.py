@@ -484,8 +484,6 @@ SITE = Section(
         "pxe": Section(
             {
                 "http_base": Field(url, "URL under which the web server serves the boot tree.", required=True),
-                "tls_certificate": Field(path, "With an https:// http_base: the certificate (chain) file the generated nginx server presents, as the web server sees it.", default=None),
-                "tls_key": Field(path, "With an https:// http_base: that certificate's private key file, as the web server sees it (cephboot never reads it).", default=None),
             },
             "PXE/iPXE settings.",
         ),

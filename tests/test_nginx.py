@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import tempfile
 import time
@@ -77,9 +76,9 @@ def a_served_tree(a_built_site: Site, tmp_path: Path) -> Iterator[tuple[Site, st
         yield a_built_site, base
 
 
-def get(url: str, context: ssl.SSLContext | None = None, method: str = "GET") -> tuple[int, bytes, dict[str, str]]:
+def get(url: str, method: str = "GET") -> tuple[int, bytes, dict[str, str]]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5, context=context) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as r:
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read(), dict(e.headers)
@@ -141,33 +140,3 @@ def test_no_version_banner_and_nothing_but_get(a_served_tree: tuple[Site, str]) 
     assert get(f"{base}/boot.ipxe", method="HEAD")[0] == 200
     for method in ("POST", "PUT", "DELETE"):
         assert get(f"{base}/boot.ipxe", method=method)[0] in (403, 405), method
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "web.crt", folder / "web.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-def test_an_https_base_gets_a_working_tls_server_with_the_sites_certificate(a_built_site: Site, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
-    base = f"https://127.0.0.1:{free_port()}/boot"
-    a_built_site.edit("site.yaml", "pxe:", f"pxe:\n  tls_certificate: {cert}\n  tls_key: {key}")
-    with a_published_tree(a_built_site, base), nginx_running(a_built_site, tmp_path / "nginx"):
-        trusted = ssl.create_default_context(cafile=str(cert))
-        status, body, _ = get(f"{base}/boot.ipxe", context=trusted)
-        assert status == 200 and body == (a_built_site.build / "site/boot.ipxe").read_bytes()
-        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
-            get(f"{base}/boot.ipxe", context=ssl.create_default_context())
-
-
-def test_an_https_base_without_certificate_and_key_is_refused(a_built_site: Site) -> None:
-    a_built_site.edit("site.yaml", "http://192.0.2.5/boot", "https://192.0.2.5/boot")
-    run = a_built_site.doit("nginx", check=False)
-    assert run.returncode != 0
-    assert ("pxe.http_base https://192.0.2.5/boot is https://, but hosts/site.yaml names no pxe.tls_certificate and no pxe.tls_key"
-            in run.stdout + run.stderr)
-    assert "listen 192.0.2.5:80;" in (a_built_site.build / "site/nginx.conf").read_text(), "the old config is left as it was"

@@ -134,7 +134,7 @@ class NginxServer(Service):
     def settings(self) -> dict[str, Any]:
         """The site settings the server block is generated from (as in a site's hosts/site.yaml)."""
         return {
-            "pxe": {"http_base": self.url.rstrip("/"), "tls_certificate": None, "tls_key": None},
+            "pxe": {"http_base": self.url.rstrip("/")},
             "publish": {"target": str(self.root), "web_root": str(self.root)},
         }
 
