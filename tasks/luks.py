@@ -105,13 +105,18 @@ def encrypt_sectors(key: bytes, data: bytes, first_sector: int) -> bytes:
 def wrap(plain: Path, out: Path, keyfile: Path) -> None:
     """Write ``out``: a LUKS2 header opened by ``keyfile``, then ``plain`` encrypted.
 
-    ``out`` must not exist; it gets the size of ``plain`` plus the header.
+    ``out`` must not exist; it gets the size of ``plain`` plus the header, and mode 0600.
     """
     size = plain.stat().st_size
     if size % SECTOR:
         raise ValueError(f"{plain}: size is not a multiple of {SECTOR}")
-    with open(out, "xb") as f:
-        f.truncate(size + HEADER_BYTES)
+    # Owner-only from its first byte, whatever the umask: until it is imported, the
+    # container sits next to its plaintext and the key file's holder is the only reader.
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(fd, size + HEADER_BYTES)
+    finally:
+        os.close(fd)
     subprocess.run(["cryptsetup", "luksFormat", "--batch-mode", *FORMAT_OPTIONS, "--key-file", str(keyfile), str(out)],
                    capture_output=True, text=True, check=True)
     meta = json.loads(subprocess.run(["cryptsetup", "luksDump", "--dump-json-metadata", str(out)],

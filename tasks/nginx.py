@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from .uptodate import config_changed
-
 from . import inventory
 from .fileio import digest, files_digest, write_if_changed
 from .render import BUILD, TEMPLATES, _env, header
+from .uptodate import config_changed
 
 TEMPLATE = "nginx/cephboot.conf.j2"
 OUTPUT = BUILD / "site" / "nginx.conf"
@@ -40,13 +39,17 @@ def web_root(settings: dict[str, Any], site_root: Path) -> str:
     return p["web_root"] or os.path.abspath(site_root / p["target"])
 
 
+def nginx_conf(settings: dict[str, Any], site_root: Path) -> str:
+    """The server block for the site's ``pxe`` and ``publish`` settings (an https:// base is refused by the inventory)."""
+    listen, prefix = listen_and_prefix(settings["pxe"]["http_base"])
+    return _env().get_template(TEMPLATE).render(
+        header=header(["hosts/site.yaml"], TEMPLATE), listen=listen, prefix=prefix, root=web_root(settings, site_root).rstrip("/"),
+    )
+
+
 def render_nginx(settings: dict[str, Any], site_root: Path) -> None:
     """doit action: write build/site/nginx.conf."""
-    listen, prefix = listen_and_prefix(settings["pxe"]["http_base"])
-    text = _env().get_template(TEMPLATE).render(
-        header=header(["hosts/site.yaml"], TEMPLATE), listen=listen, prefix=prefix, root=web_root(settings, site_root).rstrip("/")
-    )
-    write_if_changed(OUTPUT, text.encode())
+    write_if_changed(OUTPUT, nginx_conf(settings, site_root).encode())
 
 
 @lru_cache(maxsize=None)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from doit import create_after
 from doit.exceptions import TaskFailed
@@ -29,6 +32,11 @@ STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image
 INPUTS_KEY = "cephboot.root.inputs"  # image metadata: that digest input by input (JSON), to say what changed
 NEW, OLD = ".cephboot-new", ".cephboot-old"  # an image being built, and one being replaced
 PROVISION_TOOLS = ("ceph", "rbd", "ceph-fuse", "mkfs.ext4", "cp", "tar")
+# The mark that a cephx client is cephboot's: a monitor config-key naming the host it was made
+# for.  Provisioning sets it before creating a client and changes no client that lacks it.
+CLIENT_MARK = "cephboot/clients/{entity}"
+QUOTA_XATTR = "ceph.quota.max_bytes"
+NAMESPACE_XATTR = "ceph.dir.layout.pool_namespace"
 
 
 class Refused(Exception):
@@ -58,9 +66,15 @@ class Report:
 
 # ---- what the inventory asks for ------------------------------------------------
 
-def boot_namespace(boot_path: str) -> str:
-    """The RADOS namespace that holds the file objects of a host's /boot directory."""
-    return "fs" + boot_path.replace("/", "-")
+# `_` and `-` are escaped, so a `-` in a namespace always stands for a `/` of the path: no two
+# paths share a namespace (`/hosts/x-y` is fs-hosts-x_dy, `/hosts-x/y` is fs-hosts_dx-y), and a
+# cap on exactly one namespace never reaches another folder's objects.
+_ESCAPES = {"_": "__", "-": "_d", "/": "-"}
+
+
+def boot_namespace(path: str) -> str:
+    """The RADOS namespace holding the file objects of CephFS folder ``path``: ``fs`` + the path, escaped injectively."""
+    return "fs" + "".join(_ESCAPES.get(c, c) for c in path)
 
 
 def wanted_caps(h: dict[str, Any], fs_name: str, data_pool: str) -> dict[str, str]:
@@ -73,6 +87,21 @@ def wanted_caps(h: dict[str, Any], fs_name: str, data_pool: str) -> dict[str, st
     }
 
 
+def tree_caps(fs_name: str, data_pool: str, boot_tree: str, write: bool) -> dict[str, str]:
+    """The publisher's caps (``write``) or the web server's (read-only): the boot tree and its one RADOS namespace, nothing else.
+
+    The namespace is named exactly, never with a wildcard: hosts' folders live outside the
+    tree, so nothing below it needs a namespace of its own.
+    """
+    mode = "rw" if write else "r"
+    tree = boot_tree or "/"
+    return {
+        "mds": f"allow {mode} fsname={fs_name} path={tree}",
+        "mon": f"allow r fsname={fs_name}",
+        "osd": f"allow {mode} pool={data_pool} namespace={boot_namespace(tree)}",
+    }
+
+
 def image_spec(h: dict[str, Any], suffix: str = "") -> str:
     r = h["rbd"]
     return f"{r['pool']}/{r['namespace']}/{r['image']}{suffix}"
@@ -80,11 +109,20 @@ def image_spec(h: dict[str, Any], suffix: str = "") -> str:
 
 # ---- the steps -------------------------------------------------------------------
 
-def _namespace(admin: Admin, h: dict[str, Any], report: Report) -> None:
-    pool, ns = h["rbd"]["pool"], h["rbd"]["namespace"]
+def _check_pool(admin: Admin, host: Host) -> None:
+    """rbd.pool exists and is no CephFS pool (a host's RBD cap on it would reach file objects)."""
+    pool = host.data["rbd"]["pool"]
     if pool not in admin.pools():
         raise Refused(f"RBD pool {pool!r} (rbd.pool) does not exist; pools are the cluster admin's choice: "
                       f"create it with `ceph osd pool create {pool} && rbd pool init {pool}`")
+    for fs in admin.ceph_json("fs", "ls"):
+        if pool == fs["metadata_pool"] or pool in fs["data_pools"]:
+            raise Refused(f"host {host.name}: rbd.pool {pool!r} ({host.source}) is a pool of CephFS {fs['name']!r}; "
+                          "a host's RBD cap on it would reach file objects of other folders. Name a pool of its own for RBD images")
+
+
+def _namespace(admin: Admin, h: dict[str, Any], report: Report) -> None:
+    pool, ns = h["rbd"]["pool"], h["rbd"]["namespace"]
     if any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool)):
         report.ok(f"namespace {pool}/{ns}")
     else:
@@ -93,35 +131,68 @@ def _namespace(admin: Admin, h: dict[str, Any], report: Report) -> None:
 
 
 def _boot_dir(admin: Admin, h: dict[str, Any], report: Report) -> None:
-    """The host's /boot directory, with its own RADOS namespace set before any file of it is written."""
+    """The host's /boot directory, with its own RADOS namespace set before any file of it is written, and its quota."""
     path, ns = h["boot_path"], boot_namespace(h["boot_path"])
+    quota = str(rootfs.size_bytes(h["boot_quota"]))
     with admin.cephfs() as root:
         d = root / path.lstrip("/")
+        if d.is_symlink():
+            raise Refused(f"CephFS {path} (boot_path) is a symbolic link; a host's /boot must be a folder of its own")
         created = not d.is_dir()
         d.mkdir(parents=True, exist_ok=True)
         if created:
             report.did(f"created CephFS directory {path}")
-        if _xattr(d, "ceph.dir.layout.pool_namespace") != ns:
-            os.setxattr(d, "ceph.dir.layout.pool_namespace", ns.encode())
+        kept = True
+        if _xattr(d, NAMESPACE_XATTR) != ns:
+            os.setxattr(d, NAMESPACE_XATTR, ns.encode())
             report.did(f"set {path}'s RADOS namespace to {ns}")
-        elif not created:
+            kept = False
+        if _xattr(d, QUOTA_XATTR) != quota:
+            os.setxattr(d, QUOTA_XATTR, quota.encode())
+            report.did(f"set {path}'s quota to {h['boot_quota']} ({quota} bytes)")
+            kept = False
+        if kept and not created:
             report.ok(f"/boot {path}")
         # Files written before the namespace was set keep their objects outside it,
-        # where the host's OSD cap no longer reaches: rewrite them into it.
+        # where the host's OSD cap no longer reaches: rewrite them into it.  The folder is
+        # the host's: walk it by folder descriptors, never following a link it planted.
         moved = 0
-        for dirpath, _, names in os.walk(d):
-            for name in names:
-                p = Path(dirpath, name)
-                if not p.is_symlink() and _xattr(p, "ceph.file.layout.pool_namespace") != ns:
-                    tmp = p.with_name(f".{name}.cephboot-ns")
-                    shutil.copy2(p, tmp)
-                    os.replace(tmp, p)
-                    moved += 1
+        for _, _, names, dir_fd in os.fwalk(d, follow_symlinks=False):
+            moved += sum(_rewrite_into(dir_fd, name, ns) for name in names)
         if moved:
             report.did(f"rewrote {moved} file(s) in {path} that predate its RADOS namespace")
 
 
-def _xattr(p: Path, name: str) -> str:
+def _rewrite_into(dir_fd: int, name: str, ns: str) -> bool:
+    """Replace regular file ``name`` of ``dir_fd`` by a copy of itself when its objects are outside ``ns``; links are never followed."""
+    try:
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:  # a link (ELOOP), or gone
+        return False
+    tmp = f".{name}.cephboot-ns"
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode) or _xattr(src, "ceph.file.layout.pool_namespace") == ns:
+            return False
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(st.st_mode), dir_fd=dir_fd)
+        try:
+            while os.sendfile(dst, src, None, 1 << 20):
+                pass
+            os.fchown(dst, st.st_uid, st.st_gid)
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return True
+    finally:
+        os.close(src)
+
+
+def _xattr(p: Path | int, name: str) -> str:
     try:
         return os.getxattr(p, name).decode()
     except OSError:
@@ -145,21 +216,55 @@ def _key_on_file(site: Site, h: dict[str, Any]) -> str:
         return ""
 
 
-def _client(admin: Admin, site: Site, host: Host, data_pool: str, report: Report) -> bool:
+def _mark(admin: Admin, entity: str) -> str | None:
+    """The host a client was made (or adopted) for by cephboot, or None: the client is not cephboot's."""
+    try:
+        return admin.ceph("config-key", "get", CLIENT_MARK.format(entity=entity)).strip()
+    except CephError as e:
+        if e.not_found:
+            return None
+        raise
+
+
+def _owned_client(admin: Admin, site: Site, host: Host) -> dict[str, Any] | None:
+    """The cluster's record of the host's client, after making sure provisioning may change it.
+
+    None when the client does not exist yet.  A client that exists and is not marked as made
+    for this host (the admin, the publisher, a client made by hand or for another host) is refused.
+    """
+    entity = f"client.{host.data['client']}"
+    if entity in ("client.admin", admin.entity):
+        raise Refused(f"host {host.name}: client {host.data['client']!r} ({host.source}) is the cluster admin's identity; "
+                      "a host never gets it. Give the host a client of its own (the default is its name)")
+    current = _auth(admin, entity)
+    mark = _mark(admin, entity)
+    if current is None or mark == host.name:
+        return current
+    whose = f"it was made by cephboot for host {mark!r}" if mark else "cephboot did not create it"
+    raise Refused(f"host {host.name}: {entity} exists on the cluster and {whose}; provisioning never changes such a client "
+                  f"(its caps would be replaced by the host's and its key published in the host's layer). "
+                  f"If {entity} is meant to be {host.name}'s, adopt it deliberately: "
+                  f"`ceph config-key set {CLIENT_MARK.format(entity=entity)} {host.name}`, then run `doit provision:{host.name}` again")
+
+
+def _client(admin: Admin, site: Site, host: Host, current: dict[str, Any] | None, data_pool: str, report: Report) -> bool:
     """The host's cephx client with exactly the wanted caps, and its keyring file where the inventory points.
 
-    True when the keyring file was rewritten (the host's rendered files are then stale).
+    ``current`` is what _owned_client found.  True when the keyring file was rewritten (the
+    host's rendered files are then stale).
     """
     h = host.data
     entity = f"client.{h['client']}"
     caps = wanted_caps(h, admin.fs_name, data_pool)
     keyring = Path(site.path_str(h["keyring"]))
     flat = [w for kind in sorted(caps) for w in (kind, caps[kind])]
-    current = _auth(admin, entity)
     if current is None:
         # The keyring the inventory already holds (made by `python -m tasks.examplekeys`
-        # or by hand) becomes the client's key, so rendered files stay valid.
+        # or by hand) becomes the client's key, so rendered files stay valid.  The mark
+        # goes first: a run interrupted in between leaves a mark without a client, never
+        # a client that the next run would refuse as someone else's.
         key = inventory.cephx_key(keyring.read_text(), h["client"])
+        admin.ceph("config-key", "set", CLIENT_MARK.format(entity=entity), host.name)
         admin.ceph("auth", "add", entity, *flat, "-i", "-", input=f"[{entity}]\n\tkey = {key}\n".encode())
         report.did(f"created {entity} with the key from {site.display(h['keyring'])}")
         return False
@@ -235,9 +340,9 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
         why = f" ({_what_changed(admin, spec, inputs)})" if found else " (it was not written by cephboot)"
     work = site.root / "build" / "provision" / host.name
     rootfs.remove_tree(work)
-    work.mkdir(parents=True)
     try:
-        img = rootfs.make_image(site, host, work, say=lambda m: print(f"provision:{host.name}: {m}", flush=True))
+        with private_files(work):
+            img = rootfs.make_image(site, host, work, say=lambda m: print(f"provision:{host.name}: {m}", flush=True))
         features = ",".join(h["rbd"]["features"])
         argv = ["import", "--no-progress", "--image-format", "2"]
         argv += ["--image-feature", features] if features else ["--rbd-default-features", "0"]
@@ -253,6 +358,22 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
                    f"from {_describe(rootfs.source_spec(site, host))}{why}")
     finally:
         rootfs.remove_tree(work)
+
+
+@contextmanager
+def private_files(work: Path) -> Iterator[None]:
+    """Create ``work`` owner-only, and let everything created inside the block be owner-only from its first byte.
+
+    A root image holds the host's keyring and LUKS key in the clear until it is imported:
+    no other local user may read it, not even while it is being written (umask 077; the
+    folder alone would do, but a file moved out of it keeps its mode).
+    """
+    old = os.umask(0o077)
+    try:
+        work.mkdir(mode=0o700, parents=True)
+        yield
+    finally:
+        os.umask(old)
 
 
 def _what_changed(admin: Admin, spec: str, inputs: dict[str, str]) -> str:
@@ -277,9 +398,12 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
         admin = Admin(site)
         admin.check_fsid()
         data_pool = admin.fs_data_pool()
+        # Everything that would refuse is asked before anything changes.
+        _check_pool(admin, host)
+        current = _owned_client(admin, site, host)
         _namespace(admin, host.data, report)
         _boot_dir(admin, host.data, report)
-        if _client(admin, site, host, data_pool, report):
+        if _client(admin, site, host, current, data_pool, report):
             render_host(site, host)  # the image must carry the key the cluster knows
         _image(admin, site, host, report)
     except (Refused, CephError, rootfs.RootfsError) as e:
@@ -335,6 +459,9 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
             have = current.get("caps", {})
             diff = [f"{k} is {have.get(k)!r}, wants {caps.get(k)!r}" for k in sorted(set(have) | set(caps)) if have.get(k) != caps.get(k)]
             check("client caps", not diff, "; ".join(diff) or f"{entity}: {caps}")
+            mark = _mark(admin, entity)
+            check("client owner", mark == host.name, f"{entity} is marked as made by cephboot for {host.name}" if mark == host.name else
+                  f"{entity} is {'marked for host ' + repr(mark) if mark else 'not marked as made by cephboot'} ({CLIENT_MARK.format(entity=entity)})")
             on_file = _key_on_file(site, h)
             check("keyring", on_file == current["key"], f"{site.display(h['keyring'])} " + ("holds the cluster's key" if on_file == current["key"] else "does not hold the cluster's key"))
         bns = boot_namespace(h["boot_path"])
@@ -343,8 +470,10 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
             if not d.is_dir():
                 check("/boot", False, f"{h['boot_path']} does not exist on CephFS {admin.fs_name}")
             else:
-                got = _xattr(d, "ceph.dir.layout.pool_namespace")
+                got = _xattr(d, NAMESPACE_XATTR)
                 check("/boot", got == bns, f"{h['boot_path']} RADOS namespace {got or '(none)'} (wants {bns})")
+                quota, wanted = _xattr(d, QUOTA_XATTR), str(rootfs.size_bytes(h["boot_quota"]))
+                check("/boot quota", quota == wanted, f"{h['boot_path']} {QUOTA_XATTR} {quota or '(none)'} (wants {wanted}, boot_quota {h['boot_quota']})")
     except CephError as e:
         return TaskFailed(f"verify:{host.name}: {e}")
     print("\n".join(lines), flush=True)

@@ -426,6 +426,7 @@ HOST = Section(
         "client": Field(rados_name, "cephx client id (without 'client.'), one per host; not `admin`, `bootstrap-*`, `crash*`, a daemon type (`mon`, `mgr`, `mds`, `osd`, `rgw`) or `cephboot-*` (the cluster's and cephboot's own clients).", default="{name}"),
         "keyring": Field(secret_path, "Path of the client's keyring file, relative to hosts/: a regular file inside hosts/ (no link leading out), mode 0600, holding the client's cephx key (never the key inline).", default="keys/{name}.keyring"),
         "boot_path": Field(cephfs_path, "CephFS folder mounted read-write at the host's /boot: its own, outside `ceph.boot_tree`, not inside or above another host's.", default="/hosts/{name}"),
+        "boot_quota": Field(size, "Most bytes the host may store in its /boot (CephFS quota `ceph.quota.max_bytes`, set by provisioning).", default="1G"),
         "kernel": Field(kernel_version, "Kernel version or 'latest' (newest installed on the build machine).", default="latest"),
         "kernel_args": Field(list_of(safe_text("word", "one kernel argument")), "Extra kernel command line arguments; with root=, rootfstype= and iPXE's initrd= names the line stays under 2048 characters (the kernel cuts the rest).", default=[]),
         "root_fs": Field(one_of("ext4", "xfs", "btrfs"), "Root filesystem type.", default="ext4"),
@@ -481,7 +482,9 @@ SITE = Section(
             "The Ceph cluster.",
         ),
         "pxe": Section(
-            {"http_base": Field(url, "URL under which the web server serves the boot tree.", required=True)},
+            {
+                "http_base": Field(url, "URL under which the web server serves the boot tree.", required=True),
+            },
             "PXE/iPXE settings.",
         ),
         "publish": Section(

@@ -10,13 +10,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from builtsite import a_built_site, the_built_example  # noqa: F401  (fixtures)
 from conftest import Site
+from e2e.boot_tree import nginx_main_conf
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
 
@@ -27,25 +29,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def a_served_tree(a_built_site: Site, tmp_path: Path) -> Iterator[tuple[Site, str]]:
-    """The example site published to a folder outside the 0700 test folder, served by nginx as nobody:nogroup."""
-    port = free_port()
-    tree = Path(tempfile.mkdtemp(prefix="cephboot-tree-"))
-    os.chmod(tree, 0o755)
-    a_built_site.edit("site.yaml", "http://192.0.2.5/boot", f"http://127.0.0.1:{port}/boot")
-    a_built_site.edit("site.yaml", "  target: build/publish", f"  target: {tree}\n  group: nogroup")
-    a_built_site.doit("render", "overlay", "publish", "nginx")
-    prefix = tmp_path / "nginx"
-    (prefix / "logs").mkdir(parents=True)
+@contextmanager
+def nginx_running(site: Site, prefix: Path) -> Iterator[None]:
+    """nginx with the site's generated server block; workers as nobody:nogroup (the site's publish.group)."""
     conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"user nobody nogroup;\nworker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{\n  access_log {prefix}/logs/access.log;\n"
-        + "".join(f"  {k}_temp_path {prefix}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        + f"  include {a_built_site.build / 'site/nginx.conf'};\n}}\n"
-    )
+    conf.write_text(nginx_main_conf(prefix, site.build / "site/nginx.conf", "nogroup"))
     subprocess.run(["nginx", "-t", "-p", str(prefix), "-c", str(conf)], check=True, capture_output=True)
     subprocess.run(["nginx", "-p", str(prefix), "-c", str(conf)], check=True)
     pid_file = prefix / "nginx.pid"
@@ -54,7 +42,7 @@ def a_served_tree(a_built_site: Site, tmp_path: Path) -> Iterator[tuple[Site, st
         time.sleep(0.05)
     pid = int(pid_file.read_text())
     try:
-        yield a_built_site, f"http://127.0.0.1:{port}/boot"
+        yield
     finally:
         os.kill(pid, signal.SIGQUIT)
         deadline = time.monotonic() + 10
@@ -64,40 +52,91 @@ def a_served_tree(a_built_site: Site, tmp_path: Path) -> Iterator[tuple[Site, st
                 time.sleep(0.05)
             except ProcessLookupError:
                 break
+
+
+@contextmanager
+def a_published_tree(site: Site, base: str) -> Iterator[Path]:
+    """The site published to a folder outside the 0700 test folder (nginx's workers reach it), served at ``base``."""
+    tree = Path(tempfile.mkdtemp(prefix="cephboot-tree-"))
+    os.chmod(tree, 0o755)
+    site.edit("site.yaml", "http://192.0.2.5/boot", base)
+    site.edit("site.yaml", "  target: build/publish", f"  target: {tree}\n  group: nogroup")
+    try:
+        site.doit("render", "overlay", "publish", "nginx")
+        yield tree
+    finally:
         shutil.rmtree(tree)
 
 
-def get(url: str) -> tuple[int, bytes]:
+@pytest.fixture
+def a_served_tree(a_built_site: Site, tmp_path: Path) -> Iterator[tuple[Site, str]]:
+    """The example site published and served by nginx as nobody:nogroup."""
+    base = f"http://127.0.0.1:{free_port()}/boot"
+    with a_published_tree(a_built_site, base), nginx_running(a_built_site, tmp_path / "nginx"):
+        yield a_built_site, base
+
+
+def get(url: str, method: str = "GET") -> tuple[int, bytes, dict[str, str]]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read()
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as r:
+            return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
-        return e.code, b""
+        return e.code, e.read(), dict(e.headers)
 
 
 def test_the_routes_lead_each_machine_to_its_host_script(a_served_tree: tuple[Site, str]) -> None:
     site, base = a_served_tree
-    status, body = get(f"{base}/boot.ipxe")
+    status, body, _ = get(f"{base}/boot.ipxe")
     assert status == 200 and body == (site.build / "site/boot.ipxe").read_bytes()
-    status, route = get(f"{base}/ipxe/by-mac/52-54-00-b1-00-01.ipxe")
+    status, route, _ = get(f"{base}/ipxe/by-mac/52-54-00-b1-00-01.ipxe")
     assert status == 200 and f"chain {base}/hosts/zephyr/boot.ipxe".encode() in route
-    status, route = get(f"{base}/ipxe/by-uuid/0d6f3e90-6a36-4f0e-b1d7-3c2a9e5f7b44.ipxe")
+    status, route, _ = get(f"{base}/ipxe/by-uuid/0d6f3e90-6a36-4f0e-b1d7-3c2a9e5f7b44.ipxe")
     assert status == 200 and f"chain {base}/hosts/notus/boot.ipxe".encode() in route
-    status, script = get(f"{base}/hosts/notus/boot.ipxe")
+    status, script, _ = get(f"{base}/hosts/notus/boot.ipxe")
     assert status == 200 and script == (site.build / "hosts/notus/boot.ipxe").read_bytes()
 
 
 def test_the_web_servers_group_reads_a_layer_by_name_but_nobody_lists_it(a_served_tree: tuple[Site, str]) -> None:
     site, base = a_served_tree
-    status, layer = get(f"{base}/hosts/zephyr/overlay.cpio")
+    status, layer, _ = get(f"{base}/hosts/zephyr/overlay.cpio")
     assert status == 200 and layer == (site.build / "hosts/zephyr/overlay.cpio").read_bytes()
     for folder in ("hosts/zephyr/", "hosts/", "kernels/", "ipxe/by-mac/", ""):
         assert get(f"{base}/{folder}")[0] == 403, folder
 
 
+def _tree(site: Site) -> Path:
+    return Path(site.hosts.joinpath("site.yaml").read_text().split("target: ")[1].split()[0])
+
+
 def test_temporary_files_of_a_publish_in_progress_are_never_served(a_served_tree: tuple[Site, str]) -> None:
     site, base = a_served_tree
-    tree = Path(site.hosts.joinpath("site.yaml").read_text().split("target: ")[1].split()[0])
+    tree = _tree(site)
     (tree / "hosts/zephyr/.overlay.cpio.tmp.vm.1").write_bytes(b"partial")
     os.chmod(tree / "hosts/zephyr/.overlay.cpio.tmp.vm.1", 0o644)
     assert get(f"{base}/hosts/zephyr/.overlay.cpio.tmp.vm.1")[0] == 403
+
+
+def test_a_link_planted_in_the_tree_is_never_followed(a_served_tree: tuple[Site, str]) -> None:
+    """A host (or anyone who could write a folder of the tree) plants links to files
+    outside it and to another host's folder: nginx serves neither, it serves the real file."""
+    site, base = a_served_tree
+    folder = _tree(site) / "hosts/zephyr"
+    (folder / "leak").symlink_to("/etc/passwd")
+    (folder / "neighbour").symlink_to("../notus")
+    (folder / "layer-link").symlink_to("overlay.cpio")
+    for path in ("hosts/zephyr/leak", "hosts/zephyr/neighbour/boot.ipxe", "hosts/zephyr/layer-link"):
+        status, body, _ = get(f"{base}/{path}")
+        assert status in (403, 404), (path, status)
+        assert b"root:" not in body and b"#!ipxe" not in body
+    assert get(f"{base}/hosts/zephyr/overlay.cpio")[0] == 200
+
+
+def test_no_version_banner_and_nothing_but_get(a_served_tree: tuple[Site, str]) -> None:
+    _, base = a_served_tree
+    version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.split("/")[-1].split()[0]
+    status, body, headers = get(f"{base}/no-such-file")
+    assert status == 404 and headers["Server"] == "nginx"
+    assert version.encode() not in body
+    assert get(f"{base}/boot.ipxe", method="HEAD")[0] == 200
+    for method in ("POST", "PUT", "DELETE"):
+        assert get(f"{base}/boot.ipxe", method=method)[0] in (403, 405), method

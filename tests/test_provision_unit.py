@@ -1,15 +1,18 @@
 """Provisioning without a cluster: caps, apt mirror, the host's files in its root, root images plain and LUKS2."""
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tasks import inventory, luks, rootfs
-from tasks.provision import boot_namespace, wanted_caps
+from tasks import inventory, luks, provision, rootfs
+from tasks.provision import boot_namespace, private_files, tree_caps, wanted_caps
 from tasks.render import render_host
 
 from conftest import Site
@@ -22,7 +25,54 @@ def test_a_hosts_caps_reach_its_namespace_and_its_boot_directory_only() -> None:
         "osd": "profile rbd pool=rbd namespace=zephyr, allow rw pool=cephfs.boot.data namespace=fs-hosts-zephyr",
         "mds": "allow rw fsname=boot path=/hosts/zephyr",
     }
-    assert boot_namespace("/boot-tree/hosts/a") != boot_namespace("/boot-tree/hosts/b")
+
+
+def test_no_two_boot_folders_share_a_rados_namespace() -> None:
+    """The escape is injective: every CephFS path over the characters that matter, up to 7
+    characters, gets a namespace of its own (the old `/`-to-`-` mapping gave `/hosts/x-y` and
+    `/hosts-x/y` the same one, so one host read the other's objects)."""
+    assert boot_namespace("/hosts/x-y") == "fs-hosts-x_dy"
+    assert boot_namespace("/hosts-x/y") == "fs-hosts_dx-y"
+    assert boot_namespace("/a_b") == "fs-a__b"
+    seen: dict[str, str] = {}
+    for n in range(1, 7):
+        for chars in itertools.product("a-_/", repeat=n):
+            path = "/" + "".join(chars)
+            if "//" in path or path.endswith("/"):
+                continue
+            ns = boot_namespace(path)
+            assert ns not in seen, f"{path} and {seen[ns]} share {ns}"
+            seen[ns] = path
+    assert len(seen) > 1000
+
+
+def test_the_publisher_and_web_server_reach_the_tree_namespace_exactly_and_no_host_folder() -> None:
+    """No wildcard: a host folder's namespace (any path outside the tree) is never the tree's."""
+    publisher = tree_caps("boot", "cephfs.boot.data", "/tree", write=True)
+    web = tree_caps("boot", "cephfs.boot.data", "/tree", write=False)
+    assert publisher == {"mds": "allow rw fsname=boot path=/tree", "mon": "allow r fsname=boot",
+                         "osd": "allow rw pool=cephfs.boot.data namespace=fs-tree"}
+    assert web == {"mds": "allow r fsname=boot path=/tree", "mon": "allow r fsname=boot",
+                   "osd": "allow r pool=cephfs.boot.data namespace=fs-tree"}
+    for host_boot in ("/hosts/tree", "/tree-x", "/tree_", "/treex", "/hosts/a"):
+        assert boot_namespace(host_boot) != "fs-tree"
+        assert "*" not in publisher["osd"] + web["osd"]
+
+
+def test_root_images_are_owner_only_from_their_first_byte_whatever_the_umask(tmp_path: Path) -> None:
+    """Another local user must not read a plaintext root (it holds the host's keyring and LUKS key)."""
+    old = os.umask(0)
+    try:
+        work = tmp_path / "provision" / "zephyr"
+        with private_files(work):
+            fd = os.open(work / "root.img", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # as open(..., "xb") asks
+            first = os.fstat(fd).st_mode
+            os.close(fd)
+        assert stat.S_IMODE(first) == 0o600
+        assert stat.S_IMODE(work.stat().st_mode) == 0o700
+        assert os.umask(0) == 0, "the caller's umask is given back"
+    finally:
+        os.umask(old)
 
 
 def test_the_mirror_comes_from_the_apt_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +153,12 @@ def test_a_luks2_root_opens_with_the_key_file_and_decrypts_to_a_clean_ext4(the_e
     must still find a clean file system."""
     the_example_site.edit("nodes/boreas.yaml", "map:", f"rootfs: {{source: {_tiny_tree(tmp_path / 'src')}}}\nrbd: {{size: 96M}}\nmap:")
     monkeypatch.chdir(the_example_site.root)
-    img, _, _ = _image(the_example_site, "boreas", tmp_path / "work")
+    old = os.umask(0)
+    try:
+        img, _, _ = _image(the_example_site, "boreas", tmp_path / "work")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(img.stat().st_mode) == 0o600, "the container is created owner-only, whatever the umask"
     key = the_example_site.hosts / "keys" / "boreas.luks"
     assert img.stat().st_size == 96 << 20
     assert img.stat().st_blocks * 512 < 40 << 20, "holes stay holes: the RBD image stays thin"
@@ -190,3 +245,72 @@ def test_an_images_inputs_name_what_changed_since_it_was_built(the_example_site:
     assert rootfs.image_stamp(after) != rootfs.image_stamp(before)
     assert rootfs.changed_inputs(recorded, after) == ["/etc/ceph/ceph.conf", "/etc/initramfs-tools/conf.d/cephboot"]
     assert rootfs.changed_inputs("not json", after) == []
+
+
+class _FakeCluster:
+    """Answers the few questions the refusals ask, as `ceph ... --format json` would."""
+
+    entity = "client.admin"
+
+    def __init__(self, clients: dict[str, dict[str, str]], marks: dict[str, str]) -> None:
+        self.clients, self.marks = clients, marks
+
+    def pools(self) -> list[str]:
+        return ["rbd", "cephfs.boot.meta", "cephfs.boot.data"]
+
+    def ceph_json(self, *args: str) -> object:
+        if args[:2] == ("fs", "ls"):
+            return [{"name": "boot", "metadata_pool": "cephfs.boot.meta", "data_pools": ["cephfs.boot.data"]}]
+        assert args[:2] == ("auth", "get")
+        if args[2] not in self.clients:
+            raise provision.CephError(["ceph", *args], 2, "Error ENOENT: failed to find client in keyring")
+        return [{"entity": args[2], "caps": self.clients[args[2]]}]
+
+    def ceph(self, *args: str) -> str:
+        assert args[:2] == ("config-key", "get")
+        if args[2] not in self.marks:
+            raise provision.CephError(["ceph", *args], 2, "Error ENOENT: error obtaining")
+        return self.marks[args[2]]
+
+
+def test_provisioning_changes_only_clients_it_made_and_refuses_cephfs_pools(the_example_site: Site) -> None:
+    s = inventory.load(the_example_site.root, use_cache=False)
+    zephyr = s.hosts["zephyr"]
+    cluster = _FakeCluster({"client.zephyr": {"mon": "allow r"}}, {})
+    with pytest.raises(provision.Refused, match=r"client.zephyr exists on the cluster and cephboot did not create it.*"
+                       r"`ceph config-key set cephboot/clients/client.zephyr zephyr`"):
+        provision._owned_client(cluster, s, zephyr)  # type: ignore[arg-type]
+    cluster.marks["cephboot/clients/client.zephyr"] = "notus"
+    with pytest.raises(provision.Refused, match="it was made by cephboot for host 'notus'"):
+        provision._owned_client(cluster, s, zephyr)  # type: ignore[arg-type]
+    cluster.marks["cephboot/clients/client.zephyr"] = "zephyr"
+    assert provision._owned_client(cluster, s, zephyr) == {"entity": "client.zephyr", "caps": {"mon": "allow r"}}  # type: ignore[arg-type]
+    assert provision._owned_client(cluster, s, s.hosts["notus"]) is None, "a client that does not exist yet is created"  # type: ignore[arg-type]
+    zephyr.data["client"] = "admin"
+    with pytest.raises(provision.Refused, match="is the cluster admin's identity; a host never gets it"):
+        provision._owned_client(cluster, s, zephyr)  # type: ignore[arg-type]
+    zephyr.data["rbd"]["pool"] = "cephfs.boot.data"
+    with pytest.raises(provision.Refused, match="rbd.pool 'cephfs.boot.data' .* is a pool of CephFS 'boot'"):
+        provision._check_pool(cluster, zephyr)  # type: ignore[arg-type]
+
+
+def test_moving_a_boot_folders_files_into_its_namespace_never_follows_a_link_the_host_planted(tmp_path: Path) -> None:
+    """The rewrite runs as the admin in a folder the host writes: its links, to files outside or as
+    the temporary name, are left alone or removed, never written through."""
+    boot, outside = tmp_path / "boot", tmp_path / "outside"
+    (boot / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "passwd").write_text("the build machine's\n")
+    (boot / "sub" / "vmlinuz").write_text("the host's kernel\n")
+    (boot / "sub" / "vmlinuz").chmod(0o640)
+    (boot / "leak").symlink_to(outside / "passwd")
+    (boot / "sub" / ".vmlinuz.cephboot-ns").symlink_to(outside / "planted")
+    (boot / "linked-dir").symlink_to(outside)
+    moved = 0
+    for _, _, names, dir_fd in os.fwalk(boot, follow_symlinks=False):
+        moved += sum(provision._rewrite_into(dir_fd, name, "fs-boot") for name in names)
+    assert moved == 1, "only the regular file is rewritten"
+    assert (boot / "sub" / "vmlinuz").read_text() == "the host's kernel\n"
+    assert stat.S_IMODE((boot / "sub" / "vmlinuz").stat().st_mode) == 0o640
+    assert sorted(p.name for p in outside.iterdir()) == ["passwd"] and (outside / "passwd").read_text() == "the build machine's\n"
+    assert (boot / "leak").is_symlink() and not (boot / "sub" / ".vmlinuz.cephboot-ns").exists()

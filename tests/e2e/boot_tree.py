@@ -1,13 +1,14 @@
-"""The CephFS boot tree: a ceph-fuse mount the pipeline publishes into, and its HTTP server."""
+"""The CephFS boot tree: ceph-fuse mounts (the publisher's, read-write; the web server's, read-only), and nginx serving it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .procs import Service, StartedProcess, wait_until
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from .netns import NetworkNamespace
 
 HTTP_PORT = 8080
+# The web server's group: sites served by NginxServer publish with `publish.group` set to it.
+WEB_GROUP = "nogroup"
 
 
 class CephFuseMount(Service):
@@ -27,12 +30,14 @@ class CephFuseMount(Service):
     """
 
     def __init__(
-        self, cluster: CephCluster, client: CephClient, fs_path: str, mountpoint: Path
+        self, cluster: CephCluster, client: CephClient, fs_path: str, mountpoint: Path,
+        read_only: bool = False,
     ) -> None:
         self.cluster = cluster
         self.client = client
         self.fs_path = fs_path
         self.mountpoint = mountpoint
+        self.read_only = read_only
         self.process: StartedProcess | None = None
 
     def start(self) -> None:
@@ -53,6 +58,7 @@ class CephFuseMount(Service):
                 "-r", self.fs_path,
                 "--pid-file", str(run / f"{tag}.pid"),
                 "--admin-socket", str(run / f"{tag}.asok"),
+                *(["-o", "ro"] if self.read_only else []),
                 str(self.mountpoint),
             ],
             self.cluster.base / "log" / f"{tag}.stdout",
@@ -75,6 +81,23 @@ class CephFuseMount(Service):
         self.process = None
 
 
+class WebServerView(CephFuseMount):
+    """``fs_path`` mounted read-only as a web-server client whose caps only read it, in a
+    folder nginx's unprivileged workers can reach (the suite's own folders are 0700)."""
+
+    def __init__(
+        self, cluster: CephCluster, fs_path: str, keyrings: Path, client_id: str = "cephboot-web"
+    ) -> None:
+        self.parent = Path(tempfile.mkdtemp(prefix="cephboot-web-"))
+        self.parent.chmod(0o755)
+        client = cluster.create_web_server_client(fs_path, keyrings / f"{client_id}.keyring", client_id)
+        super().__init__(cluster, client, fs_path, self.parent / "tree", read_only=True)
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.parent, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class HttpRequest:
     method: str
@@ -82,11 +105,14 @@ class HttpRequest:
     status: int
 
 
-class StaticHttpServer(Service):
-    """Serves ``root`` on the namespace's test address; logs each request it answers.
+class NginxServer(Service):
+    """Real nginx, with the server block cephboot generates (``tasks.nginx.nginx_conf``), serving
+    ``root`` on ``port`` of the namespace's test address; it logs each request it answers.
 
-    The seam for the publish stage's generated nginx config: anything with ``url``,
-    ``start()``, ``stop()`` and ``requests()`` in this log format can take its place.
+    It runs as its own process (``daemon off``, stopped by PID); its workers run as
+    ``nobody`` in the web server's group ``WEB_GROUP``, the ``publish.group`` of the sites
+    that it serves, so it reads exactly what the publisher lets the web server read. The
+    access log has one ``METHOD PATH STATUS`` line per request.
     """
 
     def __init__(
@@ -95,29 +121,41 @@ class StaticHttpServer(Service):
         self.netns = netns
         self.root = root
         self.port = port
-        self.access_log = workdir / "http-access.log"
         self.workdir = workdir
+        self.access_log = workdir / "logs" / "access.log"
+        self.site_conf = workdir / "cephboot.conf"
         self.process: StartedProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.netns.address}:{self.port}/"
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The site settings the server block is generated from (as in a site's hosts/site.yaml)."""
+        return {
+            "pxe": {"http_base": self.url.rstrip("/")},
+            "publish": {"target": str(self.root), "web_root": str(self.root)},
+        }
+
     def start(self) -> None:
-        script = Path(__file__).with_name("static_http.py")
-        self.access_log.touch()
+        from tasks.nginx import nginx_conf
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.site_conf.write_text(nginx_conf(self.settings, self.workdir))
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(nginx_main_conf(self.workdir, self.site_conf, WEB_GROUP))
+        self.netns.run(["nginx", "-t", "-q", "-p", str(self.workdir), "-c", str(conf)])
         self.process = self.netns.start(
-            "http",
-            [sys.executable, str(script), self.netns.address, str(self.port),
-             str(self.root), str(self.access_log)],
-            self.workdir / "http.stdout",
+            "nginx",
+            ["nginx", "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"],
+            self.workdir / "nginx.stdout",
         )
-        wait_until(lambda: self.netns.listening(self.port), 30, "the HTTP server",
-                   watch=[self.process])
+        wait_until(lambda: self.netns.listening(self.port), 30, "nginx", watch=[self.process])
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.stop(grace=5)
+            self.process.stop(grace=10)  # SIGTERM: nginx's fast shutdown, workers included
             self.process = None
 
     def requests(self) -> list[HttpRequest]:
@@ -132,3 +170,20 @@ class StaticHttpServer(Service):
 
     def requests_since(self, mark: int) -> list[HttpRequest]:
         return self.requests()[mark:]
+
+
+def nginx_main_conf(prefix: Path, site_conf: Path, group: str) -> str:
+    """An nginx.conf around cephboot's server block: everything under ``prefix``, workers as nobody:``group``."""
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    (prefix / "logs" / "access.log").touch()
+    temp = "".join(f"  {k}_temp_path {prefix}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return (
+        f"user nobody {group};\nworker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n"
+        "  log_format cephboot '$request_method $request_uri $status';\n"
+        f"  access_log {prefix}/logs/access.log cephboot;\n"
+        f"{temp}"
+        f"  include {site_conf};\n"
+        "}\n"
+    )

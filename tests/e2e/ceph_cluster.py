@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.provision import boot_namespace, tree_caps, wanted_caps
+
 from .netns import NetworkNamespace
 from .procs import StartedProcess, wait_until
 
@@ -296,8 +298,8 @@ class CephCluster:
         return CephClient(client_id, key, keyring)
 
     def boot_dir_namespace(self, fs_path: str) -> str:
-        """The RADOS namespace that holds the file objects of CephFS dir ``fs_path``."""
-        return "fs" + fs_path.replace("/", "-")
+        """The RADOS namespace that holds the file objects of CephFS dir ``fs_path`` (provisioning's encoding)."""
+        return boot_namespace(fs_path)
 
     def make_fs_dir(self, fs_path: str) -> str:
         """Create ``fs_path`` on the CephFS with a RADOS namespace of its own.
@@ -312,38 +314,26 @@ class CephCluster:
         os.setxattr(directory, "ceph.dir.layout.pool_namespace", namespace.encode())
         return namespace
 
-    def fs_caps(self, fs_path: str, subtree_namespaces: bool = False) -> dict[str, str]:
-        """Read-write CephFS caps limited to ``fs_path`` and its RADOS namespace.
-
-        With ``subtree_namespaces`` the OSD cap also covers the namespaces of the
-        directories below (their names extend this one's): the publisher writes into
-        every host's directory.
-        """
-        namespace = self.boot_dir_namespace(fs_path) + ("*" if subtree_namespaces else "")
-        return {
-            "mon": f"allow r fsname={FS_NAME}",
-            "mds": f"allow rw fsname={FS_NAME} path={fs_path}",
-            "osd": f"allow rw pool={FS_DATA_POOL} namespace={namespace}",
-        }
-
     def create_host_client(
         self, host: str, pool: str, namespace: str, boot_dir: str, keyring: Path
     ) -> CephClient:
-        """Host ``host``'s client: its RBD namespace and its own /boot directory, no more."""
+        """Host ``host``'s client with the caps provisioning gives: its RBD namespace and its own /boot directory, no more."""
         self.make_fs_dir(boot_dir)
-        fs = self.fs_caps(boot_dir)
-        caps = {
-            "mon": f"profile rbd, {fs['mon']}",
-            "osd": f"profile rbd pool={pool} namespace={namespace}, {fs['osd']}",
-            "mds": fs["mds"],
-        }
-        return self.create_client(host, caps, keyring)
+        h = {"rbd": {"pool": pool, "namespace": namespace}, "boot_path": boot_dir}
+        return self.create_client(host, wanted_caps(h, FS_NAME, FS_DATA_POOL), keyring)
 
     def create_publisher_client(self, boot_tree: str, keyring: Path) -> CephClient:
-        """The publisher: read-write on the boot tree (and the hosts' /boot in it) only."""
+        """The publisher (docs/security.md): read-write on the boot tree and its one RADOS namespace only."""
         self.make_fs_dir(boot_tree)
-        caps = self.fs_caps(boot_tree, subtree_namespaces=True)
+        caps = tree_caps(FS_NAME, FS_DATA_POOL, boot_tree, write=True)
         return self.create_client("cephboot-publisher", caps, keyring)
+
+    def create_web_server_client(
+        self, boot_tree: str, keyring: Path, client_id: str = "cephboot-web"
+    ) -> CephClient:
+        """The web server (docs/security.md): reads the boot tree and its RADOS namespace, writes nothing."""
+        caps = tree_caps(FS_NAME, FS_DATA_POOL, boot_tree, write=False)
+        return self.create_client(client_id, caps, keyring)
 
     def admin_fs(self) -> Any:
         """A ceph-fuse mount of the whole CephFS as client.admin (made on first use)."""

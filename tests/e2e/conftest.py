@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .boot_tree import CephFuseMount, StaticHttpServer
+from .boot_tree import CephFuseMount, NginxServer, WebServerView
 from .ceph_cluster import CephCluster
 from .netns import NetworkNamespace
 from .qemu_vm import QemuMachine
@@ -29,7 +29,7 @@ RBD_POOL = "cephboot"
 
 NEEDED_PROGRAMS = (
     "ip", "nsenter", "ss", "ceph", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds",
-    "ceph-authtool", "monmaptool", "rbd", "rados", "ceph-fuse", "qemu-system-x86_64",
+    "ceph-authtool", "monmaptool", "rbd", "rados", "ceph-fuse", "qemu-system-x86_64", "nginx",
 )
 
 
@@ -100,14 +100,25 @@ def a_boot_tree_mount(
 
 
 @pytest.fixture(scope="session")
+def a_web_server_view(
+    a_ceph_cluster: CephCluster, a_boot_tree_mount: CephFuseMount,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WebServerView]:
+    """The boot tree mounted read-only as ``client.cephboot-web``, whose caps only read the tree."""
+    with WebServerView(a_ceph_cluster, BOOT_TREE, tmp_path_factory.mktemp("web")) as view:
+        yield view
+
+
+@pytest.fixture(scope="session")
 def an_http_server(
     a_network_namespace: NetworkNamespace,
-    a_boot_tree_mount: CephFuseMount,
+    a_web_server_view: WebServerView,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[StaticHttpServer]:
-    """The boot tree over HTTP on the test address, with a readable access log."""
-    with StaticHttpServer(
-        a_network_namespace, a_boot_tree_mount.mountpoint, tmp_path_factory.mktemp("http")
+) -> Iterator[NginxServer]:
+    """nginx with cephboot's generated server block, serving the read-only view of the boot
+    tree on the test address; its access log is readable."""
+    with NginxServer(
+        a_network_namespace, a_web_server_view.mountpoint, tmp_path_factory.mktemp("http")
     ) as server:
         yield server
 

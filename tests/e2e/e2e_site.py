@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .boot_tree import CephFuseMount, StaticHttpServer
+from .boot_tree import WEB_GROUP, CephFuseMount, NginxServer
 from .ceph_cluster import FS_NAME, CephClient, CephCluster
 from .root_image import build_root_image
 
@@ -22,6 +22,8 @@ DODO = REPO / "dodo.py"
 GUEST_GATEWAY = "198.51.100.2"
 GUEST_ADDRESS_PREFIX = "198.51.100."
 GUEST_FIRST_HOST = 30
+# Where the hosts' own /boot folders are: outside the boot tree, which only the publisher writes.
+HOSTS_BOOT = "/e2e-hosts"
 
 
 @dataclass
@@ -45,7 +47,7 @@ class E2ESite:
         self,
         cluster: CephCluster,
         boot_tree: CephFuseMount,
-        http: StaticHttpServer,
+        http: NginxServer,
         workdir: Path,
         rbd_pool: str,
     ) -> None:
@@ -63,7 +65,10 @@ class E2ESite:
                 "boot_tree": boot_tree.fs_path,
             },
             "pxe": {"http_base": http.url.rstrip("/")},
-            "publish": {"target": str(boot_tree.mountpoint)},
+            # The publisher writes through its read-write mount; nginx reads the web
+            # server's read-only view, in the group that may read host layers.
+            "publish": {"target": str(boot_tree.mountpoint), "web_root": str(http.root),
+                        "group": WEB_GROUP},
             "kernels": {"nic_modules": ["virtio_net", "virtio_pci"]},
             "defaults": {
                 # panic=10: a failed boot reboots, and -no-reboot ends QEMU.
@@ -85,7 +90,11 @@ class E2ESite:
         return self.root / "build" / "hosts" / name
 
     def boot_path(self, name: str) -> str:
-        return f"{self.boot_tree.fs_path}/hosts/{name}"
+        return f"{HOSTS_BOOT}/{name}"
+
+    def boot_dir(self, name: str) -> Path:
+        """The host's own /boot folder (outside the boot tree), as the admin's mount shows it."""
+        return self.cluster.admin_fs().mountpoint / self.boot_path(name).lstrip("/")
 
     def add_host(self, name: str, macs: list[str], **data: Any) -> SiteHost:
         """Provision ``name`` on the cluster (RBD namespace, client, /boot directory)
@@ -94,7 +103,7 @@ class E2ESite:
         would cost a timed-out first round) unless ``nics`` says otherwise."""
         address = f"{GUEST_ADDRESS_PREFIX}{GUEST_FIRST_HOST + len(self.hosts)}/24"
         nics = {"ceph": {"macs": macs, "address": address, "gateway": GUEST_GATEWAY}}
-        host = SiteHost(name, macs, {"nics": nics, **data})
+        host = SiteHost(name, macs, {"nics": nics, "boot_path": self.boot_path(name), **data})
         keyring = self.hosts_dir / "keys" / f"{name}.keyring"
         self.cluster.create_rbd_namespace(self.rbd_pool, name)
         host.client = self.cluster.create_host_client(

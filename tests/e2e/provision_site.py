@@ -20,6 +20,7 @@ from tasks.schema import ROOTFS_PACKAGES
 
 from .ceph_cluster import FS_NAME, CephClient, CephCluster
 from .netns import NetworkNamespace
+from .root_image import build_root_tree
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
@@ -47,6 +48,24 @@ def kernel_of(root: Path) -> str:
     return kernels[0]
 
 
+def busybox_tree(path: Path) -> Path:
+    """A busybox root to provision from; the image-native install wants initramfs-tools' entry point in it."""
+    empty = path.parent / "no-rendered-files"
+    empty.mkdir()
+    build_root_tree(path, "template", empty)
+    (path / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
+    (path / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")
+    return path
+
+
+def small_busybox_site(cluster: CephCluster, netns: NetworkNamespace, work: Path, boot_tree: str, http_port: int,
+                       rbd_pool: str) -> "ProvisionSite":
+    """A site whose hosts get 64 MiB roots provisioned from a busybox tree: seconds, not debootstrap's minutes."""
+    defaults = {"rbd": {"pool": rbd_pool, "size": "64M", "features": ["layering"]},
+                "rootfs": {"source": str(busybox_tree(work / "tree"))}}
+    return ProvisionSite(cluster, netns, work / "site", boot_tree, f"http://{cluster.address}:{http_port}", defaults)
+
+
 class ProvisionSite:
     """A site folder whose inventory points at the test cluster; doit runs inside the namespace.
 
@@ -72,10 +91,18 @@ class ProvisionSite:
         (self.hosts / "site.yaml").write_text(yaml.safe_dump(site))
 
     def add_host(self, name: str, mac: str, **data: Any) -> None:
-        """hosts/nodes/NAME.yaml (DHCP unless ``data`` says otherwise) and its keyring."""
-        host = {"nics": {"ceph": {"macs": [mac], "address": "dhcp"}}, **data}
+        """hosts/nodes/NAME.yaml (DHCP unless ``data`` says otherwise) and its keyring.
+
+        Its writable /boot is ``/hosts/NAME``, outside the published tree, which only the
+        publisher writes.
+        """
+        host = {"nics": {"ceph": {"macs": [mac], "address": "dhcp"}}, "boot_path": f"/hosts/{name}", **data}
         (self.hosts / "nodes" / f"{name}.yaml").write_text(yaml.safe_dump(host))
         examplekeys.ensure(self.root)
+
+    def remove_host(self, name: str) -> None:
+        """Take hosts/nodes/NAME.yaml out of the inventory (its keys stay)."""
+        (self.hosts / "nodes" / f"{name}.yaml").unlink()
 
     def doit(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``doit -f <repo>/dodo.py -d <site> ARGS`` inside the namespace, as the README says."""

@@ -20,7 +20,7 @@ import pytest
 
 from bench.run import steps, tasks_ran  # one parser of doit's output for tests and bench
 
-from .boot_tree import CephFuseMount, StaticHttpServer
+from .boot_tree import CephFuseMount, NginxServer
 from .ceph_cluster import CephClient, CephCluster
 from .conftest import RBD_POOL
 from .e2e_site import E2ESite
@@ -57,7 +57,7 @@ def ok_line(host: str, root: str = "/dev/rbd0") -> str:
 def the_e2e_site(
     a_ceph_cluster: CephCluster,
     a_boot_tree_mount: CephFuseMount,
-    an_http_server: StaticHttpServer,
+    an_http_server: NginxServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[E2ESite]:
     """Every scenario's host, provisioned, built and published by one `doit` run."""
@@ -91,7 +91,7 @@ def the_e2e_site(
 def boot(
     the_e2e_site: E2ESite,
     qemu_boot: Callable[..., QemuMachine],
-    an_http_server: StaticHttpServer,
+    an_http_server: NginxServer,
     a_boot_tree_mount: CephFuseMount,
 ) -> Callable[..., tuple[QemuMachine, int]]:
     """``boot(macs, uuid)``: a guest PXE-booting the published tree; and the HTTP log mark."""
@@ -116,7 +116,7 @@ class Booted:
 def a_full_boot(
     the_e2e_site: E2ESite,
     boot: Callable[..., tuple[QemuMachine, int]],
-    an_http_server: StaticHttpServer,
+    an_http_server: NginxServer,
 ) -> Callable[..., Booted]:
     """``a_full_boot(host, macs=None, uuid=None, root=...)``: boot ``host``'s machine
     (with its MACs unless given) until its init's OK marker and power-off; check that
@@ -135,7 +135,7 @@ def a_full_boot(
     return run
 
 
-def fetched(http: StaticHttpServer, mark: int) -> list[tuple[str, int]]:
+def fetched(http: NginxServer, mark: int) -> list[tuple[str, int]]:
     return [(r.path, r.status) for r in http.requests_since(mark)]
 
 
@@ -149,8 +149,8 @@ def assert_fetched_host_chain(requests: list[tuple[str, int]], host: str) -> Non
 
 
 def assert_booted(site: E2ESite, host: str, root: str = "/dev/rbd0") -> None:
-    """The guest's init wrote into its own /boot directory on CephFS."""
-    booted = site.boot_tree.mountpoint / "hosts" / host / "e2e-booted"
+    """The guest's init wrote into its own /boot directory on CephFS (outside the boot tree)."""
+    booted = site.boot_dir(host) / "e2e-booted"
     assert booted.read_text() == f"{host} booted with root {root}\n"
 
 
@@ -232,7 +232,7 @@ def test_a_luks_root_is_opened_with_its_key_and_mounted(
 
 def test_a_map_outlives_a_monitor_restart(
     the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]],
-    an_http_server: StaticHttpServer, a_ceph_cluster: CephCluster,
+    an_http_server: NginxServer, a_ceph_cluster: CephCluster,
 ) -> None:
     """The monitor goes away as the guest starts mapping and is back seconds later."""
     host = the_e2e_site.hosts["mon-fault"]
@@ -258,7 +258,7 @@ def test_a_map_outlives_a_monitor_restart(
 
 def test_a_wrong_key_stops_the_boot_within_the_deadline_naming_the_failure(
     the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]],
-    an_http_server: StaticHttpServer,
+    an_http_server: NginxServer,
 ) -> None:
     host = the_e2e_site.hosts["wrong-key"]
     guest, mark = boot(host.macs)
@@ -285,7 +285,7 @@ def test_a_wrong_key_stops_the_boot_within_the_deadline_naming_the_failure(
 
 def test_an_unknown_machine_gets_the_unknown_machine_message(
     the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]],
-    an_http_server: StaticHttpServer,
+    an_http_server: NginxServer,
 ) -> None:
     machine_uuid = str(uuid.uuid4())
     guest, mark = boot([UNKNOWN_MAC], machine_uuid)
@@ -341,7 +341,7 @@ def test_a_published_host_layer_reaches_only_its_own_host(
 
 
 def test_a_monolithic_host_boots_from_its_single_initrd(
-    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]], an_http_server: StaticHttpServer
+    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]], an_http_server: NginxServer
 ) -> None:
     """For machines whose loader takes one initrd: hosts/<h>/initrd.img is the host layer
     followed by the base (docs/layers-and-publish.md); nothing else is fetched."""
@@ -360,7 +360,7 @@ def test_a_monolithic_host_boots_from_its_single_initrd(
 
 
 def test_a_host_whose_current_layer_is_missing_boots_its_previous_generation(
-    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]], an_http_server: StaticHttpServer
+    the_e2e_site: E2ESite, boot: Callable[..., tuple[QemuMachine, int]], an_http_server: NginxServer
 ) -> None:
     """The host script tries three times, then chains previous/boot.ipxe, which loads the
     previous layer relative to itself: the machine boots the generation before the edit."""
@@ -368,15 +368,14 @@ def test_a_host_whose_current_layer_is_missing_boots_its_previous_generation(
     assert FALLBACK_NEW in (folder / "boot.ipxe").read_text()
     assert FALLBACK_NEW not in (folder / "previous" / "boot.ipxe").read_text()
     layer = folder / "overlay.cpio"
-    saved = layer.read_bytes()
-    layer.unlink()  # a half-published or damaged current generation
+    aside = folder / ".overlay.cpio.aside"
+    layer.rename(aside)  # a half-published or damaged current generation
     try:
         guest, mark = boot(the_e2e_site.hosts["fallback"].macs)
         guest.wait_for(ok_line("fallback"), BOOT_TIMEOUT)
         guest.wait_exit(30)
     finally:
-        layer.write_bytes(saved)
-        layer.chmod(0o640)
+        aside.rename(layer)  # back with its owner, group and mode
     console = guest.console()
     assert "cephboot: fallback: trying the previous generation of its boot files" in console, console[-3000:]
     requests = fetched(an_http_server, mark)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from image_escape import bait
 from tasks.imagenative import update_initramfs
 
-from .boot_tree import StaticHttpServer
+from .boot_tree import NginxServer
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
@@ -134,17 +135,23 @@ def test_the_roots_kernel_and_initrd_boot_it_from_rbd(
     qemu_boot: Callable[..., QemuMachine], tmp_path: Path,
 ) -> None:
     host = a_native_host
-    served = tmp_path / "served"
-    served.mkdir()
-    shutil.copy2(host.root / "boot" / f"vmlinuz-{host.kver}", served / "vmlinuz")
-    shutil.copy2(host.initrd, served / "initrd.img")
+    # nginx's workers (nobody) must reach it: not under the suite's 0700 folders.
+    served = Path(tempfile.mkdtemp(prefix="cephboot-native-"))
+    served.chmod(0o755)
+    shutil.copyfile(host.root / "boot" / f"vmlinuz-{host.kver}", served / "vmlinuz")
+    shutil.copyfile(host.initrd, served / "initrd.img")
     url = f"http://{a_network_namespace.address}:{HTTP_PORT}"
     args = f"root=/dev/rbd0 rootfstype=ext4 console=ttyS0,115200n8 panic=10 init=/{INIT}"
     (served / "boot.ipxe").write_text(f"#!ipxe\nkernel {url}/vmlinuz {args}\ninitrd {url}/initrd.img\nboot\n")
-    with StaticHttpServer(a_network_namespace, served, tmp_path, port=HTTP_PORT):
-        guest = qemu_boot(served, [MAC])
-        guest.wait_for(rf"^CEPHBOOT-E2E-OK host={HOST} root=/dev/rbd0$", BOOT_TIMEOUT)
-        guest.wait_exit(60)
+    for served_file in served.iterdir():
+        served_file.chmod(0o644)
+    try:
+        with NginxServer(a_network_namespace, served, tmp_path / "http", port=HTTP_PORT):
+            guest = qemu_boot(served, [MAC])
+            guest.wait_for(rf"^CEPHBOOT-E2E-OK host={HOST} root=/dev/rbd0$", BOOT_TIMEOUT)
+            guest.wait_exit(60)
+    finally:
+        shutil.rmtree(served)
     console = guest.console()
     assert f"Linux version {host.kver} " in console, "the root's own kernel booted"
     assert re.search(rf"^cephboot: mapped {RBD_POOL}/{HOST}/root at /dev/rbd0$", console, re.MULTILINE), console[-3000:]

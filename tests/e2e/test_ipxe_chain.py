@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .boot_tree import CephFuseMount, StaticHttpServer
+from .boot_tree import CephFuseMount, NginxServer
 from .qemu_vm import QemuMachine
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ echo E2E-HOST-SCRIPT {name}
 
 
 @pytest.fixture(scope="module")
-def a_small_boot_tree(a_boot_tree_mount: CephFuseMount, an_http_server: StaticHttpServer) -> Path:
+def a_small_boot_tree(a_boot_tree_mount: CephFuseMount, an_http_server: NginxServer) -> Path:
     """A boot tree of its own in the CephFS boot tree: the site script and one host."""
     root = a_boot_tree_mount.mountpoint / "ipxe-chain-test"
     base = f"{an_http_server.url}ipxe-chain-test/"
@@ -57,7 +57,7 @@ def test_ipxe_runs_the_boot_script_it_gets_by_tftp(
 def test_ipxe_chains_to_the_host_script_over_http(
     qemu_boot: Callable[..., QemuMachine],
     a_small_boot_tree: Path,
-    an_http_server: StaticHttpServer,
+    an_http_server: NginxServer,
 ) -> None:
     mark = an_http_server.mark()
     machine_uuid = str(uuid.uuid4())
@@ -74,7 +74,7 @@ def test_ipxe_chains_to_the_host_script_over_http(
 def test_an_unknown_machine_gets_the_unknown_machine_message(
     qemu_boot: Callable[..., QemuMachine],
     a_small_boot_tree: Path,
-    an_http_server: StaticHttpServer,
+    an_http_server: NginxServer,
 ) -> None:
     mark = an_http_server.mark()
     guest = qemu_boot(a_small_boot_tree, [UNKNOWN_MAC], str(uuid.uuid4()))

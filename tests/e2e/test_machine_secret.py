@@ -22,7 +22,7 @@ import pytest
 
 from archives import contents
 
-from .boot_tree import CephFuseMount, StaticHttpServer
+from .boot_tree import CephFuseMount, NginxServer
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
 from .e2e_site import E2ESite
@@ -53,7 +53,10 @@ class Subtree:
 
 @dataclass(frozen=True)
 class SubUrl:
+    """Where that folder is served: its URL, and the folder as the web server sees it."""
+
     url: str
+    root: Path
 
 
 class AssetMachine(QemuMachine):
@@ -77,14 +80,14 @@ class SealedSite:
 
 @pytest.fixture(scope="module")
 def a_sealed_site(
-    a_ceph_cluster: CephCluster, a_boot_tree_mount: CephFuseMount, an_http_server: StaticHttpServer,
+    a_ceph_cluster: CephCluster, a_boot_tree_mount: CephFuseMount, an_http_server: NginxServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SealedSite]:
     workdir = tmp_path_factory.mktemp("machine-secret")
     tree = Subtree(f"{a_boot_tree_mount.fs_path}/{SUBTREE}", a_boot_tree_mount.mountpoint / SUBTREE)
     tree.mountpoint.mkdir(exist_ok=True)
     url = f"{an_http_server.url}{SUBTREE}/"
-    site = E2ESite(a_ceph_cluster, tree, SubUrl(url), workdir, RBD_POOL)  # type: ignore[arg-type]
+    site = E2ESite(a_ceph_cluster, tree, SubUrl(url, an_http_server.root / SUBTREE), workdir, RBD_POOL)  # type: ignore[arg-type]
     site.site_settings["defaults"]["secrets"] = {"mode": "machine", "smbios_field": "chassis_asset_tag"}
     site.write_secret(f"keys/{HOST}.secret", f"{SECRET}\n".encode())
     site.write_secret(f"keys/{HOST}.luks", LUKS_KEY)
@@ -122,7 +125,7 @@ def start_guest(a_network_namespace: NetworkNamespace, a_sealed_site: SealedSite
 
 
 def test_the_host_boots_with_its_secret_in_the_chassis_asset_tag(
-    a_sealed_site: SealedSite, start_guest: Any, an_http_server: StaticHttpServer,
+    a_sealed_site: SealedSite, start_guest: Any, an_http_server: NginxServer,
 ) -> None:
     mark = an_http_server.mark()
     guest = start_guest(SECRET)
@@ -138,7 +141,7 @@ def test_the_host_boots_with_its_secret_in_the_chassis_asset_tag(
     assert f"CEPHBOOT-E2E-DMI host={HOST} chassis_asset_tag=400" in console, console[-2000:]
     paths = {r.path for r in an_http_server.requests_since(mark) if r.status == 200}
     assert f"/{SUBTREE}/hosts/{HOST}/initrd.img" in paths, paths  # the monolithic initrd, keys sealed inside
-    booted = a_sealed_site.tree.mountpoint / "hosts" / HOST / "e2e-booted"
+    booted = a_sealed_site.site.boot_dir(HOST) / "e2e-booted"  # its own /boot, outside the tree
     assert booted.read_text() == f"{HOST} booted with root {root}\n"
 
 
@@ -147,7 +150,7 @@ def test_the_host_boots_with_its_secret_in_the_chassis_asset_tag(
     (None, r"cephboot: no machine secret: host sealed's keys are sealed to its machine secret \(SMBIOS chassis_asset_tag\)"),
 ], ids=["wrong-secret", "no-secret"])
 def test_a_machine_with_the_hosts_mac_and_uuid_but_not_its_secret_stops_with_the_reason(
-    a_sealed_site: SealedSite, start_guest: Any, an_http_server: StaticHttpServer, asset: str | None, message: str,
+    a_sealed_site: SealedSite, start_guest: Any, an_http_server: NginxServer, asset: str | None, message: str,
 ) -> None:
     mark = an_http_server.mark()
     guest = start_guest(asset)

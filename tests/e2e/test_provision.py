@@ -18,8 +18,7 @@ from .boot_tree import CephFuseMount
 from .ceph_cluster import FS_DATA_POOL, FS_NAME, CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
-from .provision_site import ProvisionSite
-from .root_image import build_root_tree
+from .provision_site import ProvisionSite, small_busybox_site
 
 pytestmark = pytest.mark.e2e
 
@@ -31,26 +30,12 @@ def _mac(index: int) -> str:
     return f"52:54:00:e6:00:{index:02x}"
 
 
-def _tree(path: Path) -> Path:
-    """A busybox root; the image-native install wants initramfs-tools' entry point in it."""
-    empty = path.parent / "no-rendered-files"
-    empty.mkdir()
-    build_root_tree(path, "template", empty)
-    (path / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
-    (path / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def a_provisioned_site(
     a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProvisionSite]:
     """Two hosts, provisioned once by `doit provision` (the first run's output is kept)."""
-    work = tmp_path_factory.mktemp("provision")
-    defaults = {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]},
-                "rootfs": {"source": str(_tree(work / "tree"))}}
-    site = ProvisionSite(a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
-                         f"http://{a_ceph_cluster.address}:8081", defaults)
+    site = small_busybox_site(a_ceph_cluster, a_network_namespace, tmp_path_factory.mktemp("provision"), BOOT_TREE, 8081, RBD_POOL)
     for index, name in enumerate(HOSTS):
         site.add_host(name, _mac(index))
     site.first_run = site.doit("provision")  # type: ignore[attr-defined]
@@ -65,14 +50,14 @@ def test_provisioning_creates_namespace_client_boot_directory_and_image(a_provis
     out = a_provisioned_site.first_run.stdout  # type: ignore[attr-defined]
     for name in HOSTS:
         assert f"provision:{name}: created RBD namespace {RBD_POOL}/{name}" in out
-        assert f"provision:{name}: created CephFS directory {BOOT_TREE}/hosts/{name}" in out
+        assert f"provision:{name}: created CephFS directory /hosts/{name}" in out
         assert f"provision:{name}: created client.{name} with the key from hosts/keys/{name}.keyring" in out
         assert f"provision:{name}: wrote root image {RBD_POOL}/{name}/root (64M)" in out
     caps = a_provisioned_site.cluster.ceph_json("auth", "get", "client.prov-a")[0]["caps"]
     assert caps == {
         "mon": f"profile rbd, allow r fsname={FS_NAME}",
-        "osd": f"profile rbd pool={RBD_POOL} namespace=prov-a, allow rw pool={FS_DATA_POOL} namespace=fs-provision-tree-hosts-prov-a",
-        "mds": f"allow rw fsname={FS_NAME} path={BOOT_TREE}/hosts/prov-a",
+        "osd": f"profile rbd pool={RBD_POOL} namespace=prov-a, allow rw pool={FS_DATA_POOL} namespace=fs-hosts-prov_da",
+        "mds": f"allow rw fsname={FS_NAME} path=/hosts/prov-a",
     }
     info = a_provisioned_site.cluster.rbd("info", "--format", "json", f"{RBD_POOL}/prov-a/root").stdout
     assert '"size":67108864' in info.replace(" ", "") and '"features":["layering"]' in info.replace(" ", "")
@@ -87,7 +72,7 @@ def test_each_client_reads_its_own_image_and_is_refused_the_other(a_provisioned_
         hostname = subprocess.run(["debugfs", "-R", "cat /etc/hostname", str(exported)], capture_output=True, text=True, check=True).stdout
         assert hostname == f"{own}\n", "the image holds the host's root with its own files"
         fstab = subprocess.run(["debugfs", "-R", "cat /etc/fstab", str(exported)], capture_output=True, text=True, check=True).stdout
-        assert f"{BOOT_TREE}/hosts/{own}\t/boot\tceph\tname={own}," in fstab
+        assert f"/hosts/{own}\t/boot\tceph\tname={own}," in fstab
         for args in (["info", f"{RBD_POOL}/{other}/root"], ["ls", f"{RBD_POOL}/{other}"],
                      ["export", f"{RBD_POOL}/{other}/root", str(tmp_path / "stolen")]):
             refused = cluster.rbd(*args, client=client, check=False)
@@ -99,19 +84,19 @@ def test_each_client_reads_its_own_image_and_is_refused_the_other(a_provisioned_
 def test_each_client_reaches_only_its_own_boot_directory(a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
     cluster = a_provisioned_site.cluster
     alpha = a_provisioned_site.client("prov-a")
-    with CephFuseMount(cluster, alpha, f"{BOOT_TREE}/hosts/prov-a", tmp_path / "own") as own:
+    with CephFuseMount(cluster, alpha, f"/hosts/prov-a", tmp_path / "own") as own:
         (own.mountpoint / "vmlinuz").write_text("prov-a's kernel\n")
         assert (own.mountpoint / "vmlinuz").read_text() == "prov-a's kernel\n"
-    (cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/") / "hosts" / "prov-b" / "secret").write_text("prov-b's file\n")
-    other = CephFuseMount(cluster, alpha, f"{BOOT_TREE}/hosts/prov-b", tmp_path / "other")
+    (cluster.admin_fs().mountpoint / "hosts" / "prov-b" / "secret").write_text("prov-b's file\n")
+    other = CephFuseMount(cluster, alpha, f"/hosts/prov-b", tmp_path / "other")
     with pytest.raises(RuntimeError, match="Operation not permitted"), other:
         pass
     # Through RADOS, past the MDS: prov-b's file objects live in prov-b's namespace only.
-    other_ns = "fs-provision-tree-hosts-prov-b"
+    other_ns = "fs-hosts-prov_db"
     assert cluster.rados("-p", FS_DATA_POOL, "-N", other_ns, "ls").stdout.strip()
     listing = cluster.rados("-p", FS_DATA_POOL, "-N", other_ns, "ls", client=alpha, check=False)
     assert listing.returncode != 0, listing.stdout
-    assert cluster.rados("-p", FS_DATA_POOL, "-N", "fs-provision-tree-hosts-prov-a", "ls", client=alpha).stdout.strip()
+    assert cluster.rados("-p", FS_DATA_POOL, "-N", "fs-hosts-prov_da", "ls", client=alpha).stdout.strip()
 
 
 def test_a_second_run_changes_nothing_and_says_so(a_provisioned_site: ProvisionSite) -> None:
@@ -119,7 +104,7 @@ def test_a_second_run_changes_nothing_and_says_so(a_provisioned_site: ProvisionS
     before = (keyring.stat().st_mtime_ns, a_provisioned_site.cluster.rbd("info", f"{RBD_POOL}/prov-a/root").stdout)
     again = a_provisioned_site.doit("provision")
     for name in HOSTS:
-        assert f"provision:{name}: nothing to change (namespace {RBD_POOL}/{name}, /boot {BOOT_TREE}/hosts/{name}, client.{name} caps, image {RBD_POOL}/{name}/root)" in again.stdout
+        assert f"provision:{name}: nothing to change (namespace {RBD_POOL}/{name}, /boot /hosts/{name}, client.{name} caps, image {RBD_POOL}/{name}/root)" in again.stdout
     assert "created" not in again.stdout and "wrote" not in again.stdout
     assert (keyring.stat().st_mtime_ns, a_provisioned_site.cluster.rbd("info", f"{RBD_POOL}/prov-a/root").stdout) == before
     assert oct(keyring.stat().st_mode & 0o777) == "0o600"
@@ -131,7 +116,7 @@ def test_verify_reports_caps_changed_by_hand_and_provision_puts_them_back(a_prov
     a_provisioned_site.cluster.ceph("auth", "caps", "client.prov-a", "mon", "profile rbd", "osd", "profile rbd pool=" + RBD_POOL)
     bad = a_provisioned_site.doit("verify:prov-a", check=False)
     assert bad.returncode != 0
-    assert f"verify:prov-a: MISMATCH client caps: mds is None, wants 'allow rw fsname={FS_NAME} path={BOOT_TREE}/hosts/prov-a'" in bad.stdout
+    assert f"verify:prov-a: MISMATCH client caps: mds is None, wants 'allow rw fsname={FS_NAME} path=/hosts/prov-a'" in bad.stdout
     assert "does not match the inventory: client caps" in bad.stdout + bad.stderr
     fixed = a_provisioned_site.doit("provision:prov-a")
     assert "provision:prov-a: set client.prov-a's caps" in fixed.stdout
@@ -145,7 +130,7 @@ def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_
     data.write_bytes(b"a hand-made root with data\n" * 4096 + os.urandom(1 << 16))
     cluster.rbd("import", "--no-progress", "--image-feature", "layering", str(data), f"{RBD_POOL}/prov-c/root")
     # A file in the host's /boot from before its RADOS namespace existed.
-    early = cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/") / "hosts" / "prov-c"
+    early = cluster.admin_fs().mountpoint / "hosts" / "prov-c"
     early.mkdir(parents=True)
     (early / "early.txt").write_text("written before provisioning\n")
     site.add_host("prov-c", _mac(12))
@@ -158,7 +143,7 @@ def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_
     assert _digest(back) == _digest(data), "the refused image is untouched"
     # Everything but the image was done, and the early file was moved into the namespace.
     assert "provision:prov-c: rewrote 1 file(s)" in refused.stdout
-    assert os.getxattr(early / "early.txt", "ceph.file.layout.pool_namespace") == b"fs-provision-tree-hosts-prov-c"
+    assert os.getxattr(early / "early.txt", "ceph.file.layout.pool_namespace") == b"fs-hosts-prov_dc"
     assert (early / "early.txt").read_text() == "written before provisioning\n"
 
     site.add_host("prov-c", _mac(12), rbd={"reimage": True})
@@ -175,11 +160,17 @@ def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_
     assert images == ["root"], "no image is left set aside"
 
 
-def test_a_client_made_by_hand_keeps_its_key_and_the_image_carries_it(a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
+def test_a_client_made_by_hand_is_adopted_only_deliberately_then_keeps_its_key_and_the_image_carries_it(
+        a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
     site, cluster = a_provisioned_site, a_provisioned_site.cluster
     cluster.ceph("auth", "get-or-create", "client.prov-d", "mon", "allow r")
     key = cluster.ceph("auth", "get-key", "client.prov-d").strip()
     site.add_host("prov-d", _mac(13))  # examplekeys gives it a key of its own, which the cluster does not know
+    refused = site.doit("provision:prov-d", check=False)
+    assert refused.returncode != 0
+    assert ("client.prov-d exists on the cluster and cephboot did not create it; provisioning never changes such a client" in refused.stdout + refused.stderr)
+    assert cluster.ceph_json("auth", "get", "client.prov-d")[0]["caps"] == {"mon": "allow r"}, "the refused client is untouched"
+    cluster.ceph("config-key", "set", "cephboot/clients/client.prov-d", "prov-d")  # what the message says adopts it
     run = site.doit("provision:prov-d")
     assert "provision:prov-d: wrote the cluster's key of client.prov-d to hosts/keys/prov-d.keyring" in run.stdout
     assert key in (site.hosts / "keys" / "prov-d.keyring").read_text()

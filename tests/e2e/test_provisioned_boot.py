@@ -18,11 +18,11 @@ import pytest
 
 from bench.run import steps, tasks_ran  # one parser of doit's output for tests and bench
 
-from .boot_tree import StaticHttpServer
+from .boot_tree import WEB_GROUP, NginxServer, WebServerView
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
-from .provision_site import GUEST_GATEWAY, ProvisionSite
+from .provision_site import GUEST_GATEWAY, ProvisionSite, debian_root
 from .qemu_vm import QemuMachine
 
 pytestmark = pytest.mark.e2e
@@ -37,29 +37,34 @@ BOOT_TIMEOUT = 300
 @pytest.fixture(scope="module")
 def a_provisioned_and_published_host(
     a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ProvisionSite, StaticHttpServer, dict[str, str]]]:
-    """`doit provision:deb-boot` then `doit`, as the README says; the tree served over HTTP."""
+) -> Iterator[tuple[ProvisionSite, NginxServer, dict[str, str]]]:
+    """`doit provision:deb-boot` then `doit`, as the README says; the tree served by nginx
+    from a read-only view."""
     work = tmp_path_factory.mktemp("provisioned-boot")
+    a_ceph_cluster.make_fs_dir(BOOT_TREE)
     tree = a_ceph_cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/")
-    tree.mkdir(exist_ok=True)
+    # debootstrap needs the build machine's network, and doit runs inside the test's
+    # namespace: fill the suite's cache out here first (nothing to do when it is full).
+    debian_root()
     site = ProvisionSite(
         a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
         f"http://{a_network_namespace.address}:{HTTP_PORT}",
         {"rbd": {"pool": RBD_POOL, "size": "2G", "features": ["layering"]},
          "kernel_args": ["console=ttyS0,115200n8", "panic=10"], "map": {"deadline": 90}},
-        publish={"target": str(tree)}, kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
+        publish={"target": str(tree), "group": WEB_GROUP}, kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
     )
     # Everything after -- goes to init: the root's own head(1) shows its host name and mounts.
     site.add_host(HOST, MAC, nics={"ceph": {"macs": [MAC], "address": "198.51.100.41/24", "gateway": GUEST_GATEWAY}},
                   **{"+kernel_args": ["init=/usr/bin/head", "--", "-n50", "/etc/hostname", "/proc/mounts"]})
     runs = {"provision": site.doit(f"provision:{HOST}").stdout, "doit": site.doit().stdout}
-    with StaticHttpServer(a_network_namespace, tree, work, port=HTTP_PORT) as http:
+    with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-provisioned") as view, \
+            NginxServer(a_network_namespace, view.mountpoint, work / "http", port=HTTP_PORT) as http:
         yield site, http, runs
     a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{HOST}/root", check=False)
 
 
 def test_provisioning_writes_a_debian_root_with_its_own_initrd(
-    a_provisioned_and_published_host: tuple[ProvisionSite, StaticHttpServer, dict[str, str]],
+    a_provisioned_and_published_host: tuple[ProvisionSite, NginxServer, dict[str, str]],
 ) -> None:
     out = a_provisioned_and_published_host[2]["provision"]
     assert re.search(rf"^provision:{HOST}: rootfs: update-initramfs inside the root for 6\.1\.\S+-amd64$", out, re.MULTILINE), out
@@ -70,7 +75,7 @@ def test_provisioning_writes_a_debian_root_with_its_own_initrd(
 
 
 def test_the_provisioned_root_boots_through_the_ipxe_chain(
-    a_provisioned_and_published_host: tuple[ProvisionSite, StaticHttpServer, dict[str, str]],
+    a_provisioned_and_published_host: tuple[ProvisionSite, NginxServer, dict[str, str]],
     qemu_boot: Callable[..., QemuMachine],
 ) -> None:
     site, http, _ = a_provisioned_and_published_host
