@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.inventory import TREE_MARKER
+
 from .boot_tree import CephFuseMount, NginxServer, WebServerView
 from .ceph_cluster import CephCluster
 from .netns import NetworkNamespace
@@ -96,6 +98,10 @@ def a_boot_tree_mount(
     workdir = tmp_path_factory.mktemp("publisher")
     publisher = a_ceph_cluster.create_publisher_client(BOOT_TREE, workdir / "publisher.keyring")
     with CephFuseMount(a_ceph_cluster, publisher, BOOT_TREE, workdir / "boot-tree") as mount:
+        # The tree is cephboot's from the start, as the publisher marks it on its first
+        # publish: tests that plant files in it (test_attacks.py) may run before any site
+        # publishes, and the inventory refuses an unmarked target that holds files.
+        (mount.mountpoint / TREE_MARKER).touch()
         yield mount
 
 
