@@ -191,6 +191,14 @@ def generate(root: Path, n: int, kernels: tuple[str, str]) -> list[Shape]:
     return shapes
 
 
+def set_monolithic(root: Path, shapes: list[Shape], count: int) -> None:
+    """Make the first ``count`` hosts monolithic and no other (rewrites every host file)."""
+    nodes = root / "hosts" / "nodes"
+    for s in shapes:
+        text = host_text(s).replace("monolithic: true\n", "")
+        _write(nodes / f"{s.name}.yaml", text + ("monolithic: true\n" if s.index < count else ""))
+
+
 def hosts_with_profile(shapes: list[Shape], profile: str) -> set[str]:
     """Hosts that list ``profile`` directly (rack, luks and old-kernel profiles are never only included)."""
     return {s.name for s in shapes if profile in s.profiles()}

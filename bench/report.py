@@ -268,6 +268,21 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
     else:
         out.append("Not measured in this run.")
 
+    mono = results.get("monolithic")
+    out += ["", "## Memory against monolithic hosts", ""]
+    if mono:
+        floor = med(mono["rss_kb"]["0"]) / 1024
+        out += [f"Peak RSS of the `doit` that packs and publishes the layers of a {mono['hosts']}-host site (rendered and linted "
+                f"just before, not measured), with more and more hosts monolithic: each is a full copy of its base initrd "
+                f"({size_bytes(mono['base_bytes'])}), streamed in 1 MiB blocks (issue 15: never a whole initrd in memory). "
+                "The row with none is the floor, measured in the same run.", "",
+                "| monolithic hosts | peak RSS | above the floor |", "| --- | --- | --- |"]
+        for count, rss in sorted(mono["rss_kb"].items(), key=lambda kv: int(kv[0])):
+            mb = med(rss) / 1024
+            out.append(f"| {count} | {mb:.1f} MB ({min(rss) / 1024:.1f}–{max(rss) / 1024:.1f}) | {mb - floor:+.1f} MB |")
+    else:
+        out.append("Not measured in this run.")
+
     out += ["", "## Where the time goes in missed targets", ""]
     if results["profiles"]:
         out.append("One extra run of each missed scenario under `python -m cProfile -m doit` (the doit process only; the "
