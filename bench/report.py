@@ -207,7 +207,7 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
     else:
         sz = ", ".join(f"{k}: {size_bytes(v)}" for k, v in sorted(ini["sizes"].items()))
         out.append(f"Base initrds, built once and shared by every size: **{secs(ini['seconds'])} s** for {len(ini['kernels'])} kernels "
-                   f"({', '.join(ini['kernels'])}; one `mkinitramfs` each, verified; {sz}). The cold builds above start with them present.")
+                   f"({', '.join(ini['kernels'])}; one `mkinitramfs` per kernel and map method in use, verified; {sz}). The cold builds above start with them present.")
     if results.get("kernel_note"):
         out += ["", f"Note: {results['kernel_note']}."]
 

@@ -362,7 +362,8 @@ def base_template(workdir: Path, kernels: tuple[str, str], fake: bool, log: Call
             raise RuntimeError(f"bench.stand_in failed:\n{r.stdout}{r.stderr}")
     else:
         r = doit(site.root, "initrd")
-        info.update(seconds=r.seconds, rss_kb=r.rss_kb, sizes={k: (site.build / "kernels" / k / "initrd.img").stat().st_size for k in set(kernels)})
+        info.update(seconds=r.seconds, rss_kb=r.rss_kb, sizes={f"{k}/{p.name}": p.stat().st_size for k in set(kernels)
+                                                          for p in sorted((site.build / "kernels" / k).glob("initrd*.img"))})
         log(f"  base initrds ({', '.join(info['kernels'])}): {r.seconds:.1f} s")
     template = workdir / "template"
     template.mkdir()

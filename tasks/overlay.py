@@ -110,7 +110,7 @@ def build_layer(host: Host) -> None:
     data = pack(members, int(source_date_epoch()))
     write_if_changed(base / LAYER, data, SECRET)
     if host.data["monolithic"]:
-        kernel_base = base_path(host.data["kernel_version"])
+        kernel_base = base_path(host.data["kernel_version"], host.data["map"]["method"])
         size = len(data) + kernel_base.stat().st_size
         write_parts_if_changed(base / MONOLITHIC, monolithic_parts(data, kernel_base), size, SECRET)
     else:
@@ -149,7 +149,7 @@ def task_overlay() -> Iterator[dict[str, Any]]:
             members = layer_members(host)
             deps = [f"{folder}/{rel}" for rel, _ in members.values()]
             if h["monolithic"]:
-                deps.append(str(base_path(h["kernel_version"])))
+                deps.append(str(base_path(h["kernel_version"], h["map"]["method"])))
             outputs = [f"{folder}/{o}" for o in layer_outputs(host)]
             # the members follow from the client name, LUKS and the mode; the rest is in the inputs
             config = f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}|{h['secrets']['mode']}"
