@@ -264,7 +264,7 @@ def build_base(settings: dict[str, Any], kver: str, modules: list[str], method: 
     try:
         r = subprocess.run(["mkinitramfs", "-d", str(confdir), "-o", str(tmp), kver], capture_output=True, text=True, env=_tool_env())
         if r.returncode != 0:
-            return TaskFailed(f"cephboot: initrd: mkinitramfs for {kver} ({method}) failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+            return TaskFailed(f"cephboot: initrd: mkinitramfs for {kver} failed ({r.returncode}) building its {method} base:\n{r.stdout}{r.stderr}")
         problems = verify_base(tmp, kver, modules, Path(settings["kernels"]["modules_dir"]), method)
         if problems:
             return TaskFailed(f"cephboot: initrd: the {method} base initrd for {kver} is incomplete:\n  " + "\n  ".join(problems))
