@@ -2,7 +2,7 @@
 
     python -m bench.stand_in SITE_DIR [DODO_PY]
 
-Writes build/kernels/<kver>/{initrd.img,vmlinuz} for every kernel the site's
+Writes build/kernels/<kver>/{vmlinuz,initrd.img,initrd-sysfs.img} for every kernel the site's
 hosts use and saves the `initrd:<kver>` tasks in doit's state exactly as a
 successful run would (file states and the config_changed value), so later
 `doit` runs find them up to date.  `doit ignore initrd` would not do: doit then
@@ -27,7 +27,7 @@ def mark_built(site: Path, dodo: Path) -> list[str]:
     sys.path.insert(0, str(dodo.parent))
     import dodo as project  # noqa: F401  (sets up build/ like a doit run does)
     from tasks.fileio import file_sha256, stat_memo_off
-    from tasks.initrd import base_path, stamp_path, task_initrd, vmlinuz_path
+    from tasks.initrd import stamp_path, task_initrd, vmlinuz_path
     from tasks.uptodate import OutputsKept
 
     stat_memo_off()  # the stand-ins are written below: every key must be a fresh stat
@@ -40,11 +40,12 @@ def mark_built(site: Path, dodo: Path) -> list[str]:
         if not task.name.startswith("initrd:"):
             continue
         kver = task.name.split(":", 1)[1]
-        for path, data in ((base_path(kver), STAND_IN), (vmlinuz_path(kver), b"stand-in kernel\n")):
+        for target in task.targets:  # vmlinuz and the base of each map method in use
+            path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        stamp_path(kver).write_text(json.dumps({p.name: file_sha256(p) for p in (vmlinuz_path(kver), base_path(kver))}))
-        # what build_base returns: the targets' keys, which its OutputsKept check compares
+            path.write_bytes(b"stand-in kernel\n" if path == vmlinuz_path(kver) else STAND_IN)
+        stamp_path(kver).write_text(json.dumps({Path(t).name: file_sha256(t) for t in task.targets}))
+        # what build_bases returns: the targets' keys, which its OutputsKept check compares
         task.values = {"outputs": next(u for u, _, _ in task.uptodate if isinstance(u, OutputsKept)).keys()}
         dep.get_status(task, by_name)  # runs the uptodate checks, which register config_changed's value
         task.save_extra_values()

@@ -1,4 +1,4 @@
-"""All file I/O: atomic writes and copies with one temp-name scheme, leftovers of killed runs,
+"""All file I/O: atomic writes (whole or streamed in bounded parts) and copies with one temp-name scheme, leftovers of killed runs,
 the stat keys and their memo, the private build/ folder, and folders that others can write,
 worked in through a descriptor without ever following a link."""
 from __future__ import annotations
@@ -15,9 +15,9 @@ import stat
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # what a streamed write, copy or comparison holds in memory at once
 NODE = socket.gethostname().split(".")[0] or "localhost"
 # .<name>.tmp.<node>.<pid>: the one temp-name scheme (the node: a tree on CephFS is shared by
 # publishers on several machines).  Also matches .<name>.tmp<pid>, what older versions left.
@@ -63,21 +63,56 @@ def write_if_changed(path: Path, data: bytes, mode: int = 0o644, durable: bool =
     (wanted for published files, not worth its cost for build/ outputs that
     doit can make again).  For files in folders only we can write (build/).
     """
+    return write_parts_if_changed(path, lambda: iter((data,)), len(data), mode, durable)
+
+
+def write_parts_if_changed(path: Path, parts: Callable[[], Iterable[bytes]], size: int, mode: int = 0o644,
+                           durable: bool = False) -> bool:
+    """write_if_changed() of the concatenation of what ``parts()`` yields (``size`` bytes in all),
+    never holding more than one part: compared with the file part by part, written part by part
+    (Folder.write_parts).  ``parts`` is called once for the comparison and once more for the write."""
     try:
         st = path.lstat()
-        if stat.S_ISREG(st.st_mode) and st.st_size == len(data) and (st.st_mode & 0o7777) == mode and path.read_bytes() == data:
+        if stat.S_ISREG(st.st_mode) and st.st_size == size and (st.st_mode & 0o7777) == mode and _holds(path, parts()):
             return False
     except (FileNotFoundError, NotADirectoryError):
         pass
     with Folder.root(path.parent) as folder:  # made if missing
-        folder.write(path.name, data, mode, None, durable)
+        folder.write_parts(path.name, parts, size, mode, None, durable)
     return True
+
+
+def _holds(path: Path, parts: Iterable[bytes]) -> bool:
+    """True when ``path`` holds exactly the concatenation of ``parts`` (read as far as they go)."""
+    with open(path, "rb") as f:
+        for part in parts:
+            if f.read(len(part)) != part:
+                return False
+        return f.read(1) == b""
+
+
+def file_parts(path: Path) -> Iterator[bytes]:
+    """The bytes of ``path`` in blocks of at most CHUNK."""
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            yield block
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _write_parts(fd: int, parts: Iterable[bytes], size: int) -> None:
+    """Write each of ``parts``; fail unless they come to ``size`` bytes (a source changed while it
+    was read: better no file than a wrong one)."""
+    written = 0
+    for part in parts:
+        _write_all(fd, part)
+        written += len(part)
+    if written != size:
+        raise OSError(errno.EIO, f"expected {size} bytes, got {written} (a source changed while it was read)")
 
 
 def replace_tmp(tmp: Path, path: Path) -> None:
@@ -184,9 +219,8 @@ def files_digest(paths: list[Path]) -> str:
 
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
+    for block in file_parts(Path(path)):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -473,6 +507,12 @@ class Folder:
     def write(self, name: str, data: bytes, mode: int, gid: int | None, durable: bool) -> None:
         """Write ``data`` to ``name`` atomically (see _fill())."""
         self._fill(name, mode, gid, lambda fd: _write_all(fd, data), durable)
+
+    def write_parts(self, name: str, parts: Callable[[], Iterable[bytes]], size: int, mode: int, gid: int | None,
+                    durable: bool) -> None:
+        """Write the ``size`` bytes that ``parts()`` yields to ``name`` atomically, one part in
+        memory at a time (see _fill())."""
+        self._fill(name, mode, gid, lambda fd: _write_parts(fd, parts(), size), durable)
 
     def _fill(self, name: str, mode: int, gid: int | None, fill: Callable[[int], None], durable: bool) -> None:
         """The one atomic write: the bytes go to tmp_name(name) in this folder, which gets its

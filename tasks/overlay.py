@@ -5,12 +5,12 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .uptodate import config_changed
 
 from . import inventory
-from .fileio import digest, file_key, files_digest, write_if_changed
+from .fileio import digest, file_key, file_parts, files_digest, write_if_changed, write_parts_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
 from .stage import Stage, Unit, stage_task
@@ -84,17 +84,23 @@ def _append(out: bytearray, name: str, ino: int, mode: int, nlink: int, mtime: i
     out += bytes(-len(out) % 4)
 
 
-def concatenate(layer: bytes, base: Path) -> bytes:
-    """layer + base as one initrd: the kernel unpacks concatenated archives in order.
+def monolithic_parts(layer: bytes, base: Path) -> Callable[[], Iterator[bytes]]:
+    """layer + base as one initrd, as parts of at most fileio.CHUNK bytes each (the layer is a few
+    KB): the kernel unpacks concatenated archives in order.
 
     The uncompressed layer goes first, the way Debian prepends early microcode:
     lsinitramfs and unmkinitramfs read that shape (they cannot read an
     uncompressed archive after a compressed one), and the kernel finds the
     compressed base at the layer's 512-byte block boundary.  Order does not
     change what the booted initrd holds: the base carries no file of the layer.
+    Streamed, never whole: a site's monolithic hosts cost no more memory than one block.
     """
     assert len(layer) % 4 == 0, "a cpio archive ends on a 4-byte boundary"
-    return layer + base.read_bytes()
+
+    def parts() -> Iterator[bytes]:
+        yield layer
+        yield from file_parts(base)
+    return parts
 
 
 def build_layer(host: Host) -> None:
@@ -104,7 +110,9 @@ def build_layer(host: Host) -> None:
     data = pack(members, int(source_date_epoch()))
     write_if_changed(base / LAYER, data, SECRET)
     if host.data["monolithic"]:
-        write_if_changed(base / MONOLITHIC, concatenate(data, base_path(host.data["kernel_version"])), SECRET)
+        kernel_base = base_path(host.data["kernel_version"], host.data["map"]["method"])
+        size = len(data) + kernel_base.stat().st_size
+        write_parts_if_changed(base / MONOLITHIC, monolithic_parts(data, kernel_base), size, SECRET)
     else:
         (base / MONOLITHIC).unlink(missing_ok=True)
 
@@ -141,7 +149,7 @@ def task_overlay() -> Iterator[dict[str, Any]]:
             members = layer_members(host)
             deps = [f"{folder}/{rel}" for rel, _ in members.values()]
             if h["monolithic"]:
-                deps.append(str(base_path(h["kernel_version"])))
+                deps.append(str(base_path(h["kernel_version"], h["map"]["method"])))
             outputs = [f"{folder}/{o}" for o in layer_outputs(host)]
             # the members follow from the client name, LUKS and the mode; the rest is in the inputs
             config = f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}|{h['secrets']['mode']}"

@@ -19,7 +19,7 @@ from .uptodate import OutputsKept, config_changed
 from . import inventory
 from .fileio import (Folder, GroupError, describe, digest, file_sha256, files_digest, identity_key,
                      identity_of, is_temp, kind, report, tmp_name)
-from .initrd import base_path, built_stamp, kernels_in_use, vmlinuz_path
+from .initrd import BASE_NAMES, base_path, bases_in_use, built_stamp, kernels_in_use, vmlinuz_path
 from .inventory import TREE_MARKER, Host
 from .overlay import LAYER, MONOLITHIC
 from .render import BUILD, HOST_IPXE, SEALED_PATH, routes_by_host, site_outputs
@@ -148,10 +148,12 @@ def _failed(what: str, e: Exception) -> TaskFailed:
     return TaskFailed(f"cephboot: publish: {what}: {why}")
 
 
-def publish_kernel(settings: dict[str, Any], kver: str, kept: OutputsKept) -> TaskFailed | dict[str, Any]:
-    """doit action: kernels/<kver>/{vmlinuz,initrd.img}, world-readable (no host data, no secrets),
-    each checked against the digest recorded when it was built."""
-    sources = (vmlinuz_path(kver), base_path(kver))
+def publish_kernel(settings: dict[str, Any], kver: str, methods: list[str], kept: OutputsKept) -> TaskFailed | dict[str, Any]:
+    """doit action: kernels/<kver>/{vmlinuz,initrd.img,initrd-sysfs.img}, the bases of ``methods``,
+    world-readable (no host data, no secrets), each checked against the digest recorded when it
+    was built.  A base no host uses any more stays until its kernel folder goes: a previous
+    generation may still boot from it."""
+    sources = (vmlinuz_path(kver), *(base_path(kver, m) for m in methods))
     stamp = built_stamp(kver)
     for src in sources:
         if stamp.get(src.name) != file_sha256(src):
@@ -165,7 +167,7 @@ def publish_kernel(settings: dict[str, Any], kver: str, kept: OutputsKept) -> Ta
                 kernels = stack.enter_context(top.folder("kernels", PUBLIC_DIR))
             folder = stack.enter_context(kernels.folder(kver, PUBLIC_DIR))
             locked = stack.enter_context(folder.lock())
-            clear_unexpected(folder, {src.name for src in sources}, locked)
+            clear_unexpected(folder, {src.name for src in sources} | BASE_NAMES, locked)
             for src in sources:
                 put(folder, src, src.name, PUBLIC, None)
             folder.fsync()
@@ -527,15 +529,17 @@ def task_publish() -> Iterator[dict[str, Any]]:
     config = digest(str(root), str(s["publish"]["group"]), str(s["publish"]["secret_mode"]), _code_digest())
     yield {"basename": "publish", "name": None, "doc": f"Publish the boot tree to {root}/ (atomic, only what changed)."}
     kvers = list(kernels_in_use(site))
+    bases = bases_in_use(site)
     for kver in kvers:
-        targets = [str(root / "kernels" / kver / n) for n in ("vmlinuz", "initrd.img")]
+        sources = [vmlinuz_path(kver), *(base_path(kver, m) for m in bases[kver])]
+        targets = [str(root / "kernels" / kver / p.name) for p in sources]
         kept = OutputsKept(targets)
         yield {
             "basename": "publish",
             "name": f"kernel-{kver}",
-            "doc": f"kernels/{kver}/vmlinuz and initrd.img (world-readable)",
-            "actions": [(publish_kernel, [s, kver, kept])],
-            "file_dep": [str(vmlinuz_path(kver)), str(base_path(kver))],
+            "doc": f"kernels/{kver}/vmlinuz and its base initrds (world-readable)",
+            "actions": [(publish_kernel, [s, kver, bases[kver], kept])],
+            "file_dep": [str(p) for p in sources],
             "targets": targets,
             "uptodate": [config_changed(config), kept],
         }

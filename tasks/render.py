@@ -28,6 +28,13 @@ FSTAB = "rootfs/etc/fstab"
 CRYPTTAB = "rootfs/etc/crypttab"
 LUKS_KEY = "rootfs/etc/cephboot/luks.key"
 HOST_IPXE = "boot.ipxe"
+
+
+def base_name(method: str = "cli") -> str:
+    """The file name of a kernel's base initrd for hosts that map with ``method`` (under
+    build/kernels/<kver>/ and the tree's kernels/<kver>/): the full base serves the rbd CLI,
+    the lean initrd-sysfs.img only sysfs mapping (tasks/initrd.py builds both)."""
+    return "initrd.img" if method == "cli" else f"initrd-{method}.img"
 # machine mode: the keys sealed to the machine secret, as the layer carries them; what they were sealed from
 SEALED = "initrd/etc/cephboot/sealed"
 SEALED_STAMP = "initrd/sealed.stamp"
@@ -118,6 +125,7 @@ def render_host(site: Site, host: Host) -> None:
         "h": h,
         "s": s,
         "kver": h["kernel_version"],
+        "base": base_name(h["map"]["method"]),
         "keyring_path": keyring_path(h),
         "luks_key_path": LUKS_KEY_PATH,
         "sealed_path": SEALED_PATH,

@@ -48,7 +48,7 @@ def test_publish_bytes_count_new_inodes_not_hard_links(tmp_path: Path) -> None:
 
 def test_the_runner_completes_at_10_hosts_without_base_initrds(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code = run.main(["--sizes", "10", "--repeat", "1", "--fake-initrd", "--shellcheck-files", "10", "--no-profile",
+    code = run.main(["--sizes", "10", "--repeat", "1", "--fake-initrd", "--shellcheck-files", "10", "--no-profile", "--monolithic", "0,2",
                      "--workdir", str(tmp_path / "work"), "--out", str(out / "BENCHMARKS.md"),
                      "--chart", str(out / "scaling.png"), "--json", str(out / "results.json")])
     assert code == 0
@@ -61,5 +61,6 @@ def test_the_runner_completes_at_10_hosts_without_base_initrds(tmp_path: Path) -
     assert per["site"]["bytes"][0] > per["host"]["bytes"][0] > 0
     report = (out / "BENCHMARKS.md").read_text()
     assert "| one host file edited | " in report and "shellcheck" in report
+    assert set(results["monolithic"]["rss_kb"]) == {"0", "2"} and "## Memory against monolithic hosts" in report
     assert results["machine"]["cores"] >= 1
     assert PROJECT.joinpath("bench", "README.md").is_file()

@@ -208,6 +208,46 @@ def test_programs_the_boot_script_runs_are_copied(build: FakeBuild) -> None:
         assert "hosts must use CEPHBOOT_MAP_METHOD='sysfs'" in done.output
 
 
+CEPH_USERSPACE = ("rbd", "mount.ceph", "librbd.so", "librados.so", "libceph-common.so")
+
+
+def names_in(build: Build) -> set[str]:
+    return {p.name for p in build.destdir.rglob("*")}
+
+
+def has(names: set[str], program: str) -> bool:
+    return any(n == program or n.startswith(program + ".") for n in names)
+
+
+@pytest.mark.parametrize("methods", ["", "cli", "cli sysfs"])
+def test_an_initrd_that_serves_the_cli_carries_rbd_and_its_libraries(build: FakeBuild, methods: str) -> None:
+    if methods:
+        (build.confdir / "initramfs.conf").write_text(f"MODULES=list\nCEPHBOOT_MAP_METHODS='{methods}'\n")
+    done = build.run()
+    assert done.rc == 0, done.output
+    names = names_in(done)
+    assert all(has(names, n) for n in CEPH_USERSPACE), sorted(n for n in CEPH_USERSPACE if not has(names, n))
+    assert has(names, "cryptsetup") and has(names, "openssl")
+
+
+def test_a_sysfs_only_initrd_leaves_the_ceph_userspace_out_and_keeps_luks_and_openssl(build: FakeBuild) -> None:
+    (build.confdir / "initramfs.conf").write_text("MODULES=list\nCEPHBOOT_MAP_METHODS='sysfs'\n")
+    done = build.run()
+    assert done.rc == 0, done.output
+    names = names_in(done)
+    assert [n for n in CEPH_USERSPACE if has(names, n)] == []
+    assert has(names, "cryptsetup") and has(names, "libcryptsetup.so") and has(names, "openssl") and has(names, "libcrypto.so")
+    assert has(names, "ip") or has(names, "busybox")
+    assert done.modules[:2] == ["libceph", "rbd"]  # the kernel's rbd: sysfs maps with it
+    assert "W:" not in done.output  # no advice to use sysfs, no missing mount.ceph
+
+
+def test_an_unknown_map_method_fails_the_build(build: FakeBuild) -> None:
+    done = build.run(CEPHBOOT_MAP_METHODS="sysfs nbd")
+    assert done.rc != 0
+    assert "E: cephboot: CEPHBOOT_MAP_METHODS='sysfs nbd': unknown map method 'nbd' (cli, sysfs)" in done.output
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 

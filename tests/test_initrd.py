@@ -17,6 +17,10 @@ def base(site: Site) -> Path:
     return site.build / "kernels" / kver() / "initrd.img"
 
 
+def lean(site: Site) -> Path:
+    return site.build / "kernels" / kver() / "initrd-sysfs.img"
+
+
 def test_the_base_carries_the_boot_code_its_libraries_and_modules(the_built_example: Site) -> None:
     names = set(archive_names(base(the_built_example)))
     for program in ("usr/bin/rbd", "usr/sbin/mount.ceph", "usr/sbin/cryptsetup", "scripts/local-top/cephboot", "scripts/local-top/ORDER"):
@@ -26,6 +30,32 @@ def test_the_base_carries_the_boot_code_its_libraries_and_modules(the_built_exam
     modules = {Path(n).name.split(".ko")[0] for n in names if ".ko" in n}
     assert set(MODULE_FILES) <= modules
     assert (the_built_example.build / "kernels" / kver() / "vmlinuz").read_bytes() == Path(f"/boot/vmlinuz-{kver()}").read_bytes()
+
+
+def test_sysfs_hosts_get_a_lean_base_without_the_rbd_cli_and_with_luks_and_openssl(the_built_example: Site) -> None:
+    names = set(archive_names(lean(the_built_example)))
+    libs = {Path(n).name.split(".so")[0] for n in names if ".so" in n}
+    assert "usr/bin/rbd" not in names and "usr/sbin/mount.ceph" not in names
+    assert not {"librbd", "librados", "libceph-common"} & libs
+    for program in ("usr/sbin/cryptsetup", "usr/bin/openssl", "scripts/local-top/cephboot", "scripts/local-top/ORDER"):
+        assert program in names, program
+    assert {"libcryptsetup", "libcrypto"} <= libs
+    modules = {Path(n).name.split(".ko")[0] for n in names if ".ko" in n}
+    assert set(MODULE_FILES) <= modules
+    assert verify_base(lean(the_built_example), kver(), CORE_MODULES, Path("/lib/modules"), "sysfs") == []
+    # the full base, verified as a sysfs base, is refused: the point of the lean one is what it leaves out
+    assert "rbd is in the sysfs base (/usr/bin/rbd)" in "\n".join(verify_base(base(the_built_example), kver(), CORE_MODULES, Path("/lib/modules"), "sysfs"))
+    size, full = lean(the_built_example).stat().st_size, base(the_built_example).stat().st_size
+    print(f"base initrds: full {full / 2**20:.1f} MiB, sysfs {size / 2**20:.1f} MiB")
+    assert size < full
+
+
+def test_a_kernel_without_sysfs_hosts_has_no_lean_base_and_a_host_turned_to_the_cli_names_the_full_one(a_built_site: Site) -> None:
+    a_built_site.edit("nodes/boreas.yaml", "  method: sysfs", "  method: cli")
+    a_built_site.doit("render", "initrd", "overlay", "publish")
+    assert not lean(a_built_site).exists()
+    script = (a_built_site.build / "hosts/boreas/boot.ipxe").read_text()
+    assert f"/kernels/{kver()}/initrd.img " in script and "initrd-sysfs.img" not in script
 
 
 def test_the_base_holds_no_host_data(the_built_example: Site) -> None:

@@ -226,6 +226,17 @@ def test_a_plain_boot_brings_up_the_ceph_nic_then_maps(initrd: FakeInitrd) -> No
     assert boot.sleeps == []
 
 
+def test_the_first_and_last_lines_time_the_script_and_its_map(initrd: FakeInitrd) -> None:
+    initrd.plan("ip", {"advance": 0.5}, {})
+    initrd.plan("rbd", {"rc": 1, "stderr": "rbd: no monitors", "advance": 2}, {})
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    lines = [line for line in boot.output.splitlines() if line.startswith("cephboot: ")]
+    assert lines[0] == "cephboot: local-top started at 100 s of uptime"
+    # 0.5 s bringing the NIC up, then 2 s in a failed rbd, 1 s asleep and a map that works
+    assert lines[-1] == "cephboot: local-top done in 3.5 s, 3 s of it mapping rbd/zephyr/root"
+
+
 def test_the_initrd_panic_function_is_the_one_called(initrd: FakeInitrd) -> None:
     initrd.conf(CEPH_MACS="52:54:00:99:99:99", LINK_TIMEOUT="0")
     boot = initrd.boot(CEPHBOOT_FUNCTIONS=str(FIXTURES / "functions"))

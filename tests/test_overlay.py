@@ -9,7 +9,8 @@ import pytest
 
 from builtsite import HOSTS, a_built_site, archive_names, kver, the_built_example  # noqa: F401  (fixtures)
 from conftest import Site
-from tasks.overlay import DIRS, pack
+from tasks.fileio import CHUNK, write_parts_if_changed
+from tasks.overlay import DIRS, monolithic_parts, pack
 
 EPOCH = 1704067200
 
@@ -171,3 +172,49 @@ def test_turning_monolithic_off_removes_the_single_initrd(a_built_site: Site) ->
     a_built_site.edit("nodes/notus.yaml", "monolithic: true", "monolithic: false")
     a_built_site.doit("render", "overlay")
     assert not (a_built_site.build / "hosts/notus/initrd.img").exists()
+
+
+def a_base_of(tmp_path: Path, size: int) -> Path:
+    base = tmp_path / "initrd.img"
+    base.write_bytes(os.urandom(size))
+    return base
+
+
+def test_the_monolithic_initrd_is_streamed_in_bounded_parts_with_the_same_bytes(tmp_path: Path) -> None:
+    base = a_base_of(tmp_path, 3 * CHUNK + 4097)
+    layer = b"070701" + bytes(506)  # a layer's shape: whole 512-byte blocks
+    parts = monolithic_parts(layer, base)
+    assert max(len(p) for p in parts()) <= CHUNK
+    out = tmp_path / "host/initrd.img"
+    assert write_parts_if_changed(out, parts, len(layer) + base.stat().st_size, 0o600)
+    assert out.read_bytes() == layer + base.read_bytes()
+    assert out.stat().st_mode & 0o7777 == 0o600
+    assert [p.name for p in out.parent.iterdir()] == ["initrd.img"]  # no temporary left
+
+
+def test_an_unchanged_monolithic_initrd_is_not_rewritten_and_a_new_base_is(tmp_path: Path) -> None:
+    base = a_base_of(tmp_path, CHUNK + 1)
+    layer = bytes(512)
+    out = tmp_path / "mono.img"
+    size = len(layer) + base.stat().st_size
+    write_parts_if_changed(out, monolithic_parts(layer, base), size, 0o600)
+    inode = out.stat().st_ino
+    assert not write_parts_if_changed(out, monolithic_parts(layer, base), size, 0o600)
+    assert out.stat().st_ino == inode
+    with open(base, "r+b") as f:  # same size, one byte differs in the second block
+        f.seek(CHUNK)
+        flipped = bytes([f.read(1)[0] ^ 0xFF])
+        f.seek(CHUNK)
+        f.write(flipped)
+    assert write_parts_if_changed(out, monolithic_parts(layer, base), size, 0o600)
+    assert out.read_bytes() == layer + base.read_bytes() and out.stat().st_ino != inode
+
+
+def test_a_base_that_changes_size_while_it_is_streamed_leaves_the_old_initrd(tmp_path: Path) -> None:
+    base = a_base_of(tmp_path, 2 * CHUNK)
+    out = tmp_path / "mono.img"
+    out.write_bytes(b"old")
+    with pytest.raises(OSError, match="changed while it was read"):
+        write_parts_if_changed(out, monolithic_parts(bytes(512), base), 512 + CHUNK, 0o600)  # a stale size
+    assert out.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["initrd.img", "mono.img"]

@@ -29,7 +29,8 @@ def stages(run_ran: set[str], stage: str) -> set[str]:
 def test_the_tree_has_the_documented_layout(the_built_example: Site) -> None:
     root = tree(the_built_example)
     files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-    expected = {"boot.ipxe", f"kernels/{kver()}/vmlinuz", f"kernels/{kver()}/initrd.img", "hosts/notus/initrd.img"}
+    expected = {"boot.ipxe", f"kernels/{kver()}/vmlinuz", f"kernels/{kver()}/initrd.img", f"kernels/{kver()}/initrd-sysfs.img",
+                "hosts/notus/initrd.img"}
     expected |= {f"hosts/{h}/{n}" for h in HOSTS for n in ("boot.ipxe", "overlay.cpio")}
     expected |= {f"ipxe/{p.relative_to(the_built_example.build / 'site/ipxe')}" for p in (the_built_example.build / "site/ipxe").rglob("*.ipxe")}
     assert files == expected | {".cephboot-tree"}  # the marker that makes it a tree cephboot owns

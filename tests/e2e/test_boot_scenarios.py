@@ -8,6 +8,8 @@ stays last in this file.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import time
@@ -110,6 +112,7 @@ class Booted:
 
     console: str
     requests: list[tuple[str, int]]
+    root_seconds: float  # from QEMU's start (power-on) until the booted system's init printed its OK line
 
 
 @pytest.fixture
@@ -126,11 +129,12 @@ def a_full_boot(
             root: str = "/dev/rbd0") -> Booted:
         guest, mark = boot(macs or the_e2e_site.hosts[name].macs, machine_uuid)
         guest.wait_for(ok_line(name, root), BOOT_TIMEOUT)
+        root_seconds = round(guest.elapsed(), 1)
         guest.wait_exit(30)
         requests = fetched(an_http_server, mark)
         assert_fetched_host_chain(requests, name)
         assert_booted(the_e2e_site, name, root)
-        return Booted(guest.console(), requests)
+        return Booted(guest.console(), requests, root_seconds)
 
     return run
 
@@ -145,7 +149,35 @@ def assert_fetched_host_chain(requests: list[tuple[str, int]], host: str) -> Non
     assert f"/hosts/{host}/boot.ipxe" in paths, requests
     assert f"/hosts/{host}/overlay.cpio" in paths, requests
     assert any(re.fullmatch(r"/kernels/[^/]+/vmlinuz", p) for p in paths), requests
-    assert any(re.fullmatch(r"/kernels/[^/]+/initrd\.img", p) for p in paths), requests
+    assert any(re.fullmatch(r"/kernels/[^/]+/initrd(-sysfs)?\.img", p) for p in paths), requests
+
+
+def boot_costs(site: E2ESite, method: str, booted: Booted) -> dict[str, float | int]:
+    """What one boot cost: bytes of each file it fetched (kernel, base, layer), seconds from
+    power-on to the booted system's init, and the boot script's own time from its first line
+    to its last (and the map's part of it), as it printed them.  Printed; with
+    CEPHBOOT_BOOT_RESULTS=FILE also recorded there by map method (BENCHMARKS.md reads it)."""
+    tree = site.boot_tree.mountpoint
+    fetched_ok = [p for p, status in booted.requests if status == 200]
+    kinds = {"kernel": r"/kernels/[^/]+/vmlinuz", "base": r"/kernels/[^/]+/initrd[^/]*\.img", "layer": r"/hosts/[^/]+/overlay\.cpio"}
+    costs: dict[str, float | int] = {}
+    for kind, pattern in kinds.items():
+        paths = [p for p in fetched_ok if re.fullmatch(pattern, p)]
+        assert len(paths) == 1, (kind, booted.requests)
+        costs[f"{kind}_bytes"] = (tree / paths[0].lstrip("/")).stat().st_size
+    start = re.search(r"cephboot: local-top started at ([\d.]+) s of uptime", booted.console)
+    done = re.search(r"cephboot: local-top done in ([\d.]+) s, ([\d.]+) s of it mapping", booted.console)
+    assert start and done, booted.console[-3000:]
+    costs.update(root_seconds=booted.root_seconds, script_started=float(start[1]), script_seconds=float(done[1]),
+                 map_seconds=float(done[2]))
+    print(f"\nboot costs, map method {method}: {costs}")
+    out = os.environ.get("CEPHBOOT_BOOT_RESULTS")
+    if out:
+        path = Path(out)
+        recorded = json.loads(path.read_text()) if path.exists() else {}
+        recorded[method] = {**costs, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        path.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    return costs
 
 
 def assert_booted(site: E2ESite, host: str, root: str = "/dev/rbd0") -> None:
@@ -162,6 +194,7 @@ def test_a_machine_boots_by_mac_through_the_whole_chain(
 ) -> None:
     host = the_e2e_site.hosts["by-mac"]
     booted = a_full_boot("by-mac")
+    boot_costs(the_e2e_site, "cli", booted)
     assert (f"/ipxe/by-mac/{hexhyp(host.macs[0])}.ipxe", 200) in booted.requests
     assert re.search(r"^cephboot: mapped cephboot/by-mac/root at /dev/rbd0$", booted.console,
                      re.MULTILINE)
@@ -188,9 +221,14 @@ def test_a_machine_whose_boot_mac_is_unlisted_boots_by_its_uuid(
 
 
 def test_the_sysfs_method_maps_over_msgr2_in_secure_mode(
-    a_full_boot: Callable[..., Booted]
+    the_e2e_site: E2ESite, a_full_boot: Callable[..., Booted]
 ) -> None:
-    console = a_full_boot("sysfs-secure").console
+    booted = a_full_boot("sysfs-secure")
+    console = booted.console
+    # the lean base: no rbd CLI, no Ceph userspace libraries
+    bases = [p for p, status in booted.requests if status == 200 and re.fullmatch(r"/kernels/[^/]+/initrd[^/]*\.img", p)]
+    assert len(bases) == 1 and bases[0].endswith("/initrd-sysfs.img"), booted.requests
+    boot_costs(the_e2e_site, "sysfs", booted)  # recorded, not asserted: speed is the benchmarks' business
     # The kernel's own session: msgr2 ("(2)") on the msgr2 port, before the root is
     # mapped; the rbd CLI is not in the picture (no userspace session to print).
     mapped = console.index("cephboot: mapped cephboot/sysfs-secure/root at /dev/rbd0")
