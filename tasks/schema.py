@@ -401,6 +401,17 @@ def _nic(doc: str, optional: bool) -> Section:
     )
 
 
+KRBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
+
+ROOTFS = Section(
+    {
+        "source": Field(path, "Where `doit provision:<host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/; not `/`, a system folder or a folder holding hosts/).", default="debootstrap"),
+        "suite": Field(_regex(_SUITE, "a Debian suite name like bookworm"), "Debian suite that debootstrap installs (from the build machine's apt mirror).", default="bookworm"),
+        "packages": Field(list_of(_regex(_PACKAGE, "a Debian package name"), unique=True), "Packages debootstrap adds to minbase; `+packages: [...]` adds more.", default=list(ROOTFS_PACKAGES)),
+    },
+    "How provisioning builds the root file system written into the image.",
+)
+
 HOST = Section(
     {
         "name": Field(host_name, "Host name; always the file name (hosts/nodes/NAME.yaml); if given it must match.", default="(file name)"),
@@ -418,7 +429,7 @@ HOST = Section(
                 "namespace": Field(rados_name, "RBD namespace: one per host (two hosts in one pool/namespace could read each other's roots).", default="{name}"),
                 "image": Field(rados_name, "RBD image holding the root filesystem.", default="root"),
                 "size": Field(size, "Image size for provisioning.", default="10G"),
-                "features": Field(list_of(one_of("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")), "RBD image features for provisioning.", default=["layering", "exclusive-lock"]),
+                "features": Field(list_of(one_of(*KRBD_FEATURES)), "RBD image features for provisioning.", default=["layering", "exclusive-lock"]),
                 "reimage": Field(boolean, "Allow provisioning to overwrite a non-empty image.", default=False),
             },
             "The root image.",
@@ -457,16 +468,26 @@ HOST = Section(
         ),
         "monolithic": Field(boolean, "Also publish one initrd.img = base + host layer.", default=False),
         "image_root": Field(path, "Image-native mode: the mounted root of this host's image to install into (not `/`, a system folder or a folder holding hosts/).", default=None),
-        "rootfs": Section(
+        "rootfs": ROOTFS,
+        "root": Section(
             {
-                "source": Field(path, "Where `doit provision:<host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/; not `/`, a system folder or a folder holding hosts/).", default="debootstrap"),
-                "suite": Field(_regex(_SUITE, "a Debian suite name like bookworm"), "Debian suite that debootstrap installs (from the build machine's apt mirror).", default="bookworm"),
-                "packages": Field(list_of(_regex(_PACKAGE, "a Debian package name"), unique=True), "Packages debootstrap adds to minbase; `+packages: [...]` adds more.", default=list(ROOTFS_PACKAGES)),
+                "image": Field(host_name, "Golden image (hosts/images/NAME.yaml) whose current snapshot provisioning clones as this host's root, instead of building one (docs/golden-images.md).", default=None),
             },
-            "How provisioning builds the root file system written into the image.",
+            "Where the host's root comes from.",
         ),
     },
     "A host (site defaults < profiles < host file).",
+)
+
+# A golden image: hosts/images/<name>.yaml (docs/golden-images.md).
+IMAGE = Section(
+    {
+        "rootfs": ROOTFS,
+        "size": Field(size, "Size of the golden image, and of every clone of it.", default="10G"),
+        "pool": Field(rados_name, "RBD pool of the golden image; hosts cloned from it must use the same rbd.pool.", default="rbd"),
+        "features": Field(list_of(one_of(*KRBD_FEATURES), unique=True), "RBD image features of the golden image and its clones (checked against the kernel the hosts boot).", default=["layering"]),
+    },
+    "A golden image (hosts/images/<name>.yaml); its namespace is golden-<name>.",
 )
 
 SITE = Section(
@@ -543,7 +564,8 @@ def reference_markdown() -> str:
     head = "| key | default | accepted | meaning |\n| --- | --- | --- | --- |\n"
     return (
         "Site settings (`hosts/site.yaml`):\n\n" + head + "\n".join(reference(SITE)) + "\n\n"
-        "Host keys (`defaults:` in site.yaml, `hosts/profiles/*.yaml`, `hosts/nodes/<name>.yaml`):\n\n" + head + "\n".join(reference(HOST)) + "\n"
+        "Host keys (`defaults:` in site.yaml, `hosts/profiles/*.yaml`, `hosts/nodes/<name>.yaml`):\n\n" + head + "\n".join(reference(HOST)) + "\n\n"
+        "Golden images (`hosts/images/<name>.yaml`, [docs/golden-images.md](docs/golden-images.md)):\n\n" + head + "\n".join(reference(IMAGE)) + "\n"
     )
 
 
