@@ -419,7 +419,8 @@ def parent_of(admin: Admin, spec: str) -> str:
 
 def make_clone(admin: Admin, site: Site, host: Host, image: Image, parent: str, spec: str) -> None:
     """Clone ``parent`` as ``spec`` and write the host's files into it; the golden image is only read."""
-    admin.rbd("clone", "--image-feature", ",".join(image.data["features"]), parent, spec)
+    # A clone in another namespace than its parent needs clone format 2 (Mimic); krbd follows either.
+    admin.rbd("clone", "--rbd-default-clone-format", "2", "--image-feature", ",".join(image.data["features"]), parent, spec)
     work = site.root / "build" / "golden" / f"clone-{host.name}"
     rootfs.remove_tree(work)
     old = os.umask(0o077)  # the host's keyring passes through here

@@ -1,0 +1,125 @@
+"""Provisioning N hosts as clones of a golden image against one image each (`rbd import`): time and bytes per host, cluster space.
+
+Needs what the end-to-end suite needs (root, /dev/fuse, the Ceph daemons): it starts a
+throwaway single-node cluster of the suite's kind (tests/e2e) in a network namespace of its
+own, provisions the same small busybox root (tests/e2e/root_image.py) both ways with real
+`doit` processes, and stops everything it started.
+
+    .venv/bin/python -m bench.golden --hosts 10 [--size 64M] [--json bench/golden-results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.e2e.ceph_cluster import CephCluster
+from tests.e2e.netns import NetworkNamespace
+from tests.e2e.provision_site import ProvisionSite
+from tests.e2e.root_image import build_root_tree
+
+POOL = "bench"
+
+
+def _tree(path: Path) -> Path:
+    empty = path.parent / "no-rendered-files"
+    empty.mkdir(exist_ok=True)
+    build_root_tree(path, "template", empty)
+    (path / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
+    (path / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")
+    return path
+
+
+def _stored(cluster: CephCluster) -> int:
+    """Bytes the RBD pool stores (before replication), as `ceph df` says."""
+    for p in cluster.ceph_json("df")["pools"]:
+        if p["name"] == POOL:
+            return int(p["stats"]["stored"])
+    raise KeyError(POOL)
+
+
+def _used(cluster: CephCluster, spec: str) -> int:
+    """The image's own allocated bytes (a clone's: only what it wrote, not its parent's)."""
+    images = json.loads(cluster.rbd("du", "--format", "json", spec).stdout)["images"]
+    return int(sum(i["used_size"] for i in images if "snapshot" not in i))
+
+
+def _settle(cluster: CephCluster, seconds: float = 8) -> int:
+    time.sleep(seconds)  # `ceph df` lags the OSD's statistics by a few seconds
+    return _stored(cluster)
+
+
+def run(hosts: int, size: str, work: Path) -> dict[str, Any]:
+    netns = NetworkNamespace()
+    netns.create()
+    run_dir = Path(tempfile.mkdtemp(prefix="cephboot-bench-"))
+    cluster = CephCluster(netns, work / "ceph", run_dir)
+    try:
+        cluster.start()
+        cluster.create_rbd_pool(POOL)
+        tree = _tree(work / "tree")
+        out: dict[str, Any] = {"hosts": hosts, "size": size, "tree_bytes": sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())}
+        for method in ("import", "clone"):
+            site = ProvisionSite(cluster, netns, work / method, f"/bench-{method}", "http://192.0.2.1:8099",
+                                 {"rbd": {"pool": POOL, "size": size, "features": ["layering"]}, "rootfs": {"source": str(tree)}})
+            before = _settle(cluster, 1)
+            image_s = 0.0
+            if method == "clone":
+                (site.hosts / "images").mkdir()
+                (site.hosts / "images" / "base.yaml").write_text(yaml.safe_dump({"rootfs": {"source": str(tree)}, "size": size, "pool": POOL}))
+            names = [f"{method[:2]}{i:03d}" for i in range(hosts)]
+            for i, name in enumerate(names):
+                extra = {"root": {"image": "base"}} if method == "clone" else {}
+                site.add_host(name, f"52:54:00:ee:{0 if method == 'import' else 1:02x}:{i:02x}", **extra)
+            if method == "clone":
+                t = time.monotonic()
+                site.doit("image:base")
+                image_s = time.monotonic() - t
+            site.doit("render")  # the hosts' files, outside the timed steps (both methods need them)
+            times = []
+            for name in names:
+                t = time.monotonic()
+                site.doit(f"provision:{name}")
+                times.append(time.monotonic() - t)
+            used = [_used(cluster, f"{POOL}/{name}/root") for name in names]
+            after = _settle(cluster)
+            out[method] = {
+                "golden_image_s": round(image_s, 2),
+                "provision_s_per_host": {"median": round(sorted(times)[len(times) // 2], 2), "min": round(min(times), 2), "max": round(max(times), 2)},
+                "image_bytes_per_host": {"median": sorted(used)[len(used) // 2], "min": min(used), "max": max(used)},
+                "pool_stored_bytes_added": after - before,
+            }
+            print(json.dumps({method: out[method]}), flush=True)
+        return out
+    finally:
+        try:
+            cluster.unmount_admin_fs()
+        finally:
+            cluster.stop()
+            netns.delete()
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=10)
+    ap.add_argument("--size", default="64M")
+    ap.add_argument("--json", type=Path, default=Path(__file__).with_name("golden-results.json"))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cephboot-bench-golden-"))
+    try:
+        result = run(args.hosts, args.size, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
