@@ -106,6 +106,49 @@ def run(hosts: int, size: str, work: Path) -> dict[str, Any]:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
+HEADING = "## Golden images: clone against import (issue 14)"
+
+
+def section(r: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section for a result of run()."""
+    imp, cl = r["import"], r["clone"]
+    mib = 1 << 20
+
+    def row(name: str, m: dict[str, Any]) -> str:
+        t, b = m["provision_s_per_host"], m["image_bytes_per_host"]
+        return (f"| {name} | {t['median']} s ({t['min']}-{t['max']}) | {b['median'] / mib:.2f} MiB ({b['min'] / mib:.2f}-{b['max'] / mib:.2f}) "
+                f"| {m['pool_stored_bytes_added'] / mib:.1f} MiB |")
+
+    return "\n".join([
+        HEADING, "",
+        f"`python -m bench.golden --hosts {r['hosts']} --size {r['size']}`: {r['hosts']} hosts provisioned one `doit provision:<host>` at a time "
+        f"on a throwaway single-node cluster (the e2e suite's kind), from the same busybox root ({r['tree_bytes'] / mib:.1f} MiB of files) in "
+        f"{r['size']} images: once with an image of their own each (`mkfs.ext4 -d` + `rbd import`), once as clones of a golden image "
+        f"(`doit image:base` first: {cl['golden_image_s']} s, once). Time is the whole provisioning step (namespace, client, /boot through "
+        "ceph-fuse, root image), median (min-max). Bytes per host: `rbd du` of the host's image (a clone's own objects only). "
+        "Cluster: what the RBD pool stores after, less before (`ceph df`, before replication; the golden image included for clones).", "",
+        "| method | provisioning per host | image bytes per host | pool growth, all hosts |",
+        "| --- | --- | --- | --- |",
+        row("own image (import)", imp),
+        row("clone of a golden image", cl),
+        "",
+        "A clone's bytes are the RBD objects that debugfs touched when it wrote the host's files (inode table, bitmaps, the "
+        "directories and the files' blocks), each copied up whole from the parent on first write (4 MiB objects): they do not grow "
+        "with the size of the root. An image of its own holds every used block of the root.", "",
+    ])
+
+
+def update_benchmarks(md: str, r: dict[str, Any]) -> str:
+    """BENCHMARKS.md with its golden-image section replaced (or put before 'How it is measured')."""
+    text = section(r)
+    if HEADING in md:
+        start = md.index(HEADING)
+        end = md.find("\n## ", start + len(HEADING))
+        return md[:start] + text + (md[end + 1:] if end >= 0 else "")
+    anchor = md.find("## How it is measured")
+    return md[:anchor] + text + "\n" + md[anchor:] if anchor >= 0 else md + "\n" + text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=10)
@@ -118,7 +161,9 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    md = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    md.write_text(update_benchmarks(md.read_text(), result))
+    print(section(result))
 
 
 if __name__ == "__main__":

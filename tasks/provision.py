@@ -478,6 +478,9 @@ def _aside(admin: Admin, h: dict[str, Any]) -> str:
 def move_root(site: Site, host: Host) -> TaskFailed | None:
     """Give the host a clone of its golden image's current version; its former root is kept beside it, whole."""
     h = host.data
+    if not h["root"]["image"]:  # `doit move-root` moves every host that has a golden image
+        print(f"move-root:{host.name}: no root.image ({host.source}): its root is its own, nothing to move", flush=True)
+        return None
     try:
         admin = Admin(site)
         admin.check_fsid()

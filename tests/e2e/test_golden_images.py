@@ -8,7 +8,9 @@ cloned from and what earlier boots of the same root wrote, then writes one line 
 """
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -96,6 +98,14 @@ def a_golden_site(
             a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{name}/{image}", check=False)
 
 
+def _wait_unmapped(cluster: CephCluster, spec: str, timeout: float = 90) -> None:
+    """A guest that powered off holds its watch until the OSD times it out (osd_client_watch_timeout, 30 s)."""
+    deadline = time.monotonic() + timeout
+    while json.loads(cluster.rbd("status", "--format", "json", spec).stdout).get("watchers"):
+        assert time.monotonic() < deadline, f"{spec} still has watchers after {timeout} s"
+        time.sleep(2)
+
+
 def _parent(cluster: CephCluster, spec: str) -> str:
     info = yaml.safe_load(cluster.rbd("info", "--format", "json", spec).stdout)
     p = info.get("parent") or {}
@@ -131,18 +141,20 @@ def test_two_clones_boot_with_their_own_host_names_and_keep_their_own_writes(
 
 
 def test_a_host_client_reads_its_golden_image_but_cannot_write_it_or_read_another_clone(
-    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster
+    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, tmp_path: Path
 ) -> None:
     a = a_golden_site.site.client("gold-a")
     snap = _parent(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
     parent = snap.split("@")[0]
     assert a_ceph_cluster.rbd("info", parent, client=a, check=False).returncode == 0, "a clone's client reads its parent"
-    assert a_ceph_cluster.rbd("export", "--no-progress", f"{RBD_POOL}/gold-a/root", "/dev/null", client=a, check=False).returncode == 0
+    # the whole clone, its parent's extents included, read with the host's own key
+    assert a_ceph_cluster.rbd("export", "--no-progress", f"{RBD_POOL}/gold-a/root", str(tmp_path / "a.img"), client=a, check=False).returncode == 0
+    assert (tmp_path / "a.img").stat().st_size == 64 << 20
     write = a_ceph_cluster.rbd("bench", "--io-type", "write", "--io-total", "4096", "--io-size", "4096", parent, client=a, check=False)
     assert write.returncode != 0, f"the host wrote its golden image: {write.stdout}"
     snap_create = a_ceph_cluster.rbd("snap", "create", f"{parent}@by-gold-a", client=a, check=False)
     assert snap_create.returncode != 0, "the host made a snapshot of its golden image"
-    for args in (("info", f"{RBD_POOL}/gold-b/root"), ("export", "--no-progress", f"{RBD_POOL}/gold-b/root", "/dev/null")):
+    for args in (("info", f"{RBD_POOL}/gold-b/root"), ("export", "--no-progress", f"{RBD_POOL}/gold-b/root", str(tmp_path / "b.img"))):
         assert a_ceph_cluster.rbd(*args, client=a, check=False).returncode != 0, f"gold-a could {args[0]} gold-b's clone"
     assert a_ceph_cluster.rbd("info", f"{RBD_POOL}/gold-a/root", client=a_golden_site.site.client("gold-b"), check=False).returncode != 0
 
@@ -162,13 +174,15 @@ def test_a_golden_update_moves_only_the_canary_and_a_rollback_brings_back_its_ol
     assert new and new.group(1) != old, built
     assert re.search(rf"^image:base: older version {re.escape(old)}: kept, the root of 2 clone\(s\)", built, re.MULTILINE), built
     provision = site.doit("provision").stdout
-    assert f"is newer: `doit move-root:gold-a` moves it" in provision and "cloned" not in provision, provision
+    assert "is newer: `doit move-root:gold-a` moves it" in provision and "cloned" not in provision, provision
+    _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
     moved = site.doit("move-root:gold-a").stdout
     assert re.search(rf"^move-root:gold-a: root was a clone of {re.escape(old)}, is now a clone of {re.escape(new.group(1))}; "
                      rf"the former root is kept as {RBD_POOL}/gold-a/root\.kept-\d{{8}}T\d{{6}}Z", moved, re.MULTILINE), moved
     assert _parent(a_ceph_cluster, f"{RBD_POOL}/gold-b/root") == old, "only the canary moved"
     after = a_golden_site.boot(qemu_boot, "gold-a")
     assert _version(after, "gold-a") == "v2" and _writes(after, "gold-a") == [], "the new clone is the new version, fresh"
+    _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
     back = site.doit("rollback-root:gold-a").stdout
     assert re.search(rf"^rollback-root:gold-a: root was a clone of {re.escape(new.group(1))}, is again {RBD_POOL}/gold-a/root\.kept-", back, re.MULTILINE), back
     rolled = a_golden_site.boot(qemu_boot, "gold-a")
