@@ -560,13 +560,14 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
         if info is None:
             check("image", False, f"{spec} does not exist")
         else:
-            size = rootfs.size_bytes(h["rbd"]["size"])
+            image = golden.image_of(site, host)
+            shape = image.data if image else h["rbd"]  # a clone has its golden image's size and features
+            size = rootfs.size_bytes(shape["size"])
             feats = sorted(info.get("features", []))
-            wanted = sorted(h["rbd"]["features"])
-            check("image size", info["size"] == size, f"{spec} is {info['size']} bytes, the inventory says {h['rbd']['size']} ({size})")
+            wanted = sorted(shape["features"])
+            check("image size", info["size"] == size, f"{spec} is {info['size']} bytes, the inventory says {shape['size']} ({size})")
             check("image features", feats == wanted, f"{', '.join(feats) or 'none'} (inventory: {', '.join(wanted) or 'none'})")
             stamp = _stamp(admin, spec)
-            image = golden.image_of(site, host)
             if image is not None:
                 parent, current = golden.parent_of(admin, spec), golden.current_parent(admin, site, image)
                 check("image parent", parent == current, f"{spec} is a clone of {parent or 'nothing'}" + ("" if parent == current else

@@ -125,6 +125,9 @@ def test_a_golden_image_is_built_once_and_each_host_gets_a_clone_of_it(a_golden_
         assert f"profile rbd-read-only pool={RBD_POOL} namespace=golden-base" in caps, caps
     again = a_golden_site.site.doit("provision").stdout
     assert "nothing to change" in again and "cloned" not in again, again
+    verify = a_golden_site.site.doit("verify:gold-a").stdout
+    assert re.search(rf"^verify:gold-a: ok +image parent: {RBD_POOL}/gold-a/root is a clone of {re.escape(built.group(1))}$", verify, re.MULTILINE), verify
+    assert re.search(r"^verify:gold-a: ok +client caps: ", verify, re.MULTILINE), verify
 
 
 def test_two_clones_boot_with_their_own_host_names_and_keep_their_own_writes(
@@ -180,6 +183,10 @@ def test_a_golden_update_moves_only_the_canary_and_a_rollback_brings_back_its_ol
     assert re.search(rf"^move-root:gold-a: root was a clone of {re.escape(old)}, is now a clone of {re.escape(new.group(1))}; "
                      rf"the former root is kept as {RBD_POOL}/gold-a/root\.kept-\d{{8}}T\d{{6}}Z", moved, re.MULTILINE), moved
     assert _parent(a_ceph_cluster, f"{RBD_POOL}/gold-b/root") == old, "only the canary moved"
+    behind = site.doit("verify:gold-b", check=False)
+    assert behind.returncode != 0 and re.search(
+        rf"^verify:gold-b: MISMATCH image parent: {RBD_POOL}/gold-b/root is a clone of {re.escape(old)}; the current version is "
+        rf"{re.escape(new.group(1))} \(`doit move-root:gold-b`\)$", behind.stdout, re.MULTILINE), behind.stdout
     after = a_golden_site.boot(qemu_boot, "gold-a")
     assert _version(after, "gold-a") == "v2" and _writes(after, "gold-a") == [], "the new clone is the new version, fresh"
     _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
