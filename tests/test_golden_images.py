@@ -22,10 +22,10 @@ def _tree(path: Path) -> Path:
     return path
 
 
-def _with_image(site: Site, tmp_path: Path, host: str = "zephyr", extra: str = "") -> Path:
+def _with_image(site: Site, tmp_path: Path, host: str = "zephyr", extra: str = "", size: str = "64M") -> Path:
     src = _tree(tmp_path / "src")
     (site.hosts / "images").mkdir()
-    (site.hosts / "images" / "base.yaml").write_text(f"rootfs: {{source: {src}}}\nsize: 64M\n{extra}")
+    (site.hosts / "images" / "base.yaml").write_text(f"rootfs: {{source: {src}}}\nsize: {size}\n{extra}")
     site.edit(f"nodes/{host}.yaml", "profiles: [", "root: {image: base}\nprofiles: [")
     return src
 
@@ -40,13 +40,13 @@ def test_a_golden_image_file_is_validated_with_its_defaults(the_example_site: Si
 
 
 def test_bad_golden_images_and_references_are_refused_all_at_once(the_example_site: Site, tmp_path: Path) -> None:
-    _with_image(the_example_site, tmp_path, extra="features: [layering, journaling]\nsize: 12X\n")
+    _with_image(the_example_site, tmp_path, extra="features: [layering, journaling]\n", size="12X")
     the_example_site.edit("nodes/boreas.yaml", "profiles: [", "root: {image: nope}\nprofiles: [")
     s = inventory.load(the_example_site.root, use_cache=False)
     with pytest.raises(inventory.InventoryError) as e:
         golden.load_images(s)
     text = str(e.value)
-    assert "hosts/images/base.yaml: features: ['layering', 'journaling']" in text
+    assert "hosts/images/base.yaml: features: item 1 ('journaling'): expected one of: layering," in text
     assert "hosts/images/base.yaml: size: '12X'" in text
     assert "hosts/nodes/boreas.yaml: root.image: 'nope': no golden image hosts/images/nope.yaml (known: none valid)" in text
 
