@@ -2,7 +2,7 @@
 
 `doit image:base` writes a small busybox root (tests/e2e/root_image.py) once into `golden-base`;
 `doit provision` clones it for two hosts with their own files; `doit` publishes them into a boot
-tree of this site's own, served by an HTTP server of its own. Each guest PXE-boots its clone;
+tree of this site's own, served by nginx of its own from a read-only view. Each guest PXE-boots its clone;
 the root's init (tests/e2e/rootfs/sbin/init) prints its host name, the golden version it was
 cloned from and what earlier boots of the same root wrote, then writes one line more.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .boot_tree import StaticHttpServer
+from .boot_tree import WEB_GROUP, NginxServer, WebServerView
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
@@ -34,7 +34,7 @@ HOSTS = {"gold-a": ("52:54:00:e9:00:01", "198.51.100.51/24"), "gold-b": ("52:54:
 
 
 class GoldenSite:
-    def __init__(self, site: ProvisionSite, tree: Path, http: StaticHttpServer, served: Path) -> None:
+    def __init__(self, site: ProvisionSite, tree: Path, http: NginxServer, served: Path) -> None:
         self.site, self.tree, self.http, self.served = site, tree, http, served
         self.runs: dict[str, str] = {}
 
@@ -67,8 +67,8 @@ def a_golden_site(
 ) -> Iterator[GoldenSite]:
     """Golden image `base` (v1) built, two hosts cloned from it, provisioned and published."""
     work = tmp_path_factory.mktemp("golden")
+    a_ceph_cluster.make_fs_dir(BOOT_TREE)
     served = a_ceph_cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/")
-    served.mkdir(exist_ok=True)
     empty = work / "no-rendered-files"
     empty.mkdir()
     tree = work / "tree"
@@ -78,7 +78,7 @@ def a_golden_site(
     site = ProvisionSite(
         a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE, f"http://{a_network_namespace.address}:{HTTP_PORT}",
         {"rbd": {"pool": RBD_POOL}, "kernel_args": ["console=ttyS0,115200n8", "panic=10"], "map": {"deadline": 90}},
-        publish={"target": str(served)}, kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
+        publish={"target": str(served), "group": WEB_GROUP}, kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
     )
     (site.hosts / "images").mkdir()
     (site.hosts / "images" / "base.yaml").write_text(yaml.safe_dump({"rootfs": {"source": str(tree)}, "size": "64M", "pool": RBD_POOL}))
@@ -90,7 +90,8 @@ def a_golden_site(
     golden.runs["image again"] = site.doit("image:base").stdout
     golden.runs["provision"] = site.doit("provision").stdout
     golden.runs["doit"] = site.doit().stdout
-    with StaticHttpServer(a_network_namespace, served, work, port=HTTP_PORT) as http:
+    with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-golden") as view, \
+            NginxServer(a_network_namespace, view.mountpoint, work / "http", port=HTTP_PORT) as http:
         golden.http = http
         yield golden
     for name in HOSTS:
