@@ -11,6 +11,7 @@ gc.disable()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from tasks.dnsmasq import task_dnsmasq  # noqa: E402  (DHCP/TFTP front end: `doit dnsmasq`, not a default task)
 from tasks.fileio import prepare_build, stat_memo_on  # noqa: E402
 from tasks.imagenative import task_imagenative  # noqa: E402
 from tasks.initrd import task_initrd  # noqa: E402
@@ -40,4 +41,4 @@ DOIT_CONFIG = {
     "reporter": Reporter,  # doit's executed-only, and the end of the stat memo once a task runs
 }
 
-__all__ = ["task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "DOIT_CONFIG"]
+__all__ = ["task_dnsmasq", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "DOIT_CONFIG"]

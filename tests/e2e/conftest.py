@@ -152,3 +152,8 @@ def qemu_boot(
     finally:
         for machine in machines:
             machine.stop()
+
+
+# The scenario site, shared by test_boot_scenarios.py and test_uefi.py (defined after
+# RBD_POOL, which it uses).
+from .scenario_site import the_e2e_site  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """Issue 4's scenarios: machines PXE-boot from the test cluster with what `doit` built.
 
-One site holds every scenario's host; one `doit` run builds the base initrd once and
-publishes them all; then each test boots its machine and asserts on the serial console
+One site (`the_e2e_site`, tests/e2e/scenario_site.py, shared with test_uefi.py) holds
+every scenario's host; one `doit` run builds the base initrd once and publishes them all; then each test boots its machine and asserts on the serial console
 and on the HTTP server's log. The last test edits the site and runs `doit` again, so it
 stays last in this file.
 """
@@ -27,20 +27,14 @@ from .ceph_cluster import CephClient, CephCluster
 from .conftest import RBD_POOL
 from .e2e_site import E2ESite
 from .qemu_vm import QemuMachine
+from .scenario_site import (BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, MULTI_MACS, UNKNOWN_MAC,
+                            UNLISTED_MAC, WRONG_KEY_DEADLINE)
 
 pytestmark = pytest.mark.e2e
 
 BOOT_TIMEOUT = 300
-# The wrong-key host's map deadline; initramfs-tools' panic then waits panic=10 s.
-WRONG_KEY_DEADLINE = 20
+# The wrong-key host panics after its map deadline; initramfs-tools then waits panic=10 s.
 PANIC_DELAY = 10
-
-BY_UUID_UUID = "e2e00002-0000-4000-8000-000000000002"
-UNLISTED_MAC = "52:54:00:e2:02:99"
-UNKNOWN_MAC = "52:54:00:e2:09:99"
-MULTI_MACS = ["52:54:00:e2:04:01", "52:54:00:e2:04:02", "52:54:00:e2:04:03"]
-LUKS_NAME = "e2e-root"
-FALLBACK_NEW = "cephboot.e2e=second-generation"
 
 # The line the boot script prints once the Ceph NIC has its address, right before it
 # maps the image. (Its first line shares a console line with initramfs-tools' "Begin:".)
@@ -53,40 +47,6 @@ def hexhyp(mac: str) -> str:
 
 def ok_line(host: str, root: str = "/dev/rbd0") -> str:
     return rf"^CEPHBOOT-E2E-OK host={re.escape(host)} root={re.escape(root)}$"
-
-
-@pytest.fixture(scope="module")
-def the_e2e_site(
-    a_ceph_cluster: CephCluster,
-    a_boot_tree_mount: CephFuseMount,
-    an_http_server: NginxServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[E2ESite]:
-    """Every scenario's host, provisioned, built and published by one `doit` run."""
-    workdir = tmp_path_factory.mktemp("site")
-    site = E2ESite(a_ceph_cluster, a_boot_tree_mount, an_http_server, workdir, RBD_POOL)
-    site.add_host("by-mac", ["52:54:00:e2:01:01"])
-    site.add_host("by-uuid", ["52:54:00:e2:02:01"], uuid=BY_UUID_UUID)
-    site.add_host("sysfs-secure", ["52:54:00:e2:03:01"],
-                  map={"method": "sysfs", "options": ["ms_mode=secure"]})
-    site.add_host("multi-mac", MULTI_MACS)
-    site.write_secret("keys/luks.luks", b"e2e LUKS passphrase of host luks\n")
-    site.add_host("luks", ["52:54:00:e2:05:01"],
-                  luks={"name": LUKS_NAME, "keyfile": "keys/luks.luks"})
-    site.add_host("mon-fault", ["52:54:00:e2:06:01"])
-    site.add_host("wrong-key", ["52:54:00:e2:07:01"], map={"deadline": WRONG_KEY_DEADLINE})
-    site.give_wrong_key("wrong-key")
-    site.add_host("monolithic", ["52:54:00:e2:08:01"], monolithic=True)
-    site.add_host("fallback", ["52:54:00:e2:0a:01"])
-    site.doit()
-    # a second generation of "fallback": the first stays published as its previous/
-    site.hosts["fallback"].data["+kernel_args"] = [FALLBACK_NEW]
-    site.write_host(site.hosts["fallback"])
-    site.doit()
-    images = tmp_path_factory.mktemp("images")
-    for name in site.hosts:
-        site.install_root_image(name, images)
-    yield site
 
 
 @pytest.fixture

@@ -1,0 +1,184 @@
+"""UEFI x86_64 (issue 12): the scenario site's hosts boot under OVMF through what a site runs.
+
+The guests sit on a bridge in the test namespace (QEMU taps), where real dnsmasq, with
+the config `doit dnsmasq` generated, is the DHCP server and serves the tree's tftp/.
+Two first stages: iPXE as the NIC's option ROM (efi-virtio.rom), and OVMF's own PXE
+fetching snponly.efi from dnsmasq's TFTP, which then runs iPXE on the firmware's NIC
+driver. Either way iPXE gets the site's boot.ipxe over HTTP from dnsmasq, and routes.
+Each test prints its boot path's timings (power-on -> iPXE -> kernel -> root).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .boot_tree import CephFuseMount, StaticHttpServer
+from .dnsmasq import BootNetwork
+from .e2e_site import E2ESite
+from .netns import NetworkNamespace
+from .qemu_vm import QemuMachine
+from .scenario_site import BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, UNLISTED_MAC
+from .test_boot_scenarios import (BOOT_TIMEOUT, assert_booted, assert_fetched_host_chain, fetched,
+                                  hexhyp, ok_line)
+
+pytestmark = pytest.mark.e2e
+
+IPXE_BANNER = r"iPXE 1\.\d"
+# the kernel's EFI stub speaks first (it loads the initrd= files), then the kernel
+KERNEL = r"^EFI stub: "
+LAYER_LOST = "Initramfs unpacking failed"
+
+
+@pytest.fixture(scope="module")
+def a_boot_network(
+    the_e2e_site: E2ESite, a_network_namespace: NetworkNamespace,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[BootNetwork]:
+    """The site's dnsmasq (server mode, a reservation per host) on a bridge of its own."""
+    the_e2e_site.doit("dnsmasq")  # build/site/dnsmasq.conf, and tftp/ in the boot tree
+    conf = the_e2e_site.root / "build" / "site" / "dnsmasq.conf"
+    with BootNetwork(a_network_namespace, conf, tmp_path_factory.mktemp("dnsmasq")) as network:
+        yield network
+
+
+@dataclass
+class UefiBoot:
+    """One UEFI guest on the boot network, with the marks of the logs it will write."""
+
+    guest: QemuMachine
+    http_mark: int
+    dnsmasq_mark: int
+
+
+@pytest.fixture
+def uefi_boot(
+    a_boot_network: BootNetwork, an_http_server: StaticHttpServer,
+    qemu_boot: Callable[..., QemuMachine], a_boot_tree_mount: CephFuseMount,
+) -> Iterator[Callable[..., UefiBoot]]:
+    """``uefi_boot(macs, uuid, nic_rom)``: an OVMF guest whose NICs are taps on the bridge."""
+    taps: list[str] = []
+
+    def start(macs: list[str], machine_uuid: str | None = None, nic_rom: bool = True) -> UefiBoot:
+        mine = [a_boot_network.tap() for _ in macs]
+        taps.extend(mine)
+        http_mark, dnsmasq_mark = an_http_server.mark(), a_boot_network.mark()
+        guest = qemu_boot(a_boot_tree_mount.mountpoint, macs, machine_uuid or str(uuid.uuid4()),
+                          firmware="uefi", nic_rom=nic_rom, taps=mine)
+        return UefiBoot(guest, http_mark, dnsmasq_mark)
+
+    yield start
+    for tap in taps:  # qemu_boot has stopped the guests by now
+        a_boot_network.release(tap)
+
+
+def boot_path(booted: UefiBoot, host: str, root: str = "/dev/rbd0") -> list[tuple[str, float]]:
+    """Wait for the whole chain; print and return its timings (seconds since power-on)."""
+    timings = booted.guest.timed([
+        ("iPXE", IPXE_BANNER),
+        ("kernel", KERNEL),
+        ("mapped", rf"^cephboot: mapped \S+ at /dev/rbd0$"),
+        ("root", ok_line(host, root)),
+    ], BOOT_TIMEOUT)
+    booted.guest.wait_exit(30)
+    print(f"\nboot path, UEFI, {host}: " + ", ".join(f"{name} {t:.1f} s" for name, t in timings))
+    return timings
+
+
+def assert_layer_arrived(console: str) -> None:
+    """The host layer was unpacked: the issue's failure was the kernel dropping it."""
+    assert LAYER_LOST not in console, console[console.index(LAYER_LOST) - 2000:][:3000]
+    assert "/conf/conf.d/cephboot is missing" not in console
+    assert "no /conf/conf.d/cephboot" not in console
+
+
+def test_uefi_with_ipxe_as_the_nic_rom_boots_by_mac(
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+    a_boot_network: BootNetwork,
+) -> None:
+    host = the_e2e_site.hosts["by-mac"]
+    booted = uefi_boot(host.macs)
+    boot_path(booted, "by-mac")
+    console = booted.guest.console()
+    assert_layer_arrived(console)
+    requests = fetched(an_http_server, booted.http_mark)
+    # dnsmasq told the ROM's iPXE to fetch boot.ipxe over HTTP; nothing came by TFTP
+    assert requests[0] == ("/boot.ipxe", 200), requests
+    assert (f"/ipxe/by-mac/{hexhyp(host.macs[0])}.ipxe", 200) in requests
+    assert_fetched_host_chain(requests, "by-mac")
+    assert a_boot_network.tftp_sent(booted.dnsmasq_mark) == []
+    assert_booted(the_e2e_site, "by-mac")
+
+
+def test_uefi_firmware_pxe_chains_snponly_from_dnsmasq_and_routes_by_uuid(
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+    a_boot_network: BootNetwork,
+) -> None:
+    """OVMF's own PXE on a NIC no host lists: dnsmasq gives it snponly.efi by TFTP (once:
+    the iPXE it becomes gets boot.ipxe, so nothing loops), and the SMBIOS UUID routes it."""
+    host = the_e2e_site.hosts["by-uuid"]
+    booted = uefi_boot([UNLISTED_MAC, *host.macs], BY_UUID_UUID, nic_rom=False)
+    booted.guest.wait_for(r"Start PXE over IPv4", BOOT_TIMEOUT)  # the firmware's PXE, not iPXE's
+    boot_path(booted, "by-uuid")
+    console = booted.guest.console()
+    assert_layer_arrived(console)
+    assert a_boot_network.tftp_sent(booted.dnsmasq_mark) == ["snponly.efi"]
+    requests = fetched(an_http_server, booted.http_mark)
+    assert requests[:2] == [("/boot.ipxe", 200), (f"/ipxe/by-uuid/{BY_UUID_UUID}.ipxe", 200)], requests
+    assert not [path for path, _ in requests if path.startswith("/ipxe/by-mac/")], requests
+    assert_fetched_host_chain(requests, "by-uuid")
+    assert re.search(rf"cephboot: Ceph NIC is \S+ \({host.macs[0]}\)$", console, re.MULTILINE)
+    assert_booted(the_e2e_site, "by-uuid")
+
+
+def test_uefi_luks_root_is_opened_and_mounted(
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+) -> None:
+    root = f"/dev/mapper/{LUKS_NAME}"
+    booted = uefi_boot(the_e2e_site.hosts["luks"].macs)
+    boot_path(booted, "luks", root)
+    console = booted.guest.console()
+    assert_layer_arrived(console)
+    assert f"cephboot: opened /dev/rbd0 as {root}" in console
+    assert_fetched_host_chain(fetched(an_http_server, booted.http_mark), "luks")
+    assert_booted(the_e2e_site, "luks", root)
+
+
+def test_uefi_monolithic_host_boots_from_its_single_initrd(
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+) -> None:
+    booted = uefi_boot(the_e2e_site.hosts["monolithic"].macs)
+    boot_path(booted, "monolithic")
+    assert_layer_arrived(booted.guest.console())
+    paths = {path for path, status in fetched(an_http_server, booted.http_mark) if status == 200}
+    assert "/hosts/monolithic/initrd.img" in paths, paths
+    assert not [p for p in paths if p.endswith("overlay.cpio") or re.fullmatch(r"/kernels/[^/]+/initrd\.img", p)], paths
+    assert_booted(the_e2e_site, "monolithic")
+
+
+def test_uefi_host_whose_current_layer_is_missing_boots_its_previous_generation(
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+) -> None:
+    folder: Path = the_e2e_site.boot_tree.mountpoint / "hosts" / "fallback"
+    layer = folder / "overlay.cpio"
+    saved = layer.read_bytes()
+    layer.unlink()
+    try:
+        booted = uefi_boot(the_e2e_site.hosts["fallback"].macs)
+        boot_path(booted, "fallback")
+    finally:
+        layer.write_bytes(saved)
+        layer.chmod(0o640)
+    console = booted.guest.console()
+    assert_layer_arrived(console)
+    assert "cephboot: fallback: trying the previous generation of its boot files" in console
+    requests = fetched(an_http_server, booted.http_mark)
+    assert ("/hosts/fallback/previous/overlay.cpio", 200) in requests, requests
+    cmdline = re.search(r"^CEPHBOOT-E2E-CMDLINE host=fallback (.*)$", console, re.MULTILINE)
+    assert cmdline and FALLBACK_NEW not in cmdline.group(1).split(), console[-2000:]
+    assert_booted(the_e2e_site, "fallback")
