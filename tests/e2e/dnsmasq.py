@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .e2e_site import GUEST_GATEWAY
@@ -19,18 +21,19 @@ BRIDGE_ADDRESS = GUEST_GATEWAY
 
 
 class BootNetwork(Service):
-    """``cbbr0`` with dnsmasq on it; ``tap()`` makes a tap on the bridge for one QEMU NIC.
+    """``cbbr0`` with cephboot's dnsmasq on it; ``tap()`` makes a tap for one QEMU NIC.
 
-    dnsmasq runs in the foreground inside the namespace only (``--interface`` and
-    ``--bind-interfaces``), logs to ``log``, and is stopped by PID.
+    Every dnsmasq runs in the foreground inside the namespace only (``--interface`` and
+    ``--bind-interfaces``: several can share the bridge), logs to its own file, and is
+    stopped by PID. ``log`` is cephboot's instance's log across restarts.
     """
 
     def __init__(self, netns: NetworkNamespace, conf: Path, workdir: Path) -> None:
         self.netns = netns
         self.conf = conf
         self.workdir = workdir
-        self.log = workdir / "dnsmasq.log"
-        self.process: StartedProcess | None = None
+        self.log = workdir / "cephboot-dnsmasq.log"
+        self.processes: dict[str, StartedProcess] = {}
         self.taps: list[str] = []
 
     def start(self) -> None:
@@ -41,25 +44,50 @@ class BootNetwork(Service):
             ["link", "set", BRIDGE, "up"],
         ):
             self.netns.run(["ip", *args])
-        self.process = self.netns.start("dnsmasq", [
-            "dnsmasq", "--keep-in-foreground", f"--conf-file={self.conf}",
+        self.serve("cephboot", self.conf)
+
+    def serve(self, name: str, conf: Path) -> StartedProcess:
+        """Start one dnsmasq named ``name`` with ``conf``; returns once it listens."""
+        process = self.netns.start(f"dnsmasq-{name}", [
+            "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
             f"--interface={BRIDGE}", "--bind-interfaces",
             # the test's own files, not the system's; root reads the FUSE-mounted tree
             # under pytest's 0700 folders
-            f"--pid-file={self.workdir / 'dnsmasq.pid'}",
-            f"--dhcp-leasefile={self.workdir / 'leases'}",
+            f"--pid-file={self.workdir / f'{name}.pid'}",
+            f"--dhcp-leasefile={self.workdir / f'{name}.leases'}",
             "--user=root", "--log-facility=-",
-        ], self.log)
-        wait_until(self._listening, 30, "dnsmasq on the bridge", watch=[self.process])
+        ], self.workdir / f"{name}-dnsmasq.log")
+        self.processes[name] = process
+        wait_until(lambda: self._listening(process.pid), 30, f"dnsmasq {name} on the bridge",
+                   watch=[process])
+        return process
 
-    def _listening(self) -> bool:
-        out = self.netns.run(["ss", "-Hlun", "sport = :67"], check=False).stdout
-        return bool(out.strip())
+    def _listening(self, pid: int) -> bool:
+        out = self.netns.run(["ss", "-Hlunp", "sport = :67"], check=False).stdout
+        return f"pid={pid}," in out
+
+    def halt(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is not None:
+            process.stop(grace=5)
+
+    @contextmanager
+    def replaced(self, servers: dict[str, Path]) -> Iterator[None]:
+        """cephboot's dnsmasq replaced by ``servers`` (name -> conf; ``cephboot`` logs to
+        ``log``) for a while, then back as it was."""
+        self.halt("cephboot")
+        try:
+            for name, conf in servers.items():
+                self.serve(name, conf)
+            yield
+        finally:
+            for name in servers:
+                self.halt(name)
+            self.serve("cephboot", self.conf)
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(grace=5)
-            self.process = None
+        for name in list(self.processes):
+            self.halt(name)
         for tap in self.taps:
             self.netns.run(["ip", "link", "del", tap], check=False)
         self.taps = []
@@ -79,7 +107,7 @@ class BootNetwork(Service):
             self.netns.run(["ip", "link", "del", tap], check=False)
 
     def mark(self) -> int:
-        """A position in dnsmasq's log, for ``lines_since``."""
+        """A position in cephboot's dnsmasq's log, for ``lines_since``."""
         return len(self.lines_since(0))
 
     def lines_since(self, mark: int) -> list[str]:
@@ -87,6 +115,6 @@ class BootNetwork(Service):
         return text.splitlines()[mark:]
 
     def tftp_sent(self, mark: int) -> list[str]:
-        """Base names of the files dnsmasq's TFTP server sent since ``mark``."""
+        """Base names of the files cephboot's dnsmasq sent by TFTP since ``mark``."""
         sent = (re.search(r"dnsmasq-tftp\[\d+\]: sent (\S+) to ", line) for line in self.lines_since(mark))
         return [Path(m.group(1)).name for m in sent if m]

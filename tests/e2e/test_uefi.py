@@ -20,10 +20,10 @@ import pytest
 
 from .boot_tree import CephFuseMount, StaticHttpServer
 from .dnsmasq import BootNetwork
-from .e2e_site import E2ESite
+from .e2e_site import BOOT_NETWORK, GUEST_GATEWAY, UNRESERVED, E2ESite
 from .netns import NetworkNamespace
 from .qemu_vm import QemuMachine
-from .scenario_site import BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, UNLISTED_MAC
+from .scenario_site import BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, MULTI_MACS, UNLISTED_MAC
 from .test_boot_scenarios import (BOOT_TIMEOUT, assert_booted, assert_fetched_host_chain, fetched,
                                   hexhyp, ok_line)
 
@@ -127,7 +127,11 @@ def test_uefi_firmware_pxe_chains_snponly_from_dnsmasq_and_routes_by_uuid(
     boot_path(booted, "by-uuid")
     console = booted.guest.console()
     assert_layer_arrived(console)
-    assert a_boot_network.tftp_sent(booted.dnsmasq_mark) == ["snponly.efi"]
+    # TFTP served snponly.efi only; the iPXE it became started once and took boot.ipxe
+    # over HTTP instead of snponly.efi again (OVMF reads the file twice: its size, then it)
+    tftp = [line for line in a_boot_network.lines_since(booted.dnsmasq_mark) if "tftp" in line]
+    assert set(a_boot_network.tftp_sent(booted.dnsmasq_mark)) == {"snponly.efi"}, tftp
+    assert len(re.findall(IPXE_BANNER, console)) == 1, console[:5000]
     requests = fetched(an_http_server, booted.http_mark)
     assert requests[:2] == [("/boot.ipxe", 200), (f"/ipxe/by-uuid/{BY_UUID_UUID}.ipxe", 200)], requests
     assert not [path for path, _ in requests if path.startswith("/ipxe/by-mac/")], requests
@@ -182,3 +186,61 @@ def test_uefi_host_whose_current_layer_is_missing_boots_its_previous_generation(
     cmdline = re.search(r"^CEPHBOOT-E2E-CMDLINE host=fallback (.*)$", console, re.MULTILINE)
     assert cmdline and FALLBACK_NEW not in cmdline.group(1).split(), console[-2000:]
     assert_booted(the_e2e_site, "fallback")
+
+
+# ---- proxy-DHCP (the default mode) next to the site's own DHCP server -------------
+
+# The site's DHCP server: addresses and a gateway, no boot information at all.
+SITE_DHCP = f"""port=0
+dhcp-range={UNRESERVED[0]},{UNRESERVED[1]},255.255.255.0,1h
+dhcp-option=option:router,{GUEST_GATEWAY}
+"""
+
+
+@pytest.fixture
+def a_proxy_dhcp_network(
+    the_e2e_site: E2ESite, a_boot_network: BootNetwork, tmp_path: Path,
+) -> Iterator[BootNetwork]:
+    """cephboot's dnsmasq in proxy mode (`doit dnsmasq` with dhcp.mode: proxy) next to a
+    plain DHCP server, on the same bridge, for one test; then back to server mode."""
+    dhcp = the_e2e_site.site_settings["dhcp"]
+    the_e2e_site.site_settings["dhcp"] = {"network": BOOT_NETWORK, "mode": "proxy"}
+    try:
+        the_e2e_site.doit("dnsmasq")
+        proxy = tmp_path / "cephboot-proxy.conf"
+        proxy.write_bytes((the_e2e_site.root / "build" / "site" / "dnsmasq.conf").read_bytes())
+    finally:
+        the_e2e_site.site_settings["dhcp"] = dhcp
+        the_e2e_site.doit("dnsmasq")
+    assert "dhcp-range=198.51.100.0,proxy,255.255.255.0" in proxy.read_text().splitlines()
+    site_dhcp = tmp_path / "site-dhcp.conf"
+    site_dhcp.write_text(SITE_DHCP)
+    with a_boot_network.replaced({"site": site_dhcp, "cephboot": proxy}):
+        yield a_boot_network
+
+
+def test_uefi_firmware_pxe_boots_with_proxy_dhcp_next_to_the_sites_dhcp_server(
+    the_e2e_site: E2ESite, a_proxy_dhcp_network: BootNetwork,
+    uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+) -> None:
+    """The address comes from the site's server, the boot information from cephboot's
+    proxy: snponly.efi for the firmware, boot.ipxe for the iPXE it becomes. A multi-MAC
+    host booted with its second MAC routes by that MAC."""
+    second = MULTI_MACS[1]
+    booted = uefi_boot([second], nic_rom=False)
+    booted.guest.wait_for(r"Start PXE over IPv4", BOOT_TIMEOUT)
+    boot_path(booted, "multi-mac")
+    console = booted.guest.console()
+    assert_layer_arrived(console)
+    network = a_proxy_dhcp_network
+    log = network.lines_since(booted.dnsmasq_mark)
+    assert set(network.tftp_sent(booted.dnsmasq_mark)) == {"snponly.efi"}, log
+    assert len(re.findall(IPXE_BANNER, console)) == 1, console[:5000]
+    assert any("proxy" in line for line in log), log  # dnsmasq answered as proxy-DHCP
+    leases = (network.workdir / "site.leases").read_text()
+    assert second in leases, leases  # the site's server gave the address
+    requests = fetched(an_http_server, booted.http_mark)
+    assert requests[0] == ("/boot.ipxe", 200), requests
+    assert (f"/ipxe/by-mac/{hexhyp(second)}.ipxe", 200) in requests
+    assert_fetched_host_chain(requests, "multi-mac")
+    assert_booted(the_e2e_site, "multi-mac")
