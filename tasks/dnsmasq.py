@@ -29,16 +29,17 @@ TFTP_DIR = "tftp"
 
 
 def reservations(site: Site) -> list[tuple[str, list[str], str]]:
-    """(host, MACs, address) for every host NIC with a static address inside dhcp.network."""
+    """(name, MACs, address) for every host NIC with a static address inside dhcp.network;
+    the Ceph NIC's name is the host's, the user NIC's ``<host>-user`` (one name, one address)."""
     network = ipaddress.IPv4Network(site.settings["dhcp"]["network"])
     out = []
     for name in sorted(site.hosts):
         nics = site.hosts[name].data["nics"]
-        for nic in (nics["ceph"], nics["user"]):
+        for nic, label in ((nics["ceph"], name), (nics["user"], f"{name}-user")):
             if nic and nic["address"] != "dhcp":
                 ip = ipaddress.IPv4Interface(nic["address"]).ip
                 if ip in network:
-                    out.append((name, nic["macs"], str(ip)))
+                    out.append((label, nic["macs"], str(ip)))
     return out
 
 

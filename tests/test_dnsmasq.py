@@ -136,3 +136,12 @@ def test_bad_dhcp_settings_are_named(the_example_site: Site, value: str, expecte
     run = the_example_site.doit("dnsmasq", check=False)
     assert run.returncode != 0
     assert f"hosts/site.yaml: dhcp.{key}:" in run.stdout + run.stderr and expected in run.stdout + run.stderr
+
+
+def test_a_user_nic_on_the_boot_network_gets_a_reservation_of_its_own(the_example_site: Site) -> None:
+    set_dhcp(the_example_site, SERVER_MODE.replace("192.0.2.0/24", "198.51.100.0/24").replace(
+        "[192.0.2.100, 192.0.2.199]", "[198.51.100.100, 198.51.100.199]").replace("192.0.2.1\n", "198.51.100.1\n"))
+    the_example_site.doit("dnsmasq")
+    opts = options(the_example_site.build / "site" / "dnsmasq.conf")
+    # zephyr's user NIC is in 198.51.100.0/24, its Ceph NICs are not
+    assert [o for o in opts if o.startswith("dhcp-host=")] == ["dhcp-host=52:54:00:a1:01:01,198.51.100.21,zephyr-user"]

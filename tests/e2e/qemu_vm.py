@@ -48,7 +48,7 @@ class QemuMachine(Service):
         self,
         netns: NetworkNamespace,
         workdir: Path,
-        tftp_root: Path,
+        tftp_root: Path | None,
         macs: Sequence[str],
         uuid: str | None = None,
         memory_mib: int = 1024,

@@ -1,19 +1,26 @@
-"""The e2e site: one host per boot scenario, provisioned, built and published once per session.
+"""The e2e site: one host per boot scenario, provisioned, built and published once per
+session, and the boot network its machines start on (a bridge with the site's dnsmasq).
 
 test_boot_scenarios.py boots them under SeaBIOS, test_uefi.py under OVMF; conftest.py
-makes the fixture the suite's own, so both get the same site and one `doit` run.
+makes these fixtures the suite's own, so both get the same site, one `doit` run and one
+dnsmasq.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
 from .boot_tree import CephFuseMount, StaticHttpServer
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
+from .dnsmasq import BootNetwork
 from .e2e_site import E2ESite
+from .netns import NetworkNamespace
+from .qemu_vm import QemuMachine
 
 # The wrong-key host's map deadline (its boot then panics: test_boot_scenarios.py).
 WRONG_KEY_DEADLINE = 20
@@ -58,3 +65,49 @@ def the_e2e_site(
     for name in site.hosts:
         site.install_root_image(name, images)
     yield site
+
+
+@pytest.fixture(scope="session")
+def a_boot_network(
+    the_e2e_site: E2ESite, a_network_namespace: NetworkNamespace,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[BootNetwork]:
+    """The site's dnsmasq (server mode, a reservation per host) on a bridge of its own."""
+    the_e2e_site.doit("dnsmasq")  # build/site/dnsmasq.conf, and tftp/ in the boot tree
+    conf = the_e2e_site.root / "build" / "site" / "dnsmasq.conf"
+    with BootNetwork(a_network_namespace, conf, tmp_path_factory.mktemp("dnsmasq")) as network:
+        yield network
+
+
+@dataclass
+class NetworkBoot:
+    """A guest on the boot network, with the marks of the logs it will write."""
+
+    guest: QemuMachine
+    http_mark: int
+    dnsmasq_mark: int
+
+
+@pytest.fixture
+def network_boot(
+    a_boot_network: BootNetwork, an_http_server: StaticHttpServer,
+    qemu_boot: Callable[..., QemuMachine],
+) -> Iterator[Callable[..., NetworkBoot]]:
+    """``network_boot(macs, uuid=None, firmware="bios", nic_rom=True)``: a guest whose NICs
+    are taps on the boot network (a random SMBIOS UUID unless given)."""
+    started: list[tuple[QemuMachine, list[str]]] = []
+
+    def start(macs: list[str], machine_uuid: str | None = None, firmware: str = "bios",
+              nic_rom: bool = True) -> NetworkBoot:
+        taps = [a_boot_network.tap() for _ in macs]
+        http_mark, dnsmasq_mark = an_http_server.mark(), a_boot_network.mark()
+        guest = qemu_boot(None, macs, machine_uuid or str(uuid.uuid4()),
+                          firmware=firmware, nic_rom=nic_rom, taps=taps)
+        started.append((guest, taps))
+        return NetworkBoot(guest, http_mark, dnsmasq_mark)
+
+    yield start
+    for guest, taps in started:  # the guest first: its taps go with it
+        guest.stop()
+        for tap in taps:
+            a_boot_network.release(tap)

@@ -14,7 +14,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from .conftest import RBD_POOL
 from .e2e_site import E2ESite
 from .qemu_vm import QemuMachine
 from .scenario_site import (BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, MULTI_MACS, UNKNOWN_MAC,
-                            UNLISTED_MAC, WRONG_KEY_DEADLINE)
+                            UNLISTED_MAC, WRONG_KEY_DEADLINE, NetworkBoot)
 
 pytestmark = pytest.mark.e2e
 
@@ -50,18 +50,13 @@ def ok_line(host: str, root: str = "/dev/rbd0") -> str:
 
 
 @pytest.fixture
-def boot(
-    the_e2e_site: E2ESite,
-    qemu_boot: Callable[..., QemuMachine],
-    an_http_server: NginxServer,
-    a_boot_tree_mount: CephFuseMount,
-) -> Callable[..., tuple[QemuMachine, int]]:
-    """``boot(macs, uuid)``: a guest PXE-booting the published tree; and the HTTP log mark."""
+def boot(network_boot: Callable[..., NetworkBoot]) -> Callable[..., tuple[QemuMachine, int]]:
+    """``boot(macs, uuid)``: a SeaBIOS guest with iPXE as its NIC's ROM on the boot network
+    (dnsmasq gives iPXE an address and ``boot.ipxe`` over HTTP); and the HTTP log mark."""
 
     def start(macs: list[str], machine_uuid: str | None = None) -> tuple[QemuMachine, int]:
-        mark = an_http_server.mark()
-        guest = qemu_boot(a_boot_tree_mount.mountpoint, macs, machine_uuid or str(uuid.uuid4()))
-        return guest, mark
+        booted = network_boot(macs, machine_uuid)
+        return booted.guest, booted.http_mark
 
     return start
 
@@ -171,7 +166,7 @@ def test_a_machine_whose_boot_mac_is_unlisted_boots_by_its_uuid(
     host = the_e2e_site.hosts["by-uuid"]
     booted = a_full_boot("by-uuid", [UNLISTED_MAC, *host.macs], BY_UUID_UUID)
     requests = booted.requests
-    assert requests[0] == (f"/ipxe/by-uuid/{BY_UUID_UUID}.ipxe", 200), requests
+    assert requests[:2] == [("/boot.ipxe", 200), (f"/ipxe/by-uuid/{BY_UUID_UUID}.ipxe", 200)], requests
     assert not [path for path, _ in requests if path.startswith("/ipxe/by-mac/")], requests
     assert re.search(rf"cephboot: Ceph NIC is \S+ \({host.macs[0]}\)$", booted.console,
                      re.MULTILINE)
@@ -292,9 +287,10 @@ def test_an_unknown_machine_gets_the_unknown_machine_message(
     guest.wait_for(r"^Press any key within 30 s", 10)
     guest.stop()  # this iPXE has no poweroff: it would sit at the prompt
     requests = fetched(an_http_server, mark)
-    assert requests[0] == (f"/ipxe/by-uuid/{machine_uuid}.ipxe", 404), requests
+    # dnsmasq gave it an address from the pool and the site's boot.ipxe; no route matched
+    assert requests[:2] == [("/boot.ipxe", 200), (f"/ipxe/by-uuid/{machine_uuid}.ipxe", 404)], requests
     assert (f"/ipxe/by-mac/{hexhyp(UNKNOWN_MAC)}.ipxe", 404) in requests
-    assert all(status == 404 for _, status in requests), requests
+    assert all(status == 404 for _, status in requests[1:]), requests
     assert "cephboot: booting" not in guest.console()
 
 

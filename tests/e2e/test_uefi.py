@@ -10,20 +10,18 @@ Each test prints its boot path's timings (power-on -> iPXE -> kernel -> root).
 
 from __future__ import annotations
 
+import functools
 import re
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .boot_tree import CephFuseMount, StaticHttpServer
+from .boot_tree import StaticHttpServer
 from .dnsmasq import BootNetwork
 from .e2e_site import BOOT_NETWORK, GUEST_GATEWAY, UNRESERVED, E2ESite
-from .netns import NetworkNamespace
-from .qemu_vm import QemuMachine
-from .scenario_site import BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, MULTI_MACS, UNLISTED_MAC
+from .scenario_site import (BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, MULTI_MACS, UNLISTED_MAC,
+                            NetworkBoot)
 from .test_boot_scenarios import (BOOT_TIMEOUT, assert_booted, assert_fetched_host_chain, fetched,
                                   hexhyp, ok_line)
 
@@ -35,49 +33,13 @@ KERNEL = r"^EFI stub: "
 LAYER_LOST = "Initramfs unpacking failed"
 
 
-@pytest.fixture(scope="module")
-def a_boot_network(
-    the_e2e_site: E2ESite, a_network_namespace: NetworkNamespace,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[BootNetwork]:
-    """The site's dnsmasq (server mode, a reservation per host) on a bridge of its own."""
-    the_e2e_site.doit("dnsmasq")  # build/site/dnsmasq.conf, and tftp/ in the boot tree
-    conf = the_e2e_site.root / "build" / "site" / "dnsmasq.conf"
-    with BootNetwork(a_network_namespace, conf, tmp_path_factory.mktemp("dnsmasq")) as network:
-        yield network
-
-
-@dataclass
-class UefiBoot:
-    """One UEFI guest on the boot network, with the marks of the logs it will write."""
-
-    guest: QemuMachine
-    http_mark: int
-    dnsmasq_mark: int
-
-
 @pytest.fixture
-def uefi_boot(
-    a_boot_network: BootNetwork, an_http_server: StaticHttpServer,
-    qemu_boot: Callable[..., QemuMachine], a_boot_tree_mount: CephFuseMount,
-) -> Iterator[Callable[..., UefiBoot]]:
-    """``uefi_boot(macs, uuid, nic_rom)``: an OVMF guest whose NICs are taps on the bridge."""
-    taps: list[str] = []
-
-    def start(macs: list[str], machine_uuid: str | None = None, nic_rom: bool = True) -> UefiBoot:
-        mine = [a_boot_network.tap() for _ in macs]
-        taps.extend(mine)
-        http_mark, dnsmasq_mark = an_http_server.mark(), a_boot_network.mark()
-        guest = qemu_boot(a_boot_tree_mount.mountpoint, macs, machine_uuid or str(uuid.uuid4()),
-                          firmware="uefi", nic_rom=nic_rom, taps=mine)
-        return UefiBoot(guest, http_mark, dnsmasq_mark)
-
-    yield start
-    for tap in taps:  # qemu_boot has stopped the guests by now
-        a_boot_network.release(tap)
+def uefi_boot(network_boot: Callable[..., NetworkBoot]) -> Callable[..., NetworkBoot]:
+    """``uefi_boot(macs, uuid=None, nic_rom=True)``: an OVMF guest on the boot network."""
+    return functools.partial(network_boot, firmware="uefi")
 
 
-def boot_path(booted: UefiBoot, host: str, root: str = "/dev/rbd0") -> list[tuple[str, float]]:
+def boot_path(booted: NetworkBoot, host: str, root: str = "/dev/rbd0") -> list[tuple[str, float]]:
     """Wait for the whole chain; print and return its timings (seconds since power-on)."""
     timings = booted.guest.timed([
         ("iPXE", IPXE_BANNER),
@@ -92,13 +54,13 @@ def boot_path(booted: UefiBoot, host: str, root: str = "/dev/rbd0") -> list[tupl
 
 def assert_layer_arrived(console: str) -> None:
     """The host layer was unpacked: the issue's failure was the kernel dropping it."""
-    assert LAYER_LOST not in console, console[console.index(LAYER_LOST) - 2000:][:3000]
+    assert LAYER_LOST not in console, console[max(0, console.index(LAYER_LOST) - 2000):][:3000]
     assert "/conf/conf.d/cephboot is missing" not in console
     assert "no /conf/conf.d/cephboot" not in console
 
 
 def test_uefi_with_ipxe_as_the_nic_rom_boots_by_mac(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
     a_boot_network: BootNetwork,
 ) -> None:
     host = the_e2e_site.hosts["by-mac"]
@@ -116,7 +78,7 @@ def test_uefi_with_ipxe_as_the_nic_rom_boots_by_mac(
 
 
 def test_uefi_firmware_pxe_chains_snponly_from_dnsmasq_and_routes_by_uuid(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
     a_boot_network: BootNetwork,
 ) -> None:
     """OVMF's own PXE on a NIC no host lists: dnsmasq gives it snponly.efi by TFTP (once:
@@ -141,7 +103,7 @@ def test_uefi_firmware_pxe_chains_snponly_from_dnsmasq_and_routes_by_uuid(
 
 
 def test_uefi_luks_root_is_opened_and_mounted(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
 ) -> None:
     root = f"/dev/mapper/{LUKS_NAME}"
     booted = uefi_boot(the_e2e_site.hosts["luks"].macs)
@@ -154,7 +116,7 @@ def test_uefi_luks_root_is_opened_and_mounted(
 
 
 def test_uefi_monolithic_host_boots_from_its_single_initrd(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
 ) -> None:
     booted = uefi_boot(the_e2e_site.hosts["monolithic"].macs)
     boot_path(booted, "monolithic")
@@ -166,7 +128,7 @@ def test_uefi_monolithic_host_boots_from_its_single_initrd(
 
 
 def test_uefi_host_whose_current_layer_is_missing_boots_its_previous_generation(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
 ) -> None:
     folder: Path = the_e2e_site.boot_tree.mountpoint / "hosts" / "fallback"
     layer = folder / "overlay.cpio"
@@ -197,21 +159,31 @@ dhcp-option=option:router,{GUEST_GATEWAY}
 """
 
 
+def generated_conf(site: E2ESite, path: Path, pxe: dict[str, str] | None = None,
+                   dhcp: dict[str, object] | None = None) -> Path:
+    """The dnsmasq.conf `doit dnsmasq` makes with other ``pxe``/``dhcp`` settings, saved at
+    ``path``; the site's settings and its own dnsmasq.conf are put back after."""
+    saved = {key: dict(site.site_settings[key]) for key in ("pxe", "dhcp")}
+    site.site_settings["pxe"].update(pxe or {})
+    if dhcp is not None:
+        site.site_settings["dhcp"] = dhcp
+    try:
+        site.doit("dnsmasq")
+        path.write_bytes((site.root / "build" / "site" / "dnsmasq.conf").read_bytes())
+    finally:
+        site.site_settings.update(saved)
+        site.doit("dnsmasq")
+    return path
+
+
 @pytest.fixture
 def a_proxy_dhcp_network(
     the_e2e_site: E2ESite, a_boot_network: BootNetwork, tmp_path: Path,
 ) -> Iterator[BootNetwork]:
     """cephboot's dnsmasq in proxy mode (`doit dnsmasq` with dhcp.mode: proxy) next to a
     plain DHCP server, on the same bridge, for one test; then back to server mode."""
-    dhcp = the_e2e_site.site_settings["dhcp"]
-    the_e2e_site.site_settings["dhcp"] = {"network": BOOT_NETWORK, "mode": "proxy"}
-    try:
-        the_e2e_site.doit("dnsmasq")
-        proxy = tmp_path / "cephboot-proxy.conf"
-        proxy.write_bytes((the_e2e_site.root / "build" / "site" / "dnsmasq.conf").read_bytes())
-    finally:
-        the_e2e_site.site_settings["dhcp"] = dhcp
-        the_e2e_site.doit("dnsmasq")
+    proxy = generated_conf(the_e2e_site, tmp_path / "cephboot-proxy.conf",
+                           dhcp={"network": BOOT_NETWORK, "mode": "proxy"})
     assert "dhcp-range=198.51.100.0,proxy,255.255.255.0" in proxy.read_text().splitlines()
     site_dhcp = tmp_path / "site-dhcp.conf"
     site_dhcp.write_text(SITE_DHCP)
@@ -221,7 +193,7 @@ def a_proxy_dhcp_network(
 
 def test_uefi_firmware_pxe_boots_with_proxy_dhcp_next_to_the_sites_dhcp_server(
     the_e2e_site: E2ESite, a_proxy_dhcp_network: BootNetwork,
-    uefi_boot: Callable[..., UefiBoot], an_http_server: StaticHttpServer,
+    uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
 ) -> None:
     """The address comes from the site's server, the boot information from cephboot's
     proxy: snponly.efi for the firmware, boot.ipxe for the iPXE it becomes. A multi-MAC
@@ -244,3 +216,28 @@ def test_uefi_firmware_pxe_boots_with_proxy_dhcp_next_to_the_sites_dhcp_server(
     assert (f"/ipxe/by-mac/{hexhyp(second)}.ipxe", 200) in requests
     assert_fetched_host_chain(requests, "multi-mac")
     assert_booted(the_e2e_site, "multi-mac")
+
+
+# ---- pxe.uefi_loader: ipxe.efi (iPXE's own NIC drivers instead of the firmware's) ----
+
+
+def test_uefi_firmware_pxe_chains_ipxe_efi_when_the_site_asks_for_it(
+    the_e2e_site: E2ESite, a_boot_network: BootNetwork, uefi_boot: Callable[..., NetworkBoot],
+    an_http_server: StaticHttpServer, tmp_path: Path,
+) -> None:
+    """With pxe.uefi_loader: ipxe.efi the firmware gets ipxe.efi; the sysfs/msgr2-secure
+    host maps its root under UEFI too."""
+    conf = generated_conf(the_e2e_site, tmp_path / "cephboot-ipxe-efi.conf", pxe={"uefi_loader": "ipxe.efi"})
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi" in conf.read_text().splitlines()
+    with a_boot_network.replaced({"cephboot": conf}):
+        booted = uefi_boot(the_e2e_site.hosts["sysfs-secure"].macs, nic_rom=False)
+        booted.guest.wait_for(r"Start PXE over IPv4", BOOT_TIMEOUT)
+        boot_path(booted, "sysfs-secure")
+    console = booted.guest.console()
+    assert_layer_arrived(console)
+    log = a_boot_network.lines_since(booted.dnsmasq_mark)
+    assert set(a_boot_network.tftp_sent(booted.dnsmasq_mark)) == {"ipxe.efi"}, log
+    assert len(re.findall(IPXE_BANNER, console)) == 1, console[:5000]
+    assert re.search(r"libceph: mon0 \(2\)192\.0\.2\.1:3300 session established", console)
+    assert_fetched_host_chain(fetched(an_http_server, booted.http_mark), "sysfs-secure")
+    assert_booted(the_e2e_site, "sysfs-secure")
