@@ -83,15 +83,27 @@ def a_full_boot(
     def run(name: str, macs: list[str] | None = None, machine_uuid: str | None = None,
             root: str = "/dev/rbd0") -> Booted:
         guest, mark = boot(macs or the_e2e_site.hosts[name].macs, machine_uuid)
-        guest.wait_for(ok_line(name, root), BOOT_TIMEOUT)
-        root_seconds = round(guest.elapsed(), 1)
-        guest.wait_exit(30)
+        root_seconds = dict(boot_path(guest, "SeaBIOS", name, root))["root"]  # power-on until init's OK line
         requests = fetched(an_http_server, mark)
         assert_fetched_host_chain(requests, name)
         assert_booted(the_e2e_site, name, root)
         return Booted(guest.console(), requests, root_seconds)
 
     return run
+
+
+def boot_path(guest: QemuMachine, firmware: str, host: str, root: str = "/dev/rbd0") -> list[tuple[str, float]]:
+    """Wait for the whole chain and the power-off; print and return its timings (seconds
+    since power-on: iPXE running, kernel started, root mapped, root mounted and init running)."""
+    timings = guest.timed([
+        ("iPXE", r"iPXE 1\.\d"),
+        ("kernel", r"Linux version \d"),
+        ("mapped", r"^cephboot: mapped \S+ at /dev/rbd0$"),
+        ("root", ok_line(host, root)),
+    ], BOOT_TIMEOUT)
+    guest.wait_exit(30)
+    print(f"\nboot path, {firmware}, {host}: " + ", ".join(f"{name} {t:.1f} s" for name, t in timings))
+    return timings
 
 
 def fetched(http: NginxServer, mark: int) -> list[tuple[str, int]]:
@@ -340,8 +352,7 @@ def test_a_monolithic_host_boots_from_its_single_initrd(
     """For machines whose loader takes one initrd: hosts/<h>/initrd.img is the host layer
     followed by the base (docs/layers-and-publish.md); nothing else is fetched."""
     guest, mark = boot(the_e2e_site.hosts["monolithic"].macs)
-    guest.wait_for(ok_line("monolithic"), BOOT_TIMEOUT)
-    guest.wait_exit(30)
+    boot_path(guest, "SeaBIOS", "monolithic")
     requests = fetched(an_http_server, mark)
     paths = {path for path, status in requests if status == 200}
     assert "/hosts/monolithic/initrd.img" in paths, requests

@@ -22,14 +22,12 @@ from .dnsmasq import BootNetwork
 from .e2e_site import BOOT_NETWORK, GUEST_GATEWAY, UNRESERVED, E2ESite
 from .scenario_site import (BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, MULTI_MACS, UNLISTED_MAC,
                             NetworkBoot)
-from .test_boot_scenarios import (BOOT_TIMEOUT, assert_booted, assert_fetched_host_chain, fetched,
-                                  hexhyp, ok_line)
+from .test_boot_scenarios import BOOT_TIMEOUT, assert_booted, assert_fetched_host_chain, fetched, hexhyp
+from .test_boot_scenarios import boot_path as scenario_boot_path
 
 pytestmark = pytest.mark.e2e
 
 IPXE_BANNER = r"iPXE 1\.\d"
-# the kernel's EFI stub speaks first (it loads the initrd= files), then the kernel
-KERNEL = r"^EFI stub: "
 LAYER_LOST = "Initramfs unpacking failed"
 
 
@@ -40,16 +38,8 @@ def uefi_boot(network_boot: Callable[..., NetworkBoot]) -> Callable[..., Network
 
 
 def boot_path(booted: NetworkBoot, host: str, root: str = "/dev/rbd0") -> list[tuple[str, float]]:
-    """Wait for the whole chain; print and return its timings (seconds since power-on)."""
-    timings = booted.guest.timed([
-        ("iPXE", IPXE_BANNER),
-        ("kernel", KERNEL),
-        ("mapped", rf"^cephboot: mapped \S+ at /dev/rbd0$"),
-        ("root", ok_line(host, root)),
-    ], BOOT_TIMEOUT)
-    booted.guest.wait_exit(30)
-    print(f"\nboot path, UEFI, {host}: " + ", ".join(f"{name} {t:.1f} s" for name, t in timings))
-    return timings
+    """The whole chain under UEFI, timed (test_boot_scenarios.boot_path)."""
+    return scenario_boot_path(booted.guest, "UEFI", host, root)
 
 
 def assert_layer_arrived(console: str) -> None:
