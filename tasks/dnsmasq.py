@@ -1,6 +1,7 @@
 """The DHCP/TFTP front end: dnsmasq's config from the inventory, and iPXE's first stages in the tree's tftp/."""
 from __future__ import annotations
 
+import filecmp
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
@@ -9,11 +10,10 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import inventory
-from .fileio import digest, files_digest, write_if_changed
+from .fileio import Folder, describe, digest, files_digest, write_if_changed
 from .inventory import Site
 from .nginx import web_root
-# publish.py's copy of public files: compared, atomic, 0644 (its one copy scheme)
-from .publish import PUBLIC_DIR, _copy_public, ensure_dir, fsync_dir, same_content, tree_root
+from .publish import PUBLIC, PUBLIC_DIR, put, tree_root
 from .quoting import UnsafeValue
 from .render import BUILD, TEMPLATES, _env, header
 from .uptodate import config_changed
@@ -80,11 +80,14 @@ def publish_loaders(settings: dict[str, Any]) -> TaskFailed | None:
     missing = [str(LOADERS_DIR / n) for n in LOADERS if not (LOADERS_DIR / n).is_file()]
     if missing:
         return TaskFailed(f"cephboot: publish:tftp: {', '.join(missing)} missing: apt-get install ipxe")
-    folder = tree_root(settings) / TFTP_DIR
-    ensure_dir(folder.parent, PUBLIC_DIR, None)
-    ensure_dir(folder, PUBLIC_DIR, None)
-    if _copy_public(list(LOADERS), LOADERS_DIR, folder):
-        fsync_dir(folder)
+    root = tree_root(settings)
+    try:
+        with Folder.root(root, PUBLIC_DIR) as top, top.folder(TFTP_DIR, PUBLIC_DIR) as folder:
+            wrote = [put(folder, LOADERS_DIR / name, name, PUBLIC, None) for name in LOADERS]
+            if any(wrote):
+                folder.fsync()
+    except OSError as e:
+        return TaskFailed(f"cephboot: publish:tftp: {describe(e, root / TFTP_DIR)}")
     return None
 
 
@@ -92,7 +95,7 @@ def loaders_published(settings: dict[str, Any]) -> bool:
     """uptodate check: every published loader has the package's bytes (1 MB read; a
     damaged or hand-replaced one is copied again, not only a missing one)."""
     folder = tree_root(settings) / TFTP_DIR
-    return all(same_content(LOADERS_DIR / n, folder / n) for n in LOADERS)
+    return all((folder / n).is_file() and filecmp.cmp(LOADERS_DIR / n, folder / n, shallow=False) for n in LOADERS)
 
 
 @lru_cache(maxsize=None)
