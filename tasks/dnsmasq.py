@@ -11,7 +11,7 @@ from doit.exceptions import TaskFailed
 
 from . import inventory
 from .fileio import Folder, describe, digest, files_digest, write_if_changed
-from .inventory import Site
+from .inventory import TREE_MARKER, Site
 from .nginx import web_root
 from .publish import PUBLIC, PUBLIC_DIR, put, tree_root
 from .quoting import UnsafeValue
@@ -49,7 +49,7 @@ def config_text(site: Site) -> str:
     dhcp = s["dhcp"]
     network = ipaddress.IPv4Network(dhcp["network"])
     return _env().get_template(TEMPLATE).render(
-        header=header(["hosts/site.yaml", "hosts/nodes/*.yaml"], TEMPLATE),
+        header=header(["hosts/site.yaml", "hosts/nodes/"], TEMPLATE),
         network=str(network),
         proxy=dhcp["mode"] == "proxy",
         address=str(network.network_address),
@@ -83,6 +83,8 @@ def publish_loaders(settings: dict[str, Any]) -> TaskFailed | None:
     root = tree_root(settings)
     try:
         with Folder.root(root, PUBLIC_DIR) as top, top.folder(TFTP_DIR, PUBLIC_DIR) as folder:
+            if top.entry(TREE_MARKER) is None:  # the tree is cephboot's (inventory.check of publish.target)
+                top.write(TREE_MARKER, b"", PUBLIC, None, durable=False)
             wrote = [put(folder, LOADERS_DIR / name, name, PUBLIC, None) for name in LOADERS]
             if any(wrote):
                 folder.fsync()
