@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tasks.inventory import TREE_MARKER
+
 from .boot_tree import CephFuseMount, StaticHttpServer
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
@@ -42,6 +44,8 @@ def the_e2e_site(
 ) -> Iterator[E2ESite]:
     """Every scenario's host, provisioned, built and published by one `doit` run."""
     workdir = tmp_path_factory.mktemp("site")
+    # the tree is cephboot's, though provisioning makes hosts/<h>/ (each /boot) in it first
+    (a_boot_tree_mount.mountpoint / TREE_MARKER).touch()
     site = E2ESite(a_ceph_cluster, a_boot_tree_mount, an_http_server, workdir, RBD_POOL)
     site.add_host("by-mac", ["52:54:00:e2:01:01"])
     site.add_host("by-uuid", ["52:54:00:e2:02:01"], uuid=BY_UUID_UUID)
