@@ -10,10 +10,10 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import inventory
-from .fileio import Folder, describe, digest, files_digest, write_if_changed
-from .inventory import TREE_MARKER, Site
+from .fileio import describe, digest, files_digest, write_if_changed
+from .inventory import Site
 from .nginx import web_root
-from .publish import PUBLIC, PUBLIC_DIR, put, tree_root
+from .publish import PUBLIC, PUBLIC_DIR, open_tree, put, tree_root
 from .quoting import UnsafeValue
 from .render import BUILD, TEMPLATES, _env, header
 from .uptodate import config_changed
@@ -82,9 +82,7 @@ def publish_loaders(settings: dict[str, Any]) -> TaskFailed | None:
         return TaskFailed(f"cephboot: publish:tftp: {', '.join(missing)} missing: apt-get install ipxe")
     root = tree_root(settings)
     try:
-        with Folder.root(root, PUBLIC_DIR) as top, top.folder(TFTP_DIR, PUBLIC_DIR) as folder:
-            if top.entry(TREE_MARKER) is None:  # the tree is cephboot's (inventory.check of publish.target)
-                top.write(TREE_MARKER, b"", PUBLIC, None, durable=False)
+        with open_tree(settings) as top, top.folder(TFTP_DIR, PUBLIC_DIR) as folder:
             wrote = [put(folder, LOADERS_DIR / name, name, PUBLIC, None) for name in LOADERS]
             if any(wrote):
                 folder.fsync()

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tasks.inventory import TREE_MARKER
-
-from .boot_tree import CephFuseMount, StaticHttpServer
+from .boot_tree import CephFuseMount, NginxServer
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
 from .dnsmasq import BootNetwork
@@ -39,13 +37,11 @@ FALLBACK_NEW = "cephboot.e2e=second-generation"
 def the_e2e_site(
     a_ceph_cluster: CephCluster,
     a_boot_tree_mount: CephFuseMount,
-    an_http_server: StaticHttpServer,
+    an_http_server: NginxServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[E2ESite]:
     """Every scenario's host, provisioned, built and published by one `doit` run."""
     workdir = tmp_path_factory.mktemp("site")
-    # the tree is cephboot's, though provisioning makes hosts/<h>/ (each /boot) in it first
-    (a_boot_tree_mount.mountpoint / TREE_MARKER).touch()
     site = E2ESite(a_ceph_cluster, a_boot_tree_mount, an_http_server, workdir, RBD_POOL)
     site.add_host("by-mac", ["52:54:00:e2:01:01"])
     site.add_host("by-uuid", ["52:54:00:e2:02:01"], uuid=BY_UUID_UUID)
@@ -94,7 +90,7 @@ class NetworkBoot:
 
 @pytest.fixture
 def network_boot(
-    a_boot_network: BootNetwork, an_http_server: StaticHttpServer,
+    a_boot_network: BootNetwork, an_http_server: NginxServer,
     qemu_boot: Callable[..., QemuMachine],
 ) -> Iterator[Callable[..., NetworkBoot]]:
     """``network_boot(macs, uuid=None, firmware="bios", nic_rom=True)``: a guest whose NICs

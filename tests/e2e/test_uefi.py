@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .boot_tree import StaticHttpServer
+from .boot_tree import NginxServer
 from .dnsmasq import BootNetwork
 from .e2e_site import BOOT_NETWORK, GUEST_GATEWAY, UNRESERVED, E2ESite
 from .scenario_site import (BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, MULTI_MACS, UNLISTED_MAC,
@@ -50,7 +50,7 @@ def assert_layer_arrived(console: str) -> None:
 
 
 def test_uefi_with_ipxe_as_the_nic_rom_boots_by_mac(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: NginxServer,
     a_boot_network: BootNetwork,
 ) -> None:
     host = the_e2e_site.hosts["by-mac"]
@@ -68,7 +68,7 @@ def test_uefi_with_ipxe_as_the_nic_rom_boots_by_mac(
 
 
 def test_uefi_firmware_pxe_chains_snponly_from_dnsmasq_and_routes_by_uuid(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: NginxServer,
     a_boot_network: BootNetwork,
 ) -> None:
     """OVMF's own PXE on a NIC no host lists: dnsmasq gives it snponly.efi by TFTP (once:
@@ -93,7 +93,7 @@ def test_uefi_firmware_pxe_chains_snponly_from_dnsmasq_and_routes_by_uuid(
 
 
 def test_uefi_luks_root_is_opened_and_mounted(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: NginxServer,
 ) -> None:
     root = f"/dev/mapper/{LUKS_NAME}"
     booted = uefi_boot(the_e2e_site.hosts["luks"].macs)
@@ -106,7 +106,7 @@ def test_uefi_luks_root_is_opened_and_mounted(
 
 
 def test_uefi_monolithic_host_boots_from_its_single_initrd(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: NginxServer,
 ) -> None:
     booted = uefi_boot(the_e2e_site.hosts["monolithic"].macs)
     boot_path(booted, "monolithic")
@@ -118,7 +118,7 @@ def test_uefi_monolithic_host_boots_from_its_single_initrd(
 
 
 def test_uefi_host_whose_current_layer_is_missing_boots_its_previous_generation(
-    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
+    the_e2e_site: E2ESite, uefi_boot: Callable[..., NetworkBoot], an_http_server: NginxServer,
 ) -> None:
     folder: Path = the_e2e_site.boot_tree.mountpoint / "hosts" / "fallback"
     layer = folder / "overlay.cpio"
@@ -183,7 +183,7 @@ def a_proxy_dhcp_network(
 
 def test_uefi_firmware_pxe_boots_with_proxy_dhcp_next_to_the_sites_dhcp_server(
     the_e2e_site: E2ESite, a_proxy_dhcp_network: BootNetwork,
-    uefi_boot: Callable[..., NetworkBoot], an_http_server: StaticHttpServer,
+    uefi_boot: Callable[..., NetworkBoot], an_http_server: NginxServer,
 ) -> None:
     """The address comes from the site's server, the boot information from cephboot's
     proxy: snponly.efi for the firmware, boot.ipxe for the iPXE it becomes. A multi-MAC
@@ -213,7 +213,7 @@ def test_uefi_firmware_pxe_boots_with_proxy_dhcp_next_to_the_sites_dhcp_server(
 
 def test_uefi_firmware_pxe_chains_ipxe_efi_when_the_site_asks_for_it(
     the_e2e_site: E2ESite, a_boot_network: BootNetwork, uefi_boot: Callable[..., NetworkBoot],
-    an_http_server: StaticHttpServer, tmp_path: Path,
+    an_http_server: NginxServer, tmp_path: Path,
 ) -> None:
     """With pxe.uefi_loader: ipxe.efi the firmware gets ipxe.efi; the sysfs/msgr2-secure
     host maps its root under UEFI too."""
