@@ -257,6 +257,25 @@ def ipv4(v: Any) -> str:
     return str(a)
 
 
+@expects("an IPv4 network with its prefix, no host bits set (192.0.2.0/24)")
+def ipv4_network(v: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Network(_str(v)))
+    except ValueError:
+        raise Invalid("expected an IPv4 network like 192.0.2.0/24 (no host bits set)") from None
+
+
+@expects("[first, last] IPv4 addresses, first <= last ([192.0.2.100, 192.0.2.199])")
+def ipv4_range(v: Any) -> list[str]:
+    wanted = "expected [first, last] IPv4 addresses, first <= last, like [192.0.2.100, 192.0.2.199]"
+    if not isinstance(v, list) or len(v) != 2:
+        raise Invalid(wanted)
+    first, last = (ipaddress.IPv4Address(ipv4(x)) for x in v)
+    if first > last:
+        raise Invalid(wanted)
+    return [str(first), str(last)]
+
+
 @expects("an IPv4 monitor address with an optional port 1-65535 (192.0.2.11 or 192.0.2.11:6789); not 0.0.0.0, loopback, multicast or broadcast")
 def mon_address(v: Any) -> str:
     s = _str(v)
@@ -505,8 +524,18 @@ SITE = Section(
         "pxe": Section(
             {
                 "http_base": Field(url, "URL under which the web server serves the boot tree.", required=True),
+                "uefi_loader": Field(one_of("snponly.efi", "ipxe.efi"), "What `doit dnsmasq` gives x86_64 UEFI machines that PXE-boot without iPXE: snponly.efi (iPXE on the firmware's NIC driver) or ipxe.efi (iPXE's own drivers).", default="snponly.efi"),
             },
             "PXE/iPXE settings.",
+        ),
+        "dhcp": Section(
+            {
+                "network": Field(ipv4_network, "The subnet machines PXE-boot on (192.0.2.0/24); `doit dnsmasq` needs it.", default=None),
+                "mode": Field(one_of("proxy", "server"), "'proxy': dnsmasq only adds boot information next to the site's DHCP server; 'server': dnsmasq is the DHCP server, with a reservation for every static Ceph address.", default="proxy"),
+                "range": Field(ipv4_range, "Server mode: [first, last] address for machines without a reservation (unknown machines still get the unknown-machine message).", default=None),
+                "router": Field(ipv4, "Server mode: the gateway handed out (default: dnsmasq's own address).", default=None),
+            },
+            "DHCP/TFTP front end rendered by `doit dnsmasq` (build/site/dnsmasq.conf).",
         ),
         "publish": Section(
             {
