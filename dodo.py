@@ -11,13 +11,15 @@ gc.disable()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from tasks.dnsmasq import task_dnsmasq  # noqa: E402  (DHCP/TFTP front end: `doit dnsmasq`, not a default task)
 from tasks.fileio import prepare_build, stat_memo_on  # noqa: E402
+from tasks.golden import task_image  # noqa: E402  (changes the cluster: never default)
 from tasks.imagenative import task_imagenative  # noqa: E402
 from tasks.initrd import task_initrd  # noqa: E402
 from tasks.lint import task_lint  # noqa: E402
 from tasks.nginx import task_nginx  # noqa: E402
 from tasks.overlay import task_overlay  # noqa: E402
-from tasks.provision import task_provision, task_verify  # noqa: E402  (changes the cluster: never default)
+from tasks.provision import task_move_root, task_provision, task_rollback_root, task_verify  # noqa: E402  (changes the cluster: never default)
 from tasks.publish import task_publish, task_rollback  # noqa: E402
 from tasks.render import task_render  # noqa: E402
 from tasks.reporter import Reporter  # noqa: E402
@@ -40,4 +42,4 @@ DOIT_CONFIG = {
     "reporter": Reporter,  # doit's executed-only, and the end of the stat memo once a task runs
 }
 
-__all__ = ["task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "DOIT_CONFIG"]
+__all__ = ["task_dnsmasq", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "task_image", "task_move_root", "task_rollback_root", "DOIT_CONFIG"]

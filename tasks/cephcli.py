@@ -153,26 +153,12 @@ class Admin:
         log = open(self.dir / "log" / f"{tag}.out", "wb")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            deadline = time.monotonic() + CONNECT_TIMEOUT + 10
-            while not os.path.ismount(mnt):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    raise CephError(argv, proc.returncode if proc.returncode is not None else -1,
-                                    (self.dir / "log" / f"{tag}.out").read_text(errors="replace")[-2000:] or "ceph-fuse did not mount")
-                time.sleep(0.1)
+            wait_mounted(proc, mnt, CONNECT_TIMEOUT + 10, self.dir / "log" / f"{tag}.out")
             yield mnt
         finally:
             if os.path.ismount(mnt):
                 subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc, 20)
             if os.path.ismount(mnt):
                 subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
             log.close()
@@ -180,3 +166,26 @@ class Admin:
                 mnt.rmdir()
             except OSError:
                 pass
+
+
+def wait_mounted(proc: subprocess.Popen[bytes], path: Path, timeout: float, log: Path) -> None:
+    """Wait until the FUSE daemon ``proc`` has mounted ``path``; CephError with the end of its ``log`` if it exits or times out first."""
+    deadline = time.monotonic() + timeout
+    while not os.path.ismount(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise CephError([str(a) for a in proc.args], proc.returncode if proc.returncode is not None else -1,
+                            log.read_text(errors="replace")[-2000:] or f"{path} was not mounted")
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Let a daemon we started end within ``grace`` seconds, then SIGTERM it, then SIGKILL it; always reaped."""
+    for signal_it in (None, proc.terminate, proc.kill):
+        if signal_it is not None:
+            signal_it()
+        try:
+            proc.wait(grace if signal_it is None else 10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()

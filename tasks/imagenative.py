@@ -67,14 +67,21 @@ def resolve_in_root(root: Path, rel: str) -> Path:
     return out
 
 
+def static_files() -> dict[str, tuple[Content, int]]:
+    """The boot files every image gets, whatever the host: the hook, the local-top script, the initrd's umask."""
+    return {
+        "etc/initramfs-tools/hooks/cephboot": (STATIC_FILES["hooks/cephboot"], 0o755),
+        "etc/initramfs-tools/scripts/local-top/cephboot": (STATIC_FILES["scripts/local-top/cephboot"], 0o755),
+        "etc/initramfs-tools/conf.d/cephboot-umask": (UMASK_CONF, 0o644),
+    }
+
+
 def image_files(host: Host) -> dict[str, tuple[Content, int]]:
     """Path in the image -> (build file or bytes, mode)."""
     base = host_dir(host.name)
     files: dict[str, tuple[Content, int]] = {
-        "etc/initramfs-tools/hooks/cephboot": (STATIC_FILES["hooks/cephboot"], 0o755),
-        "etc/initramfs-tools/scripts/local-top/cephboot": (STATIC_FILES["scripts/local-top/cephboot"], 0o755),
+        **static_files(),
         "etc/initramfs-tools/conf.d/cephboot": (base / CONFD, 0o644),
-        "etc/initramfs-tools/conf.d/cephboot-umask": (UMASK_CONF, 0o644),
         "etc/fstab": (base / FSTAB, 0o644),
     }
     # the running system needs its keys; its initrd gets them sealed in machine mode (the hook decides)

@@ -22,10 +22,11 @@ from typing import Any
 from doit import create_after
 from doit.exceptions import TaskFailed
 
-from . import inventory, rootfs
+from . import golden, inventory, rootfs
 from .cephcli import Admin, CephError
+from .golden import Refused  # provisioning stops here to keep data or to avoid guessing; the message says what would allow it
 from .fileio import write_if_changed
-from .inventory import Host, Site
+from .inventory import Host, InventoryError, Site
 from .render import render_host
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
@@ -37,10 +38,6 @@ PROVISION_TOOLS = ("ceph", "rbd", "ceph-fuse", "mkfs.ext4", "cp", "tar")
 CLIENT_MARK = "cephboot/clients/{entity}"
 QUOTA_XATTR = "ceph.quota.max_bytes"
 NAMESPACE_XATTR = "ceph.dir.layout.pool_namespace"
-
-
-class Refused(Exception):
-    """Provisioning stops here to keep data or to avoid guessing; the message says what would allow it."""
 
 
 @dataclass
@@ -80,10 +77,12 @@ def boot_namespace(path: str) -> str:
 def wanted_caps(h: dict[str, Any], fs_name: str, data_pool: str) -> dict[str, str]:
     """Least privilege: RBD in the host's namespace only; CephFS in its /boot directory and that directory's RADOS namespace only."""
     rbd = h["rbd"]
+    # A clone's client reads its golden image (krbd reads unwritten extents from the parent), and nothing else there.
+    parent = f", profile rbd-read-only pool={rbd['pool']} namespace={golden.namespace_of(h['root']['image'])}" if (h.get("root") or {}).get("image") else ""
     return {
         "mds": f"allow rw fsname={fs_name} path={h['boot_path']}",
         "mon": f"profile rbd, allow r fsname={fs_name}",
-        "osd": f"profile rbd pool={rbd['pool']} namespace={rbd['namespace']}, allow rw pool={data_pool} namespace={boot_namespace(h['boot_path'])}",
+        "osd": f"profile rbd pool={rbd['pool']} namespace={rbd['namespace']}{parent}, allow rw pool={data_pool} namespace={boot_namespace(h['boot_path'])}",
     }
 
 
@@ -317,6 +316,9 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
     h = host.data
     spec = image_spec(h)
     names = _recover(admin, h, _image_names(admin, h), report)
+    if h["root"]["image"]:
+        _clone(admin, site, host, names, report)
+        return
     inputs = rootfs.image_inputs(site, host)
     stamp = rootfs.image_stamp(inputs)
     replace, why = False, ""
@@ -376,6 +378,41 @@ def private_files(work: Path) -> Iterator[None]:
         os.umask(old)
 
 
+def _clone(admin: Admin, site: Site, host: Host, names: set[str], report: Report) -> None:
+    """The host's root as a clone of its golden image's current version, with its own files; an existing root is kept."""
+    h = host.data
+    spec = image_spec(h)
+    image = golden.image_of(site, host)
+    assert image is not None
+    parent = golden.current_parent(admin, site, image)
+    inputs = golden.clone_inputs(host, parent)
+    stamp = rootfs.image_stamp(inputs)
+    if h["rbd"]["image"] in names:
+        found, was = _stamp(admin, spec), golden.parent_of(admin, spec)
+        if found == stamp:
+            report.ok(f"image {spec} (a clone of {parent})")
+            return
+        if found and was and was != parent:
+            report.ok(f"image {spec} (a clone of {was}; {parent} is newer: `doit move-root:{host.name}` moves it, keeping this root)")
+            return
+        if found:
+            report.ok(f"image {spec} (a clone of {was or '?'} with other host files; kept: after the first boot it is the host's own)")
+            return
+        if admin.rbd_json("diff", spec) and not h["rbd"]["reimage"]:
+            raise Refused(f"host {host.name}: image {spec} exists and holds data that cephboot did not write; refusing to touch it. "
+                          f"Set `rbd: {{reimage: true}}` in {host.source} to set it aside (it is kept as {golden.kept_name(h)}) and clone {parent}")
+        if golden.in_use(admin, spec):
+            raise Refused(f"host {host.name}: image {spec} is in use; shut the host down first")
+        aside = golden.kept_name(h)
+        admin.rbd("rename", spec, f"{h['rbd']['pool']}/{h['rbd']['namespace']}/{aside}")
+        report.did(f"set {spec} aside as {aside} (it was not written by cephboot)")
+    golden.make_clone(admin, site, host, image, parent, image_spec(h, NEW))
+    admin.rbd("image-meta", "set", image_spec(h, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
+    admin.rbd("image-meta", "set", image_spec(h, NEW), STAMP_KEY, stamp)
+    admin.rbd("rename", image_spec(h, NEW), spec)
+    report.did(f"cloned {parent} as root image {spec} with its {len(golden.clone_files(host))} host files")
+
+
 def _what_changed(admin: Admin, spec: str, inputs: dict[str, str]) -> str:
     """Which of the image's inputs changed since it was built, as far as its metadata tells."""
     changed = rootfs.changed_inputs(_stamp(admin, spec, INPUTS_KEY), inputs)
@@ -406,10 +443,93 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
         if _client(admin, site, host, current, data_pool, report):
             render_host(site, host)  # the image must carry the key the cluster knows
         _image(admin, site, host, report)
-    except (Refused, CephError, rootfs.RootfsError) as e:
+    except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
         print(report.summary(), flush=True)
         return TaskFailed(f"provision:{host.name}: {e}")
     print(report.summary(), flush=True)
+    return None
+
+
+# ---- moving a clone to a newer golden version, and back ---------------------------
+
+def _movable(admin: Admin, site: Site, host: Host) -> str:
+    """The host's root spec, once it is sure that it exists, is a clone and is not mapped."""
+    h = host.data
+    spec = image_spec(h)
+    if not h["root"]["image"]:
+        raise Refused(f"host {host.name} has no root.image ({host.source}): its root is no clone of a golden image")
+    if h["rbd"]["image"] not in _image_names(admin, h):
+        raise Refused(f"host {host.name}: {spec} does not exist: `doit provision:{host.name}` clones it")
+    users = golden.in_use(admin, spec)
+    if users:
+        raise Refused(f"host {host.name}: {spec} is mapped ({', '.join(users)}); a root in use is never swapped: shut the host down first")
+    return spec
+
+
+def _aside(admin: Admin, h: dict[str, Any]) -> str:
+    """A free name for setting the host's current root aside (its former roots are sorted by it)."""
+    taken = set(golden.kept_roots(admin, h))
+    name = golden.kept_name(h)
+    while name in taken:
+        name += "+"
+    return name
+
+
+def move_root(site: Site, host: Host) -> TaskFailed | None:
+    """Give the host a clone of its golden image's current version; its former root is kept beside it, whole."""
+    h = host.data
+    if not h["root"]["image"]:  # `doit move-root` moves every host that has a golden image
+        print(f"move-root:{host.name}: no root.image ({host.source}): its root is its own, nothing to move", flush=True)
+        return None
+    try:
+        admin = Admin(site)
+        admin.check_fsid()
+        spec = _movable(admin, site, host)
+        image = golden.image_of(site, host)
+        assert image is not None
+        parent = golden.current_parent(admin, site, image)
+        was = golden.parent_of(admin, spec)
+        if was == parent:
+            print(f"move-root:{host.name}: root {spec} is a clone of {parent}, the current version: nothing to move", flush=True)
+            return None
+        aside = _aside(admin, h)
+        base = f"{h['rbd']['pool']}/{h['rbd']['namespace']}"
+        admin.rbd("rename", spec, f"{base}/{aside}")
+        try:
+            inputs = golden.clone_inputs(host, parent)
+            golden.make_clone(admin, site, host, image, parent, image_spec(h, NEW))
+            admin.rbd("image-meta", "set", image_spec(h, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
+            admin.rbd("image-meta", "set", image_spec(h, NEW), STAMP_KEY, rootfs.image_stamp(inputs))
+            admin.rbd("rename", image_spec(h, NEW), spec)
+        except BaseException:
+            admin.rbd("rename", f"{base}/{aside}", spec)  # the host keeps the root it had
+            raise
+        print(f"move-root:{host.name}: root was a clone of {was or '(no golden image)'}, is now a clone of {parent}; "
+              f"the former root is kept as {base}/{aside} (`doit rollback-root:{host.name}` brings it back)", flush=True)
+    except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
+        return TaskFailed(f"move-root:{host.name}: {e}")
+    return None
+
+
+def rollback_root(site: Site, host: Host) -> TaskFailed | None:
+    """Make the host's newest former root its root again; the root it replaces is kept in turn (nothing is removed)."""
+    h = host.data
+    try:
+        admin = Admin(site)
+        admin.check_fsid()
+        spec = _movable(admin, site, host)
+        kept = golden.kept_roots(admin, h)
+        if not kept:
+            raise Refused(f"host {host.name}: no former root beside {spec} ({h['rbd']['image']}{golden.KEPT}*): nothing to roll back to")
+        base = f"{h['rbd']['pool']}/{h['rbd']['namespace']}"
+        back, aside = kept[-1], _aside(admin, h)
+        was = golden.parent_of(admin, spec)
+        admin.rbd("rename", spec, f"{base}/{aside}")
+        admin.rbd("rename", f"{base}/{back}", spec)
+        print(f"rollback-root:{host.name}: root was a clone of {was or '(no golden image)'}, is again {base}/{back}, "
+              f"a clone of {golden.parent_of(admin, spec) or '(no golden image)'}; the root it replaces is kept as {base}/{aside}", flush=True)
+    except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
+        return TaskFailed(f"rollback-root:{host.name}: {e}")
     return None
 
 
@@ -440,13 +560,22 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
         if info is None:
             check("image", False, f"{spec} does not exist")
         else:
-            size = rootfs.size_bytes(h["rbd"]["size"])
-            feats = sorted(info.get("features", []))
-            wanted = sorted(h["rbd"]["features"])
-            check("image size", info["size"] == size, f"{spec} is {info['size']} bytes, the inventory says {h['rbd']['size']} ({size})")
+            image = golden.image_of(site, host)
+            shape = image.data if image else h["rbd"]  # a clone has its golden image's size and features
+            size = rootfs.size_bytes(shape["size"])
+            # "operations" is set by Ceph itself on clones of format 2, never asked for
+            feats = sorted(f for f in info.get("features", []) if f != "operations")
+            wanted = sorted(shape["features"])
+            check("image size", info["size"] == size, f"{spec} is {info['size']} bytes, the inventory says {shape['size']} ({size})")
             check("image features", feats == wanted, f"{', '.join(feats) or 'none'} (inventory: {', '.join(wanted) or 'none'})")
             stamp = _stamp(admin, spec)
-            inputs = rootfs.image_inputs(site, host)
+            if image is not None:
+                parent, current = golden.parent_of(admin, spec), golden.current_parent(admin, site, image)
+                check("image parent", parent == current, f"{spec} is a clone of {parent or 'nothing'}" + ("" if parent == current else
+                      f"; the current version is {current} (`doit move-root:{host.name}`)"))
+                inputs = golden.clone_inputs(host, parent)
+            else:
+                inputs = rootfs.image_inputs(site, host)
             same = stamp == rootfs.image_stamp(inputs)
             check("image content", same, "built from the inventory's current inputs" if same else
                   (_what_changed(admin, spec, inputs) if stamp else "not written by cephboot"))
@@ -474,7 +603,7 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
                 check("/boot", got == bns, f"{h['boot_path']} RADOS namespace {got or '(none)'} (wants {bns})")
                 quota, wanted = _xattr(d, QUOTA_XATTR), str(rootfs.size_bytes(h["boot_quota"]))
                 check("/boot quota", quota == wanted, f"{h['boot_path']} {QUOTA_XATTR} {quota or '(none)'} (wants {wanted}, boot_quota {h['boot_quota']})")
-    except CephError as e:
+    except (CephError, Refused, InventoryError) as e:
         return TaskFailed(f"verify:{host.name}: {e}")
     print("\n".join(lines), flush=True)
     if problems:
@@ -515,6 +644,20 @@ def task_verify() -> Iterator[dict[str, Any]]:
     """`doit verify:HOST` (or `doit verify`, every host): check, read-only, that its namespace, image, client caps and /boot match the inventory."""
     yield from _per_host("verify", "Check hosts on the Ceph cluster against the inventory (read-only).",
                          verify_host, "does the cluster hold {host} as the inventory says? (read-only)")
+
+
+@create_after(executed=None, creates=["move-root"])
+def task_move_root() -> Iterator[dict[str, Any]]:
+    """`doit move-root:HOST [move-root:HOST2 ...]`: a clone of its golden image's current version as HOST's root, the former one kept (only when named)."""
+    yield from _per_host("move-root", "Move hosts' roots to their golden image's current version, keeping the former root (not a default task).",
+                         move_root, "{host}'s root becomes a clone of its golden image's current version; the former root is kept")
+
+
+@create_after(executed=None, creates=["rollback-root"])
+def task_rollback_root() -> Iterator[dict[str, Any]]:
+    """`doit rollback-root:HOST`: HOST's newest former root becomes its root again, the current one kept (only when named)."""
+    yield from _per_host("rollback-root", "Give hosts back their former root (not a default task).",
+                         rollback_root, "{host}'s newest former root becomes its root again; the current one is kept")
 
 
 if __name__ == "__main__":  # pragma: no cover - a debugging aid: python -m tasks.provision HOST

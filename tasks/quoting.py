@@ -1,4 +1,4 @@
-"""The one function through which every value reaches shell, iPXE, INI or fstab text."""
+"""The one function through which every value reaches shell, iPXE, INI, fstab or dnsmasq text."""
 from __future__ import annotations
 
 import re
@@ -14,6 +14,7 @@ _EXTRA = {
     "ini": re.compile(r"[#\[\]]|^\s|\s$"),  # comments, sections, edge blanks
     "fstab": re.compile(r"[\s#]"),  # fields are whitespace separated
     "word": re.compile(r"[\s|&#<>{}()*?!~\[\]]"),  # one shell/kernel-cmdline word
+    "dnsmasq": re.compile(r"[\s,#]"),  # one field of a dnsmasq option: commas separate, # comments
 }
 LANGS = tuple(_EXTRA)
 

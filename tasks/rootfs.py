@@ -180,15 +180,19 @@ def remove_tree(path: Path) -> None:
 
 
 def source_spec(site: Site, host: Host) -> dict[str, Any]:
-    """What the root tree is made from, as recorded in the image's stamp."""
-    r = host.data["rootfs"]
+    """What the host's root tree is made from, as recorded in the image's stamp."""
+    return tree_source(site, host.data["rootfs"], host.source, bool(host.data["luks"]))
+
+
+def tree_source(site: Site, r: dict[str, Any], origin: str, luks: bool = False) -> dict[str, Any]:
+    """What a `rootfs:` section (of a host or a golden image, set in ``origin``) makes a root tree from."""
     if r["source"] == "debootstrap":
-        return {"debootstrap": r["suite"], "packages": packages(host)}
+        return {"debootstrap": r["suite"], "packages": debootstrap_packages(r["packages"], luks)}
     p = Path(site.path_str(r["source"]))
     try:
         st = p.stat()
     except OSError as e:
-        raise RootfsError(f"{host.source}: rootfs.source {r['source']!r}: {e.strerror} ({p})") from None
+        raise RootfsError(f"{origin}: rootfs.source {r['source']!r}: {e.strerror} ({p})") from None
     if p.is_dir():
         return {"directory": str(p)}
     return {"tarball": str(p), "size": st.st_size, "mtime": st.st_mtime_ns}
@@ -196,15 +200,7 @@ def source_spec(site: Site, host: Host) -> dict[str, Any]:
 
 def make_tree(site: Site, host: Host, tree: Path, say: Any = print) -> None:
     """Fill the empty folder ``tree`` with the host's root: its source, its files, and its own initrds rebuilt with them."""
-    spec = source_spec(site, host)
-    if "debootstrap" in spec:
-        src = debootstrap_tree(cache_root(site), spec["debootstrap"], spec["packages"], say)
-        _copy(src, tree)
-    elif "directory" in spec:
-        _copy(Path(spec["directory"]), tree)
-    else:
-        tree.mkdir(parents=True)
-        subprocess.run(["tar", "-x", "-p", "--numeric-owner", "-f", spec["tarball"], "-C", str(tree)], check=True, capture_output=True)
+    fill_tree(site, source_spec(site, host), tree, say)
     install_host_files(tree, host)
     if imagenative.builds_initrds(tree):
         # As `doit imagenative` would, confined to the tree: the image's own initrd then boots it from the start.
@@ -213,6 +209,18 @@ def make_tree(site: Site, host: Host, tree: Path, say: Any = print) -> None:
             imagenative.update_initramfs(tree)
         except imagenative.ImageError as e:
             raise RootfsError(f"{host.name}: {e}") from None
+
+
+def fill_tree(site: Site, spec: dict[str, Any], tree: Path, say: Any = print) -> None:
+    """Fill the empty folder ``tree`` with the root tree ``spec`` (tree_source) describes."""
+    if "debootstrap" in spec:
+        src = debootstrap_tree(cache_root(site), spec["debootstrap"], spec["packages"], say)
+        _copy(src, tree)
+    elif "directory" in spec:
+        _copy(Path(spec["directory"]), tree)
+    else:
+        tree.mkdir(parents=True)
+        subprocess.run(["tar", "-x", "-p", "--numeric-owner", "-f", spec["tarball"], "-C", str(tree)], check=True, capture_output=True)
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -257,6 +257,25 @@ def ipv4(v: Any) -> str:
     return str(a)
 
 
+@expects("an IPv4 network with its prefix, no host bits set (192.0.2.0/24)")
+def ipv4_network(v: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Network(_str(v)))
+    except ValueError:
+        raise Invalid("expected an IPv4 network like 192.0.2.0/24 (no host bits set)") from None
+
+
+@expects("[first, last] IPv4 addresses, first <= last ([192.0.2.100, 192.0.2.199])")
+def ipv4_range(v: Any) -> list[str]:
+    wanted = "expected [first, last] IPv4 addresses, first <= last, like [192.0.2.100, 192.0.2.199]"
+    if not isinstance(v, list) or len(v) != 2:
+        raise Invalid(wanted)
+    first, last = (ipaddress.IPv4Address(ipv4(x)) for x in v)
+    if first > last:
+        raise Invalid(wanted)
+    return [str(first), str(last)]
+
+
 @expects("an IPv4 monitor address with an optional port 1-65535 (192.0.2.11 or 192.0.2.11:6789); not 0.0.0.0, loopback, multicast or broadcast")
 def mon_address(v: Any) -> str:
     s = _str(v)
@@ -401,6 +420,17 @@ def _nic(doc: str, optional: bool) -> Section:
     )
 
 
+KRBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
+
+ROOTFS = Section(
+    {
+        "source": Field(path, "Where `doit provision:<host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/; not `/`, a system folder or a folder holding hosts/).", default="debootstrap"),
+        "suite": Field(_regex(_SUITE, "a Debian suite name like bookworm"), "Debian suite that debootstrap installs (from the build machine's apt mirror).", default="bookworm"),
+        "packages": Field(list_of(_regex(_PACKAGE, "a Debian package name"), unique=True), "Packages debootstrap adds to minbase; `+packages: [...]` adds more.", default=list(ROOTFS_PACKAGES)),
+    },
+    "How provisioning builds the root file system written into the image.",
+)
+
 HOST = Section(
     {
         "name": Field(host_name, "Host name; always the file name (hosts/nodes/NAME.yaml); if given it must match.", default="(file name)"),
@@ -418,7 +448,7 @@ HOST = Section(
                 "namespace": Field(rados_name, "RBD namespace: one per host (two hosts in one pool/namespace could read each other's roots).", default="{name}"),
                 "image": Field(rados_name, "RBD image holding the root filesystem.", default="root"),
                 "size": Field(size, "Image size for provisioning.", default="10G"),
-                "features": Field(list_of(one_of("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")), "RBD image features for provisioning.", default=["layering", "exclusive-lock"]),
+                "features": Field(list_of(one_of(*KRBD_FEATURES)), "RBD image features for provisioning.", default=["layering", "exclusive-lock"]),
                 "reimage": Field(boolean, "Allow provisioning to overwrite a non-empty image.", default=False),
             },
             "The root image.",
@@ -457,16 +487,26 @@ HOST = Section(
         ),
         "monolithic": Field(boolean, "Also publish one initrd.img = base + host layer.", default=False),
         "image_root": Field(path, "Image-native mode: the mounted root of this host's image to install into (not `/`, a system folder or a folder holding hosts/).", default=None),
-        "rootfs": Section(
+        "rootfs": ROOTFS,
+        "root": Section(
             {
-                "source": Field(path, "Where `doit provision:<host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/; not `/`, a system folder or a folder holding hosts/).", default="debootstrap"),
-                "suite": Field(_regex(_SUITE, "a Debian suite name like bookworm"), "Debian suite that debootstrap installs (from the build machine's apt mirror).", default="bookworm"),
-                "packages": Field(list_of(_regex(_PACKAGE, "a Debian package name"), unique=True), "Packages debootstrap adds to minbase; `+packages: [...]` adds more.", default=list(ROOTFS_PACKAGES)),
+                "image": Field(host_name, "Golden image (hosts/images/NAME.yaml) whose current snapshot provisioning clones as this host's root, instead of building one (docs/golden-images.md).", default=None),
             },
-            "How provisioning builds the root file system written into the image.",
+            "Where the host's root comes from.",
         ),
     },
     "A host (site defaults < profiles < host file).",
+)
+
+# A golden image: hosts/images/<name>.yaml (docs/golden-images.md).
+IMAGE = Section(
+    {
+        "rootfs": ROOTFS,
+        "size": Field(size, "Size of the golden image, and of every clone of it.", default="10G"),
+        "pool": Field(rados_name, "RBD pool of the golden image; hosts cloned from it must use the same rbd.pool.", default="rbd"),
+        "features": Field(list_of(one_of(*KRBD_FEATURES), unique=True), "RBD image features of the golden image and its clones (checked against the kernel the hosts boot).", default=["layering"]),
+    },
+    "A golden image (hosts/images/<name>.yaml); its namespace is golden-<name>.",
 )
 
 SITE = Section(
@@ -484,8 +524,18 @@ SITE = Section(
         "pxe": Section(
             {
                 "http_base": Field(url, "URL under which the web server serves the boot tree.", required=True),
+                "uefi_loader": Field(one_of("snponly.efi", "ipxe.efi"), "What `doit dnsmasq` gives x86_64 UEFI machines that PXE-boot without iPXE: snponly.efi (iPXE on the firmware's NIC driver) or ipxe.efi (iPXE's own drivers).", default="snponly.efi"),
             },
             "PXE/iPXE settings.",
+        ),
+        "dhcp": Section(
+            {
+                "network": Field(ipv4_network, "The subnet machines PXE-boot on (192.0.2.0/24); `doit dnsmasq` needs it.", default=None),
+                "mode": Field(one_of("proxy", "server"), "'proxy': dnsmasq only adds boot information next to the site's DHCP server; 'server': dnsmasq is the DHCP server, with a reservation for every static Ceph address.", default="proxy"),
+                "range": Field(ipv4_range, "Server mode: [first, last] address for machines without a reservation (unknown machines still get the unknown-machine message).", default=None),
+                "router": Field(ipv4, "Server mode: the gateway handed out (default: dnsmasq's own address).", default=None),
+            },
+            "DHCP/TFTP front end rendered by `doit dnsmasq` (build/site/dnsmasq.conf).",
         ),
         "publish": Section(
             {
@@ -543,7 +593,8 @@ def reference_markdown() -> str:
     head = "| key | default | accepted | meaning |\n| --- | --- | --- | --- |\n"
     return (
         "Site settings (`hosts/site.yaml`):\n\n" + head + "\n".join(reference(SITE)) + "\n\n"
-        "Host keys (`defaults:` in site.yaml, `hosts/profiles/*.yaml`, `hosts/nodes/<name>.yaml`):\n\n" + head + "\n".join(reference(HOST)) + "\n"
+        "Host keys (`defaults:` in site.yaml, `hosts/profiles/*.yaml`, `hosts/nodes/<name>.yaml`):\n\n" + head + "\n".join(reference(HOST)) + "\n\n"
+        "Golden images (`hosts/images/<name>.yaml`, [docs/golden-images.md](docs/golden-images.md)):\n\n" + head + "\n".join(reference(IMAGE)) + "\n"
     )
 
 

@@ -201,9 +201,10 @@ class CephCluster:
         mon = self._daemon("mon", MON_ID)
         wait_until(self._quorum, 60, "the monitor's quorum", watch=[mon])
 
-    def stop_monitor(self) -> None:
-        """SIGTERM the monitor by PID and wait for it to exit (for the fault scenario)."""
-        self.daemons.pop(f"mon.{MON_ID}").stop(grace=20)
+    def stop_monitor(self, grace: float = 20) -> None:
+        """SIGTERM the monitor by PID and wait for it to exit (for the fault scenario);
+        SIGKILL after ``grace`` seconds (0: at once, a monitor that vanishes)."""
+        self.daemons.pop(f"mon.{MON_ID}").stop(grace=grace)
 
     def _quorum(self) -> bool:
         done = self.netns.run(

@@ -133,13 +133,14 @@ def an_http_server(
 def qemu_boot(
     a_network_namespace: NetworkNamespace, tmp_path: Path
 ) -> Iterator[Callable[..., QemuMachine]]:
-    """Start a guest that PXE-boots ``tftp_root``'s boot file: ``qemu_boot(root, macs, uuid)``.
+    """Start a guest that PXE-boots ``tftp_root``'s boot file: ``qemu_boot(root, macs, uuid)``
+    (``root`` None with ``taps=``: the network it is on serves it).
 
     Every guest a test starts is killed by PID when the test ends.
     """
     machines: list[QemuMachine] = []
 
-    def boot(tftp_root: Path, macs: Sequence[str], uuid: str | None = None,
+    def boot(tftp_root: Path | None, macs: Sequence[str], uuid: str | None = None,
              **options: object) -> QemuMachine:
         workdir = tmp_path / f"guest{len(machines)}"
         machine = QemuMachine(a_network_namespace, workdir, tftp_root, macs, uuid, **options)
@@ -152,3 +153,8 @@ def qemu_boot(
     finally:
         for machine in machines:
             machine.stop()
+
+
+# The scenario site and its boot network, shared by test_boot_scenarios.py and
+# test_uefi.py (imported after RBD_POOL, which the site uses).
+from .scenario_site import a_boot_network, network_boot, the_e2e_site  # noqa: E402,F401

@@ -24,6 +24,10 @@ GUEST_ADDRESS_PREFIX = "198.51.100."
 GUEST_FIRST_HOST = 30
 # Where the hosts' own /boot folders are: outside the boot tree, which only the publisher writes.
 HOSTS_BOOT = "/e2e-hosts"
+# What `doit dnsmasq` serves on the boot network of the UEFI tests (tests/e2e/dnsmasq.py):
+# a DHCP server with a reservation per host and a pool for unlisted NICs.
+BOOT_NETWORK = "198.51.100.0/24"
+UNRESERVED = ["198.51.100.100", "198.51.100.150"]
 
 
 @dataclass
@@ -70,6 +74,7 @@ class E2ESite:
             "publish": {"target": str(boot_tree.mountpoint), "web_root": str(http.root),
                         "group": WEB_GROUP},
             "kernels": {"nic_modules": ["virtio_net", "virtio_pci"]},
+            "dhcp": {"network": BOOT_NETWORK, "mode": "server", "range": UNRESERVED},
             "defaults": {
                 # panic=10: a failed boot reboots, and -no-reboot ends QEMU.
                 "kernel_args": ["console=ttyS0,115200n8", "panic=10"],

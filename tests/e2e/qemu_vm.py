@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,11 @@ from .procs import Service, StartedProcess
 # (1af4:1041); QEMU patches the IDs of its default ROMs only, so a ROM given by path runs
 # only on a modern-only NIC (disable-legacy=on), which has that ID.
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
+
+# UEFI: Debian's OVMF (4M flash), with a private copy of the variable store per machine.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+FIRMWARES = ("bios", "uefi")
 
 # slirp's virtual network, in a documentation range so every address a script or a log
 # shows is one. It never leaves QEMU: a guest connection to the test address becomes a
@@ -28,6 +34,12 @@ _TERMINAL_NOISE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[c()][0-9A-Za-z]?|\x0
 class QemuMachine(Service):
     """One guest: its NICs' MACs (the first boots with iPXE), SMBIOS UUID, serial log.
 
+    ``firmware`` is SeaBIOS (``bios``, -machine pc) or OVMF (``uefi``, -machine q35).
+    With ``nic_rom`` the first NIC's option ROM is iPXE; without it the firmware's own
+    PXE boots it (OVMF's virtio-net driver). Without ``taps`` every NIC is on slirp, whose
+    TFTP serves ``tftp_root``'s ``bootfile``; with ``taps`` (one per MAC) the NICs are on
+    those taps, and DHCP/TFTP come from whatever serves that network (tests/e2e/dnsmasq.py).
+
     The serial console is the guest's only output; ``wait_for`` reads it as it grows.
     ``stop`` kills QEMU by PID.
     """
@@ -36,15 +48,25 @@ class QemuMachine(Service):
         self,
         netns: NetworkNamespace,
         workdir: Path,
-        tftp_root: Path,
+        tftp_root: Path | None,
         macs: Sequence[str],
         uuid: str | None = None,
         memory_mib: int = 1024,
         bootfile: str = "boot.ipxe",
         cpu: str | None = "qemu64,+rdrand",
+        firmware: str = "bios",
+        nic_rom: bool = True,
+        taps: Sequence[str] | None = None,
     ) -> None:
         if not macs:
             raise ValueError("a machine needs at least one NIC")
+        if firmware not in FIRMWARES:
+            raise ValueError(f"firmware is one of {FIRMWARES}, not {firmware!r}")
+        if taps is not None and len(taps) != len(macs):
+            raise ValueError("one tap per NIC")
+        self.firmware = firmware
+        self.nic_rom = nic_rom
+        self.taps = list(taps) if taps is not None else None
         self.netns = netns
         self.workdir = workdir
         self.tftp_root = tftp_root
@@ -58,14 +80,21 @@ class QemuMachine(Service):
         self.started_at = 0.0
 
     def argv(self) -> list[str]:
+        machine = "q35" if self.firmware == "uefi" else "pc"
         argv = [
             "qemu-system-x86_64",
-            "-machine", "pc", "-accel", "tcg", "-m", str(self.memory_mib),
+            "-machine", machine, "-accel", "tcg", "-m", str(self.memory_mib),
             # -nographic also makes SeaBIOS copy the text console, so iPXE's output,
-            # to the serial port; that port goes to the log file.
+            # to the serial port (OVMF's console is the serial port already); that port
+            # goes to the log file.
             "-nographic", "-serial", f"file:{self.serial_log}", "-monitor", "none",
             "-no-reboot", "-boot", "n",
         ]
+        if self.firmware == "uefi":
+            argv += [
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={self.workdir / 'OVMF_VARS.fd'}",
+            ]
         if self.cpu:
             # RDRAND, as real machines have it: the guest kernel's random pool is
             # ready at once. Without it, it takes 5-20 s under TCG, and userspace
@@ -76,12 +105,17 @@ class QemuMachine(Service):
         if self.uuid:
             argv += ["-smbios", f"type=1,uuid={self.uuid}"]
         for index, mac in enumerate(self.macs):
-            netdev = f"user,id=n{index},net={GUEST_NET},host={GUEST_HOST_ADDRESS}"
+            if self.taps is not None:
+                netdev = f"tap,id=n{index},ifname={self.taps[index]},script=no,downscript=no"
+            else:
+                netdev = f"user,id=n{index},net={GUEST_NET},host={GUEST_HOST_ADDRESS}"
             nic = f"virtio-net-pci,disable-legacy=on,netdev=n{index},mac={mac}"
             if index == 0:
-                netdev += (f",dhcpstart={GUEST_FIRST_ADDRESS}"
-                           f",tftp={self.tftp_root},bootfile={self.bootfile}")
-                nic += f",romfile={IPXE_ROM}"
+                if self.taps is None:
+                    netdev += (f",dhcpstart={GUEST_FIRST_ADDRESS}"
+                               f",tftp={self.tftp_root},bootfile={self.bootfile}")
+                # without a ROM, OVMF's own virtio-net driver and PXE boot the NIC
+                nic += f",romfile={IPXE_ROM if self.nic_rom else ''},bootindex=0"
             else:
                 nic += ",romfile="
             argv += ["-netdev", netdev, "-device", nic]
@@ -90,6 +124,8 @@ class QemuMachine(Service):
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.serial_log.write_bytes(b"")
+        if self.firmware == "uefi":
+            shutil.copyfile(OVMF_VARS, self.workdir / "OVMF_VARS.fd")
         self.started_at = time.monotonic()
         self.process = self.netns.start("qemu", self.argv(), self.workdir / "qemu.stdout")
 
@@ -124,6 +160,18 @@ class QemuMachine(Service):
                 tail = "\n".join(self.console().splitlines()[-40:])
                 raise AssertionError(f"{why} before the console showed {pattern!r}:\n{tail}")
             time.sleep(0.25)
+
+    def timed(self, milestones: Sequence[tuple[str, str]], timeout: float) -> list[tuple[str, float]]:
+        """Wait for each (name, regex) in turn; seconds since power-on when each showed.
+
+        The boot path's timings (power-on -> iPXE -> kernel -> root); ``wait_for`` polls
+        the console, so each is exact to its 0.25 s poll.
+        """
+        out = []
+        for name, pattern in milestones:
+            self.wait_for(pattern, max(timeout - self.elapsed(), 1))
+            out.append((name, round(self.elapsed(), 1)))
+        return out
 
     def wait_exit(self, timeout: float) -> int:
         """Wait for the guest to power off (QEMU exits); its exit status."""

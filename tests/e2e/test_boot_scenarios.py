@@ -1,7 +1,7 @@
 """Issue 4's scenarios: machines PXE-boot from the test cluster with what `doit` built.
 
-One site holds every scenario's host; one `doit` run builds the base initrd once and
-publishes them all; then each test boots its machine and asserts on the serial console
+One site (`the_e2e_site`, tests/e2e/scenario_site.py, shared with test_uefi.py) holds
+every scenario's host; one `doit` run builds the base initrd once and publishes them all; then each test boots its machine and asserts on the serial console
 and on the HTTP server's log. The last test edits the site and runs `doit` again, so it
 stays last in this file.
 """
@@ -14,7 +14,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,20 +27,14 @@ from .ceph_cluster import CephClient, CephCluster
 from .conftest import RBD_POOL
 from .e2e_site import E2ESite
 from .qemu_vm import QemuMachine
+from .scenario_site import (BY_UUID_UUID, FALLBACK_NEW, LUKS_NAME, MULTI_MACS, UNKNOWN_MAC,
+                            UNLISTED_MAC, WRONG_KEY_DEADLINE, NetworkBoot)
 
 pytestmark = pytest.mark.e2e
 
 BOOT_TIMEOUT = 300
-# The wrong-key host's map deadline; initramfs-tools' panic then waits panic=10 s.
-WRONG_KEY_DEADLINE = 20
+# The wrong-key host panics after its map deadline; initramfs-tools then waits panic=10 s.
 PANIC_DELAY = 10
-
-BY_UUID_UUID = "e2e00002-0000-4000-8000-000000000002"
-UNLISTED_MAC = "52:54:00:e2:02:99"
-UNKNOWN_MAC = "52:54:00:e2:09:99"
-MULTI_MACS = ["52:54:00:e2:04:01", "52:54:00:e2:04:02", "52:54:00:e2:04:03"]
-LUKS_NAME = "e2e-root"
-FALLBACK_NEW = "cephboot.e2e=second-generation"
 
 # The line the boot script prints once the Ceph NIC has its address, right before it
 # maps the image. (Its first line shares a console line with initramfs-tools' "Begin:".)
@@ -55,53 +49,14 @@ def ok_line(host: str, root: str = "/dev/rbd0") -> str:
     return rf"^CEPHBOOT-E2E-OK host={re.escape(host)} root={re.escape(root)}$"
 
 
-@pytest.fixture(scope="module")
-def the_e2e_site(
-    a_ceph_cluster: CephCluster,
-    a_boot_tree_mount: CephFuseMount,
-    an_http_server: NginxServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[E2ESite]:
-    """Every scenario's host, provisioned, built and published by one `doit` run."""
-    workdir = tmp_path_factory.mktemp("site")
-    site = E2ESite(a_ceph_cluster, a_boot_tree_mount, an_http_server, workdir, RBD_POOL)
-    site.add_host("by-mac", ["52:54:00:e2:01:01"])
-    site.add_host("by-uuid", ["52:54:00:e2:02:01"], uuid=BY_UUID_UUID)
-    site.add_host("sysfs-secure", ["52:54:00:e2:03:01"],
-                  map={"method": "sysfs", "options": ["ms_mode=secure"]})
-    site.add_host("multi-mac", MULTI_MACS)
-    site.write_secret("keys/luks.luks", b"e2e LUKS passphrase of host luks\n")
-    site.add_host("luks", ["52:54:00:e2:05:01"],
-                  luks={"name": LUKS_NAME, "keyfile": "keys/luks.luks"})
-    site.add_host("mon-fault", ["52:54:00:e2:06:01"])
-    site.add_host("wrong-key", ["52:54:00:e2:07:01"], map={"deadline": WRONG_KEY_DEADLINE})
-    site.give_wrong_key("wrong-key")
-    site.add_host("monolithic", ["52:54:00:e2:08:01"], monolithic=True)
-    site.add_host("fallback", ["52:54:00:e2:0a:01"])
-    site.doit()
-    # a second generation of "fallback": the first stays published as its previous/
-    site.hosts["fallback"].data["+kernel_args"] = [FALLBACK_NEW]
-    site.write_host(site.hosts["fallback"])
-    site.doit()
-    images = tmp_path_factory.mktemp("images")
-    for name in site.hosts:
-        site.install_root_image(name, images)
-    yield site
-
-
 @pytest.fixture
-def boot(
-    the_e2e_site: E2ESite,
-    qemu_boot: Callable[..., QemuMachine],
-    an_http_server: NginxServer,
-    a_boot_tree_mount: CephFuseMount,
-) -> Callable[..., tuple[QemuMachine, int]]:
-    """``boot(macs, uuid)``: a guest PXE-booting the published tree; and the HTTP log mark."""
+def boot(network_boot: Callable[..., NetworkBoot]) -> Callable[..., tuple[QemuMachine, int]]:
+    """``boot(macs, uuid)``: a SeaBIOS guest with iPXE as its NIC's ROM on the boot network
+    (dnsmasq gives iPXE an address and ``boot.ipxe`` over HTTP); and the HTTP log mark."""
 
     def start(macs: list[str], machine_uuid: str | None = None) -> tuple[QemuMachine, int]:
-        mark = an_http_server.mark()
-        guest = qemu_boot(a_boot_tree_mount.mountpoint, macs, machine_uuid or str(uuid.uuid4()))
-        return guest, mark
+        booted = network_boot(macs, machine_uuid)
+        return booted.guest, booted.http_mark
 
     return start
 
@@ -128,15 +83,27 @@ def a_full_boot(
     def run(name: str, macs: list[str] | None = None, machine_uuid: str | None = None,
             root: str = "/dev/rbd0") -> Booted:
         guest, mark = boot(macs or the_e2e_site.hosts[name].macs, machine_uuid)
-        guest.wait_for(ok_line(name, root), BOOT_TIMEOUT)
-        root_seconds = round(guest.elapsed(), 1)
-        guest.wait_exit(30)
+        root_seconds = dict(boot_path(guest, "SeaBIOS", name, root))["root"]  # power-on until init's OK line
         requests = fetched(an_http_server, mark)
         assert_fetched_host_chain(requests, name)
         assert_booted(the_e2e_site, name, root)
         return Booted(guest.console(), requests, root_seconds)
 
     return run
+
+
+def boot_path(guest: QemuMachine, firmware: str, host: str, root: str = "/dev/rbd0") -> list[tuple[str, float]]:
+    """Wait for the whole chain and the power-off; print and return its timings (seconds
+    since power-on: iPXE running, kernel started, root mapped, root mounted and init running)."""
+    timings = guest.timed([
+        ("iPXE", r"iPXE 1\.\d"),
+        ("kernel", r"Linux version \d"),
+        ("mapped", r"^cephboot: mapped \S+ at /dev/rbd0$"),
+        ("root", ok_line(host, root)),
+    ], BOOT_TIMEOUT)
+    guest.wait_exit(30)
+    print(f"\nboot path, {firmware}, {host}: " + ", ".join(f"{name} {t:.1f} s" for name, t in timings))
+    return timings
 
 
 def fetched(http: NginxServer, mark: int) -> list[tuple[str, int]]:
@@ -211,7 +178,7 @@ def test_a_machine_whose_boot_mac_is_unlisted_boots_by_its_uuid(
     host = the_e2e_site.hosts["by-uuid"]
     booted = a_full_boot("by-uuid", [UNLISTED_MAC, *host.macs], BY_UUID_UUID)
     requests = booted.requests
-    assert requests[0] == (f"/ipxe/by-uuid/{BY_UUID_UUID}.ipxe", 200), requests
+    assert requests[:2] == [("/boot.ipxe", 200), (f"/ipxe/by-uuid/{BY_UUID_UUID}.ipxe", 200)], requests
     assert not [path for path, _ in requests if path.startswith("/ipxe/by-mac/")], requests
     assert re.search(rf"cephboot: Ceph NIC is \S+ \({host.macs[0]}\)$", booted.console,
                      re.MULTILINE)
@@ -277,7 +244,9 @@ def test_a_map_outlives_a_monitor_restart(
     guest, mark = boot(host.macs)
     guest.wait_for(NIC_READY, BOOT_TIMEOUT)
     try:
-        a_ceph_cluster.stop_monitor()
+        # at once: a monitor that takes seconds over its SIGTERM still answers a guest that
+        # maps quickly (on the bridge there is no slirp in the way)
+        a_ceph_cluster.stop_monitor(grace=0)
         down_at = len(guest.console())
         time.sleep(5)
     finally:
@@ -332,9 +301,10 @@ def test_an_unknown_machine_gets_the_unknown_machine_message(
     guest.wait_for(r"^Press any key within 30 s", 10)
     guest.stop()  # this iPXE has no poweroff: it would sit at the prompt
     requests = fetched(an_http_server, mark)
-    assert requests[0] == (f"/ipxe/by-uuid/{machine_uuid}.ipxe", 404), requests
+    # dnsmasq gave it an address from the pool and the site's boot.ipxe; no route matched
+    assert requests[:2] == [("/boot.ipxe", 200), (f"/ipxe/by-uuid/{machine_uuid}.ipxe", 404)], requests
     assert (f"/ipxe/by-mac/{hexhyp(UNKNOWN_MAC)}.ipxe", 404) in requests
-    assert all(status == 404 for _, status in requests), requests
+    assert all(status == 404 for _, status in requests[1:]), requests
     assert "cephboot: booting" not in guest.console()
 
 
@@ -384,8 +354,7 @@ def test_a_monolithic_host_boots_from_its_single_initrd(
     """For machines whose loader takes one initrd: hosts/<h>/initrd.img is the host layer
     followed by the base (docs/layers-and-publish.md); nothing else is fetched."""
     guest, mark = boot(the_e2e_site.hosts["monolithic"].macs)
-    guest.wait_for(ok_line("monolithic"), BOOT_TIMEOUT)
-    guest.wait_exit(30)
+    boot_path(guest, "SeaBIOS", "monolithic")
     requests = fetched(an_http_server, mark)
     paths = {path for path, status in requests if status == 200}
     assert "/hosts/monolithic/initrd.img" in paths, requests

@@ -1,0 +1,120 @@
+"""The boot network a site runs: a bridge in the test namespace, QEMU taps on it, and real
+dnsmasq with the config `doit dnsmasq` generated (DHCP, and TFTP of the tree's tftp/)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .e2e_site import GUEST_GATEWAY
+from .netns import NetworkNamespace
+from .procs import Service, StartedProcess, wait_until
+
+BRIDGE = "cbbr0"
+# The bridge's address is the guests' gateway, the address slirp's host has, so the e2e
+# site's static Ceph addresses and gateway (198.51.100.x via 198.51.100.2) hold on both.
+# The namespace delivers the guests' packets to the test address (192.0.2.1) itself.
+BRIDGE_ADDRESS = GUEST_GATEWAY
+
+
+class BootNetwork(Service):
+    """``cbbr0`` with cephboot's dnsmasq on it; ``tap()`` makes a tap for one QEMU NIC.
+
+    Every dnsmasq runs in the foreground inside the namespace only (``--interface`` and
+    ``--bind-interfaces``: several can share the bridge), logs to its own file, and is
+    stopped by PID. ``log`` is cephboot's instance's log across restarts.
+    """
+
+    def __init__(self, netns: NetworkNamespace, conf: Path, workdir: Path) -> None:
+        self.netns = netns
+        self.conf = conf
+        self.workdir = workdir
+        self.log = workdir / "cephboot-dnsmasq.log"
+        self.processes: dict[str, StartedProcess] = {}
+        self.taps: list[str] = []
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for args in (
+            ["link", "add", BRIDGE, "type", "bridge"],
+            ["addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", BRIDGE],
+            ["link", "set", BRIDGE, "up"],
+        ):
+            self.netns.run(["ip", *args])
+        self.serve("cephboot", self.conf)
+
+    def serve(self, name: str, conf: Path) -> StartedProcess:
+        """Start one dnsmasq named ``name`` with ``conf``; returns once it listens."""
+        process = self.netns.start(f"dnsmasq-{name}", [
+            "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
+            f"--interface={BRIDGE}", "--bind-interfaces",
+            # the test's own files, not the system's; root reads the FUSE-mounted tree
+            # under pytest's 0700 folders
+            f"--pid-file={self.workdir / f'{name}.pid'}",
+            f"--dhcp-leasefile={self.workdir / f'{name}.leases'}",
+            "--user=root", "--log-facility=-",
+        ], self.workdir / f"{name}-dnsmasq.log")
+        self.processes[name] = process
+        wait_until(lambda: self._listening(process.pid), 30, f"dnsmasq {name} on the bridge",
+                   watch=[process])
+        return process
+
+    def _listening(self, pid: int) -> bool:
+        out = self.netns.run(["ss", "-Hlunp", "sport = :67"], check=False).stdout
+        return f"pid={pid}," in out
+
+    def halt(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is not None:
+            process.stop(grace=5)
+
+    @contextmanager
+    def replaced(self, servers: dict[str, Path]) -> Iterator[None]:
+        """cephboot's dnsmasq replaced by ``servers`` (name -> conf; ``cephboot`` logs to
+        ``log``) for a while, then back as it was."""
+        self.halt("cephboot")
+        try:
+            for name, conf in servers.items():
+                self.serve(name, conf)
+            yield
+        finally:
+            for name in servers:
+                self.halt(name)
+            self.serve("cephboot", self.conf)
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.halt(name)
+        for tap in self.taps:
+            self.netns.run(["ip", "link", "del", tap], check=False)
+        self.taps = []
+        self.netns.run(["ip", "link", "del", BRIDGE], check=False)
+
+    def tap(self) -> str:
+        """A new tap on the bridge, up, for one QEMU NIC (deleted when the network stops)."""
+        name = f"cbt{secrets.token_hex(3)}"
+        self.netns.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"])
+        self.taps.append(name)
+        self.netns.run(["ip", "link", "set", name, "master", BRIDGE, "up"])
+        return name
+
+    def release(self, tap: str) -> None:
+        if tap in self.taps:
+            self.taps.remove(tap)
+            self.netns.run(["ip", "link", "del", tap], check=False)
+
+    def mark(self) -> int:
+        """A position in cephboot's dnsmasq's log, for ``lines_since``."""
+        return len(self.lines_since(0))
+
+    def lines_since(self, mark: int) -> list[str]:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text.splitlines()[mark:]
+
+    def tftp_sent(self, mark: int) -> list[str]:
+        """Base names of the files cephboot's dnsmasq sent by TFTP since ``mark``."""
+        sent = (re.search(r"dnsmasq-tftp\[\d+\]: sent (\S+) to ", line) for line in self.lines_since(mark))
+        return [Path(m.group(1)).name for m in sent if m]

@@ -1,0 +1,199 @@
+"""Golden images (issue 14) on the session's cluster: one image, a copy-on-write clone per host.
+
+`doit image:base` writes a small busybox root (tests/e2e/root_image.py) once into `golden-base`;
+`doit provision` clones it for two hosts with their own files; `doit` publishes them into a boot
+tree of this site's own, served by nginx of its own from a read-only view. Each guest PXE-boots its clone;
+the root's init (tests/e2e/rootfs/sbin/init) prints its host name, the golden version it was
+cloned from and what earlier boots of the same root wrote, then writes one line more.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .boot_tree import WEB_GROUP, NginxServer, WebServerView
+from .ceph_cluster import CephCluster
+from .conftest import RBD_POOL
+from .netns import NetworkNamespace
+from .provision_site import GUEST_GATEWAY, ProvisionSite
+from .qemu_vm import QemuMachine
+from .root_image import build_root_tree
+
+pytestmark = pytest.mark.e2e
+
+BOOT_TREE = "/golden-tree"
+HTTP_PORT = 8085
+BOOT_TIMEOUT = 300
+HOSTS = {"gold-a": ("52:54:00:e9:00:01", "198.51.100.51/24"), "gold-b": ("52:54:00:e9:00:02", "198.51.100.52/24")}
+
+
+class GoldenSite:
+    def __init__(self, site: ProvisionSite, tree: Path, http: NginxServer, served: Path) -> None:
+        self.site, self.tree, self.http, self.served = site, tree, http, served
+        self.runs: dict[str, str] = {}
+
+    def set_version(self, version: str) -> None:
+        (self.tree / "etc" / "e2e-version").write_text(f"{version}\n")
+
+    def boot(self, qemu_boot: Callable[..., QemuMachine], host: str) -> str:
+        guest = qemu_boot(self.served, [HOSTS[host][0]])
+        guest.wait_for(rf"CEPHBOOT-E2E-(OK|FAIL) host={host}", BOOT_TIMEOUT)
+        console = guest.console()
+        assert f"CEPHBOOT-E2E-OK host={host} root=/dev/rbd0" in console, console[-3000:]
+        return console
+
+
+def _writes(console: str, host: str) -> list[str]:
+    m = re.search(rf"^CEPHBOOT-E2E-WRITES host={host} before=\[(.*)\]", console, re.MULTILINE)
+    assert m, console[-3000:]
+    return m.group(1).split()
+
+
+def _version(console: str, host: str) -> str:
+    m = re.search(rf"^CEPHBOOT-E2E-VERSION host={host} (\S+)", console, re.MULTILINE)
+    assert m, console[-3000:]
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def a_golden_site(
+    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GoldenSite]:
+    """Golden image `base` (v1) built, two hosts cloned from it, provisioned and published."""
+    work = tmp_path_factory.mktemp("golden")
+    a_ceph_cluster.make_fs_dir(BOOT_TREE)
+    served = a_ceph_cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/")
+    empty = work / "no-rendered-files"
+    empty.mkdir()
+    tree = work / "tree"
+    build_root_tree(tree, "template", empty)
+    (tree / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
+    (tree / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")  # initramfs-tools' entry point
+    site = ProvisionSite(
+        a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE, f"http://{a_network_namespace.address}:{HTTP_PORT}",
+        {"rbd": {"pool": RBD_POOL}, "kernel_args": ["console=ttyS0,115200n8", "panic=10"], "map": {"deadline": 90}},
+        publish={"target": str(served), "group": WEB_GROUP}, kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
+    )
+    (site.hosts / "images").mkdir()
+    (site.hosts / "images" / "base.yaml").write_text(yaml.safe_dump({"rootfs": {"source": str(tree)}, "size": "64M", "pool": RBD_POOL}))
+    for name, (mac, address) in HOSTS.items():
+        site.add_host(name, mac, root={"image": "base"}, nics={"ceph": {"macs": [mac], "address": address, "gateway": GUEST_GATEWAY}})
+    golden = GoldenSite(site, tree, None, served)  # type: ignore[arg-type]
+    golden.set_version("v1")
+    golden.runs["image"] = site.doit("image:base").stdout
+    golden.runs["image again"] = site.doit("image:base").stdout
+    golden.runs["provision"] = site.doit("provision").stdout
+    golden.runs["doit"] = site.doit().stdout
+    with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-golden") as view, \
+            NginxServer(a_network_namespace, view.mountpoint, work / "http", port=HTTP_PORT) as http:
+        golden.http = http
+        yield golden
+    for name in HOSTS:
+        for image in a_ceph_cluster.rbd("ls", f"{RBD_POOL}/{name}").stdout.split():
+            a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{name}/{image}", check=False)
+
+
+def _wait_unmapped(cluster: CephCluster, spec: str, timeout: float = 90) -> None:
+    """A guest that powered off holds its watch until the OSD times it out (osd_client_watch_timeout, 30 s)."""
+    deadline = time.monotonic() + timeout
+    while json.loads(cluster.rbd("status", "--format", "json", spec).stdout).get("watchers"):
+        assert time.monotonic() < deadline, f"{spec} still has watchers after {timeout} s"
+        time.sleep(2)
+
+
+def _parent(cluster: CephCluster, spec: str) -> str:
+    info = yaml.safe_load(cluster.rbd("info", "--format", "json", spec).stdout)
+    p = info.get("parent") or {}
+    return f"{p.get('pool')}/{p.get('pool_namespace')}/{p.get('image')}@{p.get('snapshot')}" if p else ""
+
+
+def test_a_golden_image_is_built_once_and_each_host_gets_a_clone_of_it(a_golden_site: GoldenSite, a_ceph_cluster: CephCluster) -> None:
+    runs = a_golden_site.runs
+    built = re.search(rf"^image:base: built ({RBD_POOL}/golden-base/base-([0-9a-f]{{16}})@\2) \(64M, layering\)$", runs["image"], re.MULTILINE)
+    assert built, runs["image"]
+    assert f"image:base: {built.group(1)} is current (built from the inventory's inputs): nothing to build" in runs["image again"]
+    for name in HOSTS:
+        assert re.search(rf"^provision:{name}: cloned {re.escape(built.group(1))} as root image {RBD_POOL}/{name}/root with its \d+ host files$",
+                         runs["provision"], re.MULTILINE), runs["provision"]
+        assert _parent(a_ceph_cluster, f"{RBD_POOL}/{name}/root") in (built.group(1),)
+        caps = a_ceph_cluster.ceph_json("auth", "get", f"client.{name}")[0]["caps"]["osd"]
+        assert f"profile rbd-read-only pool={RBD_POOL} namespace=golden-base" in caps, caps
+    again = a_golden_site.site.doit("provision").stdout
+    assert "nothing to change" in again and "cloned" not in again, again
+    verify = a_golden_site.site.doit("verify:gold-a").stdout
+    assert re.search(rf"^verify:gold-a: ok +image parent: {RBD_POOL}/gold-a/root is a clone of {re.escape(built.group(1))}$", verify, re.MULTILINE), verify
+    assert re.search(r"^verify:gold-a: ok +client caps: ", verify, re.MULTILINE), verify
+
+
+def test_two_clones_boot_with_their_own_host_names_and_keep_their_own_writes(
+    a_golden_site: GoldenSite, qemu_boot: Callable[..., QemuMachine]
+) -> None:
+    first = a_golden_site.boot(qemu_boot, "gold-a")
+    assert "CEPHBOOT-E2E-ROOT host=gold-a root=/dev/rbd0" in first
+    second = a_golden_site.boot(qemu_boot, "gold-a")
+    assert len(_writes(second, "gold-a")) == len(_writes(first, "gold-a")) + 1, "the first boot's write survived the reboot"
+    assert all(w.startswith("gold-a@") for w in _writes(second, "gold-a"))
+    other = a_golden_site.boot(qemu_boot, "gold-b")
+    assert "CEPHBOOT-E2E-ROOT host=gold-b root=/dev/rbd0" in other
+    assert not any(w.startswith("gold-a@") for w in _writes(other, "gold-b")), "a clone never sees another clone's writes"
+
+
+def test_a_host_client_reads_its_golden_image_but_cannot_write_it_or_read_another_clone(
+    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, tmp_path: Path
+) -> None:
+    a = a_golden_site.site.client("gold-a")
+    snap = _parent(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
+    parent = snap.split("@")[0]
+    assert a_ceph_cluster.rbd("info", parent, client=a, check=False).returncode == 0, "a clone's client reads its parent"
+    # the whole clone, its parent's extents included, read with the host's own key
+    assert a_ceph_cluster.rbd("export", "--no-progress", f"{RBD_POOL}/gold-a/root", str(tmp_path / "a.img"), client=a, check=False).returncode == 0
+    assert (tmp_path / "a.img").stat().st_size == 64 << 20
+    write = a_ceph_cluster.rbd("bench", "--io-type", "write", "--io-total", "4096", "--io-size", "4096", parent, client=a, check=False)
+    assert write.returncode != 0, f"the host wrote its golden image: {write.stdout}"
+    snap_create = a_ceph_cluster.rbd("snap", "create", f"{parent}@by-gold-a", client=a, check=False)
+    assert snap_create.returncode != 0, "the host made a snapshot of its golden image"
+    for args in (("info", f"{RBD_POOL}/gold-b/root"), ("export", "--no-progress", f"{RBD_POOL}/gold-b/root", str(tmp_path / "b.img"))):
+        assert a_ceph_cluster.rbd(*args, client=a, check=False).returncode != 0, f"gold-a could {args[0]} gold-b's clone"
+    assert a_ceph_cluster.rbd("info", f"{RBD_POOL}/gold-a/root", client=a_golden_site.site.client("gold-b"), check=False).returncode != 0
+
+
+def test_a_golden_update_moves_only_the_canary_and_a_rollback_brings_back_its_old_root(
+    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, qemu_boot: Callable[..., QemuMachine]
+) -> None:
+    site = a_golden_site.site
+    before = a_golden_site.boot(qemu_boot, "gold-a")
+    assert _version(before, "gold-a") == "v1"
+    old_writes = _writes(before, "gold-a")
+    old = _parent(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
+    a_golden_site.set_version("v2")
+    built = site.doit("image:base").stdout
+    new = re.search(rf"^image:base: built ({RBD_POOL}/golden-base/base-([0-9a-f]{{16}})@\2) .*changed since base-[0-9a-f]+: rootfs.source content",
+                    built, re.MULTILINE)
+    assert new and new.group(1) != old, built
+    assert re.search(rf"^image:base: older version {re.escape(old)}: kept, the root of 2 clone\(s\)", built, re.MULTILINE), built
+    provision = site.doit("provision").stdout
+    assert "is newer: `doit move-root:gold-a` moves it" in provision and "cloned" not in provision, provision
+    _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
+    moved = site.doit("move-root:gold-a").stdout
+    assert re.search(rf"^move-root:gold-a: root was a clone of {re.escape(old)}, is now a clone of {re.escape(new.group(1))}; "
+                     rf"the former root is kept as {RBD_POOL}/gold-a/root\.kept-\d{{8}}T\d{{6}}Z", moved, re.MULTILINE), moved
+    assert _parent(a_ceph_cluster, f"{RBD_POOL}/gold-b/root") == old, "only the canary moved"
+    behind = site.doit("verify:gold-b", check=False)
+    assert behind.returncode != 0 and re.search(
+        rf"^verify:gold-b: MISMATCH image parent: {RBD_POOL}/gold-b/root is a clone of {re.escape(old)}; the current version is "
+        rf"{re.escape(new.group(1))} \(`doit move-root:gold-b`\)$", behind.stdout, re.MULTILINE), behind.stdout
+    after = a_golden_site.boot(qemu_boot, "gold-a")
+    assert _version(after, "gold-a") == "v2" and _writes(after, "gold-a") == [], "the new clone is the new version, fresh"
+    _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
+    back = site.doit("rollback-root:gold-a").stdout
+    assert re.search(rf"^rollback-root:gold-a: root was a clone of {re.escape(new.group(1))}, is again {RBD_POOL}/gold-a/root\.kept-", back, re.MULTILINE), back
+    rolled = a_golden_site.boot(qemu_boot, "gold-a")
+    assert _version(rolled, "gold-a") == "v1"
+    assert _writes(rolled, "gold-a")[:len(old_writes) + 1] == old_writes + _writes(rolled, "gold-a")[len(old_writes):len(old_writes) + 1]
+    assert len(_writes(rolled, "gold-a")) == len(old_writes) + 1, "the old root is back with its writes"
