@@ -11,6 +11,7 @@ gc.disable()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from tasks.dhcpsnippets import task_dhcp_snippets  # noqa: E402  (ISC dhcpd / Kea snippets: not a default task)
 from tasks.dnsmasq import task_dnsmasq  # noqa: E402  (DHCP/TFTP front end: `doit dnsmasq`, not a default task)
 from tasks.fileio import prepare_build, stat_memo_on  # noqa: E402
 from tasks.golden import task_image  # noqa: E402  (changes the cluster: never default)
@@ -42,4 +43,4 @@ DOIT_CONFIG = {
     "reporter": Reporter,  # doit's executed-only, and the end of the stat memo once a task runs
 }
 
-__all__ = ["task_dnsmasq", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "task_image", "task_move_root", "task_rollback_root", "DOIT_CONFIG"]
+__all__ = ["task_dnsmasq", "task_dhcp_snippets", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "task_image", "task_move_root", "task_rollback_root", "DOIT_CONFIG"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import filecmp
-import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -10,6 +9,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import inventory
+from .bootnet import LOADERS, answers, reservations  # noqa: F401  (reservations: the address-bound key mode reads them here)
 from .fileio import describe, digest, files_digest, write_if_changed
 from .inventory import Site
 from .nginx import web_root
@@ -20,34 +20,17 @@ from .uptodate import config_changed
 
 TEMPLATE = "dnsmasq/dnsmasq.conf.j2"
 OUTPUT = BUILD / "site" / "dnsmasq.conf"
-# Debian's ipxe package: the first stage a PXE ROM fetches by TFTP, per firmware.
+# Debian's ipxe package: where the first stages (bootnet.LOADERS) are installed.
 LOADERS_DIR = Path("/usr/lib/ipxe")
-BIOS_LOADER = "undionly.kpxe"  # iPXE on the NIC's own PXE stack (UNDI)
-UEFI_LOADERS = ("snponly.efi", "ipxe.efi")  # iPXE on the firmware's NIC driver / on its own drivers
-LOADERS = (BIOS_LOADER, *UEFI_LOADERS)
 TFTP_DIR = "tftp"
-
-
-def reservations(site: Site) -> list[tuple[str, list[str], str]]:
-    """(name, MACs, address) for every host NIC with a static address inside dhcp.network;
-    the Ceph NIC's name is the host's, the user NIC's ``<host>-user`` (one name, one address)."""
-    network = ipaddress.IPv4Network(site.settings["dhcp"]["network"])
-    out = []
-    for name in sorted(site.hosts):
-        nics = site.hosts[name].data["nics"]
-        for nic, label in ((nics["ceph"], name), (nics["user"], f"{name}-user")):
-            if nic and nic["address"] != "dhcp":
-                ip = ipaddress.IPv4Interface(nic["address"]).ip
-                if ip in network:
-                    out.append((label, nic["macs"], str(ip)))
-    return out
 
 
 def config_text(site: Site) -> str:
     """build/site/dnsmasq.conf for ``site`` (dhcp.network must be set)."""
     s = site.settings
     dhcp = s["dhcp"]
-    network = ipaddress.IPv4Network(dhcp["network"])
+    net = answers(site)
+    network = net.network
     return _env().get_template(TEMPLATE).render(
         header=header(["hosts/site.yaml", "hosts/nodes/"], TEMPLATE),
         network=str(network),
@@ -56,9 +39,9 @@ def config_text(site: Site) -> str:
         netmask=str(network.netmask),
         range=dhcp["range"],
         router=dhcp["router"],
-        reservations=reservations(site) if dhcp["mode"] == "server" else [],
+        reservations=net.reservations,
         tftp_root=f"{web_root(s, site.root).rstrip('/')}/{TFTP_DIR}",
-        boot_url=f"{s['pxe']['http_base']}/boot.ipxe",
+        boot_url=net.ipxe_url,
         uefi_loader=s["pxe"]["uefi_loader"],
     )
 
@@ -100,7 +83,7 @@ def loaders_published(settings: dict[str, Any]) -> bool:
 
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
-    return files_digest([Path(__file__), TEMPLATES / TEMPLATE])
+    return files_digest([Path(__file__), Path(__file__).with_name("bootnet.py"), TEMPLATES / TEMPLATE])
 
 
 def task_dnsmasq() -> Iterator[dict[str, Any]]:

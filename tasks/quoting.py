@@ -1,4 +1,4 @@
-"""The one function through which every value reaches shell, iPXE, INI, fstab or dnsmasq text."""
+"""The one function through which every value reaches shell, iPXE, INI, fstab, dnsmasq, dhcpd or Kea text."""
 from __future__ import annotations
 
 import re
@@ -15,6 +15,8 @@ _EXTRA = {
     "fstab": re.compile(r"[\s#]"),  # fields are whitespace separated
     "word": re.compile(r"[\s|&#<>{}()*?!~\[\]]"),  # one shell/kernel-cmdline word
     "dnsmasq": re.compile(r"[\s,#]"),  # one field of a dnsmasq option: commas separate, # comments
+    "dhcpd": re.compile(r"[\s#{}]"),  # one ISC dhcpd token or "string": blanks separate, # comments, braces open scopes
+    "kea": re.compile(r"[\s#]"),  # one Kea JSON "string" (quotes, backslashes, controls: forbidden above)
 }
 LANGS = tuple(_EXTRA)
 

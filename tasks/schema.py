@@ -257,6 +257,19 @@ def ipv4(v: Any) -> str:
     return str(a)
 
 
+@expects("an IPv4 address like 192.0.2.5; not 0.0.0.0, loopback, multicast, broadcast or reserved")
+def server_ipv4(v: Any) -> str:
+    s = _str(v)
+    try:
+        if not re.fullmatch(r"[0-9.]{7,15}", s):
+            raise ValueError
+        a = ipaddress.IPv4Address(s)
+    except ValueError:
+        raise Invalid("expected an IPv4 address like 192.0.2.5") from None
+    _usable_ipv4(a, "a server address")
+    return str(a)
+
+
 @expects("an IPv4 network with its prefix, no host bits set (192.0.2.0/24)")
 def ipv4_network(v: Any) -> str:
     try:
@@ -530,12 +543,13 @@ SITE = Section(
         ),
         "dhcp": Section(
             {
-                "network": Field(ipv4_network, "The subnet machines PXE-boot on (192.0.2.0/24); `doit dnsmasq` needs it.", default=None),
-                "mode": Field(one_of("proxy", "server"), "'proxy': dnsmasq only adds boot information next to the site's DHCP server; 'server': dnsmasq is the DHCP server, with a reservation for every static Ceph address.", default="proxy"),
+                "network": Field(ipv4_network, "The subnet machines PXE-boot on (192.0.2.0/24); `doit dnsmasq` and `doit dhcp-snippets` need it.", default=None),
+                "mode": Field(one_of("proxy", "server"), "'proxy': dnsmasq only adds boot information next to the site's DHCP server; 'server': dnsmasq is the DHCP server, with a reservation for every static address in dhcp.network (the ISC/Kea snippets carry those reservations in server mode only).", default="proxy"),
                 "range": Field(ipv4_range, "Server mode: [first, last] address for machines without a reservation (unknown machines still get the unknown-machine message).", default=None),
                 "router": Field(ipv4, "Server mode: the gateway handed out (default: dnsmasq's own address).", default=None),
+                "tftp_server": Field(server_ipv4, "For `doit dhcp-snippets` (ISC dhcpd, Kea): the TFTP server of the tree's tftp/, handed out as next-server (default: pxe.http_base's host when that is an IPv4 address).", default=None),
             },
-            "DHCP/TFTP front end rendered by `doit dnsmasq` (build/site/dnsmasq.conf).",
+            "DHCP/TFTP front end rendered by `doit dnsmasq` (build/site/dnsmasq.conf), or by `doit dhcp-snippets` for a site's existing ISC dhcpd or Kea server.",
         ),
         "publish": Section(
             {

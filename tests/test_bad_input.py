@@ -406,6 +406,11 @@ LOAD: dict[str, Case] = {
     "keys-folder-link-out": (lambda site: (shutil.move(site.hosts / "keys", site.root / "keys-elsewhere"), (site.hosts / "keys").symlink_to(site.root / "keys-elsewhere")), ["keyring", "leads out of hosts/"]),
     # messages
     "profile-sets-bad-mac-list": (append(RACK, "nics:\n  user:\n    macs: [\"zz\"]\n    address: dhcp\n"), ["hosts/profiles/rack-a.yaml: nics.user.macs"]),
+    # the TFTP server the ISC/Kea snippets hand out as next-server
+    "tftp-server-a-name": (site_key("dhcp", "  tftp_server: tftp.example.org\n"), ["hosts/site.yaml: dhcp.tftp_server", "expected an IPv4 address like 192.0.2.5"]),
+    "tftp-server-with-prefix": (site_key("dhcp", "  tftp_server: 192.0.2.5/24\n"), ["hosts/site.yaml: dhcp.tftp_server", "expected an IPv4 address like 192.0.2.5"]),
+    "tftp-server-loopback": (site_key("dhcp", "  tftp_server: 127.0.0.1\n"), ["hosts/site.yaml: dhcp.tftp_server", "127.0.0.1 is a loopback address"]),
+    "tftp-server-broadcast": (site_key("dhcp", "  tftp_server: 255.255.255.255\n"), ["hosts/site.yaml: dhcp.tftp_server", "the broadcast address"]),
     "not-a-keyring-binary": (write("keys/notus.keyring", b"\x00\xffPRIVATE KEY[section-of-a-secret]\n"), ["notus.yaml: keyring"], ["section-of-a-secret", "PRIVATE"]),
 }
 
