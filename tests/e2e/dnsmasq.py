@@ -48,7 +48,7 @@ class BootNetwork(Service):
 
     def serve(self, name: str, conf: Path) -> StartedProcess:
         """Start one dnsmasq named ``name`` with ``conf``; returns once it listens."""
-        process = self.netns.start(f"dnsmasq-{name}", [
+        return self.serve_with(name, [
             "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
             f"--interface={BRIDGE}", "--bind-interfaces",
             # the test's own files, not the system's; root reads the FUSE-mounted tree
@@ -57,8 +57,13 @@ class BootNetwork(Service):
             f"--dhcp-leasefile={self.workdir / f'{name}.leases'}",
             "--user=root", "--log-facility=-",
         ], self.workdir / f"{name}-dnsmasq.log")
+
+    def serve_with(self, name: str, argv: list[str], log: Path) -> StartedProcess:
+        """Start the DHCP server ``argv`` (in the foreground, on the bridge) as ``name``;
+        returns once it listens on port 67. ``halt(name)`` stops it."""
+        process = self.netns.start(f"dhcp-{name}", argv, log)
         self.processes[name] = process
-        wait_until(lambda: self._listening(process.pid), 30, f"dnsmasq {name} on the bridge",
+        wait_until(lambda: self._listening(process.pid), 30, f"DHCP server {name} on the bridge",
                    watch=[process])
         return process
 
