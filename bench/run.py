@@ -381,10 +381,15 @@ HOOK = """#!/bin/sh
 """
 
 
+def shape_data(s: Shape) -> dict[str, Any]:
+    """What the artifact table asks of a generated host (bench/generate.py: keys in the clear, client named after the host)."""
+    return {"client": s.name, "luks": s.luks, "secrets": {"mode": "clear"}, "monolithic": s.monolithic}
+
+
 def baseline(site: Site, log: Callable[[str], None]) -> dict[str, Any]:
     """One full mkinitramfs per host, host data inside, from the same confdir the base initrd uses."""
+    from tasks import artifacts
     from tasks.initrd import source_date_epoch
-    from tasks.render import CEPH_CONF, CONFD, LUKS_KEY
 
     times: list[float] = []
     rss: list[int] = []
@@ -394,11 +399,13 @@ def baseline(site: Site, log: Callable[[str], None]) -> dict[str, Any]:
             confdir = Path(tmp) / s.name
             shutil.copytree(site.build / "kernels" / kver / "initramfs-tools", confdir)
             built = (site.build / "hosts" / s.name).resolve()
-            shutil.copy2(built / CONFD, confdir / "conf.d" / "cephboot-host")  # not named cephboot: keep the hook in base mode
-            hook = HOOK + f"copy_file config {built / CEPH_CONF} /etc/ceph/ceph.conf\n"
-            hook += f"copy_file keyring {built}/rootfs/etc/ceph/ceph.client.{s.name}.keyring /etc/ceph/ceph.client.{s.name}.keyring\n"
-            if s.luks:
-                hook += f"copy_file key {built / LUKS_KEY} /etc/cephboot/luks.key\n"
+            hook = HOOK
+            # the files a host layer carries (the bench's sites keep keys in the clear), baked in instead
+            for inside, (rel, _) in artifacts.layer_members(shape_data(s)).items():
+                if inside.startswith("conf/"):  # not named cephboot: keep the hook in base mode
+                    shutil.copy2(built / rel, confdir / "conf.d" / "cephboot-host")
+                else:
+                    hook += f"copy_file file {built / rel} /{inside}\n"
             (confdir / "hooks" / "zz-bench-host").write_text(hook + "exit 0\n")
             os.chmod(confdir / "hooks" / "zz-bench-host", 0o755)
             env = {**os.environ, "SOURCE_DATE_EPOCH": source_date_epoch(), "LC_ALL": "C.UTF-8"}
@@ -593,9 +600,9 @@ def main(argv: list[str] | None = None) -> int:
             if big is None:
                 big = make_site(workdir / "shellcheck-site", a.shellcheck_files, kernels)
                 doit(big.root, "render")
-            from tasks.render import CONFD
+            from tasks.lint import rendered_shell
 
-            files = [str(big.build / "hosts" / s.name / CONFD) for s in big.shapes[: a.shellcheck_files]]
+            files = [str(big.root / f) for s in big.shapes[: a.shellcheck_files] for f in rendered_shell(s.name, shape_data(s))]
             results["shellcheck"] = shellcheck_compare(files, a.repeat, log)
     finally:
         if not a.keep and not a.workdir:

@@ -15,11 +15,10 @@ from typing import Any, Iterator, Union
 from doit.exceptions import TaskFailed
 from .uptodate import config_changed
 
-from . import confine, inventory
+from . import artifacts, confine, inventory
 from .fileio import digest, files_digest, write_if_changed
 from .inventory import Host
-from .overlay import key_members, layer_members
-from .render import CONFD, CRYPTTAB, FSTAB, host_dir
+from .layout import host_dir
 from .initrd import STATIC_FILES
 
 Content = Union[Path, bytes]  # a build file, or the bytes themselves
@@ -77,19 +76,12 @@ def static_files() -> dict[str, tuple[Content, int]]:
 
 
 def image_files(host: Host) -> dict[str, tuple[Content, int]]:
-    """Path in the image -> (build file or bytes, mode)."""
+    """Path in the image -> (build file or bytes, mode): the static files and the table's image rows
+    (the running system needs its keys; its initrd gets them sealed in machine mode: the hook decides)."""
     base = host_dir(host.name)
-    files: dict[str, tuple[Content, int]] = {
-        **static_files(),
-        "etc/initramfs-tools/conf.d/cephboot": (base / CONFD, 0o644),
-        "etc/fstab": (base / FSTAB, 0o644),
-    }
-    # the running system needs its keys; its initrd gets them sealed in machine mode (the hook decides)
-    for name, (rel, mode) in {**layer_members(host), **key_members(host)}.items():
-        if not name.startswith("conf/"):
-            files[name] = (base / rel, mode)
-    if host.data["luks"]:
-        files["etc/crypttab"] = (base / CRYPTTAB, 0o644)
+    files: dict[str, tuple[Content, int]] = dict(static_files())
+    for name, (rel, mode) in artifacts.image_members(host.data).items():
+        files[name] = (base / rel, mode)
     return files
 
 

@@ -12,9 +12,9 @@ from typing import Any, Iterator
 
 from doit.exceptions import TaskFailed
 
-from . import initrd, inventory
+from . import artifacts, initrd, inventory
 from .fileio import digest, files_digest
-from .render import CONFD, TEMPLATES
+from .layout import TEMPLATES, host_file
 from .stage import Stage, Unit, stage_task
 from .uptodate import config_changed
 
@@ -137,14 +137,11 @@ def task_lint() -> Iterator[dict[str, Any]]:
         "uptodate": [config_changed(digest(repr(sorted(bases.items())), compress, files_digest([TEMPLATES / initrd.CONF_TEMPLATE, Path(initrd.__file__)]), shellcheck_key()))],
     }
 
-    def confd(name: str) -> str:
-        return f"build/hosts/{name}/{CONFD}"
-
     def units() -> dict[str, Unit]:
-        return {n: Unit([confd(n)], [], "", None) for n in site.hosts}
+        return {n: Unit(rendered_shell(n, h.data), [], "", None) for n, h in site.hosts.items()}
 
     def lint_hosts(names: list[str]) -> TaskFailed | None:
-        files = [confd(n) for n in names]
+        files = [f for n in names for f in rendered_shell(n, site.hosts[n].data)]
         if lint_changed(files):
             return None
         return TaskFailed(f"cephboot: shellcheck found problems in rendered conf.d files (above); {len(files)} file(s) stay due")
@@ -156,6 +153,14 @@ def task_lint() -> Iterator[dict[str, Any]]:
         name="rendered",
         task_dep=["render:hosts"],
     )
+
+
+_SHELL = [a for a in artifacts.ARTIFACTS if a.shell]  # the table's rendered shell files (conf.d)
+
+
+def rendered_shell(name: str, h: dict[str, Any]) -> list[str]:
+    """The host's rendered shell files that shellcheck reads (the table's shell rows)."""
+    return [host_file(name, artifacts.path(a.build, h)) for a in _SHELL if not a.when or artifacts.has(h, a.when)]
 
 
 def shellcheck_key() -> str:

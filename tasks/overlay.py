@@ -9,44 +9,29 @@ from typing import Any, Callable, Iterator
 
 from .uptodate import config_changed
 
-from . import inventory
+from . import artifacts, inventory
 from .fileio import digest, file_key, file_parts, files_digest, write_if_changed, write_parts_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
 from .stage import Stage, Unit, stage_task
-from .render import CEPH_CONF, CONFD, LUKS_KEY, LUKS_KEY_PATH, SEALED, SEALED_PATH, SECRET, host_dir, keyring_path, machine_mode
+from .layout import host_dir, host_file
+from .render import machine_mode
 
-LAYER = "overlay.cpio"
-MONOLITHIC = "initrd.img"
+LAYER = artifacts.BY_NAME["layer"].build
+MONOLITHIC = artifacts.BY_NAME["monolithic initrd"].build
+SECRET = artifacts.SECRET
 # directories the layer creates (the kernel skips a file whose folder does not exist yet)
-DIRS = {"conf": 0o755, "conf/conf.d": 0o755, "etc": 0o755, "etc/ceph": 0o755, "etc/cephboot": 0o700}
-
-
-def key_members(host: Host) -> dict[str, tuple[str, int]]:
-    """The host's keys: path inside the initrd (and its root) -> (rendered file, mode)."""
-    h = host.data
-    members = {keyring_path(h).lstrip("/"): ("rootfs" + keyring_path(h), SECRET)}
-    if h["luks"]:
-        members[LUKS_KEY_PATH.lstrip("/")] = (LUKS_KEY, SECRET)
-    return members
+DIRS = artifacts.LAYER_DIRS
 
 
 def layer_members(host: Host) -> dict[str, tuple[str, int]]:
     """Path inside the initrd -> (file under the host's build folder, mode): the keys
     themselves, or in machine mode only their envelope sealed to the machine secret."""
-    members = {
-        "conf/conf.d/cephboot": (CONFD, 0o644),
-        "etc/ceph/ceph.conf": (CEPH_CONF, 0o644),
-    }
-    if machine_mode(host.data):
-        members[SEALED_PATH.lstrip("/")] = (SEALED, SECRET)
-    else:
-        members.update(key_members(host))
-    return members
+    return artifacts.layer_members(host.data)
 
 
 def layer_outputs(host: Host) -> list[str]:
-    return [LAYER, MONOLITHIC] if host.data["monolithic"] else [LAYER]
+    return list(artifacts.built_by("overlay", host.data))
 
 
 def pack(members: dict[str, tuple[Path, int]], epoch: int) -> bytes:
@@ -145,12 +130,11 @@ def task_overlay() -> Iterator[dict[str, Any]]:
         out: dict[str, Unit] = {}
         for host in site.hosts.values():
             h = host.data
-            folder = f"build/hosts/{host.name}"  # a string, not a Path: this loop runs per host on every run
             members = layer_members(host)
-            deps = [f"{folder}/{rel}" for rel, _ in members.values()]
+            deps = [host_file(host.name, rel) for rel, _ in members.values()]
             if h["monolithic"]:
                 deps.append(str(base_path(h["kernel_version"], h["map"]["method"])))
-            outputs = [f"{folder}/{o}" for o in layer_outputs(host)]
+            outputs = [host_file(host.name, o) for o in layer_outputs(host)]
             # the members follow from the client name, LUKS and the mode; the rest is in the inputs
             config = f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}|{h['secrets']['mode']}"
             out[host.name] = Unit(deps, outputs, config, build_layer, (host,))

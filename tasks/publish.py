@@ -16,13 +16,14 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
-from . import inventory
+from . import artifacts, inventory
 from .fileio import (Folder, GroupError, describe, digest, file_sha256, files_digest, identity_key,
                      identity_of, is_temp, kind, report, tmp_name)
 from .initrd import BASE_NAMES, base_path, bases_in_use, built_stamp, kernels_in_use, vmlinuz_path
 from .inventory import TREE_MARKER, Host
 from .overlay import LAYER, MONOLITHIC
-from .render import BUILD, HOST_IPXE, SEALED_PATH, routes_by_host, site_outputs
+from .layout import SITE, host_file, site_file
+from .render import SEALED_PATH, routes_by_host, site_outputs
 from .stage import UNCHANGED, Stage, Unit, record_outputs, stage_task
 
 PUBLIC = 0o644
@@ -34,8 +35,9 @@ MARKER_TEXT = b"This folder is a boot tree that cephboot publishes; do not remov
 MARKER = ".publishing"
 # the files of one generation of a host, in the order they are replaced: the
 # script that names the others goes last, so a new script never finds old layers missing
-HOST_FILES = (MONOLITHIC, LAYER, HOST_IPXE)
-SECRET_FILES = {LAYER, MONOLITHIC}  # they hold the cephx key (and the LUKS key)
+HOST_FILES = artifacts.TREE_FILES
+HOST_IPXE = artifacts.BY_NAME["boot.ipxe"].tree  # the script that names the others
+SECRET_FILES = artifacts.SECRET_TREE_FILES  # they hold the cephx key (and the LUKS key)
 _KVER_IN_SCRIPT = re.compile(rb"/kernels/([^/\s]+)/vmlinuz")
 FOLDERS = {PREVIOUS, "by-uuid", "by-mac"}  # the entries the publisher makes as folders (checked when opened)
 SCRIPT_LIMIT = 1 << 16
@@ -129,9 +131,7 @@ def web_gid(settings: dict[str, Any]) -> int | None:
 
 def host_sources(host: Host) -> dict[str, str]:
     """Published name -> build file (build/hosts/<host>/<name>), for one host's current generation."""
-    names = (HOST_IPXE, LAYER, MONOLITHIC) if host.data["monolithic"] else (HOST_IPXE, LAYER)
-    folder = f"build/hosts/{host.name}"
-    return {n: f"{folder}/{n}" for n in names}  # strings: built per host on every run
+    return {n: host_file(host.name, rel) for n, rel in artifacts.tree_members(host.data).items()}  # strings: built per host on every run
 
 
 def _mode(name: str, settings: dict[str, Any]) -> int:
@@ -382,7 +382,7 @@ def publish_routes(top: Folder, routes: list[str]) -> bool:
                 sub, name = rel.split("/")[1:]
                 if sub not in opened:
                     opened[sub] = ipxe.folder(sub, PUBLIC_DIR)
-                wrote = put(opened[sub], BUILD / "site" / rel, name, PUBLIC, None) or wrote
+                wrote = put(opened[sub], SITE / rel, name, PUBLIC, None) or wrote
             if wrote:
                 for f in opened.values():
                     f.fsync()
@@ -398,7 +398,7 @@ def publish_site(settings: dict[str, Any], routes: list[str], hosts: list[str], 
     try:
         with open_tree(settings) as top, top.lock() as locked:
             top.remove_stale_temps(locked)
-            _publish_site(top, BUILD / "site", routes, hosts, kvers, locked)
+            _publish_site(top, SITE, routes, hosts, kvers, locked)
     except (OSError, GroupError) as e:
         return _failed("site", e)
     return {"outputs": kept.keys()}
@@ -552,7 +552,7 @@ def task_publish() -> Iterator[dict[str, Any]]:
         for host in site.hosts.values():
             sources = host_sources(host)
             routes = list(by_host[host.name])
-            inputs = [*sources.values(), *(f"build/site/{r}" for r in routes)]
+            inputs = [*sources.values(), *(site_file(r) for r in routes)]
             out[host.name] = Unit(inputs, host_outputs(top, host.name, sources, routes), "", publish_host, (s, host.name, sources, routes))
         return out
 
@@ -575,7 +575,7 @@ def task_publish() -> Iterator[dict[str, Any]]:
         "name": "site",
         "doc": "boot.ipxe; removes the routes, hosts and kernels that are gone",
         "actions": [(publish_site, [s, routes, hosts, kvers, kept])],
-        "file_dep": ["build/site/boot.ipxe"],
+        "file_dep": [site_file("boot.ipxe")],
         "targets": [os.path.join(root, "boot.ipxe")],
         "task_dep": ["publish:hosts"],  # routes go after the scripts they name
         "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers), "\n".join(routes))), kept],

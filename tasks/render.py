@@ -9,25 +9,22 @@ from typing import Any, Iterator
 
 from .uptodate import config_changed
 
-from . import inventory
+from . import artifacts, inventory
+from .artifacts import BY_NAME, SECRET, SEALED_STAMP  # noqa: F401  (SECRET: re-exported)
 from .fileio import digest, files_digest, write_if_changed
 from .inventory import Host, Site
 from .quoting import LANGS, quote
 from .stage import Stage, Unit, stage_task
 from . import sealed
+from .layout import BUILD, HOSTS, PROJECT, SITE, TEMPLATES, host_dir, host_file, site_file  # noqa: F401  (PROJECT, TEMPLATES: for the stages that still import them from here)
 
-PROJECT = Path(__file__).resolve().parent.parent
-TEMPLATES = PROJECT / "templates"
-BUILD = Path("build")
-SECRET = 0o600
-
-# where each per-host output lands under build/hosts/<host>/, and its template
-CONFD = "initramfs-tools/conf.d/cephboot"
-CEPH_CONF = "rootfs/etc/ceph/ceph.conf"
-FSTAB = "rootfs/etc/fstab"
-CRYPTTAB = "rootfs/etc/crypttab"
-LUKS_KEY = "rootfs/etc/cephboot/luks.key"
-HOST_IPXE = "boot.ipxe"
+# where some per-host outputs land under build/hosts/<host>/ (the table in tasks/artifacts.py owns them)
+CONFD = BY_NAME["conf.d"].build
+CEPH_CONF = BY_NAME["ceph.conf"].build
+FSTAB = BY_NAME["fstab"].build
+CRYPTTAB = BY_NAME["crypttab"].build
+LUKS_KEY = BY_NAME["LUKS key"].build
+HOST_IPXE = BY_NAME["boot.ipxe"].build
 
 
 def base_name(method: str = "cli") -> str:
@@ -35,30 +32,17 @@ def base_name(method: str = "cli") -> str:
     build/kernels/<kver>/ and the tree's kernels/<kver>/): the full base serves the rbd CLI,
     the lean initrd-sysfs.img only sysfs mapping (tasks/initrd.py builds both)."""
     return "initrd.img" if method == "cli" else f"initrd-{method}.img"
-# machine mode: the keys sealed to the machine secret, as the layer carries them; what they were sealed from
-SEALED = "initrd/etc/cephboot/sealed"
-SEALED_STAMP = "initrd/sealed.stamp"
+# machine mode: the keys sealed to the machine secret, as the layer carries them
+SEALED = BY_NAME["sealed keys"].build
 # paths on the booted system / inside the initrd
-LUKS_KEY_PATH = "/etc/cephboot/luks.key"
-SEALED_PATH = "/etc/cephboot/sealed"  # machine mode: the keys sealed to the machine secret (tasks/sealed.py)
-HOST_TEMPLATES = {
-    CONFD: "initramfs-tools/conf.d/cephboot.j2",
-    CEPH_CONF: "rootfs/etc/ceph/ceph.conf.j2",
-    FSTAB: "rootfs/etc/fstab.j2",
-    CRYPTTAB: "rootfs/etc/crypttab.j2",
-    HOST_IPXE: "tree/hosts/HOST/boot.ipxe.j2",
-    "keyring": "rootfs/etc/ceph/keyring.j2",
-}
+LUKS_KEY_PATH = "/" + BY_NAME["LUKS key"].layer
+SEALED_PATH = "/" + BY_NAME["sealed keys"].layer  # machine mode: the keys sealed to the machine secret (tasks/sealed.py)
 SITE_TEMPLATES = {"boot.ipxe": "tree/boot.ipxe.j2", "route": "tree/ipxe/route.ipxe.j2"}
 
 
 def keyring_path(h: dict[str, Any]) -> str:
     """Where the client's keyring lives on the host and in its initrd layer."""
-    return f"/etc/ceph/ceph.client.{h['client']}.keyring"
-
-
-def host_dir(name: str) -> Path:
-    return BUILD / "hosts" / name
+    return "/" + artifacts.path(artifacts.KEYRING, h)
 
 
 def machine_mode(h: dict[str, Any]) -> bool:
@@ -68,13 +52,7 @@ def machine_mode(h: dict[str, Any]) -> bool:
 
 def host_outputs(host: Host) -> dict[str, int]:
     """Every file render writes for ``host``, relative to its build folder, with its mode."""
-    out = {CONFD: 0o644, CEPH_CONF: 0o644, FSTAB: 0o644, HOST_IPXE: 0o644, "rootfs" + keyring_path(host.data): SECRET}
-    if host.data["luks"]:
-        out[CRYPTTAB] = 0o644
-        out[LUKS_KEY] = SECRET
-    if machine_mode(host.data):
-        out[SEALED] = SECRET
-    return out
+    return {rel: a.mode for rel, a in artifacts.built_by("render", host.data).items()}
 
 
 @lru_cache(maxsize=None)
@@ -100,7 +78,7 @@ def _code_digest() -> str:
 
 @lru_cache(maxsize=None)
 def templates_digest(kind: str) -> str:
-    names = HOST_TEMPLATES.values() if kind == "host" else SITE_TEMPLATES.values()
+    names = artifacts.templates() if kind == "host" else SITE_TEMPLATES.values()
     return files_digest([TEMPLATES / n for n in sorted(names)])
 
 
@@ -133,17 +111,16 @@ def render_host(site: Site, host: Host) -> None:
         "cmdline": cmdline(h),
         "key": key,
     }
-    outputs = host_outputs(host)
-    for rel, mode in outputs.items():
-        if rel == SEALED:
+    outputs = artifacts.built_by("render", h)
+    for rel, a in outputs.items():
+        if a.source == "seal":
             continue  # sealed from the keys below
-        template = HOST_TEMPLATES["keyring" if rel.endswith(".keyring") else rel] if rel != LUKS_KEY else None
-        if template is None:  # the LUKS key is copied byte for byte
+        if a.source == "keyfile":  # the LUKS key is copied byte for byte
             data = site.path(h["luks"]["keyfile"]).read_bytes()
         else:
-            sources = [host.source, site.display(h["keyring"])] if rel.endswith(".keyring") else host.sources
-            data = env.get_template(template).render(header=header(sources, template), **common).encode()
-        write_if_changed(base / rel, data, mode)
+            sources = [host.source, site.display(h["keyring"])] if a is BY_NAME["keyring"] else host.sources
+            data = env.get_template(a.template).render(header=header(sources, a.template), **common).encode()
+        write_if_changed(base / rel, data, a.mode)
     if machine_mode(h):
         keys = {"keyring": (base / "rootfs" / keyring_path(h).lstrip("/")).read_bytes()}
         if h["luks"]:
@@ -154,7 +131,7 @@ def render_host(site: Site, host: Host) -> None:
     for stale in (base / "rootfs/etc/ceph").glob("ceph.client.*.keyring"):
         if str(stale.relative_to(base)) not in outputs:
             stale.unlink()
-    for rel in (CRYPTTAB, LUKS_KEY, SEALED, SEALED_STAMP):
+    for rel in (*artifacts.render_conditional(), SEALED_STAMP):
         if rel not in outputs and (rel != SEALED_STAMP or SEALED not in outputs):
             (base / rel).unlink(missing_ok=True)
     # its routes: the site-wide by-uuid/by-mac entries that lead to its boot.ipxe
@@ -162,7 +139,7 @@ def render_host(site: Site, host: Host) -> None:
     t = SITE_TEMPLATES["route"]
     for rel, (kind, value) in host_routes(host).items():
         data = env.get_template(t).render(header=header([host.source], t), s=s, h=h, kind=kind, key=value)
-        write_if_changed(BUILD / "site" / rel, data.encode())
+        write_if_changed(SITE / rel, data.encode())
 
 
 def host_routes(host: Host) -> dict[str, tuple[str, str]]:
@@ -199,7 +176,7 @@ def site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
 def render_site(site: Site) -> None:
     """Render boot.ipxe; remove the routes and build folders of removed hosts (render:hosts writes each host's routes)."""
     env = _env()
-    base = BUILD / "site"
+    base = SITE
     outputs = site_outputs(site)
     t = SITE_TEMPLATES["boot.ipxe"]
     data = env.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
@@ -208,7 +185,7 @@ def render_site(site: Site) -> None:
         for p in (base / folder).glob("*.ipxe"):
             if f"{folder}/{p.name}" not in outputs:
                 p.unlink()
-    hosts_root = BUILD / "hosts"
+    hosts_root = HOSTS
     if hosts_root.is_dir():
         for d in os.scandir(hosts_root):
             if d.is_dir() and d.name not in site.hosts:
@@ -231,9 +208,8 @@ def task_render() -> Iterator[dict[str, Any]]:
                 deps.append(site.path_str(h["luks"]["keyfile"]))
             if machine_mode(h):
                 deps.append(site.path_str(h["secrets"]["machine_secret"]))
-            folder = f"build/hosts/{host.name}"
-            outputs = [f"{folder}/{rel}" for rel in host_outputs(host)]
-            outputs += [f"build/site/{rel}" for rel in routes[host.name]]
+            outputs = [host_file(host.name, rel) for rel in host_outputs(host)]
+            outputs += [site_file(rel) for rel in routes[host.name]]
             out[host.name] = Unit(deps, outputs, host.digest, render_host, (site, host))
         return out
 
@@ -248,7 +224,7 @@ def task_render() -> Iterator[dict[str, Any]]:
         "name": "site",
         "doc": "boot.ipxe; removes the routes and build folders that removed hosts (or changed MACs and UUIDs) left",
         "actions": [(render_site, [site])],
-        "targets": ["build/site/boot.ipxe"],
+        "targets": [site_file("boot.ipxe")],
         "uptodate": [config_changed(digest(repr(routes), str(len(site.hosts)), site.settings["pxe"]["http_base"], templates_digest("site"), code))],
         "clean": True,
     }

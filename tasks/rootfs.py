@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import imagenative, luks
+from . import artifacts, imagenative, luks
 from .fileio import digest
 from .inventory import Host, Site
 
@@ -37,9 +37,10 @@ def size_bytes(size: str) -> int:
 # ---- the host's files in its root ---------------------------------------------
 
 def host_files(host: Host) -> dict[str, tuple[Content, int]]:
-    """What provisioning puts into a fresh root: the image-native install's files, plus /etc/hostname."""
+    """What provisioning puts into a fresh root: the image-native install's files, plus the table's
+    fresh-root rows (/etc/hostname)."""
     files: dict[str, tuple[Content, int]] = dict(imagenative.image_files(host))
-    files["etc/hostname"] = (f"{host.name}\n".encode(), 0o644)
+    files.update(artifacts.fresh_root_members(host.name, host.data))
     return files
 
 

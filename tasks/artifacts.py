@@ -1,0 +1,151 @@
+"""The per-host artifacts: one row per file a host gets, saying where it comes from and where it lands.
+
+Every stage reads this table instead of keeping its own list: render writes the rows
+it makes, lint reads the rendered shell files, overlay packs the layer rows, image-native
+mode and provisioning install the image rows, publish copies the tree rows, and the
+bench finds the host's files here.  Adding a rendered per-host file is one template
+under templates/, one row below and its golden case (tests/cases/); the test in
+tests/test_artifacts.py fails when a consumer does not see a row.
+
+The rows are listed in the order render writes them; publish replaces a host's files
+in the reverse order of their rows, so the script that names the others (boot.ipxe)
+goes last and a new script never finds its layer missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+SECRET = 0o600
+PUBLIC = 0o644
+
+# conditions a row may depend on, by name (a row names them, so the table stays data)
+CONDITIONS: Mapping[str, Callable[[Mapping[str, Any]], bool]] = {
+    "luks": lambda h: bool(h["luks"]),
+    "machine": lambda h: h["secrets"]["mode"] == "machine",  # keys travel sealed to the machine secret
+    "clear": lambda h: h["secrets"]["mode"] != "machine",  # keys travel as they are
+    "monolithic": lambda h: bool(h["monolithic"]),
+}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One per-host file. Paths may hold ``{client}``, the host's cephx client name."""
+
+    name: str  # what it is, for messages and the docs
+    stage: str  # the stage that writes it under build/hosts/<host>/: render or overlay ('' when none does)
+    source: str  # where its bytes come from: 'template', 'keyfile' (luks.keyfile, byte for byte),
+    #              'seal' (the keys sealed to the machine secret), 'layer' (the packed layer),
+    #              'monolithic' (base initrd + layer), 'name' (the host's name)
+    build: str | None = None  # path under build/hosts/<host>/
+    template: str | None = None  # under templates/, when source == 'template'
+    secret: bool = False  # owner-only everywhere it lands (publish: publish.secret_mode)
+    when: tuple[str, ...] = ()  # CONDITIONS that must all hold for a host to have it
+    layer: str | None = None  # path inside the host's initrd layer (overlay.cpio)
+    layer_when: tuple[str, ...] = ()  # further CONDITIONS for the layer to carry it
+    image: str | None = None  # path inside the host's root image (image-native mode and provisioning)
+    fresh_root: str | None = None  # path written only into a root that provisioning creates
+    tree: str | None = None  # name in the host's folder of the published tree
+    shell: bool = False  # a rendered shell file that lint runs shellcheck on
+
+    @property
+    def mode(self) -> int:
+        return SECRET if self.secret else PUBLIC
+
+
+KEYRING = "etc/ceph/ceph.client.{client}.keyring"  # on the host, in its layer and in its image
+
+ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact("conf.d", "render", "template", "initramfs-tools/conf.d/cephboot", "initramfs-tools/conf.d/cephboot.j2",
+             layer="conf/conf.d/cephboot", image="etc/initramfs-tools/conf.d/cephboot", shell=True),
+    Artifact("ceph.conf", "render", "template", "rootfs/etc/ceph/ceph.conf", "rootfs/etc/ceph/ceph.conf.j2",
+             layer="etc/ceph/ceph.conf", image="etc/ceph/ceph.conf"),
+    Artifact("fstab", "render", "template", "rootfs/etc/fstab", "rootfs/etc/fstab.j2", image="etc/fstab"),
+    Artifact("boot.ipxe", "render", "template", "boot.ipxe", "tree/hosts/HOST/boot.ipxe.j2", tree="boot.ipxe"),
+    Artifact("keyring", "render", "template", "rootfs/" + KEYRING, "rootfs/etc/ceph/keyring.j2", secret=True,
+             layer=KEYRING, layer_when=("clear",), image=KEYRING),
+    Artifact("crypttab", "render", "template", "rootfs/etc/crypttab", "rootfs/etc/crypttab.j2", when=("luks",),
+             image="etc/crypttab"),
+    Artifact("LUKS key", "render", "keyfile", "rootfs/etc/cephboot/luks.key", secret=True, when=("luks",),
+             layer="etc/cephboot/luks.key", layer_when=("clear",), image="etc/cephboot/luks.key"),
+    Artifact("sealed keys", "render", "seal", "initrd/etc/cephboot/sealed", secret=True, when=("machine",),
+             layer="etc/cephboot/sealed", image="etc/cephboot/sealed"),
+    Artifact("layer", "overlay", "layer", "overlay.cpio", secret=True, tree="overlay.cpio"),
+    Artifact("monolithic initrd", "overlay", "monolithic", "initrd.img", secret=True, when=("monolithic",),
+             tree="initrd.img"),
+    Artifact("hostname", "", "name", fresh_root="etc/hostname"),
+)
+
+BY_NAME = {a.name: a for a in ARTIFACTS}
+# what sealing records it sealed from, next to the sealed keys (render's own bookkeeping, not an output)
+SEALED_STAMP = "initrd/sealed.stamp"
+
+
+def _layer_dirs() -> dict[str, int]:
+    """Every folder above a layer row (the kernel skips a file whose folder the archive has not
+    made yet): owner-only where it holds only secrets, else 0755."""
+    secret_only: dict[str, bool] = {}
+    for a in ARTIFACTS:
+        parts = a.layer.split("/")[:-1] if a.layer else []
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            secret_only[d] = secret_only.get(d, True) and a.secret
+    return {d: 0o700 if only else 0o755 for d, only in sorted(secret_only.items())}
+
+
+# folders the layer creates, with their modes
+LAYER_DIRS = _layer_dirs()
+# every file of a host's published generation, in the order publish replaces them (see above)
+TREE_FILES: tuple[str, ...] = tuple(a.tree for a in reversed(ARTIFACTS) if a.tree)
+SECRET_TREE_FILES = frozenset(a.tree for a in ARTIFACTS if a.tree and a.secret)
+
+
+def has(h: Mapping[str, Any], conditions: tuple[str, ...]) -> bool:
+    return all(CONDITIONS[c](h) for c in conditions)
+
+
+def path(template: str, h: Mapping[str, Any]) -> str:
+    """A row's path for host data ``h`` (its ``{client}`` filled in)."""
+    return template.replace("{client}", h["client"]) if "{" in template else template
+
+
+def of_host(h: Mapping[str, Any]) -> list[Artifact]:
+    """The rows host data ``h`` has, in table order."""
+    return [a for a in ARTIFACTS if not a.when or has(h, a.when)]
+
+
+def built_by(stage: str, h: Mapping[str, Any]) -> dict[str, Artifact]:
+    """Path under the host's build folder -> row, for the files ``stage`` writes for ``h``."""
+    return {path(a.build, h): a for a in of_host(h) if a.stage == stage and a.build}
+
+
+def layer_members(h: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    """Path inside the host's layer -> (file under its build folder, mode)."""
+    return {path(a.layer, h): (path(a.build, h), a.mode) for a in of_host(h)
+            if a.layer and a.build and (not a.layer_when or has(h, a.layer_when))}
+
+
+def image_members(h: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    """Path inside the host's root image -> (file under its build folder, mode)."""
+    return {path(a.image, h): (path(a.build, h), a.mode) for a in of_host(h) if a.image and a.build}
+
+
+def fresh_root_members(name: str, h: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
+    """Path inside a root that provisioning creates -> (content, mode), for the rows that are not build files."""
+    content = {"name": f"{name}\n".encode()}
+    return {path(a.fresh_root, h): (content[a.source], a.mode) for a in of_host(h) if a.fresh_root}
+
+
+def tree_members(h: Mapping[str, Any]) -> dict[str, str]:
+    """Name in the host's tree folder -> file under its build folder, in table order."""
+    return {a.tree: path(a.build, h) for a in of_host(h) if a.tree and a.build}
+
+
+def templates() -> list[str]:
+    """Every per-host template, under templates/."""
+    return sorted(a.template for a in ARTIFACTS if a.template)
+
+
+def render_conditional() -> list[str]:
+    """Build paths render writes only for some hosts (removed when a host no longer has them; no ``{client}`` in them)."""
+    return [a.build for a in ARTIFACTS if a.stage == "render" and a.when and a.build and "{" not in a.build]
