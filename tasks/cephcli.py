@@ -23,8 +23,8 @@ from typing import Any
 
 from .fileio import write_if_changed
 from .inventory import Site
+from .layout import PROVISION
 
-BUILD = Path("build/provision")
 CONNECT_TIMEOUT = 30  # seconds a ceph command waits for the monitors
 COMMAND_TIMEOUT = 600  # a whole command, e.g. an `rbd import` of a large root image
 _SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$", re.M)
@@ -66,7 +66,7 @@ class Admin:
             raise SystemExit(f"cephboot: ceph.admin_keyring {site.display(ceph['admin_keyring'])}: {e.strerror}") from None
         self.fsid = ceph["fsid"]
         self.fs_name = ceph["fs_name"]
-        self.dir = (site.root / BUILD).resolve()
+        self.dir = (site.root / PROVISION).resolve()
         self.conf = self.dir / "ceph.conf"
         self.run_dir = Path(tempfile.gettempdir()) / f"cephboot-{os.getuid()}"  # admin sockets: 107-byte path limit
         text = (

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from .layout import BUILD
 from .model import Host, Problem, Site, kind
 from .schema import Invalid, machine_secret, shown
 from .yamlfiles import MAX_FILE, Unreadable, read_regular
@@ -48,7 +49,7 @@ def check_site(root: Path, settings: dict[str, Any], site_rel: str, problems: li
 def _unsafe_target(root: Path, target: str) -> str | None:
     """Why publishing into ``target`` could destroy what is not the boot tree, or None."""
     t = os.path.realpath(site_path(root, target))
-    site, hosts, build = os.path.realpath(root), os.path.realpath(root / "hosts"), os.path.realpath(root / "build")
+    site, hosts, build = os.path.realpath(root), os.path.realpath(root / "hosts"), os.path.realpath(root / BUILD)
 
     def within(a: str, b: str) -> bool:  # a is b or inside it
         return a == b or a.startswith(b.rstrip("/") + "/")

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from . import layout
+
 CHUNK = 1 << 20  # what a streamed write, copy or comparison holds in memory at once
 NODE = socket.gethostname().split(".")[0] or "localhost"
 # .<name>.tmp.<node>.<pid>: the one temp-name scheme (the node: a tree on CephFS is shared by
@@ -24,8 +26,8 @@ NODE = socket.gethostname().split(".")[0] or "localhost"
 _TMP = re.compile(r"^\.(?P<name>.+)\.tmp(?:\.(?P<node>[^.]+)\.|)(?P<pid>\d+)$")
 # folders a run keeps its temporaries in (fileio.tmp_dir()): <node>.<pid>
 _TMP_DIR = re.compile(r"^(?P<node>[^.]+)\.(?P<pid>\d+)$")
-BUILD = "build"
-TMP_ROOT = f"{BUILD}/tmp"  # TMPDIR of programs cephboot runs (mkinitramfs): leftovers are ours to remove
+BUILD = str(layout.BUILD)
+TMP_ROOT = str(layout.TMP)  # TMPDIR of programs cephboot runs (mkinitramfs): leftovers are ours to remove
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | _NO_FOLLOW  # a planted FIFO must not block us
 

@@ -28,6 +28,7 @@ from doit import create_after
 from . import cephcli, imagenative, inventory, rootfs
 from .cephcli import Admin, CephError
 from .fileio import digest
+from .layout import GOLDEN
 from .inventory import Host, InventoryError, Problem, Site
 from .schema import IMAGE, Invalid, host_name
 
@@ -261,7 +262,7 @@ def build_image(admin: Admin, site: Site, image: Image, say: Callable[[str], Non
             admin.rbd("snap", "rm", "--no-progress", f"{spec}@{s['name']}")
         admin.rbd("rm", "--no-progress", spec)
         say(f"removed {spec}, which an interrupted run left without its snapshot")
-    work = site.root / "build" / "golden" / image.name
+    work = site.root / GOLDEN / image.name
     rootfs.remove_tree(work)
     work.mkdir(parents=True)
     try:
@@ -421,7 +422,7 @@ def make_clone(admin: Admin, site: Site, host: Host, image: Image, parent: str, 
     """Clone ``parent`` as ``spec`` and write the host's files into it; the golden image is only read."""
     # A clone in another namespace than its parent needs clone format 2 (Mimic); krbd follows either.
     admin.rbd("clone", "--rbd-default-clone-format", "2", "--image-feature", ",".join(image.data["features"]), parent, spec)
-    work = site.root / "build" / "golden" / f"clone-{host.name}"
+    work = site.root / GOLDEN / f"clone-{host.name}"
     rootfs.remove_tree(work)
     old = os.umask(0o077)  # the host's keyring passes through here
     try:

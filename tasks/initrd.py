@@ -12,13 +12,13 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
-from . import inventory
+from . import inventory, layout
 from .fileio import (digest, file_key, file_sha256, files_digest, remove_stale_temps, replace_tmp, tmp_dir, tmp_name,
                      write_if_changed)
 from .inventory import Site
-from .render import BUILD, TEMPLATES, _env, base_name, header
+from .render import TEMPLATES, _env, base_name, header
 
-KERNELS = BUILD / "kernels"
+KERNELS = layout.KERNELS
 STATIC = TEMPLATES / "initramfs-tools"
 # the static boot code, copied as it is into the generated confdir
 STATIC_FILES = {

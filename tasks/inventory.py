@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import schema, yamlfiles
+from . import layout, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_nics, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key, tmp_name
 from .model import Host, InventoryError, Problem, Site, kind
@@ -23,8 +23,8 @@ PROFILES_DIR = "profiles"
 NODES_DIR = "nodes"
 # The validated inventory, as plain JSON (never a format that runs code when loaded),
 # and what a later load may reuse when some input changed (read only then).
-CACHE_FILE = "build/.inventory.json"
-MEMO_FILE = "build/.inventory-memo.json"
+CACHE_FILE = str(layout.INVENTORY_CACHE)
+MEMO_FILE = str(layout.INVENTORY_MEMO)
 CACHE_FORMAT = 1
 MAX_INCLUDE_DEPTH = 32  # profiles including profiles
 # keys whose origin the checks after validation name in messages (kept per host when not its own file)

@@ -21,7 +21,8 @@ TMP = BUILD / "tmp"  # TMPDIR of the programs cephboot runs; leftovers are ours 
 PROVISION = BUILD / "provision"  # provisioning's work folders and the admin's files (tasks/cephcli.py)
 GOLDEN = BUILD / "golden"  # golden images' work folders (tasks/golden.py)
 ROOTFS = BUILD / "rootfs"  # debootstrap results kept between runs (unless CEPHBOOT_ROOTFS_CACHE)
-INVENTORY_CACHE = BUILD / ".inventory.json"
+INVENTORY_CACHE = BUILD / ".inventory.json"  # the validated inventory (tasks/inventory.py)
+INVENTORY_MEMO = BUILD / ".inventory-memo.json"
 
 _HOSTS = str(HOSTS)
 _SITE = str(SITE)

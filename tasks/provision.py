@@ -27,6 +27,7 @@ from .cephcli import Admin, CephError
 from .golden import Refused  # provisioning stops here to keep data or to avoid guessing; the message says what would allow it
 from .fileio import write_if_changed
 from .inventory import Host, InventoryError, Site
+from .layout import PROVISION
 from .render import render_host
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
@@ -340,7 +341,7 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
                               "rbd.reimage is true, but an image that is mapped is never replaced: shut the host down first")
         replace = True
         why = f" ({_what_changed(admin, spec, inputs)})" if found else " (it was not written by cephboot)"
-    work = site.root / "build" / "provision" / host.name
+    work = site.root / PROVISION / host.name
     rootfs.remove_tree(work)
     try:
         with private_files(work):

@@ -15,6 +15,7 @@ from typing import Any
 from . import artifacts, imagenative, luks
 from .fileio import digest
 from .inventory import Host, Site
+from .layout import ROOTFS
 
 CACHE_ENV = "CEPHBOOT_ROOTFS_CACHE"  # where debootstrap results are kept; default build/rootfs
 MIRROR_ENV = "CEPHBOOT_DEBIAN_MIRROR"  # overrides the mirror found in the apt configuration
@@ -115,7 +116,7 @@ def _deb822(text: str) -> list[tuple[str, list[str], list[str]]]:
 
 
 def cache_root(site: Site) -> Path:
-    return Path(os.environ.get(CACHE_ENV) or site.root / "build" / "rootfs")
+    return Path(os.environ.get(CACHE_ENV) or site.root / ROOTFS)
 
 
 def debootstrap_key(suite: str, pkgs: list[str]) -> str:

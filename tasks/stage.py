@@ -35,9 +35,10 @@ from typing import Any, Callable, Iterator, NamedTuple
 from doit.exceptions import TaskFailed
 
 from . import reporter
+from .layout import STATE
 from .fileio import file_key, remembered_key, report, stat_memo_forget, stat_memo_off, write_if_changed
 
-STATE_DIR = "build/state"
+STATE_DIR = str(STATE)
 LINE = "  - "  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
 FORMAT = "4"  # of the records: a new format redoes every host once
 # what an action returns when it found nothing to change (a host checked again, not redone): no line
