@@ -149,3 +149,39 @@ def templates() -> list[str]:
 def render_conditional() -> list[str]:
     """Build paths render writes only for some hosts (removed when a host no longer has them; no ``{client}`` in them)."""
     return [a.build for a in ARTIFACTS if a.stage == "render" and a.when and a.build and "{" not in a.build]
+
+
+def reference_markdown() -> str:
+    """The table as docs/layers-and-publish.md shows it (a test keeps the two in step)."""
+    def cell(v: str | None, when: tuple[str, ...] = ()) -> str:
+        return f"`{v}`" + (f" ({', '.join(when)})" if when else "") if v else ""
+
+    lines = ["| file | written by | from | under build/hosts/<h>/ | mode | in the layer | in the image | in the tree |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for a in ARTIFACTS:
+        source = f"`templates/{a.template}`" if a.template else SOURCES[a.source]
+        image = cell(a.image) or (f"`{a.fresh_root}` (a root provisioning creates)" if a.fresh_root else "")
+        lines.append(f"| {a.name}{' (' + ', '.join(a.when) + ')' if a.when else ''} | {a.stage or 'provisioning'} | {source} | "
+                     f"{cell(a.build)} | {a.mode:04o} | {cell(a.layer, a.layer_when)} | {image} | {cell(a.tree)} |")
+    return "\n".join(lines) + "\n"
+
+
+SOURCES = {"keyfile": "the host's `luks.keyfile`, byte for byte", "seal": "its keyring and LUKS key, sealed to the machine secret",
+           "layer": "the rows marked for the layer, packed", "monolithic": "the base initrd + the layer", "name": "the host's name"}
+BEGIN, END = "<!-- BEGIN ARTIFACTS", "<!-- END ARTIFACTS"
+
+
+def update_doc(text: str) -> str:
+    begin = text.index("\n", text.index(BEGIN)) + 1
+    return text[:begin] + reference_markdown() + text[text.index(END):]
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "layers-and-publish.md"
+    if sys.argv[1:] == ["--update-doc"]:
+        doc.write_text(update_doc(doc.read_text()))
+    else:
+        print(reference_markdown(), end="")

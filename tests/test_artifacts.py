@@ -89,3 +89,8 @@ def test_every_per_host_template_is_a_row() -> None:
     per_host = ("initramfs-tools/conf.d", "rootfs", "tree/hosts")
     found = sorted(str(p.relative_to(TEMPLATES)) for top in per_host for p in (TEMPLATES / top).rglob("*.j2"))
     assert found == artifacts.templates()
+
+
+def test_the_docs_show_the_table_as_it_is() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "layers-and-publish.md").read_text()
+    assert artifacts.update_doc(doc) == doc, "python -m tasks.artifacts --update-doc"

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 KNOWN_MAC = "52:54:00:e2:e0:01"
 UNKNOWN_MAC = "52:54:00:e2:e0:99"
 
-# The shape of the site-wide boot.ipxe of DESIGN.md, written by hand: by UUID, by MAC,
+# The shape of the site-wide boot.ipxe (docs/front-end.md), written by hand: by UUID, by MAC,
 # else "unknown machine". iPXE wraps console lines at 80 columns: keep markers short.
 SITE_SCRIPT = """\
 #!ipxe
