@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -22,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import write_if_changed
+from .checks import keyring_sections
 from .inventory import Site
 from .layout import PROVISION
 
 CONNECT_TIMEOUT = 30  # seconds a ceph command waits for the monitors
 COMMAND_TIMEOUT = 600  # a whole command, e.g. an `rbd import` of a large root image
-_SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$", re.M)
 
 
 class CephError(RuntimeError):
@@ -46,7 +45,7 @@ class CephError(RuntimeError):
 
 def admin_entity(keyring_text: str) -> str:
     """The first entity (e.g. ``client.admin``) a keyring holds."""
-    sections = _SECTION.findall(keyring_text)
+    sections = keyring_sections(keyring_text)
     if not sections:
         raise ValueError("the admin keyring holds no [client.NAME] section")
     return sections[0]

@@ -156,12 +156,17 @@ _KEY_LINE = re.compile(r"^\s*key\s*=\s*(\S+)\s*$", re.M)
 _SECTION = re.compile(r"^\s*\[([^\]\n]+)\]\s*$", re.M)
 
 
+def keyring_sections(text: str) -> list[str]:
+    """The section names of a keyring (``client.NAME``...), in order: the one reader of keyring sections."""
+    return _SECTION.findall(text)
+
+
 def cephx_key(text: str, client: str) -> str:
     """The base64 key of ``client.<client>`` in a keyring text; raise Invalid otherwise.
 
     Messages never quote the file: it holds secrets, or is not a keyring at all.
     """
-    sections = _SECTION.findall(text)
+    sections = keyring_sections(text)
     if f"client.{client}" not in sections:
         raise Invalid(f"expected a [client.{client}] section ({len(sections)} other section(s) found; a keyring holds the host's own client)")
     body = text.split(f"[client.{client}]", 1)[1]

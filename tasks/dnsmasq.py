@@ -10,12 +10,14 @@ from doit.exceptions import TaskFailed
 
 from . import inventory
 from .bootnet import LOADERS, answers, reservations  # noqa: F401  (reservations: the address-bound key mode reads them here)
-from .fileio import describe, digest, files_digest, write_if_changed
+from .fileio import describe, digest, write_if_changed
 from .inventory import Site
 from .nginx import web_root
 from .publish import PUBLIC, PUBLIC_DIR, open_tree, put, tree_root
 from .quoting import UnsafeValue
-from .render import BUILD, TEMPLATES, _env, header
+from .layout import BUILD
+from .templating import code_digest, header
+from .templating import env as _env
 from .uptodate import config_changed
 
 TEMPLATE = "dnsmasq/dnsmasq.conf.j2"
@@ -83,7 +85,7 @@ def loaders_published(settings: dict[str, Any]) -> bool:
 
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
-    return files_digest([Path(__file__), Path(__file__).with_name("bootnet.py"), TEMPLATES / TEMPLATE])
+    return code_digest(__name__, TEMPLATE)
 
 
 def task_dnsmasq() -> Iterator[dict[str, Any]]:

@@ -16,9 +16,10 @@ from doit.exceptions import TaskFailed
 from .uptodate import config_changed
 
 from . import artifacts, confine, inventory
-from .fileio import digest, files_digest, write_if_changed
+from .fileio import digest, write_if_changed
 from .inventory import Host
 from .layout import host_dir
+from .templating import code_digest
 from .initrd import STATIC_FILES
 
 Content = Union[Path, bytes]  # a build file, or the bytes themselves
@@ -205,7 +206,7 @@ def build_in_image(host: Host) -> TaskFailed | None:
 
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
-    return files_digest([Path(__file__), Path(confine.__file__)])
+    return code_digest(__name__)
 
 
 def task_imagenative() -> Iterator[dict[str, Any]]:

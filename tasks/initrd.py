@@ -13,10 +13,12 @@ from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
 from . import inventory, layout
-from .fileio import (digest, file_key, file_sha256, files_digest, remove_stale_temps, replace_tmp, tmp_dir, tmp_name,
+from .fileio import (digest, file_key, file_sha256, remove_stale_temps, replace_tmp, tmp_dir, tmp_name,
                      write_if_changed)
 from .inventory import Site
-from .render import TEMPLATES, _env, base_name, header
+from .layout import TEMPLATES, base_name
+from .templating import code_digest, header
+from .templating import env as _env
 
 KERNELS = layout.KERNELS
 STATIC = TEMPLATES / "initramfs-tools"
@@ -280,7 +282,7 @@ def build_base(settings: dict[str, Any], kver: str, modules: list[str], method: 
 
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
-    return files_digest([Path(__file__), TEMPLATES / CONF_TEMPLATE])
+    return code_digest(__name__, CONF_TEMPLATE)
 
 
 def task_initrd() -> Iterator[dict[str, Any]]:

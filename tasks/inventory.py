@@ -11,7 +11,8 @@ from typing import Any
 
 from . import layout, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_nics, check_site, cmdline_words, cross_check, site_path
-from .fileio import digest, file_key, tmp_name
+from .fileio import digest, file_key, write_if_changed
+from .templating import code_files
 from .model import Host, InventoryError, Problem, Site, kind
 from .schema import Invalid, ItemInvalid, Section, shown
 
@@ -31,7 +32,7 @@ MAX_INCLUDE_DEPTH = 32  # profiles including profiles
 _BLAMED = ("uuid", "nics.ceph.macs", "nics.ceph.address", "nics.ceph.gateway", "nics.user.macs", "nics.user.address",
            "nics.user.gateway", "rbd.pool", "rbd.namespace", "client", "keyring", "boot_path", "kernel", "kernel_args", "luks.keyfile", "image_root",
            "rootfs.source", "secrets.machine_secret")
-_CODE = [Path(__file__).parent / n for n in ("schema.py", "inventory.py", "checks.py", "yamlfiles.py", "model.py")]
+_CODE = code_files(__name__)  # this module and what it imports: a change to any of them parses again
 
 
 # --- merging --------------------------------------------------------------------
@@ -189,12 +190,9 @@ def _code_key() -> list[Any]:
     return [_stat_key(p) for p in _CODE]
 
 
-def _stat_key(path: Path | str) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode]
+def _stat_key(path: Path | str) -> str | None:
+    """fileio.file_key, the one stat key (size, mtime, mode); None when there is no file."""
+    return file_key(str(path)) or None
 
 
 def _read_private_json(path: Path) -> Any:
@@ -222,30 +220,9 @@ def _read_private_json(path: Path) -> Any:
 def _write_private_json(path: Path, data: Any) -> None:
     """Write ``data`` to ``path`` as JSON, owner-only (0600; build/ is made 0700), atomically; a failure only costs the cache."""
     try:
-        text = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
-        try:
-            os.mkdir(path.parent, 0o700)
-        except FileExistsError:
-            pass
-        tmp = path.parent / tmp_name(path.name)
-        try:
-            os.unlink(tmp)  # a leftover of a killed run with our pid
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_if_changed(path, json.dumps(data, separators=(",", ":"), allow_nan=False).encode(), 0o600)
     except (OSError, TypeError, ValueError):
-        try:
-            os.unlink(path.parent / tmp_name(path.name))
-        except OSError:
-            pass
+        pass  # fileio removed its temporary
 
 
 def _host_record(h: Host) -> list[Any]:

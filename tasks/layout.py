@@ -28,6 +28,13 @@ _HOSTS = str(HOSTS)
 _SITE = str(SITE)
 
 
+def base_name(method: str = "cli") -> str:
+    """The file name of a kernel's base initrd for hosts that map with ``method`` (under
+    build/kernels/<kver>/ and the tree's kernels/<kver>/): the full base serves the rbd CLI,
+    the lean initrd-sysfs.img only sysfs mapping (tasks/initrd.py builds both)."""
+    return "initrd.img" if method == "cli" else f"initrd-{method}.img"
+
+
 def host_dir(name: str) -> Path:
     """build/hosts/<name>/, the host's build folder."""
     return HOSTS / name

@@ -13,8 +13,9 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import artifacts, initrd, inventory
-from .fileio import digest, files_digest
+from .fileio import digest
 from .layout import TEMPLATES, host_file
+from .templating import code_digest
 from .stage import Stage, Unit, stage_task
 from .uptodate import config_changed
 
@@ -134,7 +135,7 @@ def task_lint() -> Iterator[dict[str, Any]]:
         "name": "base",
         "doc": "shellcheck the initramfs.conf of each base initrd (mkinitramfs sources it)",
         "actions": [(lint_base_confs, [bases, compress])],
-        "uptodate": [config_changed(digest(repr(sorted(bases.items())), compress, files_digest([TEMPLATES / initrd.CONF_TEMPLATE, Path(initrd.__file__)]), shellcheck_key()))],
+        "uptodate": [config_changed(digest(repr(sorted(bases.items())), compress, code_digest(initrd.__name__, initrd.CONF_TEMPLATE), shellcheck_key()))],
     }
 
     def units() -> dict[str, Unit]:

@@ -9,8 +9,10 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from . import inventory
-from .fileio import digest, files_digest, write_if_changed
-from .render import BUILD, TEMPLATES, _env, header
+from .fileio import digest, write_if_changed
+from .layout import BUILD
+from .templating import code_digest, header
+from .templating import env as _env
 from .uptodate import config_changed
 
 TEMPLATE = "nginx/cephboot.conf.j2"
@@ -54,7 +56,7 @@ def render_nginx(settings: dict[str, Any], site_root: Path) -> None:
 
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
-    return files_digest([Path(__file__), TEMPLATES / TEMPLATE])
+    return code_digest(__name__, TEMPLATE)
 
 
 def task_nginx() -> Iterator[dict[str, Any]]:

@@ -1,21 +1,19 @@
 """Pack each host's layer: a small reproducible newc cpio of its conf.d, ceph.conf and keys, clear or sealed (and the monolithic initrd)."""
 from __future__ import annotations
 
-import os
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .uptodate import config_changed
 
 from . import artifacts, inventory
-from .fileio import digest, file_key, file_parts, files_digest, write_if_changed, write_parts_if_changed
+from .fileio import digest, file_key, file_parts, write_if_changed, write_parts_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
 from .stage import Stage, Unit, stage_task
 from .layout import host_dir, host_file
-from .render import machine_mode
+from .templating import code_digest
 
 LAYER = artifacts.BY_NAME["layer"].build
 MONOLITHIC = artifacts.BY_NAME["monolithic initrd"].build
@@ -104,7 +102,7 @@ def build_layer(host: Host) -> None:
 
 def clear_hosts_warning(site: inventory.Site) -> str:
     """The warning doit prints while hosts keep secrets.mode: clear ('' when none does)."""
-    clear = sorted(name for name, host in site.hosts.items() if not machine_mode(host.data))
+    clear = sorted(name for name, host in site.hosts.items() if artifacts.CONDITIONS["clear"](host.data))
     if not clear:
         return ""
     shown = ", ".join(clear[:20]) + (f" and {len(clear) - 20} more" if len(clear) > 20 else "")
@@ -114,7 +112,7 @@ def clear_hosts_warning(site: inventory.Site) -> str:
 
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
-    return files_digest([Path(__file__)])
+    return code_digest(__name__)
 
 
 def task_overlay() -> Iterator[dict[str, Any]]:

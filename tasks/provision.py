@@ -25,7 +25,7 @@ from doit.exceptions import TaskFailed
 from . import golden, inventory, rootfs
 from .cephcli import Admin, CephError
 from .golden import Refused  # provisioning stops here to keep data or to avoid guessing; the message says what would allow it
-from .fileio import write_if_changed
+from .fileio import tmp_name, write_if_changed
 from .inventory import Host, InventoryError, Site
 from .layout import PROVISION
 from .render import render_host
@@ -169,7 +169,7 @@ def _rewrite_into(dir_fd: int, name: str, ns: str) -> bool:
         src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:  # a link (ELOOP), or gone
         return False
-    tmp = f".{name}.cephboot-ns"
+    tmp = tmp_name(name)  # fileio's one temp-name scheme: a killed run's leftover is recognised and removed
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode) or _xattr(src, "ceph.file.layout.pool_namespace") == ns:

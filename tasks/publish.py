@@ -17,12 +17,13 @@ from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
 from . import artifacts, inventory
-from .fileio import (Folder, GroupError, describe, digest, file_sha256, files_digest, identity_key,
+from .fileio import (Folder, GroupError, describe, digest, file_sha256, identity_key,
                      identity_of, is_temp, kind, report, tmp_name)
 from .initrd import BASE_NAMES, base_path, bases_in_use, built_stamp, kernels_in_use, vmlinuz_path
 from .inventory import TREE_MARKER, Host
 from .overlay import LAYER, MONOLITHIC
 from .layout import SITE, host_file, site_file
+from .templating import code_digest
 from .render import SEALED_PATH, routes_by_host, site_outputs
 from .stage import UNCHANGED, Stage, Unit, record_outputs, stage_task
 
@@ -518,7 +519,7 @@ def host_outputs(root: str, name: str, sources: dict[str, str], routes: list[str
 
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
-    return files_digest([Path(__file__)])
+    return code_digest(__name__)
 
 
 def task_publish() -> Iterator[dict[str, Any]]:
