@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import golden, inventory, rootfs
+from tasks import golden, inventory
 from tasks.provision import wanted_caps
 from tasks.render import render_host
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import inventory, luks, provision, rootfs
+from tasks import inventory, provision, rootfs
 from tasks.provision import boot_namespace, private_files, tree_caps, wanted_caps
 from tasks.render import render_host
 

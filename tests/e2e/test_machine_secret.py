@@ -205,7 +205,7 @@ def test_a_client_that_fetches_every_published_file_finds_no_key_byte(
     assert all(fetched[n] for n in names), [n for n in names if not fetched[n]]  # every file came over HTTP
     found = []
     envelopes = 0
-    for i, (name, data) in enumerate(fetched.items()):
+    for i, name in enumerate(fetched):
         (downloads / str(i)).rename(downloads / f"{i}.img")
         for blob in contents(downloads / f"{i}.img", tmp_path / f"x{i}"):
             envelopes += blob.startswith(b"cephboot-sealed 1\nhost sealed\n")

@@ -84,11 +84,11 @@ def test_each_client_reads_its_own_image_and_is_refused_the_other(a_provisioned_
 def test_each_client_reaches_only_its_own_boot_directory(a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
     cluster = a_provisioned_site.cluster
     alpha = a_provisioned_site.client("prov-a")
-    with CephFuseMount(cluster, alpha, f"/hosts/prov-a", tmp_path / "own") as own:
+    with CephFuseMount(cluster, alpha, "/hosts/prov-a", tmp_path / "own") as own:
         (own.mountpoint / "vmlinuz").write_text("prov-a's kernel\n")
         assert (own.mountpoint / "vmlinuz").read_text() == "prov-a's kernel\n"
     (cluster.admin_fs().mountpoint / "hosts" / "prov-b" / "secret").write_text("prov-b's file\n")
-    other = CephFuseMount(cluster, alpha, f"/hosts/prov-b", tmp_path / "other")
+    other = CephFuseMount(cluster, alpha, "/hosts/prov-b", tmp_path / "other")
     with pytest.raises(RuntimeError, match="Operation not permitted"), other:
         pass
     # Through RADOS, past the MDS: prov-b's file objects live in prov-b's namespace only.
