@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builtsite import HOSTS, kver
-from conftest import PROJECT, Site, copy_site
+from conftest import PROJECT, copy_site
 
 DOCS = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 # the repository's own top-level entries: a name starting with one of them is a path in the repository
