@@ -1,19 +1,12 @@
 """cephboot: the doit entry point. Wires the task generators in tasks/; does no work while loading."""
-import gc
 import os
 import sys
 
-# No cyclic garbage collection while the tasks load: its full passes would walk the
-# inventory's and the tasks' 100,000s of objects again and again (~1 s a run at
-# 10,000 hosts), and loading makes no cycles worth collecting.  The reporter turns
-# it back on, with everything loaded so far frozen out of its sight, before the run.
-gc.disable()
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from tasks import engine  # noqa: E402
 from tasks.dhcpsnippets import task_dhcp_snippets  # noqa: E402  (ISC dhcpd / Kea snippets: not a default task)
 from tasks.dnsmasq import task_dnsmasq  # noqa: E402  (DHCP/TFTP front end: `doit dnsmasq`, not a default task)
-from tasks.fileio import prepare_build, stat_memo_on  # noqa: E402
 from tasks.golden import task_image  # noqa: E402  (changes the cluster: never default)
 from tasks.imagenative import task_imagenative  # noqa: E402
 from tasks.initrd import task_initrd  # noqa: E402
@@ -25,13 +18,9 @@ from tasks.publish import task_publish, task_rollback  # noqa: E402
 from tasks.render import task_render  # noqa: E402
 from tasks.reporter import Reporter  # noqa: E402
 
-# One stat per file while the tasks load and are checked (tasks/fileio.py); the
-# reporter ends it as soon as a task that may change files runs.
-stat_memo_on()
-
-# build/ owner-only whatever the umask (umask 077 for this process), and what killed runs left
-# there removed; before any task runs, since doit opens its state file in it first
-prepare_build()
+# The process-wide setup, once, before any task loads: build/ made private and cleaned, garbage
+# collection paused and one stat per file while tasks load (its contract: tasks/engine.py)
+engine.setup()
 
 DOIT_CONFIG = {
     "backend": "sqlite3",  # dbm and json lose records when two runs overlap

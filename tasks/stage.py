@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from doit.exceptions import TaskFailed
 
-from . import reporter
+from . import engine
 from .layout import STATE
 from .fileio import file_key, remembered_key, report, stat_memo_forget, stat_memo_off, write_if_changed
 
@@ -53,6 +53,19 @@ class Unit(NamedTuple):
     config: str  # everything else about this host that the work depends on
     action: Callable[..., Any] | None  # returns None, or a TaskFailed that stops the stage
     args: tuple[Any, ...] = ()
+
+
+class Due(NamedTuple):
+    """What a stage's check found, handed to its action through ``task.meta`` (which reaches a
+    child process with ``doit -n``); `doit info` shows it as one line, whatever the number of hosts."""
+
+    todo: list[str]  # the hosts to redo, in order
+    now: dict[str, str]  # the record of every host's inputs as they are now
+    outs: dict[str, str]  # the keys of the outputs of every host that is not due
+
+    def __repr__(self) -> str:
+        shown = ", ".join(self.todo[:5]) + (", ..." if len(self.todo) > 5 else "")
+        return f"<{len(self.todo)} of {len(self.now)} hosts due{': ' + shown if self.todo else ''}>"
 
 
 def state_path(stage: str) -> str:
@@ -127,7 +140,7 @@ class Stage:
         self._units: dict[str, Unit] | None = None
         self.config = f"{FORMAT}|{config}"
         self.batch = batch  # does the work of all due hosts at once (instead of Unit.action per host)
-        self._due: tuple[list[str], dict[str, str], dict[str, str]] | None = None
+        self._due: Due | None = None
         self.recorded: dict[str, str] = {}  # each host's output keys as the last run left them
         self._removed = False
         self._every = ""  # why every host is due, when it is
@@ -142,7 +155,7 @@ class Stage:
     # and passes the values the last successful run returned
     __signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("task", "values")])
 
-    def due(self, forget: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    def due(self, forget: bool = False) -> Due:
         """(hosts to redo, in order; the record of every host's inputs as they are now; the
         keys of the outputs of every host that is not due)."""
         saved = load_state(self.name)
@@ -188,7 +201,7 @@ class Stage:
                 continue
             outs[name] = o
         self._removed = bool(set(old) - set(self.units)) or not same
-        return todo, now, outs
+        return Due(todo, now, outs)
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         """doit uptodate: True when no host is due and no host was removed.
@@ -199,7 +212,7 @@ class Stage:
         (doit also drops its record of a task that failed; then the stage's own
         records say which hosts are done.)
         """
-        if not reporter.ACTIVE:  # nobody would end the memo before other tasks write files
+        if not engine.memo_managed():  # nobody would end the memo before other tasks write files (tasks/engine.py)
             stat_memo_off()
         self._due = self.due(forget=values.get("records") != state_path(self.name))
         if task is not None:  # for run(), also in a child process (`doit -n N` sends it the task's meta)

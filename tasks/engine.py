@@ -1,0 +1,61 @@
+"""The doit process's setup and its hand-off from loading tasks to running them: one owner for process-wide state.
+
+The contract, in the order doit goes:
+
+1. ``setup()`` (dodo.py calls it once, before any task loads): build/ owner-only and what
+   killed runs left there removed (doit opens its state file in it first); cyclic garbage
+   collection off while the tasks load (its full passes would walk the inventory's and the
+   tasks' 100,000s of objects again and again, ~1 s a run at 10,000 hosts; loading makes no
+   cycles worth collecting); and one stat per file while tasks load and are checked (the
+   stat memo of tasks/fileio.py).
+2. ``run_starts()`` (cephboot's reporter, when doit has every task): collection back on, with
+   everything loaded so far frozen out of its sight; from now on someone ends the memo
+   before a task writes files (``files_may_change``).
+3. ``files_may_change(task)`` (the reporter, before each task's actions, in doit's main
+   process also when they run in child processes with ``-n``): a stage forgets what it is
+   about to write; for any other task the memo stops answering from memory.
+
+Under another reporter (``doit --reporter console``), step 2 never happens: a stage's check
+then ends the memo itself, so every stage sees the same files and does the same work under
+every reporter, only with more stats.
+"""
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from .fileio import prepare_build, stat_memo_off, stat_memo_on
+
+_state = {"handed_off": False}
+
+
+def setup() -> None:
+    """Once per doit process, before the tasks load (step 1 above)."""
+    gc.disable()
+    stat_memo_on()
+    prepare_build()
+
+
+def run_starts() -> None:
+    """Every task is loaded and cephboot's reporter will call files_may_change (step 2)."""
+    _state["handed_off"] = True
+    gc.freeze()
+    gc.enable()
+
+
+def memo_managed() -> bool:
+    """Whether files_may_change will run before any task writes files (else a stage's check ends the memo)."""
+    return _state["handed_off"]
+
+
+def files_may_change(task: Any) -> None:
+    """``task`` is about to run its actions (step 3): a group task changes nothing; a stage knows which files it will write."""
+    if not task.actions:
+        return
+    from .stage import Stage  # the stages are above this module
+
+    stages = [u for u, _, _ in task.uptodate if isinstance(u, Stage)]
+    for stage in stages:
+        stage.forget_outputs()
+    if not stages:
+        stat_memo_off()
