@@ -31,6 +31,7 @@ from bench import generate  # noqa: E402
 from bench.generate import EDITED_RACK, MONITORS, Shape  # noqa: E402
 from tasks.inventory import installed_kernels  # noqa: E402
 from tasks.stage import LINE as STAGE_LINE  # noqa: E402
+from tasks.stage import ONLY as STAGE_ONLY  # noqa: E402
 
 DODO = PROJECT / "dodo.py"  # main() points this at a frozen copy of the code
 CODE = ("dodo.py", ".shellcheckrc", "tasks", "templates")
@@ -76,13 +77,17 @@ class Run:
 def tasks_ran(stdout: str) -> set[str]:
     """What a doit run did: the tasks it executed (its '.  task' lines; '-- task' means
     up to date) and, within a per-host stage such as render:hosts, each host the stage
-    redid (its '  - render:<host>' lines, see tasks/stage.py)."""
+    redid, as '<stage>:<host>' ('render:zephyr', 'lint:rendered:zephyr') from its
+    '  - render:hosts --only zephyr' lines (see tasks/stage.py)."""
     out = set()
     for line in stdout.splitlines():
         if line.startswith(".  "):
             out.add(line[3:].strip())
-        elif line.startswith(STAGE_LINE) and ":" in line and " " not in line[len(STAGE_LINE):].strip():
-            out.add(line[len(STAGE_LINE):].strip())
+        elif line.startswith(STAGE_LINE) and STAGE_ONLY in line:
+            task, _, host = line[len(STAGE_LINE):].strip().partition(STAGE_ONLY.strip())
+            task, host = task.strip(), host.strip()
+            if task and host and " " not in task + host:
+                out.add(f"{task[:-len(':hosts')] if task.endswith(':hosts') else task}:{host}")
     return out
 
 

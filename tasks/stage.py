@@ -40,6 +40,7 @@ from .fileio import file_key, remembered_key, report, stat_memo_forget, stat_mem
 
 STATE_DIR = str(STATE)
 LINE = "  - "  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
+ONLY = " --only "  # a per-host line is a command doit takes back: `  - render:hosts --only zephyr`
 FORMAT = "4"  # of the records: a new format redoes every host once
 # what an action returns when it found nothing to change (a host checked again, not redone): no line
 UNCHANGED = "unchanged"
@@ -124,6 +125,7 @@ class Stage:
                  batch: Callable[[list[str]], Any] | None = None, workers: int = 1,
                  output_key: Callable[[str], str] | None = None, keep_going: bool = False, pass_recorded: bool = False):
         self.name = name
+        self.task = name  # the doit task that runs it (stage_task sets it): what its per-host lines name
         # the key recorded of each output: None, only that it exists (make's way: a rendered
         # file edited by hand stays as edited); file_key (memoized: an output of one stage is
         # an input of the next), so a damaged output is made again; or fileio.identity_key
@@ -240,7 +242,7 @@ class Stage:
             if unknown:
                 return TaskFailed(f"cephboot: {self.name} --only: no host named {', '.join(unknown)} (hosts are the files in hosts/nodes/)")
             for name in sorted(chosen - due):
-                sys.stdout.write(f"  ({self.name}:{name} is up to date)\n")
+                sys.stdout.write(f"  ({self.task}{ONLY}{name}: up to date)\n")
             todo = [n for n in todo if n in chosen]  # the others get no record: still due next run
         out = sys.stdout
         ok = False
@@ -263,7 +265,7 @@ class Stage:
                 # the record taken before the work: an input edited meanwhile is seen next run
                 done[name], outs[name] = now[name], self._outputs_now(name)
                 if result != UNCHANGED:
-                    out.write(f"{LINE}{self.name}:{name}\n")
+                    out.write(f"{LINE}{self.task}{ONLY}{name}\n")
             if failed:
                 rest = ", every other host is done" if len(failed) < len(todo) else ""
                 return TaskFailed(f"cephboot: {self.name}: {len(failed)} of {len(todo)} hosts failed{rest}:\n" + "\n".join(failed))
@@ -355,6 +357,7 @@ def _hosts_option(task: Any) -> set[str] | None:
 def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean: bool = True, **extra: Any) -> dict[str, Any]:
     """The doit task `<basename>:<name>` that runs ``stage``; ``clean``: `doit clean` removes
     its outputs (never for publish: `doit clean` must not empty the boot tree)."""
+    stage.task = f"{basename}:{name}"
     return {
         "basename": basename,
         "name": name,

@@ -1,9 +1,10 @@
-"""The engine's contract (tasks/engine.py): what `doit info` shows of a stage, at any scale."""
+"""The engine (tasks/engine.py, tasks/stage.py) as a user meets it: what `doit info` shows of a
+stage at any scale, and per-host lines that are commands doit takes back."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import Site
+from conftest import PROJECT, Site, copy_site
 
 from bench import generate, run
 
@@ -17,3 +18,15 @@ def test_doit_info_shows_a_stage_in_a_few_lines_at_any_number_of_hosts(tmp_path:
     meta = [line for line in out.splitlines() if line.startswith("meta")]
     assert meta == ["meta       : {'due': <300 of 300 hosts due: h00000, h00001, h00002, h00003, h00004, ...>}"], out
     assert len(out.splitlines()) < 20 and "h00299" not in out, out
+
+
+def test_a_per_host_line_pasted_back_into_doit_redoes_that_host_alone(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path / "site")
+    first = site.doit("render")
+    lines = sorted(line.strip() for line in first.stdout.splitlines() if line.startswith("  - "))
+    assert lines == ["- render:hosts --only boreas", "- render:hosts --only notus", "- render:hosts --only zephyr"], first.stdout
+    site.edit("nodes/notus.yaml", "net.ifnames=0", "net.ifnames=0, nomodeset")
+    site.edit("nodes/zephyr.yaml", "address: 198.51.100.21/24", "address: 198.51.100.22/24")
+    pasted = site.doit(*lines[1][2:].split())  # `doit render:hosts --only notus`, as printed
+    assert pasted.ran == {"render:notus"}, pasted.stdout
+    assert site.doit("render").ran == {"render:zephyr"}  # the other edited host stayed due

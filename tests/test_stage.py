@@ -27,7 +27,7 @@ def test_each_stage_task_lists_the_hosts_it_redid(a_built_site: Site) -> None:
     a_built_site.edit("nodes/notus.yaml", "net.ifnames=0", "net.ifnames=0, nomodeset")  # reaches boot.ipxe only
     run = a_built_site.doit()
     assert {"render:hosts", "publish:hosts"} <= run.tasks and "overlay:hosts" not in run.tasks
-    assert "  - render:notus\n" in run.stdout and "  - publish:notus\n" in run.stdout
+    assert "  - render:hosts --only notus\n" in run.stdout and "  - publish:hosts --only notus\n" in run.stdout
     assert run.ran == {"render:notus", "publish:notus"}
 
 
