@@ -489,10 +489,11 @@ def _swap(folder: Folder, prev: Folder) -> None:
     folder.fsync()
 
 
-def rollback_action(hosts: list[str]) -> TaskFailed | None:
-    """doit action of `doit rollback HOST...`."""
+def rollback_action(hosts: list[str], only: str = "") -> TaskFailed | None:
+    """doit action of `doit rollback --only HOST[,HOST...]` (as the stages name hosts) or `doit rollback HOST...`."""
+    hosts = [*hosts, *(n.strip() for n in only.split(",") if n.strip())]
     if not hosts:
-        return TaskFailed("cephboot: rollback: name the host(s): doit rollback HOST [HOST...]")
+        return TaskFailed("cephboot: rollback: name the host(s): doit rollback --only HOST[,HOST...]")
     site = inventory.load_for_tasks()
     by_host = routes_by_host(site)
     for name in hosts:
@@ -505,7 +506,7 @@ def rollback_action(hosts: list[str]) -> TaskFailed | None:
         if name in site.hosts:  # the swapped files are the publisher's own: the rollback holds
             outputs = host_outputs(str(tree_root(site.settings)), name, host_sources(site.hosts[name]), list(by_host[name]))
             record_outputs("publish", name, "|".join(identity_key(o) for o in outputs))
-        sys.stdout.write(f"cephboot: {name}: the previous generation is now current (run `doit rollback {name}` again to undo)\n")
+        sys.stdout.write(f"cephboot: {name}: the previous generation is now current (run `doit rollback --only {name}` again to undo)\n")
     return None
 
 
@@ -587,8 +588,10 @@ def task_rollback() -> dict[str, Any]:
     """`doit rollback HOST...`: swap a host's published generation with the previous one."""
     return {
         "basename": "rollback",
-        "doc": "doit rollback HOST...: make the previous published generation of HOST current (again to undo)",
+        "doc": "doit rollback --only HOST[,HOST...]: make the previous published generation of HOST current (again to undo)",
         "actions": [(rollback_action,)],
+        "params": [{"name": "only", "long": "only", "type": str, "default": "",
+                    "help": "HOST[,HOST...]: the hosts to roll back (as the stages' --only; `doit rollback HOST...` works too)"}],
         "pos_arg": "hosts",
         "verbosity": 2,
     }

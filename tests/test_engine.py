@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builtsite import a_built_site, the_built_example  # noqa: F401  (fixtures)
 from conftest import PROJECT, Site, copy_site
 
 from bench import generate, run
@@ -30,3 +31,14 @@ def test_a_per_host_line_pasted_back_into_doit_redoes_that_host_alone(tmp_path: 
     pasted = site.doit(*lines[1][2:].split())  # `doit render:hosts --only notus`, as printed
     assert pasted.ran == {"render:notus"}, pasted.stdout
     assert site.doit("render").ran == {"render:zephyr"}  # the other edited host stayed due
+
+
+def test_rollback_names_its_hosts_as_the_stages_do(a_built_site: Site) -> None:
+    """`doit rollback --only HOST` (the stages' way to name hosts) swaps the generations; the message says how to undo."""
+    root = a_built_site.build / "publish" / "hosts" / "zephyr"
+    first = (root / "overlay.cpio").read_bytes()
+    a_built_site.edit("nodes/zephyr.yaml", "192.0.2.21/24", "192.0.2.41/24")
+    a_built_site.doit("render", "overlay", "publish")
+    run = a_built_site.doit("rollback", "--only", "zephyr")
+    assert (root / "overlay.cpio").read_bytes() == first
+    assert "run `doit rollback --only zephyr` again to undo" in run.stdout
