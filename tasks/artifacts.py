@@ -14,7 +14,8 @@ goes last and a new script never finds its layer missing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from functools import lru_cache
+from typing import Any, Callable, Mapping, NamedTuple
 
 SECRET = 0o600
 PUBLIC = 0o644
@@ -109,25 +110,67 @@ def path(template: str, h: Mapping[str, Any]) -> str:
     return template.replace("{client}", h["client"]) if "{" in template else template
 
 
-def of_host(h: Mapping[str, Any]) -> list[Artifact]:
+class Plan(NamedTuple):
+    """A host's rows and where each lands, worked out once per kind of host and client (the
+    stages ask for every host on every run: at 10,000 hosts this is a dictionary lookup).
+    Shared between callers: read it, never change it."""
+
+    rows: tuple[Artifact, ...]  # in table order
+    built: dict[str, dict[str, Artifact]]  # stage -> path under the build folder -> row
+    layer: dict[str, tuple[str, int]]  # path inside the layer -> (build path, mode)
+    image: dict[str, tuple[str, int]]  # path inside the image -> (build path, mode)
+    tree: dict[str, str]  # name in the tree -> build path
+
+
+@lru_cache(maxsize=None)
+def _plan(flags: tuple[bool, ...], client: str) -> Plan:
+    h = {"client": client, **dict(zip(_FLAG_KEYS, flags))}
+    held = {c: f(h) for c, f in _FLAG_CONDITIONS.items()}
+    rows = tuple(a for a in ARTIFACTS if all(held[c] for c in a.when))
+    built: dict[str, dict[str, Artifact]] = {}
+    for a in rows:
+        if a.stage and a.build:
+            built.setdefault(a.stage, {})[path(a.build, h)] = a
+    return Plan(
+        rows, built,
+        {path(a.layer, h): (path(a.build, h), a.mode) for a in rows if a.layer and a.build and all(held[c] for c in a.layer_when)},
+        {path(a.image, h): (path(a.build, h), a.mode) for a in rows if a.image and a.build},
+        {a.tree: path(a.build, h) for a in rows if a.tree and a.build},
+    )
+
+
+# what the CONDITIONS read of a host, as plain flags: the plan's cache key
+_FLAG_KEYS = ("luks", "machine", "monolithic")
+_FLAG_CONDITIONS = {
+    "luks": lambda f: f["luks"], "machine": lambda f: f["machine"], "clear": lambda f: not f["machine"],
+    "monolithic": lambda f: f["monolithic"],
+}
+assert set(_FLAG_CONDITIONS) == set(CONDITIONS)
+
+
+def plan(h: Mapping[str, Any]) -> Plan:
+    """The rows of host data ``h`` and where they land (cached per kind of host and client)."""
+    return _plan((bool(h["luks"]), CONDITIONS["machine"](h), bool(h["monolithic"])), h["client"])
+
+
+def of_host(h: Mapping[str, Any]) -> tuple[Artifact, ...]:
     """The rows host data ``h`` has, in table order."""
-    return [a for a in ARTIFACTS if not a.when or has(h, a.when)]
+    return plan(h).rows
 
 
-def built_by(stage: str, h: Mapping[str, Any]) -> dict[str, Artifact]:
+def built_by(stage: str, h: Mapping[str, Any]) -> Mapping[str, Artifact]:
     """Path under the host's build folder -> row, for the files ``stage`` writes for ``h``."""
-    return {path(a.build, h): a for a in of_host(h) if a.stage == stage and a.build}
+    return plan(h).built.get(stage, {})
 
 
-def layer_members(h: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+def layer_members(h: Mapping[str, Any]) -> Mapping[str, tuple[str, int]]:
     """Path inside the host's layer -> (file under its build folder, mode)."""
-    return {path(a.layer, h): (path(a.build, h), a.mode) for a in of_host(h)
-            if a.layer and a.build and (not a.layer_when or has(h, a.layer_when))}
+    return plan(h).layer
 
 
-def image_members(h: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+def image_members(h: Mapping[str, Any]) -> Mapping[str, tuple[str, int]]:
     """Path inside the host's root image -> (file under its build folder, mode)."""
-    return {path(a.image, h): (path(a.build, h), a.mode) for a in of_host(h) if a.image and a.build}
+    return plan(h).image
 
 
 def fresh_root_members(name: str, h: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
@@ -136,9 +179,9 @@ def fresh_root_members(name: str, h: Mapping[str, Any]) -> dict[str, tuple[bytes
     return {path(a.fresh_root, h): (content[a.source], a.mode) for a in of_host(h) if a.fresh_root}
 
 
-def tree_members(h: Mapping[str, Any]) -> dict[str, str]:
+def tree_members(h: Mapping[str, Any]) -> Mapping[str, str]:
     """Name in the host's tree folder -> file under its build folder, in table order."""
-    return {a.tree: path(a.build, h) for a in of_host(h) if a.tree and a.build}
+    return plan(h).tree
 
 
 def templates() -> list[str]:

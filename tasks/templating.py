@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .fileio import files_digest
+from .fileio import digest, files_digest
 from .layout import TEMPLATES
 from .quoting import LANGS, quote
 
@@ -49,23 +49,45 @@ def header(sources: list[str], template: str) -> str:
 
 
 @lru_cache(maxsize=None)
+def _module(name: str) -> tuple[bytes, tuple[str, ...]] | None:
+    """A module of this package: its bytes and the package's modules it imports (None: not one of ours). Read once per process."""
+    try:
+        data = (PACKAGE / f"{name}.py").read_bytes()
+    except FileNotFoundError:
+        return None
+    text = data.decode()
+    names = [*_FROM_MODULE.findall(text)]
+    for found in _FROM_PACKAGE.findall(text):
+        names += [n.strip() for n in found.split(",") if n.strip()]
+    return data, tuple(names)
+
+
+@lru_cache(maxsize=None)
+def _closure(name: str) -> tuple[str, ...]:
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        found = None if n in seen else _module(n)
+        if found is not None:
+            seen.add(n)
+            todo += found[1]
+    return tuple(sorted(seen))
+
+
 def code_files(module: str) -> tuple[Path, ...]:
     """The file of ``module`` (``tasks.render`` or ``render``) and of every module of this package it imports, sorted."""
-    seen: set[str] = set()
-    todo = [module.rpartition(".")[2]]
-    while todo:
-        name = todo.pop()
-        if name in seen or not (PACKAGE / f"{name}.py").is_file():
-            continue
-        seen.add(name)
-        text = (PACKAGE / f"{name}.py").read_text()
-        todo += _FROM_MODULE.findall(text)
-        for names in _FROM_PACKAGE.findall(text):
-            todo += [n.strip() for n in names.split(",") if n.strip()]
-    return tuple(PACKAGE / f"{n}.py" for n in sorted(seen))
+    return tuple(PACKAGE / f"{n}.py" for n in _closure(module.rpartition(".")[2]))
+
+
+@lru_cache(maxsize=None)
+def _file_digest(name: str) -> str:
+    found = _module(name)
+    return digest(found[0]) if found else ""
 
 
 @lru_cache(maxsize=None)
 def code_digest(module: str, *templates: str) -> str:
-    """Digest of the code ``module`` runs (code_files) and of ``templates`` (names under templates/)."""
-    return files_digest([*code_files(module), *(TEMPLATES / t for t in templates)])
+    """Digest of the code ``module`` runs (code_files: each file read and hashed once per process) and of ``templates`` (names under templates/)."""
+    names = _closure(module.rpartition(".")[2])
+    return digest(*(f"{n}:{_file_digest(n)}" for n in names), files_digest([TEMPLATES / t for t in templates]))
