@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 SECRET = 0o600
 PUBLIC = 0o644
@@ -110,33 +110,44 @@ def path(template: str, h: Mapping[str, Any]) -> str:
     return template.replace("{client}", h["client"]) if "{" in template else template
 
 
-class Plan(NamedTuple):
-    """A host's rows and where each lands, worked out once per kind of host and client (the
-    stages ask for every host on every run: at 10,000 hosts this is a dictionary lookup).
-    Shared between callers: read it, never change it."""
-
-    rows: tuple[Artifact, ...]  # in table order
-    built: dict[str, dict[str, Artifact]]  # stage -> path under the build folder -> row
-    layer: dict[str, tuple[str, int]]  # path inside the layer -> (build path, mode)
-    image: dict[str, tuple[str, int]]  # path inside the image -> (build path, mode)
-    tree: dict[str, str]  # name in the tree -> build path
+@lru_cache(maxsize=None)
+def _rows(flags: tuple[bool, ...]) -> tuple[Artifact, ...]:
+    """The rows of a kind of host (LUKS, machine mode, monolithic), in table order."""
+    held = {c: f(dict(zip(_FLAG_KEYS, flags))) for c, f in _FLAG_CONDITIONS.items()}
+    return tuple(a for a in ARTIFACTS if all(held[c] for c in a.when))
 
 
 @lru_cache(maxsize=None)
-def _plan(flags: tuple[bool, ...], client: str) -> Plan:
-    h = {"client": client, **dict(zip(_FLAG_KEYS, flags))}
-    held = {c: f(h) for c, f in _FLAG_CONDITIONS.items()}
-    rows = tuple(a for a in ARTIFACTS if all(held[c] for c in a.when))
-    built: dict[str, dict[str, Artifact]] = {}
-    for a in rows:
-        if a.stage and a.build:
-            built.setdefault(a.stage, {})[path(a.build, h)] = a
-    return Plan(
-        rows, built,
-        {path(a.layer, h): (path(a.build, h), a.mode) for a in rows if a.layer and a.build and all(held[c] for c in a.layer_when)},
-        {path(a.image, h): (path(a.build, h), a.mode) for a in rows if a.image and a.build},
-        {a.tree: path(a.build, h) for a in rows if a.tree and a.build},
-    )
+def _layer_rows(flags: tuple[bool, ...]) -> tuple[Artifact, ...]:
+    held = {c: f(dict(zip(_FLAG_KEYS, flags))) for c, f in _FLAG_CONDITIONS.items()}
+    return tuple(a for a in _rows(flags) if a.layer and a.build and all(held[c] for c in a.layer_when))
+
+
+def _fill(template: str, client: str) -> str:
+    return template.replace("{client}", client) if "{" in template else template
+
+
+# Each projection is worked out once per kind of host and client: the stages ask for every
+# host on every run (at 10,000 hosts this must stay a dictionary lookup).  The results are
+# shared between callers: read them, never change them.
+@lru_cache(maxsize=None)
+def _built(flags: tuple[bool, ...], client: str, stage: str) -> dict[str, Artifact]:
+    return {_fill(a.build, client): a for a in _rows(flags) if a.stage == stage and a.build}
+
+
+@lru_cache(maxsize=None)
+def _layer(flags: tuple[bool, ...], client: str) -> dict[str, tuple[str, int]]:
+    return {_fill(a.layer, client): (_fill(a.build, client), a.mode) for a in _layer_rows(flags)}
+
+
+@lru_cache(maxsize=None)
+def _image(flags: tuple[bool, ...], client: str) -> dict[str, tuple[str, int]]:
+    return {_fill(a.image, client): (_fill(a.build, client), a.mode) for a in _rows(flags) if a.image and a.build}
+
+
+@lru_cache(maxsize=None)
+def _tree(flags: tuple[bool, ...], client: str) -> dict[str, str]:
+    return {a.tree: _fill(a.build, client) for a in _rows(flags) if a.tree and a.build}
 
 
 # what the CONDITIONS read of a host, as plain flags: the plan's cache key
@@ -148,29 +159,28 @@ _FLAG_CONDITIONS = {
 assert set(_FLAG_CONDITIONS) == set(CONDITIONS)
 
 
-def plan(h: Mapping[str, Any]) -> Plan:
-    """The rows of host data ``h`` and where they land (cached per kind of host and client)."""
-    return _plan((bool(h["luks"]), CONDITIONS["machine"](h), bool(h["monolithic"])), h["client"])
+def _flags(h: Mapping[str, Any]) -> tuple[bool, bool, bool]:
+    return bool(h["luks"]), h["secrets"]["mode"] == "machine", bool(h["monolithic"])
 
 
 def of_host(h: Mapping[str, Any]) -> tuple[Artifact, ...]:
     """The rows host data ``h`` has, in table order."""
-    return plan(h).rows
+    return _rows(_flags(h))
 
 
 def built_by(stage: str, h: Mapping[str, Any]) -> Mapping[str, Artifact]:
     """Path under the host's build folder -> row, for the files ``stage`` writes for ``h``."""
-    return plan(h).built.get(stage, {})
+    return _built(_flags(h), h["client"], stage)
 
 
 def layer_members(h: Mapping[str, Any]) -> Mapping[str, tuple[str, int]]:
     """Path inside the host's layer -> (file under its build folder, mode)."""
-    return plan(h).layer
+    return _layer(_flags(h), h["client"])
 
 
 def image_members(h: Mapping[str, Any]) -> Mapping[str, tuple[str, int]]:
     """Path inside the host's root image -> (file under its build folder, mode)."""
-    return plan(h).image
+    return _image(_flags(h), h["client"])
 
 
 def fresh_root_members(name: str, h: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
@@ -181,7 +191,7 @@ def fresh_root_members(name: str, h: Mapping[str, Any]) -> dict[str, tuple[bytes
 
 def tree_members(h: Mapping[str, Any]) -> Mapping[str, str]:
     """Name in the host's tree folder -> file under its build folder, in table order."""
-    return plan(h).tree
+    return _tree(_flags(h), h["client"])
 
 
 def templates() -> list[str]:
