@@ -9,10 +9,12 @@ from doit.exceptions import TaskFailed
 
 from . import inventory
 from .bootnet import Answers, answers
-from .fileio import digest, files_digest, write_if_changed
+from .fileio import digest, write_if_changed
 from .inventory import Site
 from .quoting import UnsafeValue
-from .render import BUILD, TEMPLATES, _env, header
+from .layout import BUILD
+from .templating import code_digest, header
+from .templating import env as _env
 from .uptodate import config_changed
 
 # server -> {template: output}; each output is a fragment the site includes in its own config
@@ -62,9 +64,7 @@ def render_snippets(site: Site, server: str) -> TaskFailed | None:
 
 @lru_cache(maxsize=None)
 def _code_digest() -> str:
-    here = Path(__file__).parent
-    return files_digest([Path(__file__), here / "bootnet.py", here / "quoting.py",
-                         *(TEMPLATES / t for outputs in SNIPPETS.values() for t in sorted(outputs))])
+    return code_digest(__name__, *(t for outputs in SNIPPETS.values() for t in sorted(outputs)))
 
 
 def task_dhcp_snippets() -> Iterator[dict[str, Any]]:
