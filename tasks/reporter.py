@@ -6,6 +6,7 @@ from typing import Any
 
 from doit.reporter import ExecutedOnlyReporter
 
+from . import listing
 from .fileio import stat_memo_off
 
 # True once this reporter runs the show: only then does someone end the stat memo
@@ -26,6 +27,7 @@ class Reporter(ExecutedOnlyReporter):
         """Every task is loaded: the collector may run again, but not over what exists now (dodo.py)."""
         global ACTIVE
         ACTIVE = True
+        listing.write(tasks)  # the names and docs a plain `doit list` prints next time
         gc.freeze()
         gc.enable()
         super().initialize(tasks, selected_tasks)
