@@ -58,7 +58,7 @@ def peak_mb(per: dict[str, Any]) -> float:
 
 def value(results: dict[str, Any], key: str, n: int) -> float | None:
     per = results["results"].get(str(n))
-    if per is None:
+    if per is None or key != "rss" and key not in per:
         return None
     return peak_mb(per) if key == "rss" else med(per[key]["runs"])
 
@@ -138,10 +138,11 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
     sizes = [int(n) for n in results["results"]]
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
     for key, label in results["scenarios"].items():
-        ys = [results["results"][str(n)][key]["runs"] for n in sizes]
+        xs = [n for n in sizes if key in results["results"][str(n)]]
+        ys = [results["results"][str(n)][key]["runs"] for n in xs]
         m = [med(y) for y in ys]
         err = [[a - min(y) for a, y in zip(m, ys)], [max(y) - a for a, y in zip(m, ys)]]
-        line = ax.errorbar(sizes, m, yerr=err, marker="o", capsize=3, label=label.replace("`", ""))
+        line = ax.errorbar(xs, m, yerr=err, marker="o", capsize=3, label=label.replace("`", ""))
         targets = results["targets"].get(key, {})
         if targets:
             ax.scatter([int(n) for n in targets], list(targets.values()), marker="_", s=400, color=line[0].get_color(), linewidths=2)
@@ -169,6 +170,39 @@ def _duration(s: float) -> str:
 
 def plural(count: float, word: str) -> str:
     return f"{count:,.0f} {word}{'' if count == 1 else 's'}"
+
+
+def relative_section(results: dict[str, Any], sizes: list[int]) -> list[str]:
+    """Issue 15's targets, each against a floor measured at the same size in the same run."""
+    if "floors" not in results:
+        return []
+    over, stat_x, list_x = results["host_over_noop"], results["noop_over_stat"], results["list_over_floor"]
+    out = ["## Cost that follows the change (issue 15)", "",
+           "Each figure against a floor measured at the same size in the same run (medians): the stat floor is a fresh Python "
+           "process that stats every file under hosts/ and build/; doit's floor is `doit list` of a dodo with as many trivial "
+           "tasks as the site has (`doit list --all`).", "",
+           "| hosts | no-op / stat floor | `doit list` / doit's floor | one host edited − no-op | one profile edited (1/10 of hosts) − no-op |",
+           "| --- | --- | --- | --- | --- |"]
+    for n in sizes:
+        per = results["results"][str(n)]
+        if "statfloor" not in per:
+            continue
+        noop = med(per["noop"]["runs"])
+        ratio = noop / med(per["statfloor"]["runs"])
+        ok = "" if n < 100000 else (" ✅" if ratio <= stat_x else " ❌") + f" (≤ {stat_x:g}×)"
+        cells = [f"{ratio:.2f}× ({secs(noop)} s / {secs(med(per['statfloor']['runs']))} s){ok}"]
+        lratio = med(per["list"]["runs"]) / med(per["listfloor"]["runs"])
+        cells.append(f"{lratio:.2f}× ({secs(med(per['list']['runs']))} s / {secs(med(per['listfloor']['runs']))} s)"
+                     f"{' ✅' if lratio <= list_x else ' ❌'} (≤ {list_x:g}×)")
+        if "host" in per:
+            extra = med(per["host"]["runs"]) - noop
+            limit = over.get(str(n))
+            cells.append(f"{1000 * extra:+.0f} ms" + (f"{' ✅' if extra <= limit else ' ❌'} (≤ +{1000 * limit:.0f} ms)" if limit else ""))
+        else:
+            cells.append("not run")
+        cells.append(f"{1000 * (med(per['profile']['runs']) - noop):+.0f} ms" if "profile" in per else "not run")
+        out.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path) -> str:
@@ -223,10 +257,15 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
     if missed:
         out.append("")
 
+    out += relative_section(results, sizes)
     out += ["## Every scenario at every size", "", "Seconds, median (min–max).", ""]
     out += ["| scenario | " + " | ".join(f"{n:,} hosts" for n in sizes) + " |", "| --- |" + " --- |" * len(sizes)]
     for key, label in results["scenarios"].items():
-        out.append(f"| {label} | " + " | ".join(spread(results["results"][str(n)][key]["runs"], repeat=results["repeat"]) for n in sizes) + " |")
+        out.append(f"| {label} | " + " | ".join(spread(results["results"][str(n)][key]["runs"], repeat=results["repeat"])
+                                                if key in results["results"][str(n)] else "not run" for n in sizes) + " |")
+    for key, label in results.get("floors", {}).items():
+        out.append(f"| floor: {label} | " + " | ".join(spread(results["results"][str(n)][key]["runs"], repeat=results["repeat"])
+                                                       if key in results["results"][str(n)] else "not measured" for n in sizes) + " |")
     out.append("| cold build per host | " + " | ".join(f"{1000 * med(results['results'][str(n)]['cold']['runs']) / n:.1f} ms" for n in sizes) + " |")
     out.append("| peak memory (max RSS of any run) | " + " | ".join(f"{peak_mb(results['results'][str(n)]):.0f} MB" for n in sizes) + " |")
     out.append("| generating the site (not timed above) | " + " | ".join(f"{results['generate_seconds'][str(n)]:.1f} s" for n in sizes) + " |")
@@ -250,7 +289,10 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
         per = results["results"][str(n)]
         cells = []
         for key in ("host", "profile", "site"):
-            r = per[key]
+            r = per.get(key)
+            if r is None:
+                cells.append("not run")
+                continue
             cells.append(f"{plural(med(r['tasks_ran']), 'step')}, {plural(med(r['files']), 'file')}, {size_bytes(med(r['bytes']))}")
         out.append(f"| {n:,} | " + " | ".join(cells) + " |")
     problems = [(n, k, p) for n, per in results["results"].items() for k, r in per.items() for p in r["problems"]]
