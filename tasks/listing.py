@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .privatejson import read_private_json, write_private_json
+
 SUMMARY = "build/.tasks.json"
 CODE = Path(__file__).resolve().parent
 FORMAT = 1
@@ -59,9 +61,7 @@ def plain_list(argv: list[str]) -> str | None:
 
 def read(site: str) -> list[list[str]] | None:
     """[[name, doc], ...] of the top-level tasks, when the summary is there and still true."""
-    from .inventory import _read_private_json
-
-    data = _read_private_json(Path(site) / SUMMARY)
+    data = read_private_json(Path(site) / SUMMARY)
     try:
         if data["format"] != FORMAT or data["key"] != _key(os.path.abspath(site)):
             return None
@@ -76,12 +76,10 @@ def read(site: str) -> list[list[str]] | None:
 def write(tasks: dict[str, Any]) -> None:
     """Keep the names and docs of the top-level tasks of a run that loaded every task (doit's
     working directory is the site's)."""
-    from .inventory import _read_private_json, _write_private_json
-
     rows = sorted([name, task.doc or ""] for name, task in tasks.items() if not task.subtask_of)
     data = {"format": FORMAT, "key": _key(os.getcwd()), "tasks": rows}
-    if _read_private_json(Path(SUMMARY)) != data:
-        _write_private_json(Path(SUMMARY), data)
+    if read_private_json(Path(SUMMARY)) != data:
+        write_private_json(Path(SUMMARY), data)
 
 
 def creator(rows: list[list[str]]) -> Callable[[], Iterator[dict[str, Any]]]:
