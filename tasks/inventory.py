@@ -12,7 +12,7 @@ from typing import Any
 
 from . import schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_machine_secret, check_nics, check_secrets, check_site, cmdline_words, cross_check, site_path
-from .fileio import digest, file_key
+from .fileio import digest, file_key, shard_count
 from .privatejson import read_private_json as _read_private_json, write_private_json as _write_private_json
 from .model import Host, InventoryError, Problem, Site, kind
 from .schema import Invalid, ItemInvalid, Section, shown
@@ -210,14 +210,6 @@ def _stat_key(path: Path | str) -> list[int] | None:
     return [st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode]
 
 
-def _shard_count(hosts: int) -> int:
-    """Shards for this many hosts: a power of two, ~256 hosts each."""
-    count = 1
-    while count * SHARD_HOSTS < hosts:
-        count *= 2
-    return count
-
-
 def _shard(value: str, count: int) -> int:
     return zlib.crc32(value.encode()) % count
 
@@ -347,7 +339,7 @@ def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str]
     Each write has a generation of its own (random), which the head names for every shard:
     a run killed between a shard and the head leaves shards the head does not name, and
     the next load starts again from the files."""
-    count = _shard_count(len(site.hosts))
+    count = shard_count(len(site.hosts), SHARD_HOSTS)
     old = cache.head if cache is not None else None
     whole = old is None or old["shards"] != count
     gen = int.from_bytes(os.urandom(6), "little")

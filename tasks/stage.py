@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from doit.exceptions import TaskFailed
 
 from . import reporter
-from .fileio import file_key, remembered_key, report, stat_memo_forget, stat_memo_off, write_if_changed
+from .fileio import file_key, remembered_key, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
 
 STATE_DIR = "build/state"
 LINE = "  - "  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
@@ -63,13 +63,6 @@ def state_path(stage: str) -> str:
 SHARD_HOSTS = 256  # hosts per shard of a record: a record of more is split (see save_state)
 # what this process read or wrote of each stage's shards: save_state writes only those that changed
 _SHARDS: dict[str, tuple[int, list[Any], list[dict[str, Any]]]] = {}
-
-
-def _shard_count(hosts: int) -> int:
-    count = 1
-    while count * SHARD_HOSTS < hosts:
-        count *= 2
-    return count
 
 
 def _shard_path(stage: str, k: int) -> str:
@@ -142,7 +135,7 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, str], ok: bool) -> None:
     os.makedirs(STATE_DIR, exist_ok=True)
-    count = _shard_count(len(hosts))
+    count = shard_count(len(hosts), SHARD_HOSTS)
     if count == 1:
         _SHARDS.pop(stage, None)
         write_if_changed(Path(state_path(stage)), _dump({"config": config, "hosts": hosts, "outs": outs, "ok": ok}), 0o600)
