@@ -77,6 +77,7 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    cpu: float = 0.0  # user + system seconds of the process and the children it waited for
 
     @property
     def ran(self) -> set[str]:
@@ -118,7 +119,8 @@ def run_process(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | N
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(seconds, usage.ru_maxrss, p.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        return Run(seconds, usage.ru_maxrss, p.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                   usage.ru_utime + usage.ru_stime)
 
 
 def doit(site: Path, *args: str, profile: Path | None = None) -> Run:
@@ -230,6 +232,7 @@ class Scenario:
 @dataclass
 class Measured:
     runs: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # CPU seconds: on a shared machine, less moved by others' load than wall time
     rss_kb: list[int] = field(default_factory=list)
     bytes: list[int] = field(default_factory=list)
     files: list[int] = field(default_factory=list)
@@ -343,6 +346,7 @@ def measure(site: Site, sc: Scenario, repeat: int, log: Callable[[str], None]) -
         if r.returncode != 0:
             raise RuntimeError(f"{sc.key} at {site.n} hosts failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
         m.runs.append(r.seconds)
+        m.cpu.append(r.cpu)
         m.rss_kb.append(r.rss_kb)
         m.tasks_ran.append(len(steps(r.ran)))
         if sc.count_bytes:
@@ -352,7 +356,7 @@ def measure(site: Site, sc: Scenario, repeat: int, log: Callable[[str], None]) -
         for p in sc.check(r):
             if p not in m.problems:
                 m.problems.append(p)
-        log(f"  {site.n:>6} {sc.key:<8} run {rep + 1}/{repeat}: {r.seconds:8.3f} s, {r.rss_kb / 1024:6.1f} MB, {len(steps(r.ran))} steps ran")
+        log(f"  {site.n:>6} {sc.key:<8} run {rep + 1}/{repeat}: {r.seconds:8.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:6.1f} MB, {len(steps(r.ran))} steps ran")
     return m
 
 
