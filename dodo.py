@@ -4,32 +4,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tasks import engine  # noqa: E402
-from tasks.dhcpsnippets import task_dhcp_snippets  # noqa: E402  (ISC dhcpd / Kea snippets: not a default task)
-from tasks.dnsmasq import task_dnsmasq  # noqa: E402  (DHCP/TFTP front end: `doit dnsmasq`, not a default task)
-from tasks.golden import task_image  # noqa: E402  (changes the cluster: never default)
-from tasks.imagenative import task_imagenative  # noqa: E402
-from tasks.initrd import task_initrd  # noqa: E402
-from tasks.lint import task_lint  # noqa: E402
-from tasks.nginx import task_nginx  # noqa: E402
-from tasks.overlay import task_overlay  # noqa: E402
-from tasks.provision import task_move_root, task_provision, task_rollback_root, task_verify  # noqa: E402  (changes the cluster: never default)
-from tasks.publish import task_publish, task_rollback  # noqa: E402
-from tasks.render import task_render  # noqa: E402
-from tasks.reporter import Reporter  # noqa: E402
+from tasks import listing  # noqa: E402
 
-# The process-wide setup, once, before any task loads: build/ made private and cleaned, garbage
-# collection paused and one stat per file while tasks load (its contract: tasks/engine.py)
-engine.setup()
-
-DOIT_CONFIG = {
-    "backend": "sqlite3",  # dbm and json lose records when two runs overlap
-    "dep_file": "build/doit.sqlite3",
-    "default_tasks": ["render", "lint", "initrd", "overlay", "publish", "nginx", "imagenative"],
-    "verbosity": 1,
-    # print what ran, not the thousands of tasks that were up to date
-    # (`doit --reporter console` lists those too)
-    "reporter": Reporter,  # doit's executed-only, and the end of the stat memo once a task runs
-}
-
-__all__ = ["task_dnsmasq", "task_dhcp_snippets", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "task_image", "task_move_root", "task_rollback_root", "DOIT_CONFIG"]
+# A plain `doit list` prints top-level names and docs, which depend on the code and
+# hosts/site.yaml only: from the last run's summary while those are unchanged, it loads
+# neither the inventory nor a task per host (tasks/listing.py).
+_LISTED = listing.read(os.getcwd()) if listing.plain_list(sys.argv) else None
+if _LISTED is not None:
+    task_listed = listing.creator(_LISTED)
+    DOIT_CONFIG = {"backend": "sqlite3", "dep_file": "build/doit.sqlite3", "verbosity": 1}
+else:
+    from tasks.everything import *  # noqa: E402,F401,F403  (every task, and DOIT_CONFIG)

@@ -35,6 +35,7 @@ from tasks.stage import ONLY as STAGE_ONLY  # noqa: E402
 
 DODO = PROJECT / "dodo.py"  # main() points this at a frozen copy of the code
 CODE = ("dodo.py", ".shellcheckrc", "tasks", "templates")
+FLOOR_DODO = "floor_dodo.py"  # a dodo of trivial tasks, as many as the site's: doit's own cost of `doit list`
 EDITED_HOST = 4  # static address, a UUID, two MACs, rack-04
 # issue 5's targets (medians on a 2-core machine) and issue 15's absolute ones at 100,000 hosts
 # (its relative ones, against a stat floor, are not measured here): scenario -> {hosts: limit};
@@ -55,6 +56,15 @@ SCENARIOS = {  # key -> label, in table order
     "profile": "one profile edited (1/10 of hosts)",
     "site": "monitor address edited, incl. publish",
 }
+# floors measured in the same run (issue 15's relative targets): not cephboot's work
+FLOORS = {
+    "statfloor": "stat every file under hosts/ and build/ (one fresh Python process)",
+    "listfloor": "`doit list` of a dodo with as many trivial tasks",
+}
+# issue 15: one host edited costs at most this much more than a no-op (seconds)
+HOST_OVER_NOOP = {1000: 0.05, 10000: 0.1, 100000: 0.3}
+NOOP_OVER_STAT = 1.3  # no-op / stat floor, at 100,000 hosts
+LIST_OVER_FLOOR = 1.5  # `doit list` / doit's floor, at every size
 
 
 # --- one doit process -----------------------------------------------------------------
@@ -68,6 +78,7 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    cpu: float = 0.0  # user + system seconds of the process and the children it waited for
 
     @property
     def ran(self) -> set[str]:
@@ -113,7 +124,8 @@ def run_process(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | N
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(seconds, usage.ru_maxrss, p.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        return Run(seconds, usage.ru_maxrss, p.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                   usage.ru_utime + usage.ru_stime)
 
 
 def doit(site: Path, *args: str, profile: Path | None = None) -> Run:
@@ -225,6 +237,7 @@ class Scenario:
 @dataclass
 class Measured:
     runs: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # CPU seconds: on a shared machine, less moved by others' load than wall time
     rss_kb: list[int] = field(default_factory=list)
     bytes: list[int] = field(default_factory=list)
     files: list[int] = field(default_factory=list)
@@ -291,13 +304,54 @@ def scenarios(site: Site, template: Path) -> list[Scenario]:
     ]
 
 
+STAT_FLOOR = """import os, sys
+for p in open(sys.argv[1]).read().split("\\0"):
+    if p:
+        os.stat(p)
+"""
+
+
+def floor_scenarios(site: Site, workdir: Path) -> list[Scenario]:
+    """The floors of issue 15, at this size: a fresh Python process that stats every file under
+    hosts/ and build/ (what a no-op must at least look at), and `doit list` of a dodo with as
+    many trivial tasks as the site has (`doit list --all`)."""
+    files = workdir / f"files-{site.n}"
+    floor = workdir / f"floor-{site.n}"
+
+    def prepare_stat(_: int) -> None:
+        if not files.exists():
+            paths = [os.path.join(d, n) for top in (site.hosts, site.build) for d, _, names in os.walk(top) for n in names]
+            files.write_text("\0".join(paths))
+
+    def prepare_list(_: int) -> None:
+        if floor.exists():
+            return
+        count = len(doit(site.root, "list", "--all", "-q").stdout.splitlines())
+        floor.mkdir()
+        tasks = "".join(f"def task_t{i:05d}():\n    \"\"\"A trivial task.\"\"\"\n    return {{'actions': None}}\n\n\n" for i in range(count))
+        (floor / FLOOR_DODO).write_text(f'DOIT_CONFIG = {{"backend": "sqlite3", "dep_file": "doit.sqlite3", "verbosity": 1}}\n\n\n{tasks}')
+
+    def stat_run(_: Run) -> list[str]:
+        return []
+
+    stat_sc = Scenario("statfloor", prepare_stat, (), stat_run)
+    stat_sc.command = [sys.executable, "-c", STAT_FLOOR, str(files)]  # type: ignore[attr-defined]
+    list_sc = Scenario("listfloor", prepare_list, ("list",), stat_run)
+    list_sc.command = [sys.executable, "-m", "doit", "-f", str(floor / FLOOR_DODO), "-d", str(floor), "list"]  # type: ignore[attr-defined]
+    return [stat_sc, list_sc]
+
+
 def measure(site: Site, sc: Scenario, repeat: int, log: Callable[[str], None]) -> Measured:
     m = Measured()
     for rep in range(repeat):
         sc.prepare(rep)
         before = tree_state(site.publish) if sc.count_bytes else {}
-        r = doit(site.root, *sc.args)
+        command = getattr(sc, "command", None)
+        r = run_process(command) if command else doit(site.root, *sc.args)
+        if r.returncode != 0:
+            raise RuntimeError(f"{sc.key} at {site.n} hosts failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
         m.runs.append(r.seconds)
+        m.cpu.append(r.cpu)
         m.rss_kb.append(r.rss_kb)
         m.tasks_ran.append(len(steps(r.ran)))
         if sc.count_bytes:
@@ -307,7 +361,7 @@ def measure(site: Site, sc: Scenario, repeat: int, log: Callable[[str], None]) -
         for p in sc.check(r):
             if p not in m.problems:
                 m.problems.append(p)
-        log(f"  {site.n:>6} {sc.key:<8} run {rep + 1}/{repeat}: {r.seconds:8.3f} s, {r.rss_kb / 1024:6.1f} MB, {len(steps(r.ran))} steps ran")
+        log(f"  {site.n:>6} {sc.key:<8} run {rep + 1}/{repeat}: {r.seconds:8.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:6.1f} MB, {len(steps(r.ran))} steps ran")
     return m
 
 
@@ -515,12 +569,21 @@ def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespa
         log(f"generated {n} hosts in {results['generate_seconds'][str(n)]:.1f} s")
         per: dict[str, Any] = {}
         repeat = a.repeat_large if a.repeat_large and n >= 10000 else a.repeat
+        skip = set(a.skip_large.split(",")) if n >= 100000 and a.skip_large else set()
         for sc in scenarios(site, template):
+            if sc.key in skip:
+                log(f"  {n:>6} {sc.key:<8} not run (--skip-large)")
+                continue
             per[sc.key] = measure(site, sc, repeat, log).as_dict()
+            if sc.key == "noop":  # right after a build, as the no-op: the floors of the same files
+                for floor in floor_scenarios(site, workdir):
+                    per[floor.key] = measure(site, floor, repeat, log).as_dict()
         results["results"][str(n)] = per
         if not a.no_profile and n in TARGETS["noop"]:
             for sc in scenarios(site, template):
                 limit = TARGETS.get(sc.key, {}).get(n)
+                if sc.key not in per:
+                    continue
                 took = statistics.median(per[sc.key]["runs"])
                 if limit is not None and took > limit and (a.profile_limit is None or took < a.profile_limit):
                     log(f"  profiling {sc.key} at {n} hosts (missed {limit} s)")
@@ -554,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10,100,1000,10000", help="host counts, comma-separated (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per scenario and size; the median is reported (default: %(default)s)")
     ap.add_argument("--repeat-large", type=int, help="runs per scenario at 10,000 hosts and more (default: --repeat)")
+    ap.add_argument("--skip-large", default="", help="scenarios not run at 100,000 hosts and more, comma-separated (e.g. site,profile)")
     ap.add_argument("--merge", type=Path, help="an earlier results.json: take from it the sizes (and baseline, shellcheck) not measured now")
     ap.add_argument("--workdir", type=Path, help="where the sites go (default: a new temporary folder, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -584,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     kernels, kernel_note = kernels_to_use()
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "repeat": a.repeat, "kernels": list(kernels), "kernel_note": kernel_note,
                                "targets": {k: {str(n): v for n, v in t.items()} for k, t in TARGETS.items()}, "scenarios": SCENARIOS,
-                               "results": {}, "generate_seconds": {}, "profiles": {}}
+                               "results": {}, "generate_seconds": {}, "profiles": {},
+                               "floors": FLOORS, "host_over_noop": {str(n): v for n, v in HOST_OVER_NOOP.items()},
+                               "noop_over_stat": NOOP_OVER_STAT, "list_over_floor": LIST_OVER_FLOOR}
     log(f"work folder {workdir} (code frozen in {DODO.parent}); kernels {kernels[0]} and {kernels[1]}")
     try:
         template, results["initrd"] = base_template(workdir, kernels, a.fake_initrd, log)

@@ -225,7 +225,7 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
     return p, st
 
 
-def _check_machine_secret(site: Site, host: Host, problems: list[Problem], seen: dict[bytes, Host], folders: dict[str, Any]) -> None:
+def check_machine_secret(site: Site, host: Host, problems: list[Problem], seen: dict[bytes, Host], folders: dict[str, Any]) -> None:
     """A machine-mode host's secret file: private, one line the firmware field can hold, no other host's.
 
     Read on every load that reads the inventory (nothing about it is kept in the cache: a digest
@@ -246,6 +246,34 @@ def _check_machine_secret(site: Site, host: Host, problems: list[Problem], seen:
     if other is not host:
         problems.append(Problem(host.origin("secrets.machine_secret"), "secrets.machine_secret", f"{rel!r} holds the same secret as host {other.name!r} "
                                 f"({other.origin('secrets.machine_secret')}: {other.data['secrets']['machine_secret']!r}); every machine needs its own: one could open the other's keys"))
+
+
+def check_secrets(site: Site, host: Host, problems: list[Problem], memo: Any, folders: dict[str, Any]) -> None:
+    """A host's keyring (private, inside hosts/, its client's cephx key; not read again while its
+    path, stat and client are as ``memo`` last found them good) and LUKS key file."""
+    d = host.data
+    keyring = _check_secret_file(site, host, "keyring", d["keyring"], problems, folders)
+    checked = None
+    if keyring:
+        path, st = keyring
+        checked = f"{path}\0{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_mode}\0{d['client']}"
+    if keyring and not memo.secret_ok(checked):
+        try:
+            cephx_key(read_regular(keyring[0], MAX_KEYRING).decode(errors="replace"), d["client"])
+        except Unreadable as e:
+            problems.append(Problem(host.origin("keyring"), "keyring", f"{d['keyring']!r}: {e}"))
+            checked = None
+        except Invalid as e:
+            problems.append(Problem(host.origin("keyring"), "keyring", f"{d['keyring']!r}: {e}"))
+            checked = None
+    if checked:
+        memo.secret_checked(host.name, checked)
+    if d["luks"]:
+        keyfile = _check_secret_file(site, host, "luks.keyfile", d["luks"]["keyfile"], problems, folders)
+        if keyfile and keyfile[1].st_size == 0:
+            problems.append(Problem(host.origin("luks.keyfile"), "luks.keyfile", f"{d['luks']['keyfile']!r}: the key file is empty"))
+        elif keyfile and keyfile[1].st_size > MAX_LUKS_KEY:
+            problems.append(Problem(host.origin("luks.keyfile"), "luks.keyfile", f"{d['luks']['keyfile']!r}: {keyfile[1].st_size} bytes; cryptsetup reads at most {MAX_LUKS_KEY}"))
 
 
 def cross_check(site: Site, problems: list[Problem], memo: Any) -> None:
@@ -277,30 +305,9 @@ def cross_check(site: Site, problems: list[Problem], memo: Any) -> None:
         claim("RBD namespace", (rbd["pool"], rbd["namespace"]), host, "rbd.namespace")
         claim("client", d["client"], host, "client")
         claim("CephFS /boot path", d["boot_path"], host, "boot_path")
-        keyring = _check_secret_file(site, host, "keyring", d["keyring"], problems, folders)
-        checked = None
-        if keyring:
-            path, st = keyring
-            checked = f"{path}\0{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_mode}\0{d['client']}"
-        if keyring and not memo.secret_ok(checked):
-            try:
-                cephx_key(read_regular(keyring[0], MAX_KEYRING).decode(errors="replace"), d["client"])
-            except Unreadable as e:
-                problems.append(Problem(host.origin("keyring"), "keyring", f"{d['keyring']!r}: {e}"))
-                checked = None
-            except Invalid as e:
-                problems.append(Problem(host.origin("keyring"), "keyring", f"{d['keyring']!r}: {e}"))
-                checked = None
-        if checked:
-            memo.secret_checked(checked)
-        if d["luks"]:
-            keyfile = _check_secret_file(site, host, "luks.keyfile", d["luks"]["keyfile"], problems, folders)
-            if keyfile and keyfile[1].st_size == 0:
-                problems.append(Problem(host.origin("luks.keyfile"), "luks.keyfile", f"{d['luks']['keyfile']!r}: the key file is empty"))
-            elif keyfile and keyfile[1].st_size > MAX_LUKS_KEY:
-                problems.append(Problem(host.origin("luks.keyfile"), "luks.keyfile", f"{d['luks']['keyfile']!r}: {keyfile[1].st_size} bytes; cryptsetup reads at most {MAX_LUKS_KEY}"))
+        check_secrets(site, host, problems, memo, folders)
         if d["secrets"]["mode"] == "machine":
-            _check_machine_secret(site, host, problems, machine_secrets, folders)
+            check_machine_secret(site, host, problems, machine_secrets, folders)
     # /boot folders nested in one another: the outer host could rename the inner one's files
     boots = seen["CephFS /boot path"]
     for path, (host, _) in boots.items():
@@ -315,8 +322,8 @@ def cross_check(site: Site, problems: list[Problem], memo: Any) -> None:
             up = up.rpartition("/")[0]
 
 
-def check_kernels(site: Site, site_rel: str, problems: list[Problem]) -> None:
-    """Every host's kernel is installed on the build machine (before anything is written for it)."""
+def check_kernels(site: Site, site_rel: str, problems: list[Problem], hosts: list[Host] | None = None) -> None:
+    """Every host's kernel (of ``hosts``: every host) is installed on the build machine (before anything is written for it)."""
     k = site.settings["kernels"]
     installed = set(site.kernels)
     hint = "install one: apt-get install linux-image-amd64"
@@ -324,7 +331,7 @@ def check_kernels(site: Site, site_rel: str, problems: list[Problem]) -> None:
         if site.hosts:
             problems.append(Problem(site_rel, "kernels.boot_dir", f"no kernel is installed in {k['boot_dir']} (vmlinuz-VERSION with modules in {k['modules_dir']}/VERSION); {hint}"))
         return
-    for host in site.hosts.values():
+    for host in site.hosts.values() if hosts is None else hosts:
         wanted = host.data["kernel"]
         if wanted != "latest" and wanted not in installed:
             problems.append(Problem(host.origin("kernel"), "kernel", (

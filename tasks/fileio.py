@@ -204,6 +204,14 @@ def remove_stale_temps(folder: str | Path, locked: bool) -> None:
 
 # --- digests ---------------------------------------------------------------------------
 
+def shard_count(items: int, per: int) -> int:
+    """Shards for a record of ``items`` entries, ~``per`` each: a power of two (the inventory cache, stage records)."""
+    count = 1
+    while count * per < items:
+        count *= 2
+    return count
+
+
 def digest(*parts: bytes | str) -> str:
     """A short stable digest of several strings or byte strings."""
     h = hashlib.sha256()

@@ -6,12 +6,14 @@ import os
 import re
 import stat
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 from . import layout, schema, yamlfiles
-from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_nics, check_site, cmdline_words, cross_check, site_path
-from .fileio import digest, file_key, write_if_changed
+from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_machine_secret, check_nics, check_secrets, check_site, cmdline_words, cross_check, site_path
+from .fileio import digest, file_key, shard_count
+from .privatejson import read_private_json as _read_private_json, write_private_json as _write_private_json
 from .templating import code_files
 from .model import Host, InventoryError, Problem, Site, kind
 from .schema import Invalid, ItemInvalid, Section, shown
@@ -25,8 +27,9 @@ NODES_DIR = "nodes"
 # The validated inventory, as plain JSON (never a format that runs code when loaded),
 # and what a later load may reuse when some input changed (read only then).
 CACHE_FILE = str(layout.INVENTORY_CACHE)
-MEMO_FILE = str(layout.INVENTORY_MEMO)
-CACHE_FORMAT = 1
+SHARD_DIR = str(layout.INVENTORY_SHARDS)
+CACHE_FORMAT = 2
+SHARD_HOSTS = 256  # hosts per shard of the cache (a power of two number of shards)
 MAX_INCLUDE_DEPTH = 32  # profiles including profiles
 # keys whose origin the checks after validation name in messages (kept per host when not its own file)
 _BLAMED = ("uuid", "nics.ceph.macs", "nics.ceph.address", "nics.ceph.gateway", "nics.user.macs", "nics.user.address",
@@ -185,6 +188,16 @@ def _yaml_names_strict(folder: str) -> list[str]:
 
 
 # --- the cache ----------------------------------------------------------------------
+#
+# build/.inventory.json is the head: the site's settings, the stat keys of site.yaml, the
+# profiles, the kernel folders and this code, and which shard files hold the rest.  Each host
+# lives in one host shard (build/.inventory/hosts-<k>.json: its record and the stat keys of
+# its own inputs), and each value no two hosts may share (a MAC, an address, a client, ...)
+# in one index shard (build/.inventory/index-<k>.json: value -> the host that has it).  A
+# host edit rewrites the head, the host's shard and the index shards of the values it
+# changed, so its cost follows the change, not the site.  Every file is plain JSON,
+# owner-only, never followed through a link, believed only when it is ours and nobody else
+# may write it; a missing or damaged one means a full load, which writes them all again.
 
 def _code_key() -> list[Any]:
     return [_stat_key(p) for p in _CODE]
@@ -195,97 +208,332 @@ def _stat_key(path: Path | str) -> str | None:
     return file_key(str(path)) or None
 
 
-def _read_private_json(path: Path) -> Any:
-    """JSON from ``path`` if it is a regular file of ours that nobody else may write; else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
+def _shard(value: str, count: int) -> int:
+    return zlib.crc32(value.encode()) % count
 
 
-def _write_private_json(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` as JSON, owner-only (0600; build/ is made 0700), atomically; a failure only costs the cache."""
-    try:
-        write_if_changed(path, json.dumps(data, separators=(",", ":"), allow_nan=False).encode(), 0o600)
-    except (OSError, TypeError, ValueError):
-        pass  # fileio removed its temporary
+def _shard_path(root: Path, kind: str, k: int) -> Path:
+    return root / SHARD_DIR / f"{kind}-{k}.json"
 
 
 def _host_record(h: Host) -> list[Any]:
     return [h.source, h.sources, h.data, h.digest, h.origins]
 
 
-def _site_from_json(raw: Any, root: Path) -> Site | None:
-    """The Site a cache file holds, or None when it is not one of this format for ``root``."""
-    if not isinstance(raw, dict) or raw.get("format") != CACHE_FORMAT or raw.get("root") != str(root):
-        return None
-    try:
-        hosts = {name: Host(name, r[0], r[1], r[2], r[3], r[4]) for name, r in raw["hosts"].items()}
-        return Site(root, raw["settings"], hosts, raw["kernels"], raw["signature"], raw["site_digest"])
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return None
+def _host_inputs(root: Path, h: Host) -> list[str]:
+    """The files besides the YAML a host's validation read: its keyring, LUKS key, machine secret."""
+    d = h.data
+    out = [f"{root}/{h.source}", _path_str(root, d["keyring"])]
+    if d["luks"]:
+        out.append(_path_str(root, d["luks"]["keyfile"]))
+    if d["secrets"]["mode"] == "machine":
+        out.append(_path_str(root, d["secrets"]["machine_secret"]))
+    return out
 
 
-def _memo_from_json(raw: Any, site: Site) -> dict[str, Any]:
-    """What the memo file lets this load reuse (nothing when it is damaged or of other code)."""
-    try:
-        if not isinstance(raw, dict) or raw.get("code") != _code_key():  # new rules: nothing from before counts
-            return {}
-        hosts = {name: (key, site.hosts[name]) for name, key in raw["hosts"].items() if name in site.hosts}
-        return {"files": dict(raw["files"]), "hosts": hosts, "secrets": set(raw["secrets"])}
-    except (KeyError, TypeError, ValueError):
-        return {}
+def _path_str(root: Path, rel: str) -> str:
+    return rel if rel.startswith("/") else f"{root}/hosts/{rel}"
+
+
+def _input_keys(paths: list[str]) -> str:
+    return "|".join([file_key(p) for p in paths])
+
+
+def _claims(h: Host) -> list[tuple[str, str, str]]:
+    """(kind, value, key) of everything host ``h`` holds that no other host may (as cross_check claims them)."""
+    d = h.data
+    out = []
+    if d["uuid"]:
+        out.append(("UUID", d["uuid"], "uuid"))
+    for role, nic in d["nics"].items():
+        if not nic:
+            continue
+        out += [("MAC", m, f"nics.{role}.macs") for m in nic["macs"]]
+        if nic["address"] != "dhcp":
+            out.append(("IP address", nic["address"].split("/")[0], f"nics.{role}.address"))
+    out.append(("RBD namespace", f"{d['rbd']['pool']}/{d['rbd']['namespace']}", "rbd.namespace"))
+    out.append(("client", d["client"], "client"))
+    out.append(("CephFS /boot path", d["boot_path"], "boot_path"))
+    return out
+
+
+def _ancestors(path: str) -> list[str]:
+    out = []
+    up = path.rpartition("/")[0]
+    while up:
+        out.append(up)
+        up = up.rpartition("/")[0]
+    return out
+
+
+class _Cache:
+    """What build/ holds of the last valid load, read lazily shard by shard."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.head: dict[str, Any] | None = None
+        self.hosts: dict[str, list[Any]] = {}  # name -> [record, input paths, their keys, keyring check]
+        self.index: dict[int, dict[str, str]] = {}  # index shards read so far
+
+    def read(self) -> bool:
+        """The head and every host shard; False (nothing believed) when any is missing, damaged or not ours."""
+        head = _read_private_json(self.root / CACHE_FILE)
+        try:
+            if not isinstance(head, dict) or head.get("format") != CACHE_FORMAT or head.get("root") != str(self.root):
+                return False
+            count, gens = head["shards"], head["gens"]
+            for k in range(count):
+                shard = _read_private_json(_shard_path(self.root, "hosts", k))
+                if not isinstance(shard, dict) or shard.get("gen") != gens["hosts"][k] or not isinstance(shard.get("hosts"), dict):
+                    return False
+                self.hosts.update(shard["hosts"])
+            if not isinstance(head["settings"], dict) or len(self.hosts) != head["count"]:
+                return False
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return False
+        self.head = head
+        return True
+
+    def site(self, hosts: dict[str, Host] | None = None) -> Site | None:
+        head = self.head
+        assert head is not None
+        try:
+            if hosts is None:
+                hosts = {name: Host(name, r[0][0], r[0][1], r[0][2], r[0][3], r[0][4]) for name, r in self.hosts.items()}
+            return Site(self.root, head["settings"], hosts, head["kernels"], [], head["site_digest"])
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return None
+
+    def index_shard(self, k: int) -> dict[str, str] | None:
+        if k not in self.index:
+            assert self.head is not None
+            shard = _read_private_json(_shard_path(self.root, "index", k))
+            try:
+                ok = isinstance(shard, dict) and shard["gen"] == self.head["gens"]["index"][k] and isinstance(shard["claims"], dict)
+            except (KeyError, IndexError, TypeError):
+                ok = False
+            if not ok:
+                return None
+            self.index[k] = shard["claims"]
+        return self.index[k]
+
+
+def _site_keys(root: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The stat keys of what every host depends on: site.yaml, each profile, the kernel folders, this code."""
+    hosts = os.path.join(root, "hosts")
+    folder = os.path.join(hosts, PROFILES_DIR)
+    keys: dict[str, Any] = {"site": file_key(os.path.join(hosts, SITE_FILE)), "code": _code_key(),
+                            "profiles": {f"hosts/{PROFILES_DIR}/{n}": file_key(f"{folder}/{n}") for n in _yaml_names(folder)}}
+    if settings is not None:
+        k = settings["kernels"]
+        keys["kernels"] = [file_key(site_path(root, k["boot_dir"])), file_key(site_path(root, k["modules_dir"]))]
+    return keys
+
+
+def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str], removed: set[str], keys: dict[str, Any],
+                 checked: dict[str, str], below: dict[str, int] | None = None) -> None:
+    """Write what changed since ``cache`` (everything when it is None, or the shard count changed).
+
+    Each write has a generation of its own (random), which the head names for every shard:
+    a run killed between a shard and the head leaves shards the head does not name, and
+    the next load starts again from the files."""
+    count = shard_count(len(site.hosts), SHARD_HOSTS)
+    old = cache.head if cache is not None else None
+    whole = old is None or old["shards"] != count
+    gen = int.from_bytes(os.urandom(6), "little")
+    gens = {"hosts": [gen] * count, "index": [gen] * count} if whole else {k: list(v) for k, v in old["gens"].items()}  # type: ignore[union-attr]
+    entries = {} if whole else cache.hosts  # type: ignore[union-attr]
+    # host shards
+    dirty_hosts = set(range(count)) if whole else {_shard(n, count) for n in changed | removed}
+    shards: dict[int, dict[str, Any]] = {k: {} for k in dirty_hosts}
+    for name, h in site.hosts.items():
+        k = _shard(name, count)
+        if k in shards:
+            if whole or name in changed:
+                paths = _host_inputs(root, h)
+                entries[name] = [_host_record(h), paths, _input_keys(paths), checked.get(name, "")]
+            shards[k][name] = entries[name]
+    # index shards: value -> host, and how many /boot paths lie below each folder
+    index: dict[int, dict[str, str]] = {}
+    if whole:
+        below = {}
+        index = {k: {} for k in range(count)}
+        for h in site.hosts.values():
+            for kind_, value, _ in _claims(h):
+                index[_shard(f"{kind_}\0{value}", count)][f"{kind_}\0{value}"] = h.name
+            for up in _ancestors(h.data["boot_path"]):
+                below[up] = below.get(up, 0) + 1
+    else:
+        assert cache is not None and below is not None
+        index = cache.index  # the shards the incremental check read, updated
+    ok = True
+    for k, hosts in shards.items():
+        gens["hosts"][k] = gen
+        ok = ok and _write_private_json(_shard_path(root, "hosts", k), {"gen": gen, "hosts": hosts})
+    for k, claims in index.items():
+        gens["index"][k] = gen
+        ok = ok and _write_private_json(_shard_path(root, "index", k), {"gen": gen, "claims": claims})
+    if not ok:
+        return  # the head still names the shards as they were: the next load reads them or starts again
+    _write_private_json(root / CACHE_FILE, {
+        "format": CACHE_FORMAT, "root": str(root), "settings": site.settings, "kernels": site.kernels, "site_digest": site.site_digest,
+        "keys": keys, "shards": count, "gen": gen, "gens": gens, "count": len(site.hosts),
+        "below": below,
+    })
+    if whole:
+        for stale in (root / "build/.inventory-memo.json", root / "build/.inventory.pickle"):  # earlier formats, never loaded again
+            try:
+                os.unlink(stale)
+            except OSError:
+                pass
+        try:
+            names = os.listdir(root / SHARD_DIR)
+        except OSError:
+            names = []
+        for n in names:
+            m = re.fullmatch(r"(hosts|index)-(\d+)\.json", n)
+            if m and int(m.group(2)) >= count:
+                try:
+                    os.unlink(root / SHARD_DIR / n)
+                except OSError:
+                    pass
 
 
 def load(root: Path | str = ".", use_cache: bool = True) -> Site:
     """Load, merge and validate the inventory under ``root/hosts``; raise InventoryError if invalid.
 
-    The validated result is cached in build/ (plain JSON, owner-only) keyed by the
-    names, sizes and mtimes of every input file, so an unchanged inventory is not parsed again.
+    The validated result is cached in build/ (plain JSON, owner-only, sharded), each host with
+    the stat keys of its inputs: an unchanged inventory is not parsed again, and a changed
+    host is read, validated and checked against the others' values (an index) alone.
     """
     root = Path(root).resolve()
-    previous: dict[str, Any] = {}
-    if use_cache:
-        cached = _site_from_json(_read_private_json(root / CACHE_FILE), root)
-        if cached is not None:
-            try:
-                if cached.signature == _signature(root, _extra_inputs(cached)):
-                    return cached
-            except (KeyError, TypeError, AttributeError):  # a cache of another shape: parse again
-                cached = None
-        if cached is not None:
-            previous = _memo_from_json(_read_private_json(root / MEMO_FILE), cached)
-    site = _load(root, previous)
-    site.signature = _signature(root, _extra_inputs(site))
-    if use_cache:
-        try:
-            os.unlink(root / "build/.inventory.pickle")  # the old cache format, never loaded again
-        except OSError:
-            pass
-        memo = site.memo
-        _write_private_json(root / MEMO_FILE, {
-            "code": memo["code"], "files": memo["files"], "secrets": sorted(memo["secrets"]),
-            "hosts": {name: key for name, (key, _) in memo["hosts"].items()},
-        })
-        _write_private_json(root / CACHE_FILE, {
-            "format": CACHE_FORMAT, "root": str(root), "settings": site.settings, "kernels": site.kernels,
-            "signature": site.signature, "site_digest": site.site_digest,
-            "hosts": {name: _host_record(h) for name, h in site.hosts.items()},
-        })
+    cache = _Cache(root)
+    if not use_cache or not cache.read():
+        return _full_load(root, None, use_cache)
+    head = cache.head
+    assert head is not None
+    keys = _site_keys(root, head["settings"])
+    old = head["keys"]
+    site_same = keys["site"] == old.get("site") and keys["code"] == old.get("code") and keys.get("kernels") == old.get("kernels")
+    if not site_same or set(keys["profiles"]) != set(old.get("profiles", {})):
+        return _full_load(root, cache, use_cache, keys if site_same else None)
+    profiles_changed = {p for p, k in keys["profiles"].items() if old["profiles"][p] != k}
+    folder = os.path.join(root, "hosts", NODES_DIR)
+    names = {n.rsplit(".", 1)[0]: n for n in _yaml_names(folder)}
+    if len(names) != len(cache.hosts) or not all(n in cache.hosts for n in names):
+        return _full_load(root, cache, use_cache, keys)
+    changed = set()
+    for name, (record, paths, inputs, _) in cache.hosts.items():
+        if f"hosts/{NODES_DIR}/{names[name]}" != record[0] or _input_keys(paths) != inputs:
+            changed.add(name)
+        elif profiles_changed and not profiles_changed.isdisjoint(record[1]):
+            changed.add(name)
+    if not changed:
+        site = cache.site()
+        if site is None:
+            return _full_load(root, None, use_cache)
+        return site
+    site = _incremental(root, cache, changed, keys)
+    return site if site is not None else _full_load(root, cache, use_cache, keys)
+
+
+def _full_load(root: Path, cache: _Cache | None, write: bool, keys: dict[str, Any] | None = None) -> Site:
+    """Every host read and checked; hosts whose inputs are as the cache has them are taken from it
+    when site.yaml and the code are too (``keys``: their stat keys now, None when they changed)."""
+    reuse: dict[str, tuple[Host, str]] = {}
+    if cache is not None and keys is not None:
+        old = cache.head["keys"]["profiles"]  # type: ignore[index]
+        stale = {p for p, k in keys["profiles"].items() if old.get(p) != k} | (set(old) - set(keys["profiles"]))
+        for name, (r, paths, inputs, checked) in cache.hosts.items():
+            if stale.isdisjoint(r[1]) and _input_keys(paths) == inputs:
+                reuse[name] = (Host(name, r[0], r[1], r[2], r[3], r[4]), checked)
+    site, checked = _load(root, reuse)
+    if write:
+        _write_cache(root, site, None, set(site.hosts), set(), _site_keys(root, site.settings), checked)
+    return site
+
+
+class _Secrets:
+    """Keyrings found good by an earlier load (keyed by path, stat and client), and those found now."""
+
+    def __init__(self, ok: set[str]):
+        self.ok = ok
+        self.now: dict[str, str] = {}
+
+    def secret_ok(self, item: str) -> bool:
+        return item in self.ok
+
+    def secret_checked(self, host: str, item: str) -> None:
+        self.now[host] = item
+
+
+def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, Any]) -> Site | None:
+    """The cached site with only the ``changed`` hosts read, validated and checked against the
+    index of the others' values.  None when anything is wrong (or a shard cannot be read): the
+    full load then finds and names every problem, as it always has."""
+    head = cache.head
+    assert head is not None
+    problems: list[Problem] = []
+    site_rel = f"hosts/{SITE_FILE}"
+    settings, defaults = _read_site(root, problems)
+    if problems or settings != head["settings"]:
+        return None
+    profiles, profile_data = _read_profiles(root / "hosts", problems)
+    if problems:
+        return None
+    site = cache.site()
+    if site is None:
+        return None
+    new: dict[str, Host] = {}
+    for name in sorted(changed):
+        rel = cache.hosts[name][0][0]
+        data = _read_yaml(root / rel, rel, problems)
+        host = None if problems else _resolve_host(root, name, rel, data, defaults, site_rel, profiles, profile_data, settings, problems)
+        if host is None or problems:
+            return None
+        new[name] = host
+    # the changed hosts' values leave the index; their new ones must be nobody's
+    count, below = head["shards"], dict(head["below"])
+    for name in changed:
+        for kind_, value, _ in _claims(site.hosts[name]):
+            key = f"{kind_}\0{value}"
+            shard = cache.index_shard(_shard(key, count))
+            if shard is None:
+                return None
+            if shard.get(key) == name:
+                del shard[key]
+        for up in _ancestors(site.hosts[name].data["boot_path"]):
+            below[up] = below.get(up, 1) - 1
+            if not below[up]:
+                del below[up]
+    for name, host in new.items():
+        boot = host.data["boot_path"]
+        for kind_, value, field in _claims(host) + [("CephFS /boot path", up, "") for up in _ancestors(boot)]:
+            key = f"{kind_}\0{value}"
+            shard = cache.index_shard(_shard(key, count))
+            if shard is None or key in shard or below.get(boot):
+                return None  # taken, or /boot folders nested: the full load says by whom
+            if field:  # not a folder above the host's /boot
+                shard[key] = name
+        for up in _ancestors(boot):
+            below[up] = below.get(up, 0) + 1
+    for name, host in new.items():
+        site.hosts[name] = host
+    secrets = _Secrets({cache.hosts[n][3] for n in changed})
+    folders: dict[str, Any] = {}
+    machine: dict[bytes, Host] = {}
+    for host in new.values():
+        check_secrets(site, host, problems, secrets, folders)
+    if any(h.data["secrets"]["mode"] == "machine" for h in site.hosts.values()):
+        for host in site.hosts.values():  # no two machines with one secret: each is read again (never cached)
+            if host.data["secrets"]["mode"] == "machine":
+                check_machine_secret(site, host, problems, machine, folders)
+    check_kernels(site, site_rel, problems, list(new.values()))
+    if problems:
+        return None
+    for host in new.values():
+        _finish(host, site.kernels)
+    _write_cache(root, site, cache, changed, set(), keys, secrets.now, below)
     return site
 
 
@@ -305,72 +553,10 @@ def load_for_tasks() -> Site:
         raise SystemExit(2) from None
 
 
-def _signature(root: Path, extra: list[str]) -> list[Any]:
-    """What the cached inventory depends on: names, sizes and mtimes of every input."""
-    hosts = os.path.join(root, "hosts")
-    files = [os.path.join(hosts, SITE_FILE)]
-    for sub in (PROFILES_DIR, NODES_DIR):
-        folder = os.path.join(hosts, sub)
-        files += [f"{folder}/{n}" for n in _yaml_names(folder)]
-    files += extra
-    files += map(str, _CODE)
-    # the render stage looks at the keyrings again: one stat serves both
-    return [[p, file_key(p)] for p in files]
-
-
-def _extra_inputs(site: Site) -> list[str]:
-    """Files outside the YAML that validation read: keyrings, LUKS keys, kernel folders."""
-    out = [site.path_str(h.data["keyring"]) for h in site.hosts.values()]
-    out += [site.path_str(h.data["luks"]["keyfile"]) for h in site.hosts.values() if h.data["luks"]]
-    out += [site.path_str(h.data["secrets"]["machine_secret"]) for h in site.hosts.values() if h.data["secrets"]["mode"] == "machine"]
-    k = site.settings["kernels"]
-    return out + [site_path(site.root, k["boot_dir"]), site_path(site.root, k["modules_dir"])]
-
-
-class _Memo:
-    """Reuse of the previous load's work, keyed by the stat of each input."""
-
-    def __init__(self, previous: dict[str, Any]):
-        self.before = previous
-        self.now: dict[str, Any] = {"files": {}, "hosts": {}, "secrets": set()}
-
-    def read_yaml(self, path: Path | str, rel: str, problems: list[Problem]) -> dict[str, Any]:
-        key = _stat_key(path)
-        old = self.before.get("files", {}).get(str(path))
-        if key is not None and old is not None and old[0] == key:
-            data = old[1]
-        else:
-            before = len(problems)
-            data = _read_yaml(path, rel, problems)
-            if len(problems) > before:
-                return data
-        self.now["files"][str(path)] = [key, data]
-        return data
-
-    def host(self, name: str, key: Any, path: str) -> "Host | None":
-        old = self.before.get("hosts", {}).get(name)
-        if old is None or old[0] != key:
-            return None
-        parsed = self.before.get("files", {}).get(str(path))
-        if parsed is not None:  # keep the parsed file for a later load that needs it
-            self.now["files"][str(path)] = parsed
-        return old[1]
-
-    def keep_host(self, host: "Host", key: Any) -> None:
-        self.now["hosts"][host.name] = (key, host)
-
-    def secret_ok(self, item: str) -> bool:
-        return item in self.before.get("secrets", set())
-
-    def secret_checked(self, item: str) -> None:
-        self.now["secrets"].add(item)
-
-
 # --- loading ----------------------------------------------------------------------
 
-def _load(root: Path, previous: dict[str, Any] | None = None) -> Site:
-    memo = _Memo(previous or {})
-    problems: list[Problem] = []
+def _read_site(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the site's validated settings, its host defaults) from hosts/site.yaml; problems recorded."""
     hosts_dir = root / "hosts"
     site_rel = f"hosts/{SITE_FILE}"
     try:
@@ -381,7 +567,7 @@ def _load(root: Path, previous: dict[str, Any] | None = None) -> Site:
         raise InventoryError([Problem("hosts", "", f"no inventory folder in {root} (expected hosts/site.yaml and hosts/nodes/)")]) from None
     if os.path.lexists(hosts_dir / "site.yml"):
         problems.append(Problem("hosts/site.yml", "", f"is never read: the site's settings are in {site_rel}; merge the two and keep one"))
-    raw_site = dict(memo.read_yaml(hosts_dir / SITE_FILE, site_rel, problems))
+    raw_site = dict(_read_yaml(hosts_dir / SITE_FILE, site_rel, problems))
     defaults = raw_site.pop("defaults", None) or {}
     if not isinstance(defaults, dict):
         problems.append(Problem(site_rel, "defaults", "expected a mapping of host keys"))
@@ -389,46 +575,58 @@ def _load(root: Path, previous: dict[str, Any] | None = None) -> Site:
     settings = validate(schema.SITE, raw_site, {}, site_rel, problems)
     if not problems:
         check_site(root, settings, site_rel, problems)
+    return settings, defaults
+
+
+def _read_profiles(hosts_dir: Path, problems: list[Problem]) -> tuple[dict[str, tuple[str, Path]], dict[str, dict[str, Any]]]:
+    profiles = {name: (rel, Path(p)) for name, (p, rel) in _yaml_entries(hosts_dir, PROFILES_DIR, schema.profile_name, "profile", problems).items()}
+    return profiles, {name: _read_yaml(p, rel, problems) for name, (rel, p) in profiles.items()}
+
+
+def _finish(host: Host, kernels: list[str]) -> None:
+    """The kernel version a host boots and the digest of everything about it."""
+    kver = resolve_kernel(host.data["kernel"], kernels)
+    if host.digest and host.data.get("kernel_version") == kver:
+        return  # a host reused from the last load, as it was
+    host.data["kernel_version"] = kver
+    host.digest = digest(json.dumps(host.data, sort_keys=True))
+
+
+def _load(root: Path, reuse: dict[str, tuple[Host, str]] | None = None) -> tuple[Site, dict[str, str]]:
+    """Every host read, validated and cross-checked (``reuse``: hosts whose inputs are as when
+    they were last loaded, with their keyring's check); the site and each keyring's check."""
+    reuse = reuse or {}
+    problems: list[Problem] = []
+    hosts_dir = root / "hosts"
+    site_rel = f"hosts/{SITE_FILE}"
+    settings, defaults = _read_site(root, problems)
     if problems:
         raise InventoryError(problems)
-
-    profiles = {name: (rel, Path(p)) for name, (p, rel) in _yaml_entries(hosts_dir, PROFILES_DIR, schema.profile_name, "profile", problems).items()}
-    profile_data: dict[str, dict[str, Any]] = {}
-    for name, (rel, p) in profiles.items():
-        profile_data[name] = memo.read_yaml(p, rel, problems)
-    # a host resolves from its own file, the site file and the profiles: while
-    # those two are as before, an unchanged host file gives the same host
-    shared = [_stat_key(hosts_dir / SITE_FILE), [[str(p), _stat_key(p)] for _, p in profiles.values()]]
-
+    profiles, profile_data = _read_profiles(hosts_dir, problems)
     kernels = installed_kernels(Path(site_path(root, settings["kernels"]["boot_dir"])), Path(site_path(root, settings["kernels"]["modules_dir"])))
     hosts: dict[str, Host] = {}
     for stem, (p, rel) in _yaml_entries(hosts_dir, NODES_DIR, schema.host_name, "host", problems).items():
-        key = [shared, _stat_key(p)]
-        host = memo.host(stem, key, p) if not problems else None
+        host = reuse[stem][0] if stem in reuse and not problems and reuse[stem][0].source == rel else None
         if host is None:
             before = len(problems)
-            data = memo.read_yaml(p, rel, problems)
+            data = _read_yaml(p, rel, problems)
             if len(problems) > before:
                 continue  # what could not be read says nothing about missing keys
             host = _resolve_host(root, stem, rel, data, defaults, site_rel, profiles, profile_data, settings, problems)
         if host:
             hosts[host.name] = host
-            memo.keep_host(host, key)
     if not hosts and not problems:
         problems.append(Problem(f"hosts/{NODES_DIR}", "", "no host files (expected hosts/nodes/<name>.yaml)"))
-    site = Site(root, settings, hosts, kernels, memo={**memo.now, "code": _code_key()})
-    cross_check(site, problems, memo)
+    site = Site(root, settings, hosts, kernels)
+    secrets = _Secrets({checked for h, checked in reuse.values() if checked})
+    cross_check(site, problems, secrets)
     check_kernels(site, site_rel, problems)
     if problems:
         raise InventoryError(problems)
     for h in hosts.values():
-        kver = resolve_kernel(h.data["kernel"], kernels)
-        if h.digest and h.data.get("kernel_version") == kver:
-            continue  # a host reused from the last load, as it was
-        h.data["kernel_version"] = kver
-        h.digest = digest(json.dumps(h.data, sort_keys=True))
+        _finish(h, kernels)
     site.site_digest = digest(json.dumps(settings, sort_keys=True))
-    return site
+    return site, secrets.now
 
 
 def _expand_profiles(names: Any, origin: str, profiles: dict[str, tuple[str, Path]], profile_data: dict[str, dict[str, Any]], problems: list[Problem]) -> list[str]:

@@ -22,7 +22,7 @@ PROVISION = BUILD / "provision"  # provisioning's work folders and the admin's f
 GOLDEN = BUILD / "golden"  # golden images' work folders (tasks/golden.py)
 ROOTFS = BUILD / "rootfs"  # debootstrap results kept between runs (unless CEPHBOOT_ROOTFS_CACHE)
 INVENTORY_CACHE = BUILD / ".inventory.json"  # the validated inventory (tasks/inventory.py)
-INVENTORY_MEMO = BUILD / ".inventory-memo.json"
+INVENTORY_SHARDS = BUILD / ".inventory"  # its shards of hosts and the index of unique values
 
 _HOSTS = str(HOSTS)
 _SITE = str(SITE)

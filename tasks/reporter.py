@@ -5,7 +5,7 @@ from typing import Any
 
 from doit.reporter import ExecutedOnlyReporter
 
-from . import engine
+from . import engine, listing
 
 
 class Reporter(ExecutedOnlyReporter):
@@ -17,6 +17,7 @@ class Reporter(ExecutedOnlyReporter):
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         engine.run_starts()
+        listing.write(tasks)  # the names and docs a plain `doit list` prints next time
         super().initialize(tasks, selected_tasks)
 
     def execute_task(self, task: Any) -> None:

@@ -27,7 +27,9 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
 import sys
+import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -36,7 +38,7 @@ from doit.exceptions import TaskFailed
 
 from . import engine
 from .layout import STATE
-from .fileio import file_key, remembered_key, report, stat_memo_forget, stat_memo_off, write_if_changed
+from .fileio import file_key, remembered_key, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
 
 STATE_DIR = str(STATE)
 LINE = "  - "  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
@@ -73,15 +75,49 @@ def state_path(stage: str) -> str:
     return f"{STATE_DIR}/{stage.replace(':', '-')}.json"
 
 
+SHARD_HOSTS = 256  # hosts per shard of a record: a record of more is split (see save_state)
+# what this process read or wrote of each stage's shards: save_state writes only those that changed
+_SHARDS: dict[str, tuple[int, list[Any], list[dict[str, Any]]]] = {}
+
+
+def _shard_path(stage: str, k: int) -> str:
+    return f"{STATE_DIR}/{stage.replace(':', '-')}/{k}.json"
+
+
 def load_state(stage: str) -> dict[str, Any]:
-    """The stage's record; none, or a damaged one (said in one line), means every host is redone."""
+    """The stage's record; none, or a damaged one (said in one line), means every host is redone.
+
+    Up to SHARD_HOSTS hosts, it is one file; beyond, that file names the shards
+    (build/state/<stage>/<k>.json, the hosts split by a hash of their names) by the
+    generation each was last written at, so that a run that changes a few hosts rewrites
+    their shards alone, and a shard the record does not name (a run killed between the
+    two) counts as damage."""
     path = state_path(stage)
+    _SHARDS.pop(stage, None)
     try:
         with open(path) as f:
             data = json.load(f)
         why = _damage(data)
-    except FileNotFoundError:
-        return {"config": None, "hosts": {}, "outs": {}}
+        if why is None and "shards" in data:
+            count, gens, shards = data["shards"], data["gens"], []
+            data = {"config": data["config"], "ok": data.get("ok", True), "hosts": {}, "outs": {}}
+            for k in range(count):
+                with open(_shard_path(stage, k)) as f:
+                    shard = json.load(f)
+                why = _damage({"config": "", **shard}) if isinstance(shard, dict) else "a shard is not a JSON object"
+                if why is None and shard.get("gen") != gens[k]:
+                    why = f"shard {k} is not the one the record names"
+                if why is not None:
+                    break
+                shards.append(shard)
+                data["hosts"].update(shard["hosts"])
+                data["outs"].update(shard["outs"])
+            if why is None:
+                _SHARDS[stage] = (count, gens, shards)
+    except FileNotFoundError as e:
+        if e.filename == path:
+            return {"config": None, "hosts": {}, "outs": {}}
+        why = "a shard is missing"
     except (OSError, ValueError) as e:
         why = f"unreadable: {e.__class__.__name__}"
     if why is None:
@@ -96,6 +132,11 @@ def _damage(data: Any) -> str | None:
         return "not a JSON object"
     if not isinstance(data.get("config"), str):
         return "no config"
+    if "shards" in data:
+        count, gens = data["shards"], data.get("gens")
+        if not isinstance(count, int) or count < 1 or count > 1 << 20 or not isinstance(gens, list) or len(gens) != count:
+            return "its shards are not named"
+        return None
     for part in ("hosts", "outs"):
         table = data.get(part)
         if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
@@ -103,10 +144,38 @@ def _damage(data: Any) -> str | None:
     return None
 
 
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
 def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, str], ok: bool) -> None:
     os.makedirs(STATE_DIR, exist_ok=True)
-    data = json.dumps({"config": config, "hosts": hosts, "outs": outs, "ok": ok}, sort_keys=True, separators=(",", ":"))
-    write_if_changed(Path(state_path(stage)), data.encode(), 0o600)
+    count = shard_count(len(hosts), SHARD_HOSTS)
+    if count == 1:
+        _SHARDS.pop(stage, None)
+        write_if_changed(Path(state_path(stage)), _dump({"config": config, "hosts": hosts, "outs": outs, "ok": ok}), 0o600)
+        return
+    split: list[dict[str, Any]] = [{"hosts": {}, "outs": {}} for _ in range(count)]
+    for name, record in hosts.items():
+        k = zlib.crc32(name.encode()) % count
+        split[k]["hosts"][name] = record
+        if name in outs:
+            split[k]["outs"][name] = outs[name]
+    before = _SHARDS.get(stage)
+    same = before is not None and before[0] == count
+    gen = int.from_bytes(os.urandom(6), "little")
+    gens: list[Any] = list(before[1]) if same else [None] * count  # type: ignore[index]
+    os.makedirs(os.path.dirname(_shard_path(stage, 0)), mode=0o700, exist_ok=True)
+    for k, shard in enumerate(split):
+        old = before[2][k] if same else None  # type: ignore[index]
+        if old is not None and old["hosts"] == shard["hosts"] and old["outs"] == shard["outs"]:
+            continue  # as this process read or wrote it
+        gens[k] = gen
+        write_if_changed(Path(_shard_path(stage, k)), _dump({"gen": gen, **shard}), 0o600)
+    for k, shard in enumerate(split):
+        shard["gen"] = gens[k]
+    write_if_changed(Path(state_path(stage)), _dump({"config": config, "shards": count, "gens": gens, "ok": ok}), 0o600)
+    _SHARDS[stage] = (count, gens, split)
 
 
 def record_outputs(stage: str, name: str, keys: str) -> None:
@@ -342,6 +411,7 @@ class Stage:
             os.unlink(state_path(self.name))
         except FileNotFoundError:
             pass
+        shutil.rmtree(os.path.dirname(_shard_path(self.name, 0)), ignore_errors=True)
 
 
 def _split_hosts(only: str) -> set[str]:

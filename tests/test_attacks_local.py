@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tasks import inventory
 from builtsite import HOSTS, a_built_site, kver, the_built_example  # noqa: F401  (fixtures)
 from conftest import DoitRun, Site
 from mounts import doit_over_tmpfs
@@ -356,7 +357,7 @@ def test_a_damaged_cache_is_built_again_and_an_old_pickle_never_loaded(a_built_s
     old.write_bytes(b"cno_such_module_of_cephboot\nSite\n.")  # the old format: a pickle of a class from a module that is gone
     run = a_built_site.doit()
     assert "Traceback" not in run.stderr and work(run) == set()
-    assert json.loads(cache.read_text())["format"] == 1 and not old.exists()
+    assert json.loads(cache.read_text())["format"] == inventory.CACHE_FORMAT and not old.exists()
 
 
 def doit_with_umask(site: Site, umask: int, *args: str) -> DoitRun:

@@ -54,13 +54,15 @@ def test_the_runner_completes_at_10_hosts_without_base_initrds(tmp_path: Path) -
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     per = results["results"]["10"]
-    assert set(per) == set(run.SCENARIOS)
+    assert set(per) == set(run.SCENARIOS) | set(run.FLOORS)  # each scenario, and the floors of the same run
+    assert all(m["cpu"][0] > 0 for m in per.values())
     assert all(m["problems"] == [] for m in per.values()), {k: m["problems"] for k, m in per.items()}
     assert per["noop"]["tasks_ran"] == [0]
     assert per["host"]["tasks_ran"] == [4]  # render, lint:rendered, overlay, publish of one host
     assert per["site"]["bytes"][0] > per["host"]["bytes"][0] > 0
     report = (out / "BENCHMARKS.md").read_text()
     assert "| one host file edited | " in report and "shellcheck" in report
+    assert "## Cost that follows the change (issue 15)" in report and "| 10 | " in report
     assert set(results["monolithic"]["rss_kb"]) == {"0", "2"} and "## Memory against monolithic hosts" in report
     assert results["machine"]["cores"] >= 1
     assert PROJECT.joinpath("bench", "README.md").is_file()

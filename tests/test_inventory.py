@@ -125,8 +125,12 @@ def test_the_cache_is_plain_json_owner_only_and_never_pickle(tmp_path: Path) -> 
     finally:
         os.umask(old)
     cache = site.root / inventory.CACHE_FILE
-    assert json.loads(cache.read_text())["hosts"]["zephyr"][2]["client"] == "zephyr"
-    assert (cache.stat().st_mode & 0o777, (site.root / inventory.MEMO_FILE).stat().st_mode & 0o777) == (0o600, 0o600)
+    shards = sorted((site.root / inventory.SHARD_DIR).iterdir())
+    assert json.loads(cache.read_text())["settings"]["pxe"]["http_base"] == "http://192.0.2.5/boot"
+    hosts = {n: e for s in shards if s.name.startswith("hosts-") for n, e in json.loads(s.read_text())["hosts"].items()}
+    assert hosts["zephyr"][0][2]["client"] == "zephyr"
+    assert {p.stat().st_mode & 0o777 for p in [cache, *shards]} == {0o600}
+    assert (site.root / inventory.SHARD_DIR).stat().st_mode & 0o777 == 0o700
     assert (site.root / "build").stat().st_mode & 0o777 == 0o700
     assert not list((site.root / "build").glob("*pickle*")) and not list((site.root / "build").glob("*.tmp*"))
 
@@ -165,11 +169,44 @@ def test_a_cache_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
 def test_a_damaged_cache_means_a_full_parse_and_no_traceback(damage: bytes, tmp_path: Path) -> None:
     site = copy_site(PROJECT, tmp_path)
     inventory.load(site.root)
-    for name in (inventory.CACHE_FILE, inventory.MEMO_FILE):
-        (site.root / name).write_bytes(damage)
+    for p in [site.root / inventory.CACHE_FILE, *(site.root / inventory.SHARD_DIR).iterdir()]:
+        p.write_bytes(damage)
     site.edit("nodes/notus.yaml", "panic=30,", "panic=31,")  # the memo is read only when an input changed
     assert inventory.load(site.root).hosts["notus"].data["kernel_args"][1] == "panic=31"
     assert set(inventory.load(site.root).hosts) == {"zephyr", "boreas", "notus"}
+
+
+def test_an_edit_checked_through_the_cache_finds_what_another_host_holds(tmp_path: Path) -> None:
+    """A changed host is checked against the index of the others' values: the same messages as a full load."""
+    site = copy_site(PROJECT, tmp_path)
+    inventory.load(site.root)
+    site.edit("nodes/notus.yaml", '"52:54:00:a3:00:01"', '"52:54:00:a1:00:02"')  # one of zephyr's MACs
+    with pytest.raises(InventoryError) as cached:
+        inventory.load(site.root)
+    with pytest.raises(InventoryError) as full:
+        inventory.load(site.root, use_cache=False)
+    assert [str(p) for p in cached.value.problems] == [str(p) for p in full.value.problems]
+    assert "MAC 52:54:00:a1:00:02 is already used by host" in str(cached.value)
+    site.edit("nodes/notus.yaml", '"52:54:00:a1:00:02"', '"52:54:00:a3:00:01"')
+    assert inventory.load(site.root).hosts["notus"].data["nics"]["ceph"]["macs"] == ["52:54:00:a3:00:01"]
+    with open(site.hosts / "nodes/notus.yaml", "a") as f:
+        f.write("boot_path: /hosts/zephyr/notus\n")  # inside zephyr's /boot
+    with pytest.raises(InventoryError, match="is inside /hosts/zephyr, the /boot of host 'zephyr'"):
+        inventory.load(site.root)
+    site.edit("nodes/notus.yaml", "boot_path: /hosts/zephyr/notus", "boot_path: /hosts/notus2")
+    assert inventory.load(site.root).hosts["notus"].data["boot_path"] == "/hosts/notus2"
+    assert inventory.load(site.root, use_cache=False).hosts["notus"].data == inventory.load(site.root).hosts["notus"].data
+
+
+def test_one_damaged_shard_of_the_cache_means_a_full_parse(tmp_path: Path) -> None:
+    site = copy_site(PROJECT, tmp_path)
+    inventory.load(site.root)
+    for shard in (site.root / inventory.SHARD_DIR).iterdir():
+        shard.write_bytes(b'{"gen": 1, "hosts": {"zephyr": ')
+        site.edit("nodes/notus.yaml", "panic=30,", "panic=31,")
+        assert inventory.load(site.root).hosts["notus"].data["kernel_args"][1] == "panic=31"
+        assert set(inventory.load(site.root).hosts) == {"zephyr", "boreas", "notus"}
+        site.edit("nodes/notus.yaml", "panic=31,", "panic=30,")
 
 
 def test_allowed_values_that_look_odd_are_kept(tmp_path: Path) -> None:

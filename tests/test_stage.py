@@ -3,6 +3,10 @@ changed, keeps its own record of each host, and comes back to exactly what a sto
 from __future__ import annotations
 
 import json
+import zlib
+from pathlib import Path
+
+import pytest
 
 from builtsite import HOSTS, a_built_site, the_built_example  # noqa: F401  (fixtures)
 from conftest import Site
@@ -160,3 +164,24 @@ def test_only_publishes_the_named_hosts_and_leaves_the_rest_due(a_built_site: Si
     assert hosts_in(rest.ran, "publish") == HOSTS - {"zephyr"}
     unknown = a_built_site.doit("publish:hosts", "--only", "zephyr,nobody", check=False)
     assert unknown.returncode != 0 and "no host named nobody" in unknown.stdout + unknown.stderr
+
+
+def test_a_large_record_is_split_and_a_run_rewrites_only_the_shards_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks import stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stage, "SHARD_HOSTS", 4)
+    hosts = {f"h{i:03d}": f"record {i}" for i in range(40)}
+    outs = {name: f"out {name}" for name in hosts}
+    stage.save_state("render", "cfg", hosts, outs, True)
+    shards = sorted((tmp_path / "build/state/render").iterdir())
+    assert len(shards) == 16 and all(p.stat().st_mode & 0o777 == 0o600 for p in shards)
+    assert stage.load_state("render") == {"config": "cfg", "ok": True, "hosts": hosts, "outs": outs}
+    mtimes = {p: p.stat().st_mtime_ns for p in shards}
+    stage.save_state("render", "cfg", {**hosts, "h007": "changed"}, outs, True)
+    assert [p for p in shards if p.stat().st_mtime_ns != mtimes[p]] == [tmp_path / f"build/state/render/{zlib.crc32(b'h007') % 16}.json"]
+    assert stage.load_state("render")["hosts"]["h007"] == "changed"
+    # a shard the record does not name (a run killed between the two): damage, said in one line
+    (tmp_path / f"build/state/render/{zlib.crc32(b'h007') % 16}.json").write_text(json.dumps({"gen": 1, "hosts": {}, "outs": {}}))
+    assert stage.load_state("render")["config"] is None
+    assert "damaged record (shard" in capsys.readouterr().err
