@@ -86,7 +86,7 @@ def image_files(host: Host) -> dict[str, tuple[Content, int]]:
     }
     # the running system needs its keys; its initrd gets them sealed in machine mode (the hook decides)
     for name, (rel, mode) in {**layer_members(host), **key_members(host)}.items():
-        if not name.startswith("conf/"):
+        if not name.startswith(("conf/", "cephboot/")):  # initramfs-tools' conf, a stateless host's overlay files
             files[name] = (base / rel, mode)
     if host.data["luks"]:
         files["etc/crypttab"] = (base / CRYPTTAB, 0o644)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema, yamlfiles
-from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_nics, check_site, cmdline_words, cross_check, site_path
+from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_nics, check_root, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key, tmp_name
 from .model import Host, InventoryError, Problem, Site, kind
 from .schema import Invalid, ItemInvalid, Section, shown
@@ -30,7 +30,7 @@ MAX_INCLUDE_DEPTH = 32  # profiles including profiles
 # keys whose origin the checks after validation name in messages (kept per host when not its own file)
 _BLAMED = ("uuid", "nics.ceph.macs", "nics.ceph.address", "nics.ceph.gateway", "nics.user.macs", "nics.user.address",
            "nics.user.gateway", "rbd.pool", "rbd.namespace", "client", "keyring", "boot_path", "kernel", "kernel_args", "luks.keyfile", "image_root",
-           "rootfs.source", "secrets.machine_secret")
+           "rootfs.source", "secrets.machine_secret", "luks.name", "root.mode", "root.snapshot")
 _CODE = [Path(__file__).parent / n for n in ("schema.py", "inventory.py", "checks.py", "yamlfiles.py", "model.py")]
 
 
@@ -515,6 +515,7 @@ def _resolve_host(root: Path, stem: str, rel: str, data: dict[str, Any], default
     host = Host(stem, rel, list(dict.fromkeys(o for o, _ in layers)), resolved)
     host.origins = {k: origins[k] for k in _BLAMED if origins.get(k, rel) != rel}
     check_nics(host, settings, problems)
+    check_root(host, problems)
     check_host_paths(root, host, settings, problems)
     return None if len(problems) > before else host
 

@@ -14,12 +14,15 @@ from .fileio import digest, file_key, file_parts, files_digest, write_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
 from .stage import Stage, Unit, stage_task
-from .render import CEPH_CONF, CONFD, LUKS_KEY, LUKS_KEY_PATH, SEALED, SEALED_PATH, SECRET, host_dir, keyring_path, machine_mode
+from .model import STATELESS_FILES, stateless
+from .render import CEPH_CONF, CONFD, FSTAB, HOSTNAME, LUKS_KEY, LUKS_KEY_PATH, SEALED, SEALED_PATH, SECRET, host_dir, keyring_path, machine_mode
 
 LAYER = "overlay.cpio"
 MONOLITHIC = "initrd.img"
 # directories the layer creates (the kernel skips a file whose folder does not exist yet)
-DIRS = {"conf": 0o755, "conf/conf.d": 0o755, "etc": 0o755, "etc/ceph": 0o755, "etc/cephboot": 0o700}
+DIRS = {"conf": 0o755, "conf/conf.d": 0o755, "etc": 0o755, "etc/ceph": 0o755, "etc/cephboot": 0o700,
+        # a stateless host's files for its root's overlay (model.STATELESS_FILES)
+        "cephboot": 0o755, "cephboot/root": 0o755, "cephboot/root/etc": 0o755}
 
 
 def key_members(host: Host) -> dict[str, tuple[str, int]]:
@@ -42,6 +45,10 @@ def layer_members(host: Host) -> dict[str, tuple[str, int]]:
         members[SEALED_PATH.lstrip("/")] = (SEALED, SECRET)
     else:
         members.update(key_members(host))
+    if stateless(host.data):  # the root is the shared golden image: the host's own files go into its overlay at boot
+        files = STATELESS_FILES.lstrip("/")
+        members[f"{files}/etc/hostname"] = (HOSTNAME, 0o644)
+        members[f"{files}/etc/fstab"] = (FSTAB, 0o644)
     return members
 
 

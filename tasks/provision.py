@@ -27,6 +27,7 @@ from .cephcli import Admin, CephError
 from .golden import Refused  # provisioning stops here to keep data or to avoid guessing; the message says what would allow it
 from .fileio import write_if_changed
 from .inventory import Host, InventoryError, Site
+from .model import stateless
 from .render import render_host
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
@@ -77,12 +78,14 @@ def boot_namespace(path: str) -> str:
 def wanted_caps(h: dict[str, Any], fs_name: str, data_pool: str) -> dict[str, str]:
     """Least privilege: RBD in the host's namespace only; CephFS in its /boot directory and that directory's RADOS namespace only."""
     rbd = h["rbd"]
-    # A clone's client reads its golden image (krbd reads unwritten extents from the parent), and nothing else there.
-    parent = f", profile rbd-read-only pool={rbd['pool']} namespace={golden.namespace_of(h['root']['image'])}" if (h.get("root") or {}).get("image") else ""
+    # A clone's client reads its golden image (krbd reads unwritten extents from the parent), and nothing else there;
+    # a stateless host's client has nothing but that read: it has no image of its own.
+    parent = f"profile rbd-read-only pool={rbd['pool']} namespace={golden.namespace_of(h['root']['image'])}" if (h.get("root") or {}).get("image") else ""
+    own = "" if stateless(h) else f"profile rbd pool={rbd['pool']} namespace={rbd['namespace']}"
     return {
         "mds": f"allow rw fsname={fs_name} path={h['boot_path']}",
         "mon": f"profile rbd, allow r fsname={fs_name}",
-        "osd": f"profile rbd pool={rbd['pool']} namespace={rbd['namespace']}{parent}, allow rw pool={data_pool} namespace={boot_namespace(h['boot_path'])}",
+        "osd": ", ".join(c for c in (own, parent, f"allow rw pool={data_pool} namespace={boot_namespace(h['boot_path'])}") if c),
     }
 
 
@@ -438,16 +441,38 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
         # Everything that would refuse is asked before anything changes.
         _check_pool(admin, host)
         current = _owned_client(admin, site, host)
-        _namespace(admin, host.data, report)
+        if stateless(host.data):
+            snap = _golden_snapshot(admin, site, host)  # refused before anything changes when it is not there
+        else:
+            _namespace(admin, host.data, report)
         _boot_dir(admin, host.data, report)
         if _client(admin, site, host, current, data_pool, report):
             render_host(site, host)  # the image must carry the key the cluster knows
-        _image(admin, site, host, report)
+        if stateless(host.data):
+            report.ok(f"root {snap} mapped read-only (stateless: no image of its own)")
+        else:
+            _image(admin, site, host, report)
     except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
         print(report.summary(), flush=True)
         return TaskFailed(f"provision:{host.name}: {e}")
     print(report.summary(), flush=True)
     return None
+
+
+def _golden_snapshot(admin: Admin, site: Site, host: Host) -> str:
+    """The golden snapshot a stateless host boots, once it is sure that it exists and is frozen."""
+    image = golden.image_of(site, host)
+    assert image is not None
+    snap = host.data["root"]["snapshot"]
+    spec = image.snapshot_spec(snap)
+    versions = golden.versions(admin, image)
+    if snap not in versions:
+        built = ", ".join(sorted(versions)) or "none"
+        raise Refused(f"host {host.name}: root.snapshot {snap!r} ({host.origin('root.snapshot')}) is no version of golden image {image.name} "
+                      f"(built: {built}); `doit image:{image.name}` builds the one of its current inputs and prints its name")
+    if not versions[snap]:
+        raise Refused(f"host {host.name}: {spec} is not frozen yet (an interrupted build): run `doit image:{image.name}` again")
+    return spec
 
 
 # ---- moving a clone to a newer golden version, and back ---------------------------
@@ -456,6 +481,10 @@ def _movable(admin: Admin, site: Site, host: Host) -> str:
     """The host's root spec, once it is sure that it exists, is a clone and is not mapped."""
     h = host.data
     spec = image_spec(h)
+    if stateless(h):
+        raise Refused(f"host {host.name} is stateless: it boots {golden.namespace_of(h['root']['image'])}/{h['root']['image']}-{h['root']['snapshot']} "
+                      f"read-only and has no root of its own; change root.snapshot ({host.origin('root.snapshot')}) to move it, "
+                      "and back to roll it back (it takes effect at its next boot, after `doit`)")
     if not h["root"]["image"]:
         raise Refused(f"host {host.name} has no root.image ({host.source}): its root is no clone of a golden image")
     if h["rbd"]["image"] not in _image_names(admin, h):
@@ -480,6 +509,10 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
     h = host.data
     if not h["root"]["image"]:  # `doit move-root` moves every host that has a golden image
         print(f"move-root:{host.name}: no root.image ({host.source}): its root is its own, nothing to move", flush=True)
+        return None
+    if stateless(h):
+        print(f"move-root:{host.name}: stateless, root is {golden.namespace_of(h['root']['image'])}/{h['root']['image']}-{h['root']['snapshot']} "
+              f"read-only, nothing to move here: change root.snapshot ({host.origin('root.snapshot')}) and run `doit`", flush=True)
         return None
     try:
         admin = Admin(site)
@@ -551,15 +584,22 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
         admin.check_fsid()
         data_pool = admin.fs_data_pool()
         pool, ns = h["rbd"]["pool"], h["rbd"]["namespace"]
-        has_ns = pool in admin.pools() and any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool))
-        check("namespace", has_ns, f"{pool}/{ns}" + ("" if has_ns else " does not exist"))
+        if stateless(h):
+            try:
+                check("root", True, f"{_golden_snapshot(admin, site, host)} exists and is frozen (stateless: mapped read-only)")
+            except Refused as e:
+                check("root", False, str(e))
+            has_ns = False
+        else:
+            has_ns = pool in admin.pools() and any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool))
+            check("namespace", has_ns, f"{pool}/{ns}" + ("" if has_ns else " does not exist"))
         spec = image_spec(h)
         info = None
         if has_ns and h["rbd"]["image"] in _image_names(admin, h):
             info = admin.rbd_json("info", spec)
-        if info is None:
+        if info is None and not stateless(h):
             check("image", False, f"{spec} does not exist")
-        else:
+        elif info is not None:
             image = golden.image_of(site, host)
             shape = image.data if image else h["rbd"]  # a clone has its golden image's size and features
             size = rootfs.size_bytes(shape["size"])

@@ -12,6 +12,7 @@ from .uptodate import config_changed
 from . import inventory
 from .fileio import digest, files_digest, write_if_changed
 from .inventory import Host, Site
+from .model import STATELESS_FILES, mapped_root, stateless
 from .quoting import LANGS, quote
 from .stage import Stage, Unit, stage_task
 from . import sealed
@@ -25,6 +26,7 @@ SECRET = 0o600
 CONFD = "initramfs-tools/conf.d/cephboot"
 CEPH_CONF = "rootfs/etc/ceph/ceph.conf"
 FSTAB = "rootfs/etc/fstab"
+HOSTNAME = "rootfs/etc/hostname"  # stateless hosts: their layer carries it into the root's overlay
 CRYPTTAB = "rootfs/etc/crypttab"
 LUKS_KEY = "rootfs/etc/cephboot/luks.key"
 HOST_IPXE = "boot.ipxe"
@@ -45,6 +47,7 @@ HOST_TEMPLATES = {
     CONFD: "initramfs-tools/conf.d/cephboot.j2",
     CEPH_CONF: "rootfs/etc/ceph/ceph.conf.j2",
     FSTAB: "rootfs/etc/fstab.j2",
+    HOSTNAME: "rootfs/etc/hostname.j2",
     CRYPTTAB: "rootfs/etc/crypttab.j2",
     HOST_IPXE: "tree/hosts/HOST/boot.ipxe.j2",
     "keyring": "rootfs/etc/ceph/keyring.j2",
@@ -74,6 +77,8 @@ def host_outputs(host: Host) -> dict[str, int]:
         out[LUKS_KEY] = SECRET
     if machine_mode(host.data):
         out[SEALED] = SECRET
+    if stateless(host.data):
+        out[HOSTNAME] = 0o644
     return out
 
 
@@ -132,6 +137,8 @@ def render_host(site: Site, host: Host) -> None:
         "root_device": f"/dev/mapper/{h['luks']['name']}" if h["luks"] else "/dev/rbd0",
         "cmdline": cmdline(h),
         "key": key,
+        "mapped": mapped_root(h),
+        "stateless_files": STATELESS_FILES if stateless(h) else "",
     }
     outputs = host_outputs(host)
     for rel, mode in outputs.items():
