@@ -312,12 +312,10 @@ def _say_versions(admin: Admin, site: Site, image: Image, names: set[str], curre
         snap = n[len(prefix):]
         used = children(admin, image.snapshot_spec(snap))
         booted = stateless_users(site, image, snap)
-        if booted:
-            say(f"older version {image.snapshot_spec(snap)}: kept, booted read-only by {len(booted)} stateless host(s): {', '.join(booted)}"
-                + (f"; and the root of {len(used)} clone(s): {', '.join(used)}" if used else ""))
-            continue
-        say(f"older version {image.snapshot_spec(snap)}: " + (f"kept, the root of {len(used)} clone(s): {', '.join(used)}" if used else
-            f"no clone uses it; remove it with `rbd snap unprotect {image.snapshot_spec(snap)} && rbd snap purge "
+        users = ([f"the root of {len(used)} clone(s): {', '.join(used)}"] if used else []) + \
+            ([f"booted read-only by {len(booted)} stateless host(s): {', '.join(booted)}"] if booted else [])
+        say(f"older version {image.snapshot_spec(snap)}: " + (f"kept, {'; '.join(users)}" if users else
+            f"no clone or stateless host uses it; remove it with `rbd snap unprotect {image.snapshot_spec(snap)} && rbd snap purge "
             f"{image.data['pool']}/{image.namespace}/{n} && rbd rm {image.data['pool']}/{image.namespace}/{n}`"))
 
 
