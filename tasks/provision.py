@@ -653,11 +653,27 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
 
 # ---- tasks ---------------------------------------------------------------------------
 
+PROFILE_MARK = "@"  # `doit TASK:@PROFILE`: every host of a profile (no host name holds an '@')
+
+
+def profiles_of(host: Host) -> list[str]:
+    """The profiles a host's values come from, its includes expanded (their files are among its sources)."""
+    return [Path(src).stem for src in host.sources if src.startswith("hosts/profiles/")]
+
+
 def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[dict[str, Any]]:
-    """One subtask per host running ``action(site, host)`` every time: the cluster is the state, so look each run."""
+    """One subtask per host running ``action(site, host)`` every time: the cluster is the state, so look each run.
+
+    Hosts are named as tasks, one or several (`doit move-root:a move-root:b`); `TASK:@PROFILE`
+    names every host that takes values from hosts/profiles/PROFILE.yaml (its includes counted),
+    each run as its own subtask, so each says what it did.
+    """
     site = inventory.load_for_tasks()
     yield {"basename": basename, "name": None, "doc": group_doc}
+    members: dict[str, list[str]] = {}
     for host in site.hosts.values():
+        for profile in profiles_of(host):
+            members.setdefault(profile, []).append(host.name)
         yield {
             "basename": basename,
             "name": host.name,
@@ -666,6 +682,15 @@ def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[
             "task_dep": ["render:hosts"],  # the host's files go into its image and its stamp
             "uptodate": [False],
             "verbosity": 2,
+        }
+    for profile, names in sorted(members.items()):
+        yield {
+            "basename": basename,
+            "name": PROFILE_MARK + profile,
+            "doc": f"{basename} for each host of profile {profile} ({len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})",
+            "actions": None,
+            "task_dep": [f"{basename}:{n}" for n in names],
+            "uptodate": [False],
         }
 
 
@@ -688,7 +713,7 @@ def task_verify() -> Iterator[dict[str, Any]]:
 
 @create_after(executed=None, creates=["move-root"])
 def task_move_root() -> Iterator[dict[str, Any]]:
-    """`doit move-root:HOST [move-root:HOST2 ...]`: a clone of its golden image's current version as HOST's root, the former one kept (only when named)."""
+    """`doit move-root:HOST [move-root:HOST2 ...]` or `doit move-root:@PROFILE`: a clone of its golden image's current version as each host's root, the former one kept (only when named)."""
     yield from _per_host("move-root", "Move hosts' roots to their golden image's current version, keeping the former root (not a default task).",
                          move_root, "{host}'s root becomes a clone of its golden image's current version; the former root is kept")
 

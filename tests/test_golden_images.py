@@ -197,3 +197,14 @@ def test_a_stateless_hosts_initrd_maps_the_version_it_names_and_its_layer_carrie
     assert members["cephboot/root/etc/hostname"] == ("rootfs/etc/hostname", 0o644)
     assert members["cephboot/root/etc/fstab"] == ("rootfs/etc/fstab", 0o644)
     assert "etc/cephboot/sealed" in members, "machine mode: the keyring still travels sealed, local-top copies the unsealed one"
+
+
+def test_a_profile_names_its_hosts_for_move_root_as_for_every_per_host_command(the_example_site: Site) -> None:
+    """`doit move-root:@rack-a` is move-root:boreas and move-root:zephyr (rack-a's hosts, boreas through its list too), never notus."""
+    run = the_example_site.doit("move-root:@rack-a", check=False)
+    ran = [line[3:] for line in run.stdout.splitlines() if line.startswith(".  ")]
+    assert [t for t in ran if not t.startswith("render")] == ["move-root:boreas", "move-root:zephyr"], run.stdout
+    for host in ("boreas", "zephyr"):
+        assert f"move-root:{host}: no root.image (hosts/nodes/{host}.yaml): its root is its own, nothing to move" in run.stdout
+    verify = the_example_site.doit("verify:@secure", check=False)
+    assert [line[3:] for line in verify.stdout.splitlines() if line.startswith(".  verify")] == ["verify:boreas"], verify.stdout
