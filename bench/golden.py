@@ -1,4 +1,4 @@
-"""Provisioning N hosts as clones of a golden image against one image each (`rbd import`): time and bytes per host, cluster space.
+"""Provisioning N hosts as clones of a golden image, as stateless hosts of it, and with one image each (`rbd import`): time and bytes per host, cluster space.
 
 Needs what the end-to-end suite needs (root, /dev/fuse, the Ceph daemons): it starts a
 throwaway single-node cluster of the suite's kind (tests/e2e) in a network namespace of its
@@ -65,29 +65,34 @@ def run(hosts: int, size: str, work: Path) -> dict[str, Any]:
         cluster.create_rbd_pool(POOL)
         tree = _tree(work / "tree")
         out: dict[str, Any] = {"hosts": hosts, "size": size, "tree_bytes": sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())}
-        for method in ("import", "clone"):
+        snap = ""
+        for method in ("import", "clone", "stateless"):
             site = ProvisionSite(cluster, netns, work / method, f"/bench-{method}", "http://192.0.2.1:8099",
                                  {"rbd": {"pool": POOL, "size": size, "features": ["layering"]}, "rootfs": {"source": str(tree)}})
             before = _settle(cluster, 1)
             image_s = 0.0
-            if method == "clone":
+            if method != "import":
                 (site.hosts / "images").mkdir()
                 (site.hosts / "images" / "base.yaml").write_text(yaml.safe_dump({"rootfs": {"source": str(tree)}, "size": size, "pool": POOL}))
+            if method == "clone":
+                t = time.monotonic()
+                built = site.doit("image:base").stdout
+                image_s = time.monotonic() - t
+                snap = built.split("@", 1)[1].split()[0]
             names = [f"{method[:2]}{i:03d}" for i in range(hosts)]
             for i, name in enumerate(names):
                 extra = {"root": {"image": "base"}} if method == "clone" else {}
-                site.add_host(name, f"52:54:00:ee:{0 if method == 'import' else 1:02x}:{i:02x}", **extra)
-            if method == "clone":
-                t = time.monotonic()
-                site.doit("image:base")
-                image_s = time.monotonic() - t
+                if method == "stateless":  # the version the clones were made from: built once, by the clone run
+                    extra = {"root": {"image": "base", "mode": "stateless", "snapshot": snap}}
+                site.add_host(name, f"52:54:00:ee:{('import', 'clone', 'stateless').index(method):02x}:{i:02x}", **extra)
             site.doit("render")  # the hosts' files, outside the timed steps (both methods need them)
             times = []
             for name in names:
                 t = time.monotonic()
                 site.doit(f"provision:{name}")
                 times.append(time.monotonic() - t)
-            used = [_used(cluster, f"{POOL}/{name}/root") for name in names]
+            # a stateless host has no image: nothing of its own in RBD
+            used = [0 if method == "stateless" else _used(cluster, f"{POOL}/{name}/root") for name in names]
             after = _settle(cluster)
             out[method] = {
                 "golden_image_s": round(image_s, 2),
@@ -111,7 +116,7 @@ HEADING = "## Golden images: clone against import (issue 14)"
 
 def section(r: dict[str, Any]) -> str:
     """The BENCHMARKS.md section for a result of run()."""
-    imp, cl = r["import"], r["clone"]
+    imp, cl, sl = r["import"], r["clone"], r["stateless"]
     mib = 1 << 20
 
     def row(name: str, m: dict[str, Any]) -> str:
@@ -124,17 +129,19 @@ def section(r: dict[str, Any]) -> str:
         f"`python -m bench.golden --hosts {r['hosts']} --size {r['size']}`: {r['hosts']} hosts provisioned one `doit provision:<host>` at a time "
         f"on a throwaway single-node cluster (the e2e suite's kind), from the same busybox root ({r['tree_bytes'] / mib:.1f} MiB of files) in "
         f"{r['size']} images: once with an image of their own each (`mkfs.ext4 -d` + `rbd import`), once as clones of a golden image "
-        f"(`doit image:base` first: {cl['golden_image_s']} s, once). Time is the whole provisioning step (namespace, client, /boot through "
+        f"(`doit image:base` first: {cl['golden_image_s']} s, once), once as stateless hosts booting that same version read-only "
+        f"(no image of their own; the golden image already there). Time is the whole provisioning step (namespace, client, /boot through "
         "ceph-fuse, root image), median (min-max). Bytes per host: `rbd du` of the host's image (a clone's own objects only). "
         "Cluster: what the RBD pool stores after, less before (`ceph df`, before replication; the golden image included for clones).", "",
         "| method | provisioning per host | image bytes per host | pool growth, all hosts |",
         "| --- | --- | --- | --- |",
         row("own image (import)", imp),
         row("clone of a golden image", cl),
+        row("stateless (golden snapshot read-only)", sl),
         "",
         "What this says, and what it does not: a clone's own objects are those debugfs touched when it wrote the host's files "
         "(inode table, bitmaps, directories, the files' blocks), copied up from the parent on first write; they do not grow with "
-        "the root. An image of its own holds every used block of the root, so its cost grows with it (a Debian root: ~1 GB per "
+        "the root. A stateless host stores nothing in RBD: its provisioning is the client and /boot. An image of its own holds every used block of the root, so its cost grows with it (a Debian root: ~1 GB per "
         f"host, docs/provisioning.md). With this {r['tree_bytes'] / mib:.1f} MiB root the data written to the pool is about the same "
         "either way, and a clone takes longer (the FUSE export, debugfs and reading every file back cost more than writing so small "
         "a root): the measured gain is in allocated objects (`rbd du`), not yet in time. Not measured: 100 hosts, and a root large "

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
+from . import model
+
 SECRET = 0o600
 PUBLIC = 0o644
 
@@ -26,6 +28,7 @@ CONDITIONS: Mapping[str, Callable[[Mapping[str, Any]], bool]] = {
     "machine": lambda h: h["secrets"]["mode"] == "machine",  # keys travel sealed to the machine secret
     "clear": lambda h: h["secrets"]["mode"] != "machine",  # keys travel as they are
     "monolithic": lambda h: bool(h["monolithic"]),
+    "stateless": lambda h: h["root"]["mode"] == "stateless",  # the root is the shared golden image, read-only
 }
 
 
@@ -55,6 +58,7 @@ class Artifact:
 
 
 KEYRING = "etc/ceph/ceph.client.{client}.keyring"  # on the host, in its layer and in its image
+STATELESS_FILES = model.STATELESS_FILES.lstrip("/")  # in a stateless host's layer: files for its root's overlay
 
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("conf.d", "render", "template", "initramfs-tools/conf.d/cephboot", "initramfs-tools/conf.d/cephboot.j2",
@@ -67,6 +71,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
              layer=KEYRING, layer_when=("clear",), image=KEYRING),
     Artifact("crypttab", "render", "template", "rootfs/etc/crypttab", "rootfs/etc/crypttab.j2", when=("luks",),
              image="etc/crypttab"),
+    # a stateless host's own files, which its layer carries into the overlay over the golden image
+    Artifact("stateless hostname", "render", "template", "rootfs/etc/hostname", "rootfs/etc/hostname.j2", when=("stateless",),
+             layer=STATELESS_FILES + "/etc/hostname"),
+    Artifact("stateless fstab", "", "copy", "rootfs/etc/fstab", when=("stateless",), layer=STATELESS_FILES + "/etc/fstab"),
     Artifact("LUKS key", "render", "keyfile", "rootfs/etc/cephboot/luks.key", secret=True, when=("luks",),
              layer="etc/cephboot/luks.key", layer_when=("clear",), image="etc/cephboot/luks.key"),
     Artifact("sealed keys", "render", "seal", "initrd/etc/cephboot/sealed", secret=True, when=("machine",),
@@ -151,16 +159,16 @@ def _tree(flags: tuple[bool, ...], client: str) -> dict[str, str]:
 
 
 # what the CONDITIONS read of a host, as plain flags: the plan's cache key
-_FLAG_KEYS = ("luks", "machine", "monolithic")
+_FLAG_KEYS = ("luks", "machine", "monolithic", "stateless")
 _FLAG_CONDITIONS = {
     "luks": lambda f: f["luks"], "machine": lambda f: f["machine"], "clear": lambda f: not f["machine"],
-    "monolithic": lambda f: f["monolithic"],
+    "monolithic": lambda f: f["monolithic"], "stateless": lambda f: f["stateless"],
 }
 assert set(_FLAG_CONDITIONS) == set(CONDITIONS)
 
 
-def _flags(h: Mapping[str, Any]) -> tuple[bool, bool, bool]:
-    return bool(h["luks"]), h["secrets"]["mode"] == "machine", bool(h["monolithic"])
+def _flags(h: Mapping[str, Any]) -> tuple[bool, bool, bool, bool]:
+    return bool(h["luks"]), h["secrets"]["mode"] == "machine", bool(h["monolithic"]), h["root"]["mode"] == "stateless"
 
 
 def of_host(h: Mapping[str, Any]) -> tuple[Artifact, ...]:
@@ -220,7 +228,8 @@ def reference_markdown() -> str:
 
 
 SOURCES = {"keyfile": "the host's `luks.keyfile`, byte for byte", "seal": "its keyring and LUKS key, sealed to the machine secret",
-           "layer": "the rows marked for the layer, packed", "monolithic": "the base initrd + the layer", "name": "the host's name"}
+           "layer": "the rows marked for the layer, packed", "monolithic": "the base initrd + the layer", "name": "the host's name",
+           "copy": "the rendered fstab again (row fstab)"}
 BEGIN, END = "<!-- BEGIN ARTIFACTS", "<!-- END ARTIFACTS"
 
 

@@ -115,6 +115,31 @@ def check_nics(host: Host, settings: dict[str, Any], problems: list[Problem]) ->
         problems.append(Problem(host.origin("nics.user.macs"), "nics.user.macs", "shares a MAC with nics.ceph.macs; each NIC role needs its own MACs"))
 
 
+def check_root(host: Host, problems: list[Problem]) -> None:
+    """root.mode, root.image and root.snapshot together: a stateless host names the version it boots; nothing else does."""
+    d, root = host.data, host.data["root"]
+
+    def refuse(key: str, why: str) -> None:
+        problems.append(Problem(host.origin(key), key, why))
+
+    if root["mode"] != "stateless":
+        if root["snapshot"]:
+            refuse("root.snapshot", f"{root['snapshot']!r}: only a stateless host (root.mode: stateless) names a version; "
+                   "a stateful host is cloned from its golden image's current version and moved with `doit move-root`")
+        return
+    if not root["image"]:
+        refuse("root.mode", "'stateless' needs root.image: a stateless host maps a golden image (hosts/images/NAME.yaml) read-only, "
+               "it has no root of its own")
+    if not root["snapshot"]:
+        refuse("root.snapshot", "missing; a stateless host boots one version of its golden image: set root.snapshot to the 16 hex digits "
+               "after '@' that `doit image:" + (root["image"] or "NAME") + "` prints")
+    if d["luks"]:
+        refuse("luks.name", "a stateless host cannot use LUKS: its root is the golden image every stateless host shares, read-only "
+               "(one key would open it for all); its writes live in RAM only. Remove `luks:` or make the host stateful")
+    if d["image_root"]:
+        refuse("image_root", "a stateless host has no image of its own to install into; remove image_root or make the host stateful")
+
+
 def cmdline_words(h: dict[str, Any]) -> list[str]:
     """The kernel command line a host boots with, word by word (before quoting)."""
     root = f"/dev/mapper/{h['luks']['name']}" if h["luks"] else "/dev/rbd0"

@@ -30,6 +30,7 @@ from .cephcli import Admin, CephError
 from .fileio import digest
 from .layout import GOLDEN
 from .inventory import Host, InventoryError, Problem, Site
+from .model import golden_namespace, golden_version, stateless
 from .schema import IMAGE, Invalid, host_name
 
 LAYOUT = "1"  # bump when a golden image's layout changes: every golden image is then a new version
@@ -61,15 +62,13 @@ class Image:
 
     def version(self, snap: str) -> str:
         """The RBD image (without pool and namespace) that holds the version frozen as snapshot ``snap``."""
-        return f"{self.name}-{snap}"
+        return golden_version(self.name, snap)
 
     def snapshot_spec(self, snap: str) -> str:
         return f"{self.data['pool']}/{self.namespace}/{self.version(snap)}@{snap}"
 
 
-def namespace_of(image: str) -> str:
-    """The RBD namespace of golden image ``image``: its own, named so that no host's can be it."""
-    return f"golden-{image}"
+namespace_of = golden_namespace
 
 
 # ---- the inventory ---------------------------------------------------------------
@@ -253,7 +252,7 @@ def build_image(admin: Admin, site: Site, image: Image, say: Callable[[str], Non
     if version in names:
         if snap in _protected_snaps(admin, spec):
             say(f"{image.snapshot_spec(snap)} is current (built from the inventory's inputs): nothing to build")
-            _say_versions(admin, image, names, snap, say)
+            _say_versions(admin, site, image, names, snap, say)
             return image.snapshot_spec(snap)
         # A version without its protected snapshot was never handed out: nothing can be cloned from it.
         for s in admin.rbd_json("snap", "ls", spec):
@@ -289,7 +288,7 @@ def build_image(admin: Admin, site: Site, image: Image, say: Callable[[str], Non
     older = [n for n in names if n.startswith(f"{image.name}-") and n != version and NEW not in n]
     changed = _what_changed(admin, pool, ns, older, inputs)
     say(f"built {image.snapshot_spec(snap)} ({image.data['size']}, {', '.join(image.data['features'])}){changed}")
-    _say_versions(admin, image, names | {version}, snap, say)
+    _say_versions(admin, site, image, names | {version}, snap, say)
     return image.snapshot_spec(snap)
 
 
@@ -305,7 +304,7 @@ def _what_changed(admin: Admin, pool: str, ns: str, older: list[str], inputs: di
     return f"; changed since {newest}: {', '.join(changed)}" if changed else ""
 
 
-def _say_versions(admin: Admin, image: Image, names: set[str], current: str, say: Callable[[str], None]) -> None:
+def _say_versions(admin: Admin, site: Site, image: Image, names: set[str], current: str, say: Callable[[str], None]) -> None:
     """One line per older version: which hosts still use it (kept while any does)."""
     prefix = f"{image.name}-"
     for n in sorted(names):
@@ -313,8 +312,11 @@ def _say_versions(admin: Admin, image: Image, names: set[str], current: str, say
             continue
         snap = n[len(prefix):]
         used = children(admin, image.snapshot_spec(snap))
-        say(f"older version {image.snapshot_spec(snap)}: " + (f"kept, the root of {len(used)} clone(s): {', '.join(used)}" if used else
-            f"no clone uses it; remove it with `rbd snap unprotect {image.snapshot_spec(snap)} && rbd snap purge "
+        booted = stateless_users(site, image, snap)
+        users = ([f"the root of {len(used)} clone(s): {', '.join(used)}"] if used else []) + \
+            ([f"booted read-only by {len(booted)} stateless host(s): {', '.join(booted)}"] if booted else [])
+        say(f"older version {image.snapshot_spec(snap)}: " + (f"kept, {'; '.join(users)}" if users else
+            f"no clone or stateless host uses it; remove it with `rbd snap unprotect {image.snapshot_spec(snap)} && rbd snap purge "
             f"{image.data['pool']}/{image.namespace}/{n} && rbd rm {image.data['pool']}/{image.namespace}/{n}`"))
 
 
@@ -403,6 +405,25 @@ def current_parent(admin: Admin, site: Site, image: Image) -> str:
     if snap not in _protected_snaps(admin, spec):
         raise Refused(f"golden image {image.name}: {spec} is not frozen yet (an interrupted build): run `doit image:{image.name}` again")
     return image.snapshot_spec(snap)
+
+
+def versions(admin: Admin, image: Image) -> dict[str, bool]:
+    """The versions of ``image`` on the cluster: snapshot name -> whether it is frozen (protected)."""
+    if not _has_namespace(admin, image):
+        return {}
+    prefix = f"{image.name}-"
+    out = {}
+    for n in _images_in(admin, image.data["pool"], image.namespace):
+        if n.startswith(prefix) and NEW not in n:
+            snap = n[len(prefix):]
+            out[snap] = snap in _protected_snaps(admin, f"{image.data['pool']}/{image.namespace}/{n}")
+    return out
+
+
+def stateless_users(site: Site, image: Image, snap: str) -> list[str]:
+    """The stateless hosts of the inventory that boot version ``snap`` of ``image``."""
+    return sorted(h.name for h in site.hosts.values()
+                  if stateless(h.data) and h.data["root"]["image"] == image.name and h.data["root"]["snapshot"] == snap)
 
 
 def _has_namespace(admin: Admin, image: Image) -> bool:

@@ -31,8 +31,9 @@ CONF_TEMPLATE = "initramfs-tools/initramfs.conf.j2"
 # One base per kernel carries every feature a host may use, so that a host's
 # feature change never costs a mkinitramfs: the Ceph client (rbd, libceph, and
 # ceph for /boot), dm-crypt for LUKS roots, and gcm/ghash/ctr/aes, without which
-# `ms_mode=secure` loops on "failed to allocate gcm tfm context".
-CORE_MODULES = ["rbd", "libceph", "ceph", "dm-mod", "dm-crypt", "gcm", "ghash-generic", "ctr", "aes-generic", "aesni-intel", "ext4"]
+# `ms_mode=secure` loops on "failed to allocate gcm tfm context"; overlay for the root of
+# stateless hosts (a tmpfs over their golden image, mounted read-only).
+CORE_MODULES = ["rbd", "libceph", "ceph", "dm-mod", "dm-crypt", "gcm", "ghash-generic", "ctr", "aes-generic", "aesni-intel", "ext4", "overlay"]
 # programs the base must run at boot, each checked by running it inside the archive
 PROGRAMS = {"rbd": ["usr/bin/rbd", "--version"], "mount.ceph": ["usr/sbin/mount.ceph", "-h"], "cryptsetup": ["usr/sbin/cryptsetup", "--version"],
             "openssl": ["usr/bin/openssl", "version"]}  # opens the keys of machine-mode hosts

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout, schema, yamlfiles
-from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_machine_secret, check_nics, check_secrets, check_site, cmdline_words, cross_check, site_path
+from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_machine_secret, check_nics, check_root, check_secrets, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key, shard_count
 from .privatejson import read_private_json as _read_private_json, write_private_json as _write_private_json
 from .templating import code_files
@@ -34,7 +34,7 @@ MAX_INCLUDE_DEPTH = 32  # profiles including profiles
 # keys whose origin the checks after validation name in messages (kept per host when not its own file)
 _BLAMED = ("uuid", "nics.ceph.macs", "nics.ceph.address", "nics.ceph.gateway", "nics.user.macs", "nics.user.address",
            "nics.user.gateway", "rbd.pool", "rbd.namespace", "client", "keyring", "boot_path", "kernel", "kernel_args", "luks.keyfile", "image_root",
-           "rootfs.source", "secrets.machine_secret")
+           "rootfs.source", "secrets.machine_secret", "luks.name", "root.mode", "root.snapshot")
 _CODE = code_files(__name__)  # this module and what it imports: a change to any of them parses again
 
 
@@ -690,6 +690,7 @@ def _resolve_host(root: Path, stem: str, rel: str, data: dict[str, Any], default
     host = Host(stem, rel, list(dict.fromkeys(o for o, _ in layers)), resolved)
     host.origins = {k: origins[k] for k in _BLAMED if origins.get(k, rel) != rel}
     check_nics(host, settings, problems)
+    check_root(host, problems)
     check_host_paths(root, host, settings, problems)
     return None if len(problems) > before else host
 

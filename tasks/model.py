@@ -79,3 +79,34 @@ class Site:
         """How a path from the inventory is named in messages, headers and doit's file_dep:
         relative to the site folder (doit's working directory), so a copied site keeps its state."""
         return rel if rel.startswith("/") else f"hosts/{rel}"
+
+
+# ---- where a host's root is on the cluster ----------------------------------------
+
+# The folder of a stateless host's layer (and initrd) holding the files that go into its root's
+# overlay at boot, at their paths below it (the keyring and ceph.conf are where the initrd has them).
+STATELESS_FILES = "/cephboot/root"
+
+
+def golden_namespace(image: str) -> str:
+    """The RBD namespace of golden image ``image``: its own, named so that no host's can be it."""
+    return f"golden-{image}"
+
+
+def golden_version(image: str, snap: str) -> str:
+    """The RBD image (without pool and namespace) that holds golden ``image``'s version frozen as snapshot ``snap``."""
+    return f"{image}-{snap}"
+
+
+def stateless(h: dict[str, Any]) -> bool:
+    """Whether the host boots its golden image's snapshot read-only under a tmpfs overlay (root.mode: stateless)."""
+    return (h.get("root") or {}).get("mode") == "stateless"
+
+
+def mapped_root(h: dict[str, Any]) -> tuple[str, str, str]:
+    """What the host's initrd maps, as (namespace, image, snapshot): its own root image, or for a stateless host
+    the version of its golden image it boots (snapshot '' for the image itself)."""
+    if stateless(h):
+        image, snap = h["root"]["image"], h["root"]["snapshot"]
+        return golden_namespace(image), golden_version(image, snap), snap
+    return h["rbd"]["namespace"], h["rbd"]["image"], ""

@@ -28,6 +28,7 @@ from .golden import Refused  # provisioning stops here to keep data or to avoid 
 from .fileio import tmp_name, write_if_changed
 from .inventory import Host, InventoryError, Site
 from .layout import PROVISION
+from .model import stateless
 from .render import render_host
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
@@ -78,12 +79,14 @@ def boot_namespace(path: str) -> str:
 def wanted_caps(h: dict[str, Any], fs_name: str, data_pool: str) -> dict[str, str]:
     """Least privilege: RBD in the host's namespace only; CephFS in its /boot directory and that directory's RADOS namespace only."""
     rbd = h["rbd"]
-    # A clone's client reads its golden image (krbd reads unwritten extents from the parent), and nothing else there.
-    parent = f", profile rbd-read-only pool={rbd['pool']} namespace={golden.namespace_of(h['root']['image'])}" if (h.get("root") or {}).get("image") else ""
+    # A clone's client reads its golden image (krbd reads unwritten extents from the parent), and nothing else there;
+    # a stateless host's client has nothing but that read: it has no image of its own.
+    parent = f"profile rbd-read-only pool={rbd['pool']} namespace={golden.namespace_of(h['root']['image'])}" if (h.get("root") or {}).get("image") else ""
+    own = "" if stateless(h) else f"profile rbd pool={rbd['pool']} namespace={rbd['namespace']}"
     return {
         "mds": f"allow rw fsname={fs_name} path={h['boot_path']}",
         "mon": f"profile rbd, allow r fsname={fs_name}",
-        "osd": f"profile rbd pool={rbd['pool']} namespace={rbd['namespace']}{parent}, allow rw pool={data_pool} namespace={boot_namespace(h['boot_path'])}",
+        "osd": ", ".join(c for c in (own, parent, f"allow rw pool={data_pool} namespace={boot_namespace(h['boot_path'])}") if c),
     }
 
 
@@ -439,16 +442,38 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
         # Everything that would refuse is asked before anything changes.
         _check_pool(admin, host)
         current = _owned_client(admin, site, host)
-        _namespace(admin, host.data, report)
+        if stateless(host.data):
+            snap = _golden_snapshot(admin, site, host)  # refused before anything changes when it is not there
+        else:
+            _namespace(admin, host.data, report)
         _boot_dir(admin, host.data, report)
         if _client(admin, site, host, current, data_pool, report):
             render_host(site, host)  # the image must carry the key the cluster knows
-        _image(admin, site, host, report)
+        if stateless(host.data):
+            report.ok(f"root {snap} mapped read-only (stateless: no image of its own)")
+        else:
+            _image(admin, site, host, report)
     except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
         print(report.summary(), flush=True)
         return TaskFailed(f"provision:{host.name}: {e}")
     print(report.summary(), flush=True)
     return None
+
+
+def _golden_snapshot(admin: Admin, site: Site, host: Host) -> str:
+    """The golden snapshot a stateless host boots, once it is sure that it exists and is frozen."""
+    image = golden.image_of(site, host)
+    assert image is not None
+    snap = host.data["root"]["snapshot"]
+    spec = image.snapshot_spec(snap)
+    versions = golden.versions(admin, image)
+    if snap not in versions:
+        built = ", ".join(sorted(versions)) or "none"
+        raise Refused(f"host {host.name}: root.snapshot {snap!r} ({host.origin('root.snapshot')}) is no version of golden image {image.name} "
+                      f"(built: {built}); `doit image:{image.name}` builds the one of its current inputs and prints its name")
+    if not versions[snap]:
+        raise Refused(f"host {host.name}: {spec} is not frozen yet (an interrupted build): run `doit image:{image.name}` again")
+    return spec
 
 
 # ---- moving a clone to a newer golden version, and back ---------------------------
@@ -457,6 +482,10 @@ def _movable(admin: Admin, site: Site, host: Host) -> str:
     """The host's root spec, once it is sure that it exists, is a clone and is not mapped."""
     h = host.data
     spec = image_spec(h)
+    if stateless(h):
+        raise Refused(f"host {host.name} is stateless: it boots {golden.namespace_of(h['root']['image'])}/{h['root']['image']}-{h['root']['snapshot']} "
+                      f"read-only and has no root of its own; change root.snapshot ({host.origin('root.snapshot')}) to move it, "
+                      "and back to roll it back (it takes effect at its next boot, after `doit`)")
     if not h["root"]["image"]:
         raise Refused(f"host {host.name} has no root.image ({host.source}): its root is no clone of a golden image")
     if h["rbd"]["image"] not in _image_names(admin, h):
@@ -481,6 +510,10 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
     h = host.data
     if not h["root"]["image"]:  # `doit move-root` moves every host that has a golden image
         print(f"move-root:{host.name}: no root.image ({host.source}): its root is its own, nothing to move", flush=True)
+        return None
+    if stateless(h):
+        print(f"move-root:{host.name}: stateless, root is {golden.namespace_of(h['root']['image'])}/{h['root']['image']}-{h['root']['snapshot']} "
+              f"read-only, nothing to move here: change root.snapshot ({host.origin('root.snapshot')}) and run `doit`", flush=True)
         return None
     try:
         admin = Admin(site)
@@ -552,15 +585,22 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
         admin.check_fsid()
         data_pool = admin.fs_data_pool()
         pool, ns = h["rbd"]["pool"], h["rbd"]["namespace"]
-        has_ns = pool in admin.pools() and any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool))
-        check("namespace", has_ns, f"{pool}/{ns}" + ("" if has_ns else " does not exist"))
+        if stateless(h):
+            try:
+                check("root", True, f"{_golden_snapshot(admin, site, host)} exists and is frozen (stateless: mapped read-only)")
+            except Refused as e:
+                check("root", False, str(e))
+            has_ns = False
+        else:
+            has_ns = pool in admin.pools() and any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool))
+            check("namespace", has_ns, f"{pool}/{ns}" + ("" if has_ns else " does not exist"))
         spec = image_spec(h)
         info = None
         if has_ns and h["rbd"]["image"] in _image_names(admin, h):
             info = admin.rbd_json("info", spec)
-        if info is None:
+        if info is None and not stateless(h):
             check("image", False, f"{spec} does not exist")
-        else:
+        elif info is not None:
             image = golden.image_of(site, host)
             shape = image.data if image else h["rbd"]  # a clone has its golden image's size and features
             size = rootfs.size_bytes(shape["size"])
@@ -614,11 +654,27 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
 
 # ---- tasks ---------------------------------------------------------------------------
 
+PROFILE_MARK = "@"  # `doit TASK:@PROFILE`: every host of a profile (no host name holds an '@')
+
+
+def profiles_of(host: Host) -> list[str]:
+    """The profiles a host's values come from, its includes expanded (their files are among its sources)."""
+    return [Path(src).stem for src in host.sources if src.startswith("hosts/profiles/")]
+
+
 def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[dict[str, Any]]:
-    """One subtask per host running ``action(site, host)`` every time: the cluster is the state, so look each run."""
+    """One subtask per host running ``action(site, host)`` every time: the cluster is the state, so look each run.
+
+    Hosts are named as tasks, one or several (`doit move-root:a move-root:b`); `TASK:@PROFILE`
+    names every host that takes values from hosts/profiles/PROFILE.yaml (its includes counted),
+    each run as its own subtask, so each says what it did.
+    """
     site = inventory.load_for_tasks()
     yield {"basename": basename, "name": None, "doc": group_doc}
+    members: dict[str, list[str]] = {}
     for host in site.hosts.values():
+        for profile in profiles_of(host):
+            members.setdefault(profile, []).append(host.name)
         yield {
             "basename": basename,
             "name": host.name,
@@ -627,6 +683,15 @@ def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[
             "task_dep": ["render:hosts"],  # the host's files go into its image and its stamp
             "uptodate": [False],
             "verbosity": 2,
+        }
+    for profile, names in sorted(members.items()):
+        yield {
+            "basename": basename,
+            "name": PROFILE_MARK + profile,
+            "doc": f"{basename} for each host of profile {profile} ({len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})",
+            "actions": None,
+            "task_dep": [f"{basename}:{n}" for n in names],
+            "uptodate": [False],
         }
 
 
@@ -649,7 +714,7 @@ def task_verify() -> Iterator[dict[str, Any]]:
 
 @create_after(executed=None, creates=["move-root"])
 def task_move_root() -> Iterator[dict[str, Any]]:
-    """`doit move-root:HOST [move-root:HOST2 ...]`: a clone of its golden image's current version as HOST's root, the former one kept (only when named)."""
+    """`doit move-root:HOST [move-root:HOST2 ...]` or `doit move-root:@PROFILE`: a clone of its golden image's current version as each host's root, the former one kept (only when named)."""
     yield from _per_host("move-root", "Move hosts' roots to their golden image's current version, keeping the former root (not a default task).",
                          move_root, "{host}'s root becomes a clone of its golden image's current version; the former root is kept")
 

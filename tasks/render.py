@@ -12,6 +12,7 @@ from . import artifacts, inventory
 from .artifacts import BY_NAME, SECRET, SEALED_STAMP  # noqa: F401  (SECRET: re-exported)
 from .fileio import digest, files_digest, write_if_changed
 from .inventory import Host, Site
+from .model import STATELESS_FILES, mapped_root, stateless
 from .quoting import quote
 from .stage import Stage, Unit, stage_task
 from . import sealed
@@ -82,6 +83,8 @@ def render_host(site: Site, host: Host) -> None:
         "root_device": f"/dev/mapper/{h['luks']['name']}" if h["luks"] else "/dev/rbd0",
         "cmdline": cmdline(h),
         "key": key,
+        "mapped": mapped_root(h),
+        "stateless_files": STATELESS_FILES if stateless(h) else "",
     }
     outputs = artifacts.built_by("render", h)
     for rel, a in outputs.items():

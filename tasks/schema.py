@@ -68,6 +68,8 @@ _REL_PATH = re.compile(r"[A-Za-z0-9_.+-]{1,255}(/[A-Za-z0-9_.+-]{1,255}){0,31}")
 _URL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
 _DNS_NAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _SIZE = re.compile(r"[1-9][0-9]{0,5}[MGT]")
+_TMPFS_SIZE = re.compile(r"[1-9][0-9]?%|100%|[1-9][0-9]{0,5}[MG]")
+_SNAPSHOT = re.compile(r"[0-9a-f]{16}")
 _GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _SUITE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
@@ -191,6 +193,8 @@ def url(v: Any) -> str:
 
 
 size = _regex(_SIZE, "a size like 512M, 10G or 1T (at most 6 digits)")
+tmpfs_size = _regex(_TMPFS_SIZE, "a tmpfs size: a share of the RAM like 50%, or a size like 512M or 2G")
+golden_snapshot = _regex(_SNAPSHOT, "a golden image version: the 16 hex digits after '@' that `doit image:NAME` prints")
 
 
 @expects(f"a group name (lowercase, up to 32 characters) or a numeric gid from 0 to {MAX_GID}")
@@ -504,6 +508,9 @@ HOST = Section(
         "root": Section(
             {
                 "image": Field(host_name, "Golden image (hosts/images/NAME.yaml) whose current snapshot provisioning clones as this host's root, instead of building one (docs/golden-images.md).", default=None),
+                "mode": Field(one_of("stateful", "stateless"), "'stateful': the host's root is its own image (a clone of root.image, or built for it); 'stateless': the host maps root.image's snapshot root.snapshot read-only, shared with every other such host, under a tmpfs overlay that is lost at each reboot.", default="stateful"),
+                "snapshot": Field(golden_snapshot, "Stateless hosts only: the version of root.image they boot (the snapshot name `doit image:NAME` prints); changing it moves them.", default=None),
+                "overlay_size": Field(tmpfs_size, "Stateless hosts only: most RAM the tmpfs holding the root's writes may use.", default="50%"),
             },
             "Where the host's root comes from.",
         ),

@@ -1,6 +1,7 @@
 """The artifact table (tasks/artifacts.py) is the one list of per-host files: every consumer sees every row.
 
-For each kind of host (LUKS or not, keys sealed or in the clear, monolithic or not), each
+For each kind of host (LUKS or not, keys sealed or in the clear, monolithic or not, stateful
+or stateless), each
 row the host has must reach each stage that the row says it goes to, with its mode: a
 stage that kept a list of its own would miss a new row, and this fails.
 """
@@ -16,20 +17,22 @@ from tasks import artifacts, imagenative, lint, overlay, publish, render, rootfs
 from tasks.layout import TEMPLATES, host_file
 from tasks.model import Host
 
-KINDS = list(itertools.product((False, True), ("clear", "machine"), (False, True)))
+# a stateless host has no LUKS (the inventory refuses it)
+KINDS = [k for k in itertools.product((False, True), ("clear", "machine"), (False, True), ("stateful", "stateless"))
+         if not (k[0] and k[3] == "stateless")]
 
 
-def a_host(luks: bool, mode: str, monolithic: bool) -> Host:
+def a_host(luks: bool, mode: str, monolithic: bool, root: str = "stateful") -> Host:
     data: dict[str, Any] = {
-        "client": "c-1", "secrets": {"mode": mode}, "monolithic": monolithic,
+        "client": "c-1", "secrets": {"mode": mode}, "monolithic": monolithic, "root": {"mode": root},
         "luks": {"name": "cryptroot", "keyfile": "keys/h.luks"} if luks else None,
     }
     return Host(name="h1", source="hosts/nodes/h1.yaml", sources=["hosts/nodes/h1.yaml"], data=data)
 
 
-@pytest.mark.parametrize("luks,mode,monolithic", KINDS)
-def test_every_row_reaches_every_consumer_it_names(luks: bool, mode: str, monolithic: bool) -> None:
-    host = a_host(luks, mode, monolithic)
+@pytest.mark.parametrize("luks,mode,monolithic,root", KINDS)
+def test_every_row_reaches_every_consumer_it_names(luks: bool, mode: str, monolithic: bool, root: str) -> None:
+    host = a_host(luks, mode, monolithic, root)
     h = host.data
     rows = artifacts.of_host(h)
     rendered = render.host_outputs(host)
@@ -77,7 +80,8 @@ def test_the_keys_travel_sealed_or_clear_never_both() -> None:
 
 
 def test_the_layer_makes_its_folders_owner_only_where_they_hold_only_secrets() -> None:
-    assert overlay.DIRS == {"conf": 0o755, "conf/conf.d": 0o755, "etc": 0o755, "etc/ceph": 0o755, "etc/cephboot": 0o700}
+    assert overlay.DIRS == {"cephboot": 0o755, "cephboot/root": 0o755, "cephboot/root/etc": 0o755,  # a stateless host's overlay files
+                           "conf": 0o755, "conf/conf.d": 0o755, "etc": 0o755, "etc/ceph": 0o755, "etc/cephboot": 0o700}
 
 
 def test_publish_replaces_the_script_that_names_the_others_last() -> None:

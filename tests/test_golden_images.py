@@ -137,3 +137,74 @@ def test_image_tasks_load_without_a_cluster_and_run_only_when_named(the_example_
         run = the_example_site.doit(task, check=False)
         assert run.returncode != 0 and f".  {task}" in run.stdout
         assert "provisioning needs ceph.admin_keyring in hosts/site.yaml" in run.stdout + run.stderr
+
+
+# ---- stateless hosts ---------------------------------------------------------------
+
+SNAP = "0123456789abcdef"
+
+
+def _stateless(site: Site, tmp_path: Path, root: str = f"{{image: base, mode: stateless, snapshot: '{SNAP}'}}", host: str = "zephyr") -> None:
+    _with_image(site, tmp_path, host=host)
+    site.edit(f"nodes/{host}.yaml", "root: {image: base}", f"root: {root}")
+
+
+@pytest.mark.parametrize(("root", "message"), [
+    ("{mode: stateless, snapshot: '" + SNAP + "'}", "root.mode: 'stateless' needs root.image: a stateless host maps a golden image"),
+    ("{image: base, mode: stateless}", "root.snapshot: missing; a stateless host boots one version of its golden image: "
+                                       "set root.snapshot to the 16 hex digits after '@' that `doit image:base` prints"),
+    ("{image: base, snapshot: '" + SNAP + "'}", f"root.snapshot: '{SNAP}': only a stateless host (root.mode: stateless) names a version"),
+    ("{image: base, mode: stateless, snapshot: v1}", "root.snapshot: 'v1': expected a golden image version: the 16 hex digits"),
+    ("{image: base, mode: diskless}", "root.mode: 'diskless': expected one of: stateful, stateless"),
+    ("{image: base, mode: stateless, snapshot: '" + SNAP + "', overlay_size: 2T}", "root.overlay_size: '2T': expected a tmpfs size"),
+], ids=["no-image", "no-snapshot", "snapshot-on-stateful", "bad-snapshot", "bad-mode", "bad-overlay-size"])
+def test_a_stateless_host_names_its_image_and_version_or_is_refused(the_example_site: Site, tmp_path: Path, root: str, message: str) -> None:
+    _stateless(the_example_site, tmp_path, root)
+    with pytest.raises(inventory.InventoryError) as e:
+        inventory.load(the_example_site.root, use_cache=False)
+    assert f"hosts/nodes/zephyr.yaml: {message}" in str(e.value)
+
+
+def test_a_stateless_luks_host_is_refused_naming_why(the_example_site: Site, tmp_path: Path) -> None:
+    _stateless(the_example_site, tmp_path, host="boreas")
+    with pytest.raises(inventory.InventoryError) as e:
+        inventory.load(the_example_site.root, use_cache=False)
+    assert "luks.name: a stateless host cannot use LUKS: its root is the golden image every stateless host shares, read-only" in str(e.value)
+
+
+def test_a_stateless_hosts_client_reads_the_golden_namespace_and_has_no_image_of_its_own() -> None:
+    h = {"rbd": {"pool": "rbd", "namespace": "zephyr"}, "boot_path": "/hosts/zephyr", "root": {"image": "base", "mode": "stateless"}}
+    assert wanted_caps(h, "boot", "cephfs.boot.data")["osd"] == (
+        "profile rbd-read-only pool=rbd namespace=golden-base, allow rw pool=cephfs.boot.data namespace=fs-hosts-zephyr")
+
+
+def test_a_stateless_hosts_initrd_maps_the_version_it_names_and_its_layer_carries_its_root_files(
+    the_example_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stateless(the_example_site, tmp_path)
+    monkeypatch.chdir(the_example_site.root)
+    s = inventory.load(the_example_site.root, use_cache=False)
+    host = s.hosts["zephyr"]
+    assert golden.load_images(s)["base"].snapshot_spec(SNAP) == f"rbd/golden-base/base-{SNAP}@{SNAP}"
+    render_host(s, host)
+    conf = (Path("build/hosts/zephyr") / "initramfs-tools/conf.d/cephboot").read_text()
+    for line in ("CEPHBOOT_NAMESPACE='golden-base'", f"CEPHBOOT_IMAGE='base-{SNAP}'", f"CEPHBOOT_SNAP='{SNAP}'",
+                 "CEPHBOOT_ROOT_MODE='stateless'", "CEPHBOOT_OVERLAY_SIZE='50%'", "CEPHBOOT_ROOT_FILES='/cephboot/root'"):
+        assert f"\n{line}\n" in conf, conf
+    assert Path("build/hosts/zephyr/rootfs/etc/hostname").read_text() == "zephyr\n"
+    from tasks.overlay import layer_members
+    members = layer_members(host)
+    assert members["cephboot/root/etc/hostname"] == ("rootfs/etc/hostname", 0o644)
+    assert members["cephboot/root/etc/fstab"] == ("rootfs/etc/fstab", 0o644)
+    assert "etc/cephboot/sealed" in members, "machine mode: the keyring still travels sealed, local-top copies the unsealed one"
+
+
+def test_a_profile_names_its_hosts_for_move_root_as_for_every_per_host_command(the_example_site: Site) -> None:
+    """`doit move-root:@rack-a` is move-root:boreas and move-root:zephyr (rack-a's hosts, boreas through its list too), never notus."""
+    run = the_example_site.doit("move-root:@rack-a", check=False)
+    ran = [line[3:] for line in run.stdout.splitlines() if line.startswith(".  ")]
+    assert [t for t in ran if not t.startswith("render")] == ["move-root:boreas", "move-root:zephyr"], run.stdout
+    for host in ("boreas", "zephyr"):
+        assert f"move-root:{host}: no root.image (hosts/nodes/{host}.yaml): its root is its own, nothing to move" in run.stdout
+    verify = the_example_site.doit("verify:@secure", check=False)
+    assert [line[3:] for line in verify.stdout.splitlines() if line.startswith(".  verify")] == ["verify:boreas"], verify.stdout

@@ -26,9 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "templates" / "initramfs-tools" / "scripts" / "local-top" / "cephboot"
 HOOK = REPO / "templates" / "initramfs-tools" / "hooks" / "cephboot"
 FIXTURES = Path(__file__).resolve().parent / "boot_script"
-STUBBED = ("ip", "ipconfig", "rbd", "cryptsetup", "modprobe", "sleep", "udevadm")
-# the real programs, for what a stub cannot stand in for: unsealing keys in machine mode
-REAL = ("openssl", "chmod", "rm")
+STUBBED = ("ip", "ipconfig", "rbd", "cryptsetup", "modprobe", "sleep", "udevadm", "mount")
+# the real programs, for what a stub cannot stand in for: unsealing keys in machine mode,
+# putting a stateless host's files into its overlay
+REAL = ("openssl", "chmod", "rm", "mkdir", "cp")
 KEYRING = FIXTURES / "ceph.client.zephyr.keyring"
 ZEPHYR_KEY = "AQAAAAAAAAAAABAAY2VwaGJvb3QtZml4dHVyZQ=="
 CEPH_MAC = "52:54:00:12:34:56"
@@ -110,10 +111,10 @@ class FakeInitrd:
             (directory / "carrier").write_text(carrier + "\n")
         return directory
 
-    def rbd_device(self, dev_id: str, pool: str, name: str, namespace: str) -> None:
+    def rbd_device(self, dev_id: str, pool: str, name: str, namespace: str, snap: str = "-") -> None:
         directory = self.sys / "bus" / "rbd" / "devices" / dev_id
         directory.mkdir(parents=True)
-        for attribute, value in (("pool", pool), ("name", name), ("pool_ns", namespace)):
+        for attribute, value in (("pool", pool), ("name", name), ("pool_ns", namespace), ("current_snap", snap)):
             (directory / attribute).write_text(value + "\n")
 
     def conf(self, **overrides: str) -> None:
@@ -802,3 +803,131 @@ def test_real_ip_and_sysfs_in_a_private_network_namespace(shell: str, tmp_path: 
     assert "192.0.2.10/24" in boot.output
     assert "default via 192.0.2.254 dev v0" in boot.output
     assert boot.lines("rbd") == [rbd_map_line()]
+
+
+# ---- stateless hosts ----------------------------------------------------------
+
+SNAP = "0123456789abcdef"
+
+
+@dataclass
+class Stateless:
+    """A stateless host's machine: its golden snapshot mapped as rbd0, its layer's files, /run and /conf/param.conf."""
+
+    initrd: FakeInitrd
+    files: Path
+    keyring: Path
+    ceph_conf: Path
+    run: Path
+    param_conf: Path
+
+    @property
+    def upper(self) -> Path:
+        return self.run / "cephboot" / "rw" / "upper"
+
+    def boot(self, **env: str) -> Boot:
+        return self.initrd.boot(CEPHBOOT_RUN=str(self.run), CEPHBOOT_PARAM_CONF=str(self.param_conf),
+                                CEPHBOOT_CEPH_CONF=str(self.ceph_conf), **env)
+
+    def params(self) -> dict[str, str]:
+        """What init's shell holds once it has sourced /conf/param.conf."""
+        names = ("ROOT", "ROOTFSTYPE", "ROOTFLAGS", "readonly", "fastboot")
+        shown = subprocess.run(["dash", "-c", '. "$1"; for n in ' + " ".join(names) + '; do eval "printf \'%s=%s\\n\' $n \\"\\${$n}\\""; done',
+                                "sh", str(self.param_conf)], capture_output=True, text=True, check=True).stdout
+        return dict(line.split("=", 1) for line in shown.splitlines())
+
+
+@pytest.fixture
+def a_stateless_host(initrd: FakeInitrd, tmp_path: Path) -> Stateless:
+    shutil.rmtree(initrd.sys / "bus" / "rbd" / "devices")
+    initrd.rbd_device("0", pool="rbd", name=f"base-{SNAP}", namespace="golden-base", snap=SNAP)
+    files = tmp_path / "layer" / "cephboot" / "root"
+    (files / "etc").mkdir(parents=True)
+    (files / "etc" / "hostname").write_text("zephyr\n")
+    (files / "etc" / "fstab").write_text("192.0.2.1:/hosts/zephyr /boot ceph name=zephyr 0 0\n")
+    keyring = tmp_path / "layer" / "ceph.client.zephyr.keyring"
+    keyring.write_bytes(KEYRING.read_bytes())
+    keyring.chmod(0o600)
+    ceph_conf = tmp_path / "layer" / "ceph.conf"
+    ceph_conf.write_text("[global]\nmon_host = 192.0.2.1\n")
+    initrd.conf(NAMESPACE="golden-base", IMAGE=f"base-{SNAP}", SNAP=SNAP, ROOT_MODE="stateless", OVERLAY_SIZE="50%",
+                ROOT_FILES=str(files), KEYRING=str(keyring))
+    (tmp_path / "run").mkdir()
+    return Stateless(initrd, files, keyring, ceph_conf, tmp_path / "run", tmp_path / "param.conf")
+
+
+def test_a_stateless_host_maps_its_golden_snapshot_read_only_and_asks_init_for_an_overlay_root(a_stateless_host: Stateless) -> None:
+    host = a_stateless_host
+    boot = host.boot()
+    assert boot.rc == 0, boot.output
+    lower, rw = host.run / "cephboot" / "lower", host.run / "cephboot" / "rw"
+    assert boot.lines("rbd", "mount") == [
+        " ".join(["rbd device map", f"rbd/golden-base/base-{SNAP}@{SNAP}", "--id zephyr --keyring", str(host.keyring),
+                  "--client_mount_timeout 120 --read-only"]),
+        f"mount -r -t ext4 /dev/rbd0 {lower}",
+        f"mount -t tmpfs -o size=50%,mode=0755 cephboot-rw {rw}",
+    ]
+    assert host.params() == {"ROOT": "overlay", "ROOTFSTYPE": "overlay", "readonly": "n", "fastboot": "y",
+                             "ROOTFLAGS": f"-o lowerdir={lower},upperdir={rw}/upper,workdir={rw}/work"}
+    assert (rw / "work").is_dir()
+    assert f"cephboot: stateless root: rbd/golden-base/base-{SNAP}@{SNAP} read-only on {lower} under a tmpfs of 50%" in boot.output
+
+
+def test_a_stateless_hosts_own_files_go_into_its_overlay_the_keyring_owner_only(a_stateless_host: Stateless) -> None:
+    host = a_stateless_host
+    boot = host.boot()
+    assert boot.rc == 0, boot.output
+    assert (host.upper / "etc" / "hostname").read_text() == "zephyr\n"
+    assert (host.upper / "etc" / "fstab").read_text() == (host.files / "etc" / "fstab").read_text()
+    assert (host.upper / "etc" / "ceph" / "ceph.conf").read_text() == host.ceph_conf.read_text()
+    keyring = host.upper / str(host.keyring).lstrip("/")
+    assert keyring.read_bytes() == KEYRING.read_bytes()
+    assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+
+
+def test_a_stateless_host_maps_by_sysfs_naming_the_snapshot_read_only(a_stateless_host: Stateless) -> None:
+    host = a_stateless_host
+    host.initrd.conf(NAMESPACE="golden-base", IMAGE=f"base-{SNAP}", SNAP=SNAP, ROOT_MODE="stateless", OVERLAY_SIZE="2G",
+                     ROOT_FILES=str(host.files), KEYRING=str(host.keyring), MAP_METHOD="sysfs")
+    boot = host.boot()
+    assert boot.rc == 0, boot.output
+    written = (host.initrd.sys / "bus" / "rbd" / "add_single_major").read_text()
+    assert written.startswith("192.0.2.1,192.0.2.2:6789 name=zephyr,secret=")
+    assert written.endswith(f",_pool_ns=golden-base,mount_timeout=120,read_only rbd base-{SNAP} {SNAP}"), written
+    assert "mount -t tmpfs -o size=2G,mode=0755 cephboot-rw " + str(host.run / "cephboot" / "rw") in boot.lines("mount")
+
+
+def test_a_stateless_host_refuses_a_mapped_device_of_another_snapshot(a_stateless_host: Stateless) -> None:
+    (a_stateless_host.initrd.sys / "bus" / "rbd" / "devices" / "0" / "current_snap").write_text("fedcba9876543210\n")
+    boot = a_stateless_host.boot()
+    assert boot.panicked
+    assert f"cephboot: mapped rbd/golden-base/base-{SNAP}@{SNAP} but no matching device" in boot.output
+    assert not a_stateless_host.param_conf.exists()
+
+
+def test_a_stateless_root_that_does_not_mount_panics_and_leaves_root_alone(a_stateless_host: Stateless) -> None:
+    a_stateless_host.initrd.plan("mount", {"rc": 32, "stderr": "mount: wrong fs type"})
+    boot = a_stateless_host.boot()
+    assert boot.panicked
+    assert (f"cephboot: mounting rbd/golden-base/base-{SNAP}@{SNAP} (/dev/rbd0) read-only on "
+            f"{a_stateless_host.run}/cephboot/lower failed: mount: wrong fs type") in boot.output
+    assert not a_stateless_host.param_conf.exists(), "init must not be told to mount an overlay that has no lower layer"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"SNAP": ""}, "lacks a value for: CEPHBOOT_SNAP"),
+    ({"ROOT_FILES": "", "OVERLAY_SIZE": ""}, "lacks a value for: CEPHBOOT_OVERLAY_SIZE CEPHBOOT_ROOT_FILES"),
+    ({"ROOT_MODE": "diskless"}, "CEPHBOOT_ROOT_MODE='diskless' in "),
+    ({"OVERLAY_SIZE": "lots"}, "CEPHBOOT_OVERLAY_SIZE='lots' in "),
+    ({"LUKS_NAME": "root", "LUKS_KEYFILE": "/etc/cephboot/luks.key"}, "sets both CEPHBOOT_ROOT_MODE='stateless' and CEPHBOOT_LUKS_NAME"),
+], ids=["no-snapshot", "no-overlay", "unknown-mode", "bad-size", "luks"])
+def test_a_stateless_conf_that_is_incomplete_or_wrong_panics_before_the_network(
+    a_stateless_host: Stateless, overrides: dict[str, str], message: str
+) -> None:
+    values = {"NAMESPACE": "golden-base", "IMAGE": f"base-{SNAP}", "SNAP": SNAP, "ROOT_MODE": "stateless", "OVERLAY_SIZE": "50%",
+              "ROOT_FILES": str(a_stateless_host.files), "KEYRING": str(a_stateless_host.keyring)}
+    a_stateless_host.initrd.conf(**{**values, **overrides})
+    boot = a_stateless_host.boot()
+    assert boot.panicked
+    assert message in boot.output
+    assert boot.lines("ip", "rbd", "mount") == []

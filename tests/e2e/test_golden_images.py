@@ -31,6 +31,7 @@ BOOT_TREE = "/golden-tree"
 HTTP_PORT = 8085
 BOOT_TIMEOUT = 300
 HOSTS = {"gold-a": ("52:54:00:e9:00:01", "198.51.100.51/24"), "gold-b": ("52:54:00:e9:00:02", "198.51.100.52/24")}
+STATELESS = ("gold-s", "52:54:00:e9:00:03", "198.51.100.53/24")  # boots the first version read-only, under a tmpfs overlay
 
 
 class GoldenSite:
@@ -42,10 +43,12 @@ class GoldenSite:
         (self.tree / "etc" / "e2e-version").write_text(f"{version}\n")
 
     def boot(self, qemu_boot: Callable[..., QemuMachine], host: str) -> str:
-        guest = qemu_boot(self.served, [HOSTS[host][0]])
+        stateless = host == STATELESS[0]
+        guest = qemu_boot(self.served, [STATELESS[1] if stateless else HOSTS[host][0]])
         guest.wait_for(rf"CEPHBOOT-E2E-(OK|FAIL) host={host}", BOOT_TIMEOUT)
         console = guest.console()
-        assert f"CEPHBOOT-E2E-OK host={host} root=/dev/rbd0" in console, console[-3000:]
+        # init mounts a stateless host's root as the overlay local-top prepared (its source is "overlay")
+        assert f"CEPHBOOT-E2E-OK host={host} root={'overlay' if stateless else '/dev/rbd0'}" in console, console[-3000:]
         return console
 
 
@@ -88,6 +91,12 @@ def a_golden_site(
     golden.set_version("v1")
     golden.runs["image"] = site.doit("image:base").stdout
     golden.runs["image again"] = site.doit("image:base").stdout
+    # a stateless host names the version it boots: the one `doit image:base` just printed
+    built = re.search(r"^image:base: built \S+@([0-9a-f]{16}) ", golden.runs["image"], re.MULTILINE)
+    assert built, golden.runs["image"]
+    name, mac, address = STATELESS
+    site.add_host(name, mac, root={"image": "base", "mode": "stateless", "snapshot": built.group(1)},
+                  nics={"ceph": {"macs": [mac], "address": address, "gateway": GUEST_GATEWAY}})
     golden.runs["provision"] = site.doit("provision").stdout
     golden.runs["doit"] = site.doit().stdout
     with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-golden") as view, \
@@ -197,3 +206,47 @@ def test_a_golden_update_moves_only_the_canary_and_a_rollback_brings_back_its_ol
     assert _version(rolled, "gold-a") == "v1"
     assert _writes(rolled, "gold-a")[:len(old_writes) + 1] == old_writes + _writes(rolled, "gold-a")[len(old_writes):len(old_writes) + 1]
     assert len(_writes(rolled, "gold-a")) == len(old_writes) + 1, "the old root is back with its writes"
+
+
+def test_a_stateless_host_gets_no_image_and_its_client_only_reads_the_golden_image(
+    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, tmp_path: Path
+) -> None:
+    name = STATELESS[0]
+    provision = a_golden_site.runs["provision"]
+    snap = re.search(rf"^image:base: built ({RBD_POOL}/golden-base/base-([0-9a-f]{{16}})@\2) ", a_golden_site.runs["image"], re.MULTILINE)
+    assert snap, a_golden_site.runs["image"]
+    assert re.search(rf"^provision:{name}: .*root {re.escape(snap.group(1))} mapped read-only \(stateless: no image of its own\)", provision, re.MULTILINE), provision
+    assert name not in a_ceph_cluster.rbd("namespace", "ls", RBD_POOL).stdout.split(), "a stateless host got a namespace of its own"
+    caps = a_ceph_cluster.ceph_json("auth", "get", f"client.{name}")[0]["caps"]["osd"]
+    assert caps.startswith(f"profile rbd-read-only pool={RBD_POOL} namespace=golden-base, allow rw pool="), caps
+    verify = a_golden_site.site.doit(f"verify:{name}").stdout
+    assert re.search(rf"^verify:{name}: ok +root: {re.escape(snap.group(1))} exists and is frozen", verify, re.MULTILINE), verify
+    s = a_golden_site.site.client(name)
+    parent = snap.group(1).split("@")[0]
+    assert a_ceph_cluster.rbd("export", "--no-progress", snap.group(1), str(tmp_path / "s.img"), client=s, check=False).returncode == 0, \
+        "a stateless host reads its golden snapshot"
+    write = a_ceph_cluster.rbd("bench", "--io-type", "write", "--io-total", "4096", "--io-size", "4096", parent, client=s, check=False)
+    assert write.returncode != 0, f"the stateless host wrote its golden image: {write.stdout}"
+    assert a_ceph_cluster.rbd("create", "--size", "4M", f"{RBD_POOL}/golden-base/by-{name}", client=s, check=False).returncode != 0, \
+        "the stateless host created an image in the golden namespace"
+    assert a_ceph_cluster.rbd("info", f"{RBD_POOL}/gold-a/root", client=s, check=False).returncode != 0, "the stateless host read a clone"
+    moved = a_golden_site.site.doit(f"move-root:{name}").stdout
+    assert f"move-root:{name}: stateless, root is golden-base/base-{snap.group(2)} read-only, nothing to move here" in moved, moved
+
+
+def test_a_stateless_host_boots_the_golden_snapshot_with_its_own_name_and_its_writes_vanish_on_reboot(
+    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, qemu_boot: Callable[..., QemuMachine]
+) -> None:
+    name = STATELESS[0]
+    snap = re.search(rf"^image:base: built ({RBD_POOL}/golden-base/base-[0-9a-f]{{16}})@([0-9a-f]{{16}}) ", a_golden_site.runs["image"], re.MULTILINE)
+    assert snap, a_golden_site.runs["image"]
+    first = a_golden_site.boot(qemu_boot, name)
+    assert "CEPHBOOT-E2E-ROOT host=gold-s root=overlay" in first, "its own /etc/hostname, from its layer, over the golden image's"
+    assert "cephboot: stateless root: " in first and "read-only on /run/cephboot/lower" in first, first[-3000:]
+    assert _version(first, name) == "v1", "it boots the version it names"
+    assert _writes(first, name) == []
+    second = a_golden_site.boot(qemu_boot, name)
+    assert _writes(second, name) == [], "a stateless host's writes are gone after a reboot"
+    assert "CEPHBOOT-E2E-BOOT host=gold-s" in second, "its fstab and keyring (from its layer) mount its /boot"
+    changed = a_ceph_cluster.rbd("diff", "--format", "json", "--from-snap", snap.group(2), snap.group(1)).stdout
+    assert json.loads(changed) == [], f"the golden image was written since it was frozen: {changed}"
