@@ -24,6 +24,7 @@ from tasks.provision import task_move_root, task_provision, task_rollback_root, 
 from tasks.publish import task_publish, task_rollback  # noqa: E402
 from tasks.render import task_render  # noqa: E402
 from tasks.reporter import Reporter  # noqa: E402
+from tasks.rotate import task_retire, task_rotate  # noqa: E402  (changes the cluster and hosts/keys: never default)
 
 # One stat per file while the tasks load and are checked (tasks/fileio.py); the
 # reporter ends it as soon as a task that may change files runs.
@@ -43,4 +44,4 @@ DOIT_CONFIG = {
     "reporter": Reporter,  # doit's executed-only, and the end of the stat memo once a task runs
 }
 
-__all__ = ["task_dnsmasq", "task_dhcp_snippets", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "task_image", "task_move_root", "task_rollback_root", "DOIT_CONFIG"]
+__all__ = ["task_dnsmasq", "task_dhcp_snippets", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "task_image", "task_move_root", "task_rollback_root", "task_rotate", "task_retire", "DOIT_CONFIG"]

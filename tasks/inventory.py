@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from . import schema, yamlfiles
-from .checks import TREE_MARKER, cephx_key, check_host_paths, check_kernels, check_nics, check_site, cmdline_words, cross_check, site_path
+from .checks import TREE_MARKER, cephx_key, check_host_paths, keyring_entity, check_kernels, check_nics, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key, tmp_name
 from .model import Host, InventoryError, Problem, Site, kind
 from .schema import Invalid, ItemInvalid, Section, shown
 
-__all__ = ["Host", "InventoryError", "Problem", "Site", "TREE_MARKER", "cephx_key", "cmdline_words", "installed_kernels", "load", "load_for_tasks", "merge", "resolve_kernel", "validate"]
+__all__ = ["Host", "InventoryError", "Problem", "Site", "TREE_MARKER", "cephx_key", "keyring_entity", "cmdline_words", "installed_kernels", "load", "load_for_tasks", "merge", "resolve_kernel", "validate"]
 
 
 SITE_FILE = "site.yaml"
