@@ -81,10 +81,16 @@ def _next(entity: str, base: str) -> str:
 
 
 def sessions(admin: Admin) -> dict[str, list[str]]:
-    """Entity names of the clients holding a session with any monitor, with their addresses."""
+    """Entity names of the clients holding a session with any monitor, with their addresses.
+
+    Each monitor is asked on its own (a client holds a session with one of them); one that does
+    not answer fails the question rather than letting an entity in use look unused.
+    """
     out: dict[str, list[str]] = {}
-    for s in json.loads(admin.ceph("tell", "mon.*", "sessions", "--format", "json") or "[]"):
-        out.setdefault(str(s.get("entity_name", "")), []).append(str(s.get("addrs", s.get("addr", "?"))))
+    for mon in admin.ceph_json("mon", "dump")["mons"]:
+        for s in json.loads(admin.ceph("tell", f"mon.{mon['name']}", "sessions", "--format", "json") or "[]"):
+            name = str(s.get("entity_name") or s.get("name") or "")
+            out.setdefault(name, []).append(str(s.get("addrs") or s.get("addr") or "?"))
     return out
 
 

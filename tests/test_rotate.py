@@ -26,6 +26,8 @@ class _FakeCluster:
         self.changed: list[tuple[str, ...]] = []
 
     def ceph_json(self, *args: str) -> object:
+        if args[:2] == ("mon", "dump"):
+            return {"mons": [{"name": "a"}, {"name": "b"}]}
         assert args[:2] == ("auth", "get"), args
         if args[2] not in self.clients:
             raise CephError(["ceph", *args], 2, "Error ENOENT: failed to find client in keyring")
@@ -38,8 +40,8 @@ class _FakeCluster:
             return self.marks[args[2]]
         if args[:2] == ("config-key", "dump"):
             return json.dumps({k: v for k, v in self.marks.items() if k.startswith(args[2])})
-        if args[:2] == ("tell", "mon.*"):
-            return json.dumps([{"entity_name": e, "addrs": "192.0.2.9:0/1"} for e in self.sessions])
+        if args[0] == "tell" and args[2] == "sessions":  # each session is with one monitor: here, b
+            return json.dumps([{"entity_name": e, "addrs": "192.0.2.9:0/1"} for e in self.sessions] if args[1] == "mon.b" else [])
         self.changed.append(args)
         return ""
 
