@@ -217,10 +217,14 @@ def test_measure_a_running_krbd_client_when_its_key_changes(
         note(f"(2) writes still go on over the open OSD connection, past three service ticket lifetimes (write {last})")
         _osd_reconnect(a_ceph_cluster)
         cut = time.monotonic()
+        # recorded, not asserted: measured here, the OSD took the client back with the OSD
+        # ticket it still held (docs/security.md, Rotation); it depends on ticket and secret ages
         stalled = _stalled(guest, 2 * SERVICE_TICKET_TTL + 30, 6 * SERVICE_TICKET_TTL)
-        note(f"(2) OSD connections cut: " + (f"no write completes any more (last one {stalled - cut:.1f} s after the cut)" if stalled
-                                              else "writes go on"))
-        assert stalled is not None, "writes went on after the OSD reconnect with a replaced key"
+        note("(2) OSD connections cut: " + (f"no write completes any more (last one {stalled - cut:.1f} s after the cut)" if stalled
+                                             else f"writes go on ({_writes(guest)[-1]})"))
+        failures = len(re.findall(r"mauth authentication failed: -13", guest.console()))
+        note(f"(2) the kernel's re-authentication failed {failures} times since the key change")
+        assert failures >= 2, "the client's re-authentication with its replaced key failed only once"
     finally:
         set_key(current["key"])
     back = time.monotonic()
