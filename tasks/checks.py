@@ -157,6 +157,10 @@ def check_host_paths(root: Path, host: Host, settings: dict[str, Any], problems:
             f"and could rewrite what the publisher serves to every machine. A host's /boot must be its own folder outside the tree "
             f"(default /hosts/{{name}}); if the tree was the file system's root, set ceph.boot_tree to its own folder, e.g. /tree, "
             f"move the published files there and point publish.target and the web server at it")))
+    if GENERATION.fullmatch(d["client"]):
+        problems.append(Problem(host.origin("client"), "client", (
+            f"{d['client']!r} ends like a key generation (.rN): cephboot names a host's rotated keys "
+            f"<client>.r2, <client>.r3 ...; expected a client name that does not end in .r and a number")))
     if RESERVED_CLIENT.fullmatch(d["client"]):
         problems.append(Problem(host.origin("client"), "client", (
             f"{d['client']!r} is reserved: admin, bootstrap-*, crash*, daemon names and cephboot-* (the publisher, the web server) are "
@@ -186,19 +190,35 @@ def keyring_sections(text: str) -> list[str]:
     return _SECTION.findall(text)
 
 
-def cephx_key(text: str, client: str) -> str:
-    """The base64 key of ``client.<client>`` in a keyring text; raise Invalid otherwise.
+# A host's key generations: its client `<client>`, then `<client>.r2`, `<client>.r3` ... as
+# `doit rotate:<host>` makes them (tasks/rotate.py).  The keyring file holds the current one.
+GENERATION = re.compile(r"(?P<base>.+)\.r(?P<n>[1-9][0-9]*)")
+
+
+def generation_of(base: str, name: str) -> int:
+    """The key generation ``name`` (a client id) is of client ``base``: 1 for ``base`` itself, N for ``base.rN`` (N >= 2); 0 if neither."""
+    if name == base:
+        return 1
+    m = GENERATION.fullmatch(name)
+    return int(m["n"]) if m and m["base"] == base and int(m["n"]) >= 2 else 0
+
+
+def keyring_entity(text: str, client: str) -> tuple[str, str]:
+    """(client id, base64 key) of the keyring text's section for ``client`` or one of its key generations; raise Invalid otherwise.
 
     Messages never quote the file: it holds secrets, or is not a keyring at all.
     """
     sections = keyring_sections(text)
-    if f"client.{client}" not in sections:
-        raise Invalid(f"expected a [client.{client}] section ({len(sections)} other section(s) found; a keyring holds the host's own client)")
-    body = text.split(f"[client.{client}]", 1)[1]
+    mine = [s for s in sections if s.startswith("client.") and generation_of(client, s[len("client."):])]
+    if len(mine) != 1:
+        found = f"{len(sections)} other section(s) found" if not mine else f"{len(mine)} such sections found"
+        raise Invalid(f"expected one [client.{client}] section, or [client.{client}.rN] after `doit rotate` ({found}; a keyring holds the host's own client)")
+    entity = mine[0]
+    body = text.split(f"[{entity}]", 1)[1]
     body = _SECTION.split(body, 1)[0]
     m = _KEY_LINE.search(body)
     if not m:
-        raise Invalid(f"expected a 'key = ...' line in [client.{client}]")
+        raise Invalid(f"expected a 'key = ...' line in [{entity}]")
     key = m.group(1)
     try:
         raw = base64.b64decode(key, validate=True)
@@ -207,7 +227,12 @@ def cephx_key(text: str, client: str) -> str:
     # a cephx secret: u16 type, u32+u32 creation time, u16 length, then the AES key
     if len(raw) < 12 or int.from_bytes(raw[10:12], "little") != len(raw) - 12 or len(raw) - 12 not in (16, 32):
         raise Invalid("the key is not a cephx secret (expected what `ceph-authtool --gen-print-key` prints)")
-    return key
+    return entity[len("client."):], key
+
+
+def cephx_key(text: str, client: str) -> str:
+    """The base64 key of ``client.<client>`` (or its current key generation) in a keyring text; raise Invalid otherwise."""
+    return keyring_entity(text, client)[1]
 
 
 def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: list[Problem], folders: dict[str, Any]) -> tuple[str, os.stat_result] | None:

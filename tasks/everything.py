@@ -12,6 +12,7 @@ from .provision import task_move_root, task_provision, task_rollback_root, task_
 from .publish import task_publish, task_rollback
 from .render import task_render
 from .reporter import Reporter
+from .rotate import task_retire, task_rotate  # changes the cluster and hosts/keys: never default
 
 # The process-wide setup, once, before any task loads: build/ made private and cleaned, garbage
 # collection paused and one stat per file while tasks load (its contract: tasks/engine.py)
@@ -27,4 +28,4 @@ DOIT_CONFIG = {
     "reporter": Reporter,  # doit's executed-only, and the end of the stat memo once a task runs
 }
 
-__all__ = ["task_dnsmasq", "task_dhcp_snippets", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "task_image", "task_move_root", "task_rollback_root", "DOIT_CONFIG"]
+__all__ = ["task_dnsmasq", "task_dhcp_snippets", "task_render", "task_lint", "task_initrd", "task_overlay", "task_publish", "task_rollback", "task_nginx", "task_imagenative", "task_provision", "task_verify", "task_image", "task_move_root", "task_rollback_root", "task_rotate", "task_retire", "DOIT_CONFIG"]

@@ -28,8 +28,9 @@ CIPHER = "aes-xts-plain64"
 KEY_BITS = 512  # XTS: two AES-256 keys
 # The key is a random key file, not a passphrase: a slow KDF adds nothing but
 # boot time (and argon2's memory could exceed a small diskless guest's RAM).
+KDF_OPTIONS = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]  # of every key slot, the first and rotated ones (tasks/rotate.py)
 FORMAT_OPTIONS = ["--type", "luks2", "--cipher", CIPHER, "--key-size", str(KEY_BITS), "--sector-size", str(SECTOR),
-                  "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--offset", str(HEADER_BYTES // SECTOR)]
+                  *KDF_OPTIONS, "--offset", str(HEADER_BYTES // SECTOR)]
 # mkfs.ext4 -E for the plain image: no discard (which would let mkfs assume
 # zeroed inode tables) and lazy init (the kernel zeroes the inode tables
 # through dm-crypt after the first mount); the journal is zeroed by us.

@@ -219,6 +219,14 @@ def _key_on_file(site: Site, h: dict[str, Any]) -> str:
         return ""
 
 
+def entity_of(site: Site, h: dict[str, Any]) -> str:
+    """The host's cephx entity: its client, or the key generation its keyring holds after `doit rotate`."""
+    try:
+        return "client." + inventory.keyring_entity(Path(site.path_str(h["keyring"])).read_text(), h["client"])[0]
+    except (OSError, ValueError):
+        return f"client.{h['client']}"
+
+
 def _mark(admin: Admin, entity: str) -> str | None:
     """The host a client was made (or adopted) for by cephboot, or None: the client is not cephboot's."""
     try:
@@ -235,7 +243,7 @@ def _owned_client(admin: Admin, site: Site, host: Host) -> dict[str, Any] | None
     None when the client does not exist yet.  A client that exists and is not marked as made
     for this host (the admin, the publisher, a client made by hand or for another host) is refused.
     """
-    entity = f"client.{host.data['client']}"
+    entity = entity_of(site, host.data)
     if entity in ("client.admin", admin.entity):
         raise Refused(f"host {host.name}: client {host.data['client']!r} ({host.source}) is the cluster admin's identity; "
                       "a host never gets it. Give the host a client of its own (the default is its name)")
@@ -257,7 +265,7 @@ def _client(admin: Admin, site: Site, host: Host, current: dict[str, Any] | None
     host's rendered files are then stale).
     """
     h = host.data
-    entity = f"client.{h['client']}"
+    entity = entity_of(site, h)
     caps = wanted_caps(h, admin.fs_name, data_pool)
     keyring = Path(site.path_str(h["keyring"]))
     flat = [w for kind in sorted(caps) for w in (kind, caps[kind])]
@@ -620,7 +628,7 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
             same = stamp == rootfs.image_stamp(inputs)
             check("image content", same, "built from the inventory's current inputs" if same else
                   (_what_changed(admin, spec, inputs) if stamp else "not written by cephboot"))
-        entity = f"client.{h['client']}"
+        entity = entity_of(site, h)
         caps = wanted_caps(h, admin.fs_name, data_pool)
         current = _auth(admin, entity)
         if current is None:
@@ -662,7 +670,7 @@ def profiles_of(host: Host) -> list[str]:
     return [Path(src).stem for src in host.sources if src.startswith("hosts/profiles/")]
 
 
-def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[dict[str, Any]]:
+def _per_host(basename: str, group_doc: str, action: Any, doc: str, task_dep: tuple[str, ...] = ("render:hosts",)) -> Iterator[dict[str, Any]]:
     """One subtask per host running ``action(site, host)`` every time: the cluster is the state, so look each run.
 
     Hosts are named as tasks, one or several (`doit move-root:a move-root:b`); `TASK:@PROFILE`
@@ -680,7 +688,7 @@ def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[
             "name": host.name,
             "doc": doc.format(host=host.name),
             "actions": [(action, [site, host])],
-            "task_dep": ["render:hosts"],  # the host's files go into its image and its stamp
+            "task_dep": list(task_dep),  # render: the host's files go into its image and its stamp
             "uptodate": [False],
             "verbosity": 2,
         }
@@ -693,6 +701,22 @@ def _per_host(basename: str, group_doc: str, action: Any, doc: str) -> Iterator[
             "task_dep": [f"{basename}:{n}" for n in names],
             "uptodate": [False],
         }
+    # `doit BASENAME:NAME` for a NAME that is no host (or `@NAME` no profile of a host) would otherwise
+    # run nothing and succeed: a task of that name that fails, saying so (doit gives generators no
+    # other view of what was named)
+    named = {a.split(":", 1)[1] for a in sys.argv[1:] if a.startswith(f"{basename}:")}
+    for name in sorted(named - set(site.hosts) - {PROFILE_MARK + p for p in members}):
+        yield {"basename": basename, "name": name, "doc": f"(no host {name!r})",
+               "actions": [(_no_such_host, [site, basename, name, sorted(members)])], "uptodate": [False], "verbosity": 2}
+
+
+def _no_such_host(site: Site, basename: str, name: str, profiles: list[str]) -> TaskFailed:
+    if name.startswith(PROFILE_MARK):
+        return TaskFailed(f"{basename}:{name}: no host takes values from a profile {name[1:]!r} (hosts/profiles/{name[1:]}.yaml); "
+                          f"the profiles in use are: {', '.join(profiles) or 'none'}")
+    known = sorted(site.hosts)
+    shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+    return TaskFailed(f"{basename}:{name}: no host {name!r} in hosts/nodes/ (no {name}.yaml); the hosts are: {shown or 'none'}")
 
 
 # Neither is a default task: created only when named (`doit list` shows each as one

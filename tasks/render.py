@@ -71,9 +71,11 @@ def render_host(site: Site, host: Host) -> None:
     h, s = host.data, site.settings
     env = _env()
     base = host_dir(host.name)
-    key = inventory.cephx_key(site.path(h["keyring"]).read_text(), h["client"])
+    # the client of the keyring's current key generation (`doit rotate`): the boot maps as it;
+    # the keyring's path on the host stays the one of the host's client
+    client, key = inventory.keyring_entity(site.path(h["keyring"]).read_text(), h["client"])
     common = {
-        "h": h,
+        "h": {**h, "client": client},
         "s": s,
         "kver": h["kernel_version"],
         "base": base_name(h["map"]["method"]),

@@ -216,7 +216,7 @@ RUN: dict[str, Case] = {
     "empty-boot-dir": (both(in_site("build/no-kernels", lambda p: p.mkdir()), site_key("kernels", "  boot_dir: build/no-kernels\n")), ["hosts/site.yaml: kernels.boot_dir", "no kernel is installed in build/no-kernels"]),
     # messages blame the file that set the value, and never quote a secret file
     "profile-appends-bad-arg": (edit(RACK, "+kernel_args: [quiet]", '+kernel_args: [quiet, "a;b"]'), ["hosts/profiles/rack-a.yaml: kernel_args: item 3"], ["zephyr.yaml: kernel_args", "boreas.yaml: kernel_args"]),
-    "keyring-that-is-not-one": (write("keys/notus.keyring", "[secret-section-name]\nkey = hunter2\n"), ["notus.yaml: keyring", "expected a [client.notus] section"], ["secret-section-name", "hunter2"]),
+    "keyring-that-is-not-one": (write("keys/notus.keyring", "[secret-section-name]\nkey = hunter2\n"), ["notus.yaml: keyring", "expected one [client.notus] section, or [client.notus.rN] after `doit rotate`"], ["secret-section-name", "hunter2"]),
     # issue 16, finding 4: layouts that break isolation
     "two-hosts-one-namespace": (to_notus("rbd:\n  namespace: zephyr\n  image: other\n"), ["rbd.namespace: RBD namespace rbd/zephyr is already used by host", "hosts/nodes/notus.yaml", "hosts/nodes/zephyr.yaml"], ["hosts/site.yaml"]),
     "boot-path-nested": (to_notus("boot_path: /hosts/zephyr/notus\n"), ["notus.yaml: boot_path", "of host 'notus' is inside /hosts/zephyr, the /boot of host 'zephyr' (hosts/nodes/zephyr.yaml: boot_path)"]),
@@ -248,7 +248,7 @@ LOAD: dict[str, Case] = {
     "name-mismatch": (edit(N, "uuid:", "name: other\nuuid:"), ["notus.yaml: name: 'other' does not match the file name 'notus'"]),
     "keyring-missing": (remove("keys/notus.keyring"), ["notus.yaml: keyring: 'keys/notus.keyring': file not found"]),
     "keyring-group-readable": (chmod("keys/zephyr.keyring", 0o640), ["zephyr.yaml: keyring", "mode 0640"]),
-    "keyring-other-client": (write("keys/notus.keyring", "[client.zephyr]\n\tkey = AQBQhgdr+jsFMhAAvvAmFd5c1M0g92SZSfVdGA==\n"), ["notus.yaml: keyring", "expected a [client.notus] section"], ["client.zephyr"]),
+    "keyring-other-client": (write("keys/notus.keyring", "[client.zephyr]\n\tkey = AQBQhgdr+jsFMhAAvvAmFd5c1M0g92SZSfVdGA==\n"), ["notus.yaml: keyring", "expected one [client.notus] section, or [client.notus.rN] after `doit rotate`"], ["client.zephyr"]),
     "keyring-bad-key": (write("keys/notus.keyring", "[client.notus]\n\tkey = $(reboot)\n"), ["notus.yaml: keyring", "not valid base64"], ["reboot"]),
     "kernel-arg-semicolon": (edit(N, "net.ifnames=0", '"net.ifnames=0;reboot"'), ["notus.yaml: kernel_args", "';'", "not allowed"]),
     "kernel-arg-backquote": (edit(N, "net.ifnames=0", '"x=`reboot`"'), ["notus.yaml: kernel_args", "'`'"]),
