@@ -166,6 +166,7 @@ def _stalled(guest: QemuMachine, quiet: float, timeout: float) -> float | None:
     return None
 
 
+@pytest.mark.measurement
 def test_measure_a_running_krbd_client_when_its_key_changes(
     a_rotation_site: RotationSite, a_ceph_cluster: CephCluster, qemu_boot: Callable[..., QemuMachine], tmp_path: Path,
 ) -> None:
@@ -208,7 +209,6 @@ def test_measure_a_running_krbd_client_when_its_key_changes(
 
     set_key(new_key)
     try:
-        changed = time.monotonic()
         note("(2) key of the running entity replaced (ceph auth import)")
         failed = guest.wait_for(r"libceph: auth protocol 'cephx' mauth authentication failed: -13", 3 * MON_TICKET_TTL)
         note(f"(2) the guest's kernel: {failed.group(0)!r}")
