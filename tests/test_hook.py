@@ -27,7 +27,7 @@ VERSION = "0.0.0-cephboot-test"
 KEY = "AQAAAAAAAAAAABAAY2VwaGJvb3QtZml4dHVyZQ=="
 
 CEPH_AND_CRYPTO = [
-    "libceph", "rbd", "ceph", "dm_mod", "dm_crypt", "gcm", "ghash_generic", "ctr", "aes",
+    "libceph", "rbd", "ceph", "dm_mod", "dm_crypt", "overlay", "gcm", "ghash_generic", "ctr", "aes",
     "aes_generic", "cbc", "hmac", "sha256", "sha256_generic", "xts", "af_alg", "algif_skcipher",
 ]  # fmt: skip
 # The stub kernel: everything cephboot wants, two of the default NIC drivers
