@@ -176,6 +176,28 @@ def missing_dependencies(have_dir: Path, kernel_dir: Path) -> list[str]:
     return [f"module {m} is in the base without {d}, which it needs" for m in sorted(have) for d in deps.get(m, []) if d not in have]
 
 
+def missing_libraries(root: Path) -> list[str]:
+    """Each program in the unpacked archive at ``root`` (bin, sbin, udev's helpers) that
+    loads a library the archive lacks: what the lean base's hook takes out must be what
+    nothing in it loads.  ldd names them as the build machine resolves them."""
+    problems, seen = [], set()
+    for folder in ("usr/bin", "usr/sbin", "usr/lib/udev", "usr/lib/systemd"):
+        for prog in sorted((root / folder).glob("*")) if (root / folder).is_dir() else []:
+            if prog.is_symlink() or not prog.is_file() or not os.access(prog, os.X_OK):
+                continue
+            inode = prog.stat().st_ino
+            if inode in seen:
+                continue
+            seen.add(inode)
+            out = subprocess.run(["ldd", str(prog)], capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                name, arrow, where = line.strip().partition(" => ")
+                lib = where.split(" (", 1)[0].strip()
+                if arrow and lib.startswith("/") and not (root / lib.lstrip("/")).exists():
+                    problems.append(f"/{prog.relative_to(root)} loads {name}, which is not in the base")
+    return problems
+
+
 def check_kernel(settings: dict[str, Any], kver: str) -> str | None:
     """Why kernel ``kver`` cannot be used, or None when its image and modules are installed."""
     boot = Path(settings["kernels"]["boot_dir"])
@@ -242,6 +264,7 @@ def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path, m
         kernel_loadable, kernel_builtin = _modules_in(modules_dir / kver)
         have, builtin = _modules_in(root / "usr/lib/modules" / kver)
         problems += missing_dependencies(root / "usr/lib/modules" / kver, modules_dir / kver)
+        problems += missing_libraries(root)
         for m in modules:
             if _mod(m) not in kernel_loadable | kernel_builtin:
                 problems.append(f"module {m} is unknown to kernel {kver} (check kernels.nic_modules in hosts/site.yaml)")
