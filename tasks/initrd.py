@@ -40,9 +40,6 @@ PROGRAMS = {"rbd": ["usr/bin/rbd", "--version"], "mount.ceph": ["usr/sbin/mount.
 # (librbd, librados, libceph-common: most of a base), which a sysfs map never runs.
 METHODS = ("cli", "sysfs")
 CLI_ONLY = ("rbd", "mount.ceph")
-# What else the lean base leaves out: CephFS (the booted system mounts /boot with its own
-# modules; the initrd never does without mount.ceph).
-CLI_ONLY_MODULES = ("ceph",)
 # The lean base's budget against the full base of the same kernel (issue 15: a third), and
 # the compression level that helps reach it (mkinitramfs' COMPRESSLEVEL; the full base
 # keeps mkinitramfs' default, faster to build).  zstd -19 costs build time, not boot time:
@@ -113,16 +110,11 @@ def nic_key(method: str) -> str:
     return "nic_modules" if method == "cli" else "lean_nic_modules"
 
 
-def core_modules(method: str = "cli") -> list[str]:
-    """CORE_MODULES of the base for ``method`` (the lean one without CLI_ONLY_MODULES)."""
-    return [m for m in CORE_MODULES if method == "cli" or m not in CLI_ONLY_MODULES]
-
-
 def module_list(settings: dict[str, Any], fstypes: list[str], method: str = "cli") -> list[str]:
     """Every module the base for ``method`` carries, in a stable order, each once:
-    those it loads at boot (core_modules(), the root file systems), then the NIC
+    those it loads at boot (CORE_MODULES, the root file systems), then the NIC
     drivers that udev loads where the NIC is there (see nic_modules())."""
-    names = [*core_modules(method), *fstypes, *settings["kernels"][nic_key(method)]]
+    names = [*CORE_MODULES, *fstypes, *settings["kernels"][nic_key(method)]]
     return list(dict.fromkeys(names))
 
 

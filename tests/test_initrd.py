@@ -9,7 +9,7 @@ from pathlib import Path
 from builtsite import a_built_site, archive_names, kver, the_built_example  # noqa: F401  (fixtures)
 from conftest import Site
 from tasks import initrd, inventory
-from tasks.initrd import CORE_MODULES, core_modules, verify_base
+from tasks.initrd import CORE_MODULES, verify_base
 
 MODULE_FILES = ["rbd", "libceph", "ceph", "dm-crypt", "gcm", "ghash-generic", "ctr", "aesni-intel", "virtio_net", "overlay"]
 
@@ -42,8 +42,8 @@ def test_sysfs_hosts_get_a_lean_base_without_the_rbd_cli_and_with_luks_and_opens
         assert program in names, program
     assert {"libcryptsetup", "libcrypto"} <= libs
     modules = {Path(n).name.split(".ko")[0] for n in names if ".ko" in n}
-    assert set(MODULE_FILES) - {"ceph"} <= modules and "ceph" not in modules  # CephFS: never mounted by a sysfs initrd
-    assert verify_base(lean(the_built_example), kver(), core_modules("sysfs"), Path("/lib/modules"), "sysfs") == []
+    assert set(MODULE_FILES) <= modules
+    assert verify_base(lean(the_built_example), kver(), CORE_MODULES, Path("/lib/modules"), "sysfs") == []
     # the full base, verified as a sysfs base, is refused: the point of the lean one is what it leaves out
     assert "rbd is in the sysfs base (/usr/bin/rbd)" in "\n".join(verify_base(base(the_built_example), kver(), CORE_MODULES, Path("/lib/modules"), "sysfs"))
     size, full = lean(the_built_example).stat().st_size, base(the_built_example).stat().st_size
@@ -78,15 +78,15 @@ def test_the_lean_base_keeps_to_its_budget_with_every_module_a_sysfs_boot_needs(
     needed = {m.replace("-", "_") for m in initrd.module_list(site.settings, fstypes, "sysfs")}
     have = {p.name.split(".ko")[0].replace("-", "_") for p in (tmp_path / "lean").rglob("*.ko*")}
     builtin = {line.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_") for line in Path(f"/lib/modules/{kver()}/modules.builtin").read_text().splitlines()}
-    assert {"rbd", "libceph", "dm_crypt", "overlay", "ext4", "gcm", "virtio_net"} <= needed
+    assert {"rbd", "libceph", "ceph", "dm_crypt", "overlay", "ext4", "gcm", "virtio_net"} <= needed
     assert needed - builtin <= have, needed - builtin - have
     assert initrd.missing_dependencies(tmp_path / "lean" / "usr/lib/modules" / kver(), Path(f"/lib/modules/{kver()}")) == []
     assert initrd.missing_libraries(tmp_path / "lean") == []
     (tmp_path / "lean/usr/lib/x86_64-linux-gnu/libssl.so.3").unlink()  # the check can fail: openssl loads it
     assert "/usr/bin/openssl loads libssl.so.3, which is not in the base" in initrd.missing_libraries(tmp_path / "lean")
-    # what it leaves out: LVM and software RAID, FUSE, CephFS
+    # what it leaves out: LVM and software RAID, FUSE
     assert not {"lvm", "mount.fuse3"} & {p.name for p in (tmp_path / "lean/usr/sbin").iterdir()}
-    assert not {"ceph", "raid456", "dm_raid", "fuse"} & have
+    assert not {"raid456", "dm_raid", "fuse"} & have
 
 
 def test_a_kernel_without_sysfs_hosts_has_no_lean_base_and_a_host_turned_to_the_cli_names_the_full_one(a_built_site: Site) -> None:
