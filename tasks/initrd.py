@@ -42,6 +42,12 @@ PROGRAMS = {"rbd": ["usr/bin/rbd", "--version"], "mount.ceph": ["usr/sbin/mount.
 # (librbd, librados, libceph-common: most of a base), which a sysfs map never runs.
 METHODS = ("cli", "sysfs")
 CLI_ONLY = ("rbd", "mount.ceph")
+# The lean base's budget against the full base of the same kernel (issue 15: a third), and
+# the compression level that helps reach it (mkinitramfs' COMPRESSLEVEL; the full base
+# keeps mkinitramfs' default, faster to build).  zstd -19 costs build time, not boot time:
+# decompression is as fast as at -9.
+LEAN_BUDGET = 1 / 3
+LEAN_COMPRESS_LEVEL = {"zstd": "19", "xz": "9", "gzip": "9"}
 BASE_NAMES = frozenset(base_name(m) for m in METHODS)
 # Fixed timestamps: the same kernel and inputs give the same bytes.
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z
@@ -101,19 +107,29 @@ def kernels_in_use(site: Site) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def module_list(settings: dict[str, Any], fstypes: list[str]) -> list[str]:
-    """Every module the base carries, in a stable order, each once: those it
-    loads at boot (CORE_MODULES, the root file systems), then the NIC drivers
-    that udev loads where the NIC is there (see nic_modules())."""
-    names = [*CORE_MODULES, *fstypes, *settings["kernels"]["nic_modules"]]
+def nic_key(method: str) -> str:
+    """The kernels.* key that lists the NIC drivers of the base for ``method``."""
+    return "nic_modules" if method == "cli" else "lean_nic_modules"
+
+
+def module_list(settings: dict[str, Any], fstypes: list[str], method: str = "cli") -> list[str]:
+    """Every module the base for ``method`` carries, in a stable order, each once:
+    those it loads at boot (CORE_MODULES, the root file systems), then the NIC
+    drivers that udev loads where the NIC is there (see nic_modules())."""
+    names = [*CORE_MODULES, *fstypes, *settings["kernels"][nic_key(method)]]
     return list(dict.fromkeys(names))
 
 
-def nic_modules(settings: dict[str, Any], modules: list[str]) -> list[str]:
+def nic_modules(settings: dict[str, Any], modules: list[str], method: str = "cli") -> list[str]:
     """The NIC drivers among ``modules``: put in the base, not force-loaded
     (loading every driver on every machine costs seconds per boot)."""
     loaded = set(CORE_MODULES)
-    return [m for m in modules if m in settings["kernels"]["nic_modules"] and m not in loaded]
+    return [m for m in modules if m in settings["kernels"][nic_key(method)] and m not in loaded]
+
+
+def compress_level(compress: str, method: str = "cli") -> str:
+    """COMPRESSLEVEL of the base for ``method`` ('' = mkinitramfs' default)."""
+    return LEAN_COMPRESS_LEVEL.get(compress, "") if method != "cli" else ""
 
 
 def _mod(name: str) -> str:
@@ -139,6 +155,43 @@ def _modules_in(index_dir: Path) -> tuple[set[str], set[str]]:
     return names(index_dir / "modules.dep", ":"), names(index_dir / "modules.builtin", "\n")
 
 
+def missing_dependencies(have_dir: Path, kernel_dir: Path) -> list[str]:
+    """Each module in ``have_dir`` whose dependencies (by the kernel's own modules.dep, not
+    the archive's: depmod leaves out what it cannot find) are not all there with it."""
+    def stem(rel: str) -> str:
+        return _mod(rel.rsplit("/", 1)[-1].split(".ko", 1)[0])
+
+    try:
+        text = (kernel_dir / "modules.dep").read_text()
+    except FileNotFoundError:
+        return []
+    deps = {stem(k): [stem(d) for d in v.split()] for k, _, v in (line.partition(":") for line in text.splitlines())}
+    have = {stem(p.name) for p in have_dir.rglob("*.ko*")}
+    return [f"module {m} is in the base without {d}, which it needs" for m in sorted(have) for d in deps.get(m, []) if d not in have]
+
+
+def missing_libraries(root: Path) -> list[str]:
+    """Each program in the unpacked archive at ``root`` (bin, sbin, udev's helpers) that
+    loads a library the archive lacks: what the lean base's hook takes out must be what
+    nothing in it loads.  ldd names them as the build machine resolves them."""
+    problems, seen = [], set()
+    for folder in ("usr/bin", "usr/sbin", "usr/lib/udev", "usr/lib/systemd"):
+        for prog in sorted((root / folder).glob("*")) if (root / folder).is_dir() else []:
+            if prog.is_symlink() or not prog.is_file() or not os.access(prog, os.X_OK):
+                continue
+            inode = prog.stat().st_ino
+            if inode in seen:
+                continue
+            seen.add(inode)
+            out = subprocess.run(["ldd", str(prog)], capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                name, arrow, where = line.strip().partition(" => ")
+                lib = where.split(" (", 1)[0].strip()
+                if arrow and lib.startswith("/") and not (root / lib.lstrip("/")).exists():
+                    problems.append(f"/{prog.relative_to(root)} loads {name}, which is not in the base")
+    return problems
+
+
 def check_kernel(settings: dict[str, Any], kver: str) -> str | None:
     """Why kernel ``kver`` cannot be used, or None when its image and modules are installed."""
     boot = Path(settings["kernels"]["boot_dir"])
@@ -154,7 +207,7 @@ def check_kernel(settings: dict[str, Any], kver: str) -> str | None:
 def conf_text(kver: str, nics: list[str], compress: str, method: str = "cli") -> str:
     """The base's initramfs.conf, which mkinitramfs sources (lint:base shellchecks the same text)."""
     return _env().get_template(CONF_TEMPLATE).render(header=header(["hosts/site.yaml"], CONF_TEMPLATE), kver=kver, compress=compress, nics=nics,
-                                                     methods=base_methods(method))
+                                                     methods=base_methods(method), level=compress_level(compress, method))
 
 
 def write_confdir(confdir: Path, kver: str, modules: list[str], nics: list[str], compress: str, method: str = "cli") -> None:
@@ -163,7 +216,7 @@ def write_confdir(confdir: Path, kver: str, modules: list[str], nics: list[str],
         shutil.rmtree(confdir)  # nothing stale (an old hook) may slip into the base
     write_if_changed(confdir / "initramfs.conf", conf_text(kver, nics, compress, method).encode())
     listing = "".join(f"{m}\n" for m in modules if m not in nics)
-    note = "# generated by cephboot from hosts/site.yaml (kernels.nic_modules) and tasks/initrd.py; do not edit\n"
+    note = f"# generated by cephboot from hosts/site.yaml (kernels.{nic_key(method)}) and tasks/initrd.py; do not edit\n"
     write_if_changed(confdir / "modules", (note + listing).encode())
     for rel, src in STATIC_FILES.items():
         write_if_changed(confdir / rel, src.read_bytes(), 0o755)
@@ -204,6 +257,8 @@ def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path, m
                 problems.append(f"host data in the shared base: /{secret.relative_to(root)}")
         kernel_loadable, kernel_builtin = _modules_in(modules_dir / kver)
         have, builtin = _modules_in(root / "usr/lib/modules" / kver)
+        problems += missing_dependencies(root / "usr/lib/modules" / kver, modules_dir / kver)
+        problems += missing_libraries(root)
         for m in modules:
             if _mod(m) not in kernel_loadable | kernel_builtin:
                 problems.append(f"module {m} is unknown to kernel {kver} (check kernels.nic_modules in hosts/site.yaml)")
@@ -232,7 +287,7 @@ def copy_kernel(src: Path, dst: Path) -> None:
     write_if_changed(dst, data, 0o644)
 
 
-def build_bases(settings: dict[str, Any], kver: str, modules: list[str], methods: list[str],
+def build_bases(settings: dict[str, Any], kver: str, modules: dict[str, list[str]], methods: list[str],
                 kept: OutputsKept) -> TaskFailed | dict[str, Any]:
     """doit action: the kernel's base for each map method in ``methods`` (build_base), then its
     vmlinuz; a base no host needs any more is removed from build/.  Records the digest of what
@@ -242,7 +297,7 @@ def build_bases(settings: dict[str, Any], kver: str, modules: list[str], methods
         if method not in methods:
             base_path(kver, method).unlink(missing_ok=True)
     for method in methods:
-        failed = build_base(settings, kver, modules, method)
+        failed = build_base(settings, kver, modules[method], method)
         if failed:
             return failed
     copy_kernel(Path(settings["kernels"]["boot_dir"]) / f"vmlinuz-{kver}", vmlinuz_path(kver))
@@ -262,7 +317,7 @@ def build_base(settings: dict[str, Any], kver: str, modules: list[str], method: 
     out = kernel_dir(kver)
     remove_stale_temps(out, locked=False)  # what a killed build left
     confdir = out / ("initramfs-tools" if method == "cli" else f"initramfs-tools-{method}")
-    write_confdir(confdir, kver, modules, nic_modules(settings, modules), settings["kernels"]["compress"], method)
+    write_confdir(confdir, kver, modules, nic_modules(settings, modules, method), settings["kernels"]["compress"], method)
     tmp = out / tmp_name(base_name(method))
     try:
         r = subprocess.run(["mkinitramfs", "-d", str(confdir), "-o", str(tmp), kver], capture_output=True, text=True, env=_tool_env())
@@ -294,8 +349,8 @@ def task_initrd() -> Iterator[dict[str, Any]]:
            "doc": "Base initrds: one mkinitramfs per kernel version and map method in use, shared by every host on them."}
     bases = bases_in_use(site)
     for kver, fstypes in kernels_in_use(site).items():
-        modules = module_list(site.settings, fstypes)
         methods = bases[kver]
+        modules = {m: module_list(site.settings, fstypes, m) for m in methods}
         deps = [str(p) for p in STATIC_FILES.values()]
         if kver in site.kernels:  # else the action explains what to install
             deps += [os.path.join(k["boot_dir"], f"vmlinuz-{kver}"), os.path.join(k["modules_dir"], kver, "modules.dep")]
@@ -304,11 +359,11 @@ def task_initrd() -> Iterator[dict[str, Any]]:
         yield {
             "basename": "initrd",
             "name": kver,
-            "doc": f"base initrd(s) ({', '.join(methods)}) and vmlinuz of kernel {kver} ({len(modules)} modules, {k['compress']})",
+            "doc": f"base initrd(s) ({', '.join(f'{m}: {len(modules[m])} modules' for m in methods)}) and vmlinuz of kernel {kver} ({k['compress']})",
             "actions": [(build_bases, [site.settings, kver, modules, methods, kept])],
             "file_dep": deps,
             "targets": targets,
-            "uptodate": [config_changed(digest(" ".join(modules), " ".join(methods), k["compress"], k["boot_dir"], k["modules_dir"], source_date_epoch(),
+            "uptodate": [config_changed(digest(repr(sorted(modules.items())), " ".join(methods), k["compress"], k["boot_dir"], k["modules_dir"], source_date_epoch(),
                                                _code_digest())), kept],
             "clean": True,
         }

@@ -572,7 +572,8 @@ SITE = Section(
             {
                 "boot_dir": Field(path, "Where kernel images are installed.", default="/boot"),
                 "modules_dir": Field(path, "Where kernel modules are installed.", default="/lib/modules"),
-                "nic_modules": Field(list_of(rados_name), "NIC driver modules in the base initrd.", default=["virtio_net", "virtio_pci", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "mlx5_core", "tg3", "r8169"]),
+                "nic_modules": Field(list_of(rados_name), "NIC driver modules in the full base initrd (hosts with `map.method: cli`).", default=["virtio_net", "virtio_pci", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "mlx5_core", "tg3", "r8169"]),
+                "lean_nic_modules": Field(list_of(rados_name), "NIC driver modules in the lean base initrd (hosts with `map.method: sysfs`); add the drivers of your sysfs hosts' Ceph NICs (each costs its size in every sysfs boot).", default=["virtio_net", "virtio_pci", "igb"]),
                 "compress": Field(one_of("zstd", "gzip", "xz", "lz4"), "Base initrd compressor.", default="zstd"),
             },
             "Base initrd settings.",

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from builtsite import a_built_site, archive_names, kver, the_built_example  # noqa: F401  (fixtures)
 from conftest import Site
+from tasks import initrd, inventory
 from tasks.initrd import CORE_MODULES, verify_base
 
-MODULE_FILES = ["rbd", "libceph", "ceph", "dm-crypt", "gcm", "ghash-generic", "ctr", "aesni-intel", "virtio_net"]
+MODULE_FILES = ["rbd", "libceph", "ceph", "dm-crypt", "gcm", "ghash-generic", "ctr", "aesni-intel", "virtio_net", "overlay"]
 
 
 def base(site: Site) -> Path:
@@ -48,6 +49,44 @@ def test_sysfs_hosts_get_a_lean_base_without_the_rbd_cli_and_with_luks_and_opens
     size, full = lean(the_built_example).stat().st_size, base(the_built_example).stat().st_size
     print(f"base initrds: full {full / 2**20:.1f} MiB, sysfs {size / 2**20:.1f} MiB")
     assert size < full
+
+
+def unpacked_sizes(image: Path, into: Path) -> dict[str, int]:
+    """Bytes of each kind of member of an initrd, unpacked (a file with several names counted once)."""
+    subprocess.run(["unmkinitramfs", str(image), str(into)], check=True)
+    kinds = {"modules": "usr/lib/modules/", "libraries": "usr/lib/x86_64-linux-gnu/", "programs": "usr/"}
+    sizes, seen = dict.fromkeys([*kinds, "other"], 0), set()
+    for path in sorted(into.rglob("*")):
+        if path.is_symlink() or not path.is_file() or path.stat().st_ino in seen:
+            continue
+        seen.add(path.stat().st_ino)
+        rel = path.relative_to(into).as_posix()
+        sizes[next((k for k, prefix in kinds.items() if rel.startswith(prefix)), "other")] += path.stat().st_size
+    return sizes
+
+
+def test_the_lean_base_keeps_to_its_budget_with_every_module_a_sysfs_boot_needs(the_built_example: Site, tmp_path: Path) -> None:
+    size, full = lean(the_built_example).stat().st_size, base(the_built_example).stat().st_size
+    parts = unpacked_sizes(lean(the_built_example), tmp_path / "lean")
+    print(f"lean base {size / 1e6:.2f} MB against the full base's {full / 1e6:.2f} MB; unpacked: "
+          + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in parts.items()))
+    assert size <= full * initrd.LEAN_BUDGET, f"the lean base is {size} bytes, over its budget of a third of the full base ({full} bytes)"
+    # every module the site's sysfs hosts load or may need: rbd, libceph, dm-crypt, the crypto
+    # of secure mode, overlay, the root file systems and the lean NIC list, with what they need
+    site = inventory.load(the_built_example.root, use_cache=False)
+    (fstypes,) = initrd.kernels_in_use(site).values()
+    needed = {m.replace("-", "_") for m in initrd.module_list(site.settings, fstypes, "sysfs")}
+    have = {p.name.split(".ko")[0].replace("-", "_") for p in (tmp_path / "lean").rglob("*.ko*")}
+    builtin = {line.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_") for line in Path(f"/lib/modules/{kver()}/modules.builtin").read_text().splitlines()}
+    assert {"rbd", "libceph", "ceph", "dm_crypt", "overlay", "ext4", "gcm", "virtio_net"} <= needed
+    assert needed - builtin <= have, needed - builtin - have
+    assert initrd.missing_dependencies(tmp_path / "lean" / "usr/lib/modules" / kver(), Path(f"/lib/modules/{kver()}")) == []
+    assert initrd.missing_libraries(tmp_path / "lean") == []
+    (tmp_path / "lean/usr/lib/x86_64-linux-gnu/libssl.so.3").unlink()  # the check can fail: openssl loads it
+    assert "/usr/bin/openssl loads libssl.so.3, which is not in the base" in initrd.missing_libraries(tmp_path / "lean")
+    # what it leaves out: LVM and software RAID, FUSE
+    assert not {"lvm", "mount.fuse3"} & {p.name for p in (tmp_path / "lean/usr/sbin").iterdir()}
+    assert not {"raid456", "dm_raid", "fuse"} & have
 
 
 def test_a_kernel_without_sysfs_hosts_has_no_lean_base_and_a_host_turned_to_the_cli_names_the_full_one(a_built_site: Site) -> None:
