@@ -132,6 +132,8 @@ def render_host(site: Site, host: Host) -> None:
         "root_device": f"/dev/mapper/{h['luks']['name']}" if h["luks"] else "/dev/rbd0",
         "cmdline": cmdline(h),
         "key": key,
+        # address mode: the addresses the web server serves this host's keys to
+        "reserved": [ip for _, _, ip in host.reservations(s["dhcp"]["network"])] if h["secrets"]["mode"] == "address" else [],
     }
     outputs = host_outputs(host)
     for rel, mode in outputs.items():
