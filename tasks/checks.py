@@ -121,8 +121,8 @@ def _check_address_mode(host: Host, settings: dict[str, Any], problems: list[Pro
     gives it, and only that address may fetch its keys: a static nics.ceph.address inside
     dhcp.network."""
     mode_at = host.origin("secrets.mode")
-    why = (f"secrets.mode: address ({mode_at}) serves host {host.name!r}'s keys only to the address that its boot NIC's "
-           "DHCP reservation gives it")
+    why = (f"secrets.mode: address ({mode_at}) serves the keys of host {host.name!r} only to the address that "
+           "the DHCP reservation of its boot NIC gives it")
     network = settings["dhcp"]["network"]
     if not network:
         problems.append(Problem(mode_at, "secrets.mode", f"{why}, and dhcp.network is not set in hosts/site.yaml; "
