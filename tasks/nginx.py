@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -55,7 +56,7 @@ def nginx_conf(settings: dict[str, Any], site_root: Path, bound: Sequence[tuple[
     listen, prefix = listen_and_prefix(settings["pxe"]["http_base"])
     return _env().get_template(TEMPLATE).render(
         header=header(["hosts/site.yaml", "hosts/nodes/"] if bound else ["hosts/site.yaml"], TEMPLATE),
-        listen=listen, prefix=prefix, root=web_root(settings, site_root).rstrip("/"), bound=bound,
+        listen=listen, prefix=prefix, prefix_regex=re.escape(prefix), root=web_root(settings, site_root).rstrip("/"), bound=bound,
     )
 
 

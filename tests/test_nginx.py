@@ -162,7 +162,8 @@ def test_an_address_bound_hosts_keys_are_refused_to_every_other_address(a_built_
         assert ("cephboot: warning: secrets.mode: address: the cephx keys (and LUKS keys) of 1 host(s) are served in the clear "
                 "to their reserved addresses only") in run.stderr and run.stderr.rstrip().endswith(": zephyr"), run.stderr
         conf = (site.build / "site/nginx.conf").read_text()
-        assert "location /boot/hosts/zephyr/ {\n            allow 192.0.2.21;\n            deny all;" in conf
+        assert "geo $cephboot_client_host {\n    default \"\";\n    192.0.2.21 zephyr;\n}" in conf
+        assert "map $cephboot_host $cephboot_bound {\n    default 0;\n    zephyr 1;\n}" in conf
         folder = tree / "hosts/zephyr"
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         assert files == ["boot.ipxe", "overlay.cpio", "previous/boot.ipxe", "previous/overlay.cpio"], files
@@ -181,17 +182,19 @@ def test_an_address_bound_hosts_keys_are_refused_to_every_other_address(a_built_
             assert get(f"{base}/hosts/zephyr/.overlay.cpio.tmp.x")[0] == 403
 
 
-def test_the_address_bound_config_is_valid_nginx_with_links_still_never_followed(a_built_site: Site, tmp_path: Path) -> None:
-    """`nginx -t` accepts the generated block with a bound host, and `disable_symlinks on` still holds
-    inside the host's own location (inherited): a planted link in its folder is not followed."""
+def test_links_are_never_followed_beside_an_address_bound_host(a_built_site: Site, tmp_path: Path) -> None:
+    """With zephyr bound, every hosts/<h>/ request passes the bound hosts' location: `disable_symlinks on`
+    still holds there (inherited), for a host that is not bound (notus) and for zephyr's public boot.ipxe."""
     site = a_built_site
     _bind_to_address(site, "zephyr")
     base = f"http://127.0.0.1:{free_port()}/boot"
     with a_published_tree(site, base) as tree:
-        (tree / "hosts/zephyr/leak").symlink_to("/etc/passwd")
+        (tree / "hosts/notus/leak").symlink_to("/etc/passwd")
+        (tree / "hosts/notus/neighbour").symlink_to("../zephyr")
         (tree / "hosts/zephyr/boot.ipxe").rename(tree / "hosts/zephyr/boot.ipxe.real")
         (tree / "hosts/zephyr/boot.ipxe").symlink_to("/etc/passwd")
         with nginx_running(site, tmp_path / "nginx"):
-            for rel in ("leak", "boot.ipxe"):
-                status, body, _ = get(f"{base}/hosts/zephyr/{rel}")
-                assert status in (403, 404) and b"root:" not in body, (rel, status)
+            for rel in ("notus/leak", "notus/neighbour/overlay.cpio", "zephyr/boot.ipxe"):
+                status, body, _ = get(f"{base}/hosts/{rel}")
+                assert status in (403, 404) and b"root:" not in body and b"070701" not in body, (rel, status)
+            assert get(f"{base}/hosts/notus/initrd.img", method="HEAD")[0] == 200

@@ -88,7 +88,7 @@ def a_bound_site(
     site.doit("dnsmasq")  # the DHCP server with a reservation per host; tftp/ in this tree
     site.install_root_image(HOST, tmp_path_factory.mktemp("bound-image"))
     server_block = workdir / "build" / "site" / "nginx.conf"
-    assert f"allow {ADDRESS};" in server_block.read_text()
+    assert f"\n    {ADDRESS} {HOST};\n" in server_block.read_text()  # the geo entry that binds its folder
     dnsmasq_conf = workdir / "build" / "site" / "dnsmasq.conf"
     assert f"dhcp-host={MAC},{ADDRESS},{HOST}" in dnsmasq_conf.read_text()
     with NginxServer(a_network_namespace, a_web_server_view.mountpoint, tmp_path_factory.mktemp("bound-http"),

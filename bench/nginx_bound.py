@@ -1,0 +1,111 @@
+"""The generated nginx config with every host in secrets.mode: address: its size, and what `nginx -t` costs.
+
+One location per address-bound host (its folder, allowed to its reserved address only, with its
+boot.ipxe open to all) is what `doit nginx` writes; this builds the block for N such hosts with
+tasks.nginx.nginx_conf (addresses in 198.18.0.0/15, the benchmarking range) and runs the real
+`nginx -t` on it, which parses it and builds the location tree as the server does on start and
+reload. Needs nginx (and root, as nginx -t wants to open its files as the workers' user).
+
+    .venv/bin/python -m bench.nginx_bound [--hosts 100 1000 10000] [--json bench/nginx-results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.nginx import nginx_conf
+from tests.e2e.boot_tree import nginx_main_conf
+
+HEADING = "## nginx config with address-bound hosts (issue 13)"
+RUNS = 5
+
+
+def bound(hosts: int) -> list[tuple[str, list[str]]]:
+    first = ipaddress.IPv4Address("198.18.0.10")
+    return [(f"h{i:05d}", [str(first + i)]) for i in range(hosts)]
+
+
+def measure(hosts: int, work: Path) -> dict[str, Any]:
+    """Size of the server block and `nginx -t` seconds and peak RSS (median of RUNS) for ``hosts``."""
+    prefix = work / f"n{hosts}"
+    prefix.mkdir()
+    # nginx -t binds the listen address: loopback, on a port nobody uses
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = {"pxe": {"http_base": f"http://127.0.0.1:{port}/boot"}, "publish": {"target": str(work), "web_root": str(work)}}
+    started = time.perf_counter()
+    block = nginx_conf(settings, work, bound(hosts))
+    render = time.perf_counter() - started
+    (prefix / "cephboot.conf").write_text(block)
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_main_conf(prefix, prefix / "cephboot.conf", "nogroup"))
+    seconds, rss = [], []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        proc = subprocess.Popen(["nginx", "-t", "-q", "-p", str(prefix), "-c", str(conf)], stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds.append(time.perf_counter() - started)
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        if status != 0:
+            raise RuntimeError(f"nginx -t refused the block for {hosts} hosts: {err}")
+        rss.append(usage.ru_maxrss / 1024)
+    return {"hosts": hosts, "bytes": len(block.encode()), "render_s": render, "test_s": statistics.median(seconds),
+            "test_min_s": min(seconds), "test_max_s": max(seconds), "rss_mb": statistics.median(rss)}
+
+
+def run(sizes: list[int]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="cephboot-bench-nginx-") as work:
+        rows = [measure(n, Path(work)) for n in [0, *sizes]]
+    version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nginx": version, "runs": RUNS, "rows": rows}
+
+
+def section(r: dict[str, Any]) -> str:
+    out = [HEADING, "",
+           f"`python -m bench.nginx_bound` ({r['measured']}, {r['nginx']}): the server block `doit nginx` writes when every "
+           "host is in `secrets.mode: address` (one `location` per host folder with `allow <its address>; deny all;` and an "
+           f"exact location that keeps its `boot.ipxe` public), and the real `nginx -t` on it: parse and build the location "
+           f"tree, as nginx does on every start and reload. Median of {r['runs']} (min-max).", "",
+           "| address-bound hosts | server block | rendering it | `nginx -t` | peak RSS of `nginx -t` |",
+           "| --- | --- | --- | --- | --- |"]
+    for row in r["rows"]:
+        out.append(f"| {row['hosts']:,} | {row['bytes'] / 1024:,.1f} KiB | {row['render_s'] * 1000:,.0f} ms | "
+                   f"{row['test_s']:.3f} s ({row['test_min_s']:.3f}-{row['test_max_s']:.3f}) | {row['rss_mb']:.1f} MB |")
+    out += ["", "A request finds its location in nginx's static location tree (a search by prefix, not a scan of the "
+            "list), so the per-request cost does not grow with the hosts; the price of 10,000 hosts is the start/reload "
+            "time and memory above, paid once per reload by each worker.", ""]
+    return "\n".join(out)
+
+
+def update_benchmarks(md: str, r: dict[str, Any]) -> str:
+    """BENCHMARKS.md with this section replaced (or put before 'How it is measured')."""
+    from bench.report import put_section
+    return put_section(md, HEADING, section(r))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, nargs="+", default=[100, 1000, 10000])
+    ap.add_argument("--json", type=Path, default=Path(__file__).with_name("nginx-results.json"))
+    args = ap.parse_args()
+    result = run(args.hosts)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    md = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    md.write_text(update_benchmarks(md.read_text(), result))
+    print(section(result))
+
+
+if __name__ == "__main__":
+    main()
