@@ -159,10 +159,8 @@ def main() -> None:
         result = run(args.hosts, args.size, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    md = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    md.write_text(update_benchmarks(md.read_text(), result))
-    print(section(result))
+    from bench.report import save_section
+    save_section(result, args.json, HEADING, section(result))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import socket
 import statistics
@@ -106,10 +105,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path(__file__).with_name("nginx-results.json"))
     args = ap.parse_args()
     result = run(args.hosts)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    md = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    md.write_text(update_benchmarks(md.read_text(), result))
-    print(section(result))
+    from bench.report import save_section
+    save_section(result, args.json, HEADING, section(result))
 
 
 if __name__ == "__main__":

@@ -379,6 +379,14 @@ def put_section(md: str, heading: str, text: str) -> str:
     return md[:anchor] + text + "\n" + md[anchor:] if anchor >= 0 else md + "\n" + text
 
 
+def save_section(result: dict[str, Any], json_path: Path, heading: str, text: str) -> None:
+    """A bench script's result into its JSON file and its section into BENCHMARKS.md; the section printed."""
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md = PROJECT / "BENCHMARKS.md"
+    md.write_text(put_section(md.read_text(), heading, text))
+    print(text)
+
+
 if __name__ == "__main__":
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else PROJECT / "bench" / "results.json"
     res = json.loads(src.read_text())
