@@ -54,12 +54,12 @@ def measure(hosts: int, work: Path) -> dict[str, Any]:
     seconds, rss = [], []
     for _ in range(RUNS):
         started = time.perf_counter()
-        proc = subprocess.Popen(["nginx", "-t", "-q", "-p", str(prefix), "-c", str(conf)], stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
+        with subprocess.Popen(["nginx", "-t", "-q", "-p", str(prefix), "-c", str(conf)], stderr=subprocess.PIPE) as proc:
+            assert proc.stderr is not None
+            err = proc.stderr.read().decode()  # until nginx exits
+            _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for its rusage
+            proc.returncode = os.waitstatus_to_exitcode(status)
         seconds.append(time.perf_counter() - started)
-        assert proc.stderr is not None
-        err = proc.stderr.read().decode()
-        proc.stderr.close()
         if status != 0:
             raise RuntimeError(f"nginx -t refused the block for {hosts} hosts: {err}")
         rss.append(usage.ru_maxrss / 1024)
