@@ -129,6 +129,7 @@ def test_a_machine_at_another_address_claiming_the_hosts_uuid_gets_no_key_and_st
     mark = http.mark()
     guest = network_boot([ATTACKER_MAC], UUID).guest  # the UUID route leads it to the host's script
     guest.wait_for(REFUSED, BOOT_TIMEOUT)
+    guest.wait_for(REFUSED + r"(.|\n)*^Press any key within 30 s", 60)  # the whole message is out, then its stop
     console = guest.console()
     served = [(r.path, r.status, r.client) for r in http.requests_since(mark)]
     addresses = _acks(a_bound_site.dnsmasq_log, ATTACKER_MAC)
