@@ -151,13 +151,8 @@ def section(r: dict[str, Any]) -> str:
 
 def update_benchmarks(md: str, r: dict[str, Any]) -> str:
     """BENCHMARKS.md with its golden-image section replaced (or put before 'How it is measured')."""
-    text = section(r)
-    if HEADING in md:
-        start = md.index(HEADING)
-        end = md.find("\n## ", start + len(HEADING))
-        return md[:start] + text + (md[end + 1:] if end >= 0 else "")
-    anchor = md.find("## How it is measured")
-    return md[:anchor] + text + "\n" + md[anchor:] if anchor >= 0 else md + "\n" + text
+    from bench.report import put_section
+    return put_section(md, HEADING, section(r))
 
 
 def main() -> None:
@@ -171,10 +166,8 @@ def main() -> None:
         result = run(args.hosts, args.size, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    md = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    md.write_text(update_benchmarks(md.read_text(), result))
-    print(section(result))
+    from bench.report import save_section
+    save_section(result, args.json, HEADING, section(result))
 
 
 if __name__ == "__main__":

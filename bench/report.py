@@ -425,6 +425,25 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
     return "\n".join(out)
 
 
+def put_section(md: str, heading: str, text: str) -> str:
+    """``md`` with the section under ``heading`` replaced by ``text`` (or ``text`` put before 'How it is measured'):
+    the sections that other bench scripts measure and keep across reports."""
+    if heading in md:
+        start = md.index(heading)
+        end = md.find("\n## ", start + len(heading))
+        return md[:start] + text + (md[end + 1:] if end >= 0 else "")
+    anchor = md.find("## How it is measured")
+    return md[:anchor] + text + "\n" + md[anchor:] if anchor >= 0 else md + "\n" + text
+
+
+def save_section(result: dict[str, Any], json_path: Path, heading: str, text: str) -> None:
+    """A bench script's result into its JSON file and its section into BENCHMARKS.md; the section printed."""
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md = PROJECT / "BENCHMARKS.md"
+    md.write_text(put_section(md.read_text(), heading, text))
+    print(text)
+
+
 if __name__ == "__main__":
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else PROJECT / "bench" / "results.json"
     res = json.loads(src.read_text())
@@ -434,5 +453,9 @@ if __name__ == "__main__":
     if golden_results.exists():  # measured on a cluster by bench/golden.py, kept across reports
         from bench.golden import update_benchmarks
         text = update_benchmarks(text, json.loads(golden_results.read_text()))
+    nginx_results = PROJECT / "bench" / "nginx-results.json"
+    if nginx_results.exists():  # measured by bench/nginx_bound.py, kept across reports
+        from bench import nginx_bound
+        text = nginx_bound.update_benchmarks(text, json.loads(nginx_results.read_text()))
     (PROJECT / "BENCHMARKS.md").write_text(text)
     print("wrote BENCHMARKS.md" + (f" and {png}" if png else ""))

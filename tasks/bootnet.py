@@ -41,18 +41,10 @@ class Answers(NamedTuple):
 
 
 def reservations(site: Site) -> list[Reservation]:
-    """Every host NIC with a static address inside dhcp.network; the Ceph NIC's name is the
-    host's, the user NIC's ``<host>-user`` (one name, one address)."""
-    network = ipaddress.IPv4Network(site.settings["dhcp"]["network"])
-    out = []
-    for name in sorted(site.hosts):
-        nics = site.hosts[name].data["nics"]
-        for nic, label in ((nics["ceph"], name), (nics["user"], f"{name}-user")):
-            if nic and nic["address"] != "dhcp":
-                ip = ipaddress.IPv4Interface(nic["address"]).ip
-                if ip in network:
-                    out.append(Reservation(label, nic["macs"], str(ip)))
-    return out
+    """Every host NIC with a static address inside dhcp.network (Host.reservations: the same
+    addresses the web server serves an address-mode host's keys to)."""
+    network = site.settings["dhcp"]["network"]
+    return [Reservation(*r) for name in sorted(site.hosts) for r in site.hosts[name].reservations(network)]
 
 
 def tftp_server(settings: dict) -> str | None:

@@ -113,6 +113,28 @@ def check_nics(host: Host, settings: dict[str, Any], problems: list[Problem]) ->
             problems.append(Problem(host.origin(key), key, f"{addr} is a monitor's address (ceph.mon_host in hosts/site.yaml); a host needs its own"))
     if nics["user"] and set(nics["user"]["macs"]) & set(nics["ceph"]["macs"]):
         problems.append(Problem(host.origin("nics.user.macs"), "nics.user.macs", "shares a MAC with nics.ceph.macs; each NIC role needs its own MACs"))
+    if host.data["secrets"]["mode"] == "address":
+        _check_address_mode(host, settings, problems)
+
+
+def _check_address_mode(host: Host, settings: dict[str, Any], problems: list[Problem]) -> None:
+    """An address-mode host boots from its Ceph NIC with the address its DHCP reservation
+    gives it, and only that address may fetch its keys: a static nics.ceph.address inside
+    dhcp.network."""
+    mode_at = host.origin("secrets.mode")
+    why = (f"secrets.mode: address ({mode_at}) serves the keys of host {host.name!r} only to the address that "
+           "the DHCP reservation of its boot NIC gives it")
+    network = settings["dhcp"]["network"]
+    if not network:
+        problems.append(Problem(mode_at, "secrets.mode", f"{why}, and dhcp.network is not set in hosts/site.yaml; "
+                                "set it to the subnet machines PXE-boot on, or use secrets.mode: machine"))
+        return
+    address = host.data["nics"]["ceph"]["address"]
+    if not any(label == host.name for label, _, _ in host.reservations(network)):
+        problems.append(Problem(host.origin("nics.ceph.address"), "nics.ceph.address", (
+            f"{address!r}: {why}; expected a static address inside dhcp.network {network} (hosts/site.yaml), "
+            "which `doit dnsmasq` (dhcp.mode: server) or the site's DHCP server reserves for nics.ceph.macs; "
+            "a host without one cannot use this mode: use secrets.mode: machine")))
 
 
 def check_root(host: Host, problems: list[Problem]) -> None:

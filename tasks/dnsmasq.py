@@ -9,7 +9,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import inventory
-from .bootnet import LOADERS, answers, reservations  # noqa: F401  (reservations: the address-bound key mode reads them here)
+from .bootnet import LOADERS, answers
 from .fileio import describe, digest, write_if_changed
 from .inventory import Site
 from .nginx import web_root

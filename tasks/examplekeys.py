@@ -3,8 +3,8 @@
 The example site ships no secrets: run ``python -m tasks.examplekeys [SITE]`` once
 (scripts/setup does) and each host file under hosts/nodes/ gets a fresh, valid but
 unused cephx key at its keyring path (default keys/<name>.keyring), for LUKS
-hosts a random key file, and unless the host or the site's defaults say
-``secrets.mode: clear`` a random machine secret (default keys/<name>.secret: 32
+hosts a random key file, and for hosts in ``secrets.mode: machine`` (the default;
+not ``address`` or ``clear``) a random machine secret (default keys/<name>.secret: 32
 characters, 160 bits, to set in the machine's SMBIOS field), all mode 0600.
 Existing files are never touched.
 """

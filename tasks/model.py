@@ -1,6 +1,7 @@
 """What a loaded inventory is: its site, its hosts, and the problems found in it."""
 from __future__ import annotations
 
+import ipaddress
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,23 @@ class Host:
     def origin(self, key: str) -> str:
         """The file that set ``key``; the host's own file for a default."""
         return self.origins.get(key, self.source)
+
+    def reservations(self, network: str | None) -> list[tuple[str, list[str], str]]:
+        """(name, MACs, address) of each NIC with a static address inside the boot network
+        ``network`` (dhcp.network): what a DHCP server reserves for it, and the only
+        addresses the web server serves an address-mode host's keys to. The Ceph NIC's name
+        is the host's, the user NIC's ``<host>-user`` (one name, one address)."""
+        if not network:
+            return []
+        net = ipaddress.IPv4Network(network)
+        out = []
+        nics = self.data["nics"]
+        for nic, label in ((nics["ceph"], self.name), (nics["user"], f"{self.name}-user")):
+            if nic and nic["address"] != "dhcp":
+                ip = ipaddress.IPv4Interface(nic["address"]).ip
+                if ip in net:
+                    out.append((label, nic["macs"], str(ip)))
+        return out
 
 
 @dataclass

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from . import inventory
@@ -13,6 +14,7 @@ from .fileio import digest, write_if_changed
 from .layout import BUILD
 from .templating import code_digest, header
 from .templating import env as _env
+from .inventory import Site
 from .uptodate import config_changed
 
 TEMPLATE = "nginx/cephboot.conf.j2"
@@ -41,17 +43,28 @@ def web_root(settings: dict[str, Any], site_root: Path) -> str:
     return p["web_root"] or os.path.abspath(site_root / p["target"])
 
 
-def nginx_conf(settings: dict[str, Any], site_root: Path) -> str:
-    """The server block for the site's ``pxe`` and ``publish`` settings (an https:// base is refused by the inventory)."""
+def bound_hosts(site: Site) -> list[tuple[str, list[str]]]:
+    """(host, its reserved addresses) of every host in secrets.mode: address, sorted: the web
+    server serves their key-bearing files to those addresses only (the inventory checked
+    that each has one on the boot network)."""
+    network = site.settings["dhcp"]["network"]
+    return [(name, [ip for _, _, ip in host.reservations(network)])
+            for name, host in sorted(site.hosts.items()) if host.data["secrets"]["mode"] == "address"]
+
+
+def nginx_conf(settings: dict[str, Any], site_root: Path, bound: Sequence[tuple[str, list[str]]] = ()) -> str:
+    """The server block for the site's ``pxe`` and ``publish`` settings (an https:// base is refused
+    by the inventory), with one address-bound folder per ``bound`` host."""
     listen, prefix = listen_and_prefix(settings["pxe"]["http_base"])
     return _env().get_template(TEMPLATE).render(
-        header=header(["hosts/site.yaml"], TEMPLATE), listen=listen, prefix=prefix, root=web_root(settings, site_root).rstrip("/"),
+        header=header(["hosts/site.yaml", "hosts/nodes/"] if bound else ["hosts/site.yaml"], TEMPLATE),
+        listen=listen, prefix=prefix, prefix_regex=re.escape(prefix), root=web_root(settings, site_root).rstrip("/"), bound=bound,
     )
 
 
-def render_nginx(settings: dict[str, Any], site_root: Path) -> None:
+def render_nginx(settings: dict[str, Any], site_root: Path, bound: Sequence[tuple[str, list[str]]]) -> None:
     """doit action: write build/site/nginx.conf."""
-    write_if_changed(OUTPUT, nginx_conf(settings, site_root).encode())
+    write_if_changed(OUTPUT, nginx_conf(settings, site_root, bound).encode())
 
 
 @lru_cache(maxsize=None)
@@ -63,11 +76,13 @@ def task_nginx() -> Iterator[dict[str, Any]]:
     """nginx config for serving the boot tree (build/site/nginx.conf)."""
     site = inventory.load_for_tasks()
     s = site.settings
+    bound = bound_hosts(site)
     yield {
         "basename": "nginx",
-        "doc": f"{OUTPUT}: an nginx server block serving the boot tree at {s['pxe']['http_base']}/ (nothing listable)",
-        "actions": [(render_nginx, [s, site.root])],
+        "doc": f"{OUTPUT}: an nginx server block serving the boot tree at {s['pxe']['http_base']}/ (nothing listable; "
+               "an address-mode host's keys only to its reserved address)",
+        "actions": [(render_nginx, [s, site.root, bound])],
         "targets": [str(OUTPUT)],
-        "uptodate": [config_changed(digest(s["pxe"]["http_base"], web_root(s, site.root), _code_digest()))],
+        "uptodate": [config_changed(digest(s["pxe"]["http_base"], web_root(s, site.root), repr(bound), _code_digest()))],
         "clean": True,
     }

@@ -101,13 +101,17 @@ def build_layer(host: Host) -> None:
 
 
 def clear_hosts_warning(site: inventory.Site) -> str:
-    """The warning doit prints while hosts keep secrets.mode: clear ('' when none does)."""
-    clear = sorted(name for name, host in site.hosts.items() if artifacts.CONDITIONS["clear"](host.data))
-    if not clear:
-        return ""
-    shown = ", ".join(clear[:20]) + (f" and {len(clear) - 20} more" if len(clear) > 20 else "")
-    return (f"cephboot: warning: secrets.mode: clear: the cephx keys (and LUKS keys) of {len(clear)} host(s) "
-            f"are served in the clear, to any client that can reach the web server: {shown}\n")
+    """The warnings doit prints while hosts' keys travel unsealed ('' when none do): secrets.mode
+    clear (to anyone) and address (to the host's reserved address only, but readable on the wire)."""
+    out = ""
+    for mode, how in (("clear", "are served in the clear, to any client that can reach the web server"),
+                      ("address", "are served in the clear to their reserved addresses only; anyone who sniffs the boot "
+                                  "network or takes such an address on it gets them")):
+        names = sorted(name for name, host in site.hosts.items() if host.data["secrets"]["mode"] == mode)
+        if names:
+            shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+            out += f"cephboot: warning: secrets.mode: {mode}: the cephx keys (and LUKS keys) of {len(names)} host(s) {how}: {shown}\n"
+    return out
 
 
 @lru_cache(maxsize=None)

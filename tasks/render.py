@@ -87,6 +87,8 @@ def render_host(site: Site, host: Host) -> None:
         "key": key,
         "mapped": mapped_root(h),
         "stateless_files": STATELESS_FILES if stateless(h) else "",
+        # address mode: the addresses the web server serves this host's keys to
+        "reserved": [ip for _, _, ip in host.reservations(s["dhcp"]["network"])] if h["secrets"]["mode"] == "address" else [],
     }
     outputs = artifacts.built_by("render", h)
     for rel, a in outputs.items():

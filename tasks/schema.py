@@ -496,7 +496,7 @@ HOST = Section(
         ),
         "secrets": Section(
             {
-                "mode": Field(one_of("machine", "clear"), "'machine': the keys in everything served are sealed to a secret only the machine holds (docs/security.md); 'clear': served as they are (doit warns).", default="machine"),
+                "mode": Field(one_of("machine", "address", "clear"), "'machine': the keys in everything served are sealed to a secret only the machine holds (docs/security.md); 'address': served as they are, but the web server serves the host's key-bearing files only to its reserved DHCP address (a static nics.ceph.address inside dhcp.network; doit warns); 'clear': served as they are to anyone (doit warns).", default="machine"),
                 "machine_secret": Field(secret_path, "Path of the machine secret, relative to hosts/: a regular file inside hosts/, mode 0600: the value set in the machine's SMBIOS field.", default="keys/{name}.secret"),
                 "smbios_field": Field(one_of(*SMBIOS_FIELDS), "SMBIOS field (/sys/class/dmi/id/NAME) that holds the machine secret.", default="chassis_asset_tag"),
             },

@@ -168,6 +168,9 @@ RUN: dict[str, Case] = {
     "misspelt-nested-key": (edit(Z, "    address: 192.0.2.21/24", "    adress: 192.0.2.21/24"), ["zephyr.yaml: nics.ceph.adress: unknown key", "nics.ceph.address: missing"]),
     "bad-mac": (edit(Z, ZMAC, '"52:54:00:zz:00:01"'), ["zephyr.yaml: nics.ceph.macs", "'52:54:00:zz:00:01'", "expected a MAC address"]),
     "mac-of-another-host": (edit(B, '"52:54:00:a2:00:01"', ZMAC), ["nics.ceph.macs: MAC 52:54:00:a1:00:01 is already used by host", "boreas.yaml", "zephyr.yaml"]),
+    "address-mode-for-a-dhcp-host-from-the-site": (edit(SITE, "    mode: machine", "    mode: address"),
+        ["hosts/nodes/notus.yaml: nics.ceph.address: 'dhcp': secrets.mode: address (hosts/site.yaml) serves the keys of host 'notus' only",
+         "a host without one cannot use this mode"], ["zephyr", "boreas"]),
     "keyring-world-readable": (chmod("keys/notus.keyring", 0o644), ["notus.yaml: keyring", "mode 0644 lets group/others read a secret", "chmod 600"]),
     "kernel-arg-command-substitution": (edit(N, "net.ifnames=0", '"x=$(reboot)"'), ["notus.yaml: kernel_args", "'$'"]),
     "map-option-injection": (edit(SECURE, "ms_mode=secure", '"ms_mode=secure;reboot"'), ["hosts/profiles/secure.yaml: map.options", "krbd map option"]),
@@ -412,6 +415,17 @@ LOAD: dict[str, Case] = {
     "tftp-server-loopback": (site_key("dhcp", "  tftp_server: 127.0.0.1\n"), ["hosts/site.yaml: dhcp.tftp_server", "127.0.0.1 is a loopback address"]),
     "tftp-server-broadcast": (site_key("dhcp", "  tftp_server: 255.255.255.255\n"), ["hosts/site.yaml: dhcp.tftp_server", "the broadcast address"]),
     "not-a-keyring-binary": (write("keys/notus.keyring", b"\x00\xffPRIVATE KEY[section-of-a-secret]\n"), ["notus.yaml: keyring"], ["section-of-a-secret", "PRIVATE"]),
+    # secrets.mode: address needs an address the boot NIC's DHCP reservation gives it
+    "address-mode-misspelt": (to_notus("secrets:\n  mode: adress\n"), ["notus.yaml: secrets.mode", "expected one of: machine, address, clear"]),
+    "address-mode-without-dhcp-network": (
+        lambda site: (site.edit(SITE, "  network: 192.0.2.0/24", "  mode: proxy"), append(Z, "secrets:\n  mode: address\n")(site)),
+        ["hosts/nodes/zephyr.yaml: secrets.mode: secrets.mode: address (hosts/nodes/zephyr.yaml)", "dhcp.network is not set in hosts/site.yaml"]),
+    "address-mode-outside-the-boot-network": (
+        lambda site: (site.edit(SITE, "  network: 192.0.2.0/24", "  network: 203.0.113.0/24"), append(Z, "secrets:\n  mode: address\n")(site)),
+        ["hosts/nodes/zephyr.yaml: nics.ceph.address: '192.0.2.21/24': secrets.mode: address", "expected a static address inside dhcp.network 203.0.113.0/24"]),
+    "address-mode-user-nic-only-on-the-boot-network": (
+        lambda site: (site.edit(SITE, "  network: 192.0.2.0/24", "  network: 198.51.100.0/24"), append(Z, "secrets:\n  mode: address\n")(site)),
+        ["zephyr.yaml: nics.ceph.address: '192.0.2.21/24'", "inside dhcp.network 198.51.100.0/24"]),
 }
 
 

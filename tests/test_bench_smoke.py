@@ -66,3 +66,12 @@ def test_the_runner_completes_at_10_hosts_without_base_initrds(tmp_path: Path) -
     assert set(results["monolithic"]["rss_kb"]) == {"0", "2"} and "## Memory against monolithic hosts" in report
     assert results["machine"]["cores"] >= 1
     assert PROJECT.joinpath("bench", "README.md").is_file()
+
+
+def test_the_nginx_benchmark_gets_the_generated_block_through_nginx() -> None:
+    from bench import nginx_bound
+
+    result = nginx_bound.run([10])  # raises when nginx -t refuses the block
+    rows = result["rows"]
+    assert [r["hosts"] for r in rows] == [0, 10] and rows[1]["bytes"] > rows[0]["bytes"]
+    assert "## nginx config with address-bound hosts" in nginx_bound.section(result)

@@ -140,3 +140,61 @@ def test_no_version_banner_and_nothing_but_get(a_served_tree: tuple[Site, str]) 
     assert get(f"{base}/boot.ipxe", method="HEAD")[0] == 200
     for method in ("POST", "PUT", "DELETE"):
         assert get(f"{base}/boot.ipxe", method=method)[0] in (403, 405), method
+
+
+def _bind_to_address(site: Site, host: str) -> None:
+    """``host`` in secrets.mode: address (its Ceph NIC's static address is in dhcp.network)."""
+    with open(site.hosts / "nodes" / f"{host}.yaml", "a") as f:
+        f.write("secrets:\n  mode: address\n")
+
+
+def test_an_address_bound_hosts_keys_are_refused_to_every_other_address(a_built_site: Site, tmp_path: Path) -> None:
+    """zephyr in address mode (reserved 192.0.2.21): a client at 127.0.0.1 gets 403 for its layer and
+    every file of previous/, and no key byte; its boot.ipxe (no key) and other hosts' files stay served.
+    Its own address is served on the real boot path: tests/e2e/test_address_bound.py."""
+    site = a_built_site
+    _bind_to_address(site, "zephyr")
+    base = f"http://127.0.0.1:{free_port()}/boot"
+    with a_published_tree(site, base) as tree:
+        # a second generation: the first stays published as previous/
+        site.edit("nodes/zephyr.yaml", "profiles: [rack-a]", "profiles: [rack-a]\nkernel_args: [quiet]")
+        run = site.doit("render", "overlay", "publish", "nginx")
+        assert ("cephboot: warning: secrets.mode: address: the cephx keys (and LUKS keys) of 1 host(s) are served in the clear "
+                "to their reserved addresses only") in run.stderr and run.stderr.rstrip().endswith(": zephyr"), run.stderr
+        conf = (site.build / "site/nginx.conf").read_text()
+        assert "geo $cephboot_client_host {\n    default \"\";\n    192.0.2.21 zephyr;\n}" in conf
+        assert "map $cephboot_host $cephboot_bound {\n    default 0;\n    zephyr 1;\n}" in conf
+        folder = tree / "hosts/zephyr"
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        assert files == ["boot.ipxe", "overlay.cpio", "previous/boot.ipxe", "previous/overlay.cpio"], files
+        key = (site.build / "hosts/zephyr/rootfs/etc/ceph/ceph.client.zephyr.keyring").read_bytes().split(b"key = ")[1].strip()
+        with nginx_running(site, tmp_path / "nginx"):
+            for rel in ("overlay.cpio", "previous/overlay.cpio", "previous/boot.ipxe", "initrd.img", "", "previous/",
+                        "%6Fverlay.cpio", "x/../overlay.cpio", "/overlay.cpio"):
+                status, body, _ = get(f"{base}/hosts/zephyr/{rel}")
+                assert status == 403 and key not in body, (rel, status)
+            for method in ("HEAD", "POST"):
+                assert get(f"{base}/hosts/zephyr/overlay.cpio", method=method)[0] == 403, method
+            status, body, _ = get(f"{base}/hosts/zephyr/boot.ipxe")
+            assert status == 200 and body == (folder / "boot.ipxe").read_bytes() and key not in body
+            assert b"echo cephboot: address refused: the keys of host zephyr are served only to its reserved address 192.0.2.21 " in body
+            assert get(f"{base}/hosts/notus/overlay.cpio")[0] == 200  # a machine-mode host: sealed, served to anyone
+            assert get(f"{base}/hosts/zephyr/.overlay.cpio.tmp.x")[0] == 403
+
+
+def test_links_are_never_followed_beside_an_address_bound_host(a_built_site: Site, tmp_path: Path) -> None:
+    """With zephyr bound, every hosts/<h>/ request passes the bound hosts' location: `disable_symlinks on`
+    still holds there (inherited), for a host that is not bound (notus) and for zephyr's public boot.ipxe."""
+    site = a_built_site
+    _bind_to_address(site, "zephyr")
+    base = f"http://127.0.0.1:{free_port()}/boot"
+    with a_published_tree(site, base) as tree:
+        (tree / "hosts/notus/leak").symlink_to("/etc/passwd")
+        (tree / "hosts/notus/neighbour").symlink_to("../zephyr")
+        (tree / "hosts/zephyr/boot.ipxe").rename(tree / "hosts/zephyr/boot.ipxe.real")
+        (tree / "hosts/zephyr/boot.ipxe").symlink_to("/etc/passwd")
+        with nginx_running(site, tmp_path / "nginx"):
+            for rel in ("notus/leak", "notus/neighbour/overlay.cpio", "zephyr/boot.ipxe"):
+                status, body, _ = get(f"{base}/hosts/{rel}")
+                assert status in (403, 404) and b"root:" not in body and b"070701" not in body, (rel, status)
+            assert get(f"{base}/hosts/notus/initrd.img", method="HEAD")[0] == 200

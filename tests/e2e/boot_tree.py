@@ -103,6 +103,7 @@ class HttpRequest:
     method: str
     path: str
     status: int
+    client: str  # the address the request came from
 
 
 class NginxServer(Service):
@@ -112,15 +113,18 @@ class NginxServer(Service):
     It runs as its own process (``daemon off``, stopped by PID); its workers run as
     ``nobody`` in the web server's group ``WEB_GROUP``, the ``publish.group`` of the sites
     that it serves, so it reads exactly what the publisher lets the web server read. The
-    access log has one ``METHOD PATH STATUS`` line per request.
+    access log has one ``METHOD PATH STATUS CLIENT-ADDRESS`` line per request. With
+    ``server_block`` it serves that file instead (a site's own `doit nginx` output).
     """
 
     def __init__(
-        self, netns: NetworkNamespace, root: Path, workdir: Path, port: int = HTTP_PORT
+        self, netns: NetworkNamespace, root: Path, workdir: Path, port: int = HTTP_PORT,
+        server_block: Path | None = None,
     ) -> None:
         self.netns = netns
         self.root = root
         self.port = port
+        self.server_block = server_block
         self.workdir = workdir
         self.access_log = workdir / "logs" / "access.log"
         self.site_conf = workdir / "cephboot.conf"
@@ -142,9 +146,10 @@ class NginxServer(Service):
         from tasks.nginx import nginx_conf
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.site_conf.write_text(nginx_conf(self.settings, self.workdir))
+        if self.server_block is None:
+            self.site_conf.write_text(nginx_conf(self.settings, self.workdir))
         conf = self.workdir / "nginx.conf"
-        conf.write_text(nginx_main_conf(self.workdir, self.site_conf, WEB_GROUP))
+        conf.write_text(nginx_main_conf(self.workdir, self.server_block or self.site_conf, WEB_GROUP))
         self.netns.run(["nginx", "-t", "-q", "-p", str(self.workdir), "-c", str(conf)])
         self.process = self.netns.start(
             "nginx",
@@ -160,9 +165,9 @@ class NginxServer(Service):
 
     def requests(self) -> list[HttpRequest]:
         """Every request answered so far, oldest first."""
-        # A request line's path holds no spaces: one line is exactly three fields.
+        # A request line's path holds no spaces: one line is exactly four fields.
         rows = [line.split(" ") for line in self.access_log.read_text().splitlines()]
-        return [HttpRequest(method, path, int(status)) for method, path, status in rows]
+        return [HttpRequest(method, path, int(status), client) for method, path, status, client in rows]
 
     def mark(self) -> int:
         """A position in the log; pass it to ``requests_since`` to see one boot's fetches."""
@@ -181,7 +186,7 @@ def nginx_main_conf(prefix: Path, site_conf: Path, group: str) -> str:
         f"user nobody {group};\nworker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log;\n"
         "events { worker_connections 64; }\n"
         "http {\n"
-        "  log_format cephboot '$request_method $request_uri $status';\n"
+        "  log_format cephboot '$request_method $request_uri $status $remote_addr';\n"
         f"  access_log {prefix}/logs/access.log cephboot;\n"
         f"{temp}"
         f"  include {site_conf};\n"

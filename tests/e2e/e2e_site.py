@@ -30,6 +30,22 @@ BOOT_NETWORK = "198.51.100.0/24"
 UNRESERVED = ["198.51.100.100", "198.51.100.150"]
 
 
+@dataclass(frozen=True)
+class Subtree:
+    """A folder of the session's boot tree, as E2ESite wants a boot tree: CephFS path and mount."""
+
+    fs_path: str
+    mountpoint: Path
+
+
+@dataclass(frozen=True)
+class SubUrl:
+    """Where that folder is served: its URL, and the folder as the web server sees it."""
+
+    url: str
+    root: Path
+
+
 @dataclass
 class SiteHost:
     """One test host as its YAML file says it, and what provisioning made for it."""
@@ -50,8 +66,8 @@ class E2ESite:
     def __init__(
         self,
         cluster: CephCluster,
-        boot_tree: CephFuseMount,
-        http: NginxServer,
+        boot_tree: CephFuseMount | Subtree,
+        http: NginxServer | SubUrl,
         workdir: Path,
         rbd_pool: str,
     ) -> None:

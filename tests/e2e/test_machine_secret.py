@@ -10,9 +10,7 @@ or Ceph step; and an HTTP client that fetches every published file finds no byte
 """
 from __future__ import annotations
 
-import base64
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +18,13 @@ from typing import Any
 
 import pytest
 
-from archives import contents
-
 from .boot_tree import CephFuseMount, NginxServer
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
-from .e2e_site import E2ESite
+from .e2e_site import E2ESite, SubUrl, Subtree
 from .netns import NetworkNamespace
 from .qemu_vm import QemuMachine
+from .sweep import cephx_secrets, fetch_all, keys_found, published_names
 
 pytestmark = pytest.mark.e2e
 
@@ -41,22 +38,6 @@ LUKS_NAME = "sealed-root"
 LUKS_KEY = b"e2e LUKS passphrase of host sealed\n"
 BOOT_TIMEOUT = 300
 PANIC_DELAY = 10  # the e2e site's panic=10
-
-
-@dataclass(frozen=True)
-class Subtree:
-    """A folder of the session's boot tree, as E2ESite wants a boot tree: CephFS path and mount."""
-
-    fs_path: str
-    mountpoint: Path
-
-
-@dataclass(frozen=True)
-class SubUrl:
-    """Where that folder is served: its URL, and the folder as the web server sees it."""
-
-    url: str
-    root: Path
 
 
 class AssetMachine(QemuMachine):
@@ -167,49 +148,20 @@ def test_a_machine_with_the_hosts_mac_and_uuid_but_not_its_secret_stops_with_the
 
 # ---- everything published, fetched over HTTP ------------------------------------
 
-FETCH = """
-import sys, urllib.error, urllib.request
-base, out = sys.argv[1], sys.argv[2]
-for i, rel in enumerate(sys.argv[3:]):
-    try:
-        data = urllib.request.urlopen(base + rel, timeout=30).read()
-    except urllib.error.HTTPError as e:
-        data = b""
-        print(rel, e.code)
-    open(f"{out}/{i}", "wb").write(data)
-"""
-
-
 def test_a_client_that_fetches_every_published_file_finds_no_key_byte(
     a_sealed_site: SealedSite, a_network_namespace: NetworkNamespace, tmp_path: Path,
 ) -> None:
     site = a_sealed_site.site
     client = site.hosts[HOST].client
     assert client is not None
-    cephx = client.key
-    secrets = {
-        "cephx key": cephx.encode(),
-        "cephx key, raw": base64.b64decode(cephx)[12:],  # the AES key inside the cephx secret
-        "LUKS key": LUKS_KEY.strip(),
-        "machine secret": SECRET.encode(),
-    }
+    secrets = {**cephx_secrets("cephx key", client.key), "LUKS key": LUKS_KEY.strip(), "machine secret": SECRET.encode()}
     # every file of the tree, routes and previous/ included, by name (the server lists no folders)
-    names = sorted(str(p.relative_to(a_sealed_site.tree.mountpoint)) for p in a_sealed_site.tree.mountpoint.rglob("*")
-                   if p.is_file() and not p.name.startswith("."))
+    names = published_names(a_sealed_site.tree.mountpoint)
     names += [f"ipxe/by-mac/{MAC.replace(':', '-')}.ipxe", f"ipxe/by-uuid/{UUID}.ipxe"]
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    a_network_namespace.run([sys.executable, "-c", FETCH, a_sealed_site.url, str(downloads), *names], timeout=600)
-    fetched = {name: (downloads / str(i)).read_bytes() for i, name in enumerate(names)}
+    fetched = fetch_all(a_network_namespace, a_sealed_site.url, names, tmp_path)
     assert f"hosts/{HOST}/overlay.cpio" in fetched and f"hosts/{HOST}/previous/initrd.img" in fetched
-    assert all(fetched[n] for n in names), [n for n in names if not fetched[n]]  # every file came over HTTP
-    found = []
-    envelopes = 0
-    for i, name in enumerate(fetched):
-        (downloads / str(i)).rename(downloads / f"{i}.img")
-        for blob in contents(downloads / f"{i}.img", tmp_path / f"x{i}"):
-            envelopes += blob.startswith(b"cephboot-sealed 1\nhost sealed\n")
-            found += [f"{what} in {name}" for what, needle in secrets.items() if needle in blob]
-    assert found == []
+    assert all(got.status == 200 and got.data for got in fetched.values()), [n for n, got in fetched.items() if got.status != 200]
+    assert keys_found(fetched, secrets) == []
     # the sweep looked inside the archives: it met the sealed keys in every layer and initrd of the host
+    envelopes = sum(blob.startswith(b"cephboot-sealed 1\nhost sealed\n") for got in fetched.values() for blob in got.blobs)
     assert envelopes >= 4, envelopes  # overlay.cpio, initrd.img, and both again in previous/
