@@ -74,17 +74,17 @@ def run(hosts: int, size: str, work: Path) -> dict[str, Any]:
             if method != "import":
                 (site.hosts / "images").mkdir()
                 (site.hosts / "images" / "base.yaml").write_text(yaml.safe_dump({"rootfs": {"source": str(tree)}, "size": size, "pool": POOL}))
-            if method == "clone":
-                t = time.monotonic()
-                built = site.doit("image:base").stdout
-                image_s = time.monotonic() - t
-                snap = built.split("@", 1)[1].split()[0]
             names = [f"{method[:2]}{i:03d}" for i in range(hosts)]
             for i, name in enumerate(names):
                 extra = {"root": {"image": "base"}} if method == "clone" else {}
                 if method == "stateless":  # the version the clones were made from: built once, by the clone run
                     extra = {"root": {"image": "base", "mode": "stateless", "snapshot": snap}}
                 site.add_host(name, f"52:54:00:ee:{('import', 'clone', 'stateless').index(method):02x}:{i:02x}", **extra)
+            if method == "clone":
+                t = time.monotonic()
+                built = site.doit("image:base").stdout
+                image_s = time.monotonic() - t
+                snap = built.split("@", 1)[1].split()[0]
             site.doit("render")  # the hosts' files, outside the timed steps (both methods need them)
             times = []
             for name in names:
