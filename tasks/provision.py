@@ -698,7 +698,7 @@ def _per_host(basename: str, group_doc: str, action: Any, doc: str, task_dep: tu
             "name": PROFILE_MARK + profile,
             "doc": f"{basename} for each host of profile {profile} ({len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})",
             "actions": None,
-            "task_dep": [f"{basename}:{n}" for n in names],
+            "task_dep": [f"{basename}:{n}" for n in sorted(names)],  # in name order, whatever order the inventory keeps
             "uptodate": [False],
         }
     # `doit BASENAME:NAME` for a NAME that is no host (or `@NAME` no profile of a host) would otherwise

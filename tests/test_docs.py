@@ -29,7 +29,7 @@ _OPTION_VALUE = ("--only", "-n", "--reporter", "-f", "-d")
 DOIT_COMMANDS = ("list", "info", "clean", "forget", "ignore", "help", "run", "strace", "dumpdb", "auto", "tabcompletion")
 # tasks whose subtasks exist only for some hosts (image_root) or are made when they run (create_after):
 # `doit list --all` does not show them, so `<base>:<host or image>` is checked by its base
-PER_HOST_LATER = {"provision", "verify", "imagenative", "image", "move-root", "rollback-root"}
+PER_HOST_LATER = {"provision", "verify", "imagenative", "image", "move-root", "rollback-root", "rotate", "retire"}
 
 
 def texts() -> list[tuple[Path, str]]:
