@@ -244,12 +244,12 @@ def test_a_map_outlives_a_monitor_restart(
     guest, mark = boot(host.macs)
     # cephboot's script starts: the kernel and every layer came over HTTP already, the map
     # is yet to come (stopping the monitor later races a guest that maps at once)
-    guest.wait_for(r"^cephboot: local-top started at", BOOT_TIMEOUT)
+    guest.wait_for(r"cephboot: local-top started at", BOOT_TIMEOUT)  # after initramfs-tools' "Begin: ..." on its line
     try:
         a_ceph_cluster.stop_monitor(grace=0)  # SIGKILL: a monitor that vanishes
         down_at = len(guest.console())
         # the guest really tried while the monitor was away, and is retrying
-        guest.wait_for(r"^cephboot: mapping cephboot/mon-fault/root failed \(attempt 1\)", BOOT_TIMEOUT)
+        guest.wait_for(r"cephboot: mapping cephboot/mon-fault/root failed \(attempt 1\)", BOOT_TIMEOUT)
     finally:
         a_ceph_cluster.start_monitor()
     up_at = len(guest.console())
