@@ -242,9 +242,10 @@ def test_a_map_outlives_a_monitor_restart(
     """The monitor goes away before the guest maps and comes back once a map attempt has failed."""
     host = the_e2e_site.hosts["mon-fault"]
     guest, mark = boot(host.macs)
-    # cephboot's script starts: the kernel and every layer came over HTTP already, the map
-    # is yet to come (stopping the monitor later races a guest that maps at once)
-    guest.wait_for(r"cephboot: local-top started at", BOOT_TIMEOUT)  # after initramfs-tools' "Begin: ..." on its line
+    # the kernel starts: iPXE fetched it and every initrd over HTTP already, and the map is
+    # seconds away (stopping the monitor once cephboot's script runs races a guest that maps
+    # at once)
+    guest.wait_for(r"Linux version ", BOOT_TIMEOUT)
     try:
         a_ceph_cluster.stop_monitor(grace=0)  # SIGKILL: a monitor that vanishes
         down_at = len(guest.console())
