@@ -19,7 +19,7 @@ from .yamlfiles import MAX_FILE, Unreadable, read_regular
 # The publisher creates this file in an empty or new publish.target before it writes
 # anything there: a non-empty target without it is not a tree cephboot published.
 TREE_MARKER = ".cephboot-tree"
-TREE_NAMES = frozenset({"boot.ipxe", "ipxe", "kernels", "hosts", "tftp"})  # what a published tree holds (tftp/: doit dnsmasq)
+TREE_NAMES = frozenset({"boot.ipxe", "ipxe", "kernels", "hosts", "tftp", "grub", "shimx64.efi", "grubx64.efi"})  # what a published tree holds (tftp/: doit dnsmasq; grub/: grub-secureboot)
 MAX_KEYRING = 64 << 10
 MAX_LUKS_KEY = 8 << 20  # cryptsetup's own limit for a key file
 # The kernel keeps COMMAND_LINE_SIZE (2048 on x86) bytes of its command line, the final

@@ -236,6 +236,8 @@ RUN: dict[str, Case] = {
 # --- cases checked by the loader alone (every doit run starts with it) ---------------------
 
 LOAD: dict[str, Case] = {
+    "boot-loader-unknown": (to_notus("boot:\n  loader: pxelinux\n"), ["notus.yaml: boot.loader", "expected one of: ipxe, grub-secureboot"]),
+    "boot-loader-not-a-mapping": (to_notus("boot: grub-secureboot\n"), ["notus.yaml: boot", "mapping"]),
     "no-macs": (edit(B, 'macs: ["52:54:00:a2:00:01"]', "macs: []"), ["boreas.yaml: nics.ceph.macs", "at least 1"]),
     "repeated-mac-in-host": (edit(Z, '"52:54:00:a1:00:02"', ZMAC), ["zephyr.yaml: nics.ceph.macs", "no repeated items"]),
     "user-nic-shares-ceph-mac": (edit(Z, '"52:54:00:a1:01:01"', ZMAC), ["zephyr.yaml: nics.user.macs", "shares a MAC"]),

@@ -1,5 +1,5 @@
 """The boot network a site runs: a bridge in the test namespace, QEMU taps on it, and real
-dnsmasq with the config `doit dnsmasq` generated (DHCP, and TFTP of the tree's tftp/)."""
+dnsmasq with the config `doit dnsmasq` generated (DHCP, and TFTP of the tree: the first stages in its tftp/)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .e2e_site import GUEST_GATEWAY
 from .netns import NetworkNamespace
+from .boot_tree import WEB_GROUP
 from .procs import Service, StartedProcess, wait_until
 
 BRIDGE = "cbbr0"
@@ -51,11 +52,13 @@ class BootNetwork(Service):
         return self.serve_with(name, [
             "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
             f"--interface={BRIDGE}", "--bind-interfaces",
-            # the test's own files, not the system's; root reads the FUSE-mounted tree
-            # under pytest's 0700 folders
+            # the test's own files, not the system's (opened before dnsmasq drops root)
             f"--pid-file={self.workdir / f'{name}.pid'}",
             f"--dhcp-leasefile={self.workdir / f'{name}.leases'}",
-            "--user=root", "--log-facility=-",
+            # as the web server's user and group: TFTP then serves the host layers (0640,
+            # group publish.group) to Secure Boot hosts' GRUB; as root dnsmasq would serve
+            # only world-readable files
+            "--user=nobody", f"--group={WEB_GROUP}", "--log-facility=-",
         ], self.workdir / f"{name}-dnsmasq.log")
 
     def serve_with(self, name: str, argv: list[str], log: Path) -> StartedProcess:
