@@ -124,6 +124,12 @@ def _check_address_mode(host: Host, settings: dict[str, Any], problems: list[Pro
     mode_at = host.origin("secrets.mode")
     why = (f"secrets.mode: address ({mode_at}) serves the keys of host {host.name!r} only to the address that "
            "the DHCP reservation of its boot NIC gives it")
+    if host.data["boot"]["loader"] == "grub-secureboot":
+        # Debian's signed GRUB fetches the layer by TFTP, which serves the whole tree to any address
+        problems.append(Problem(host.origin("boot.loader"), "boot.loader", (
+            f"grub-secureboot: {why}, but Debian's signed GRUB fetches the host's layer by TFTP, which has no "
+            "per-address rule; use secrets.mode: machine (or boot.loader: ipxe)")))
+        return
     network = settings["dhcp"]["network"]
     if not network:
         problems.append(Problem(mode_at, "secrets.mode", f"{why}, and dhcp.network is not set in hosts/site.yaml; "

@@ -428,6 +428,10 @@ LOAD: dict[str, Case] = {
     "address-mode-user-nic-only-on-the-boot-network": (
         lambda site: (site.edit(SITE, "  network: 192.0.2.0/24", "  network: 198.51.100.0/24"), append(Z, "secrets:\n  mode: address\n")(site)),
         ["zephyr.yaml: nics.ceph.address: '192.0.2.21/24'", "inside dhcp.network 198.51.100.0/24"]),
+    # Debian's signed GRUB has only TFTP, which serves the tree to any address
+    "address-mode-with-grub-secureboot": (append(Z, "secrets:\n  mode: address\nboot:\n  loader: grub-secureboot\n"),
+        ["hosts/nodes/zephyr.yaml: boot.loader: grub-secureboot: secrets.mode: address", "by TFTP, which has no per-address rule",
+         "use secrets.mode: machine"]),
 }
 
 
