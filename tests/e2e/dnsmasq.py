@@ -123,6 +123,10 @@ class BootNetwork(Service):
         return text.splitlines()[mark:]
 
     def tftp_sent(self, mark: int) -> list[str]:
-        """Base names of the files cephboot's dnsmasq sent by TFTP since ``mark``."""
-        sent = (re.search(r"dnsmasq-tftp\[\d+\]: sent (\S+) to ", line) for line in self.lines_since(mark))
-        return [Path(m.group(1)).name for m in sent if m]
+        """Base names of the files cephboot's dnsmasq sent by TFTP since ``mark`` to the machines it
+        gave an address since then (when it gave any): a transfer an earlier machine abandoned
+        (GRUB and OVMF open a file, read its size and drop it) is logged when it times out, later."""
+        lines = self.lines_since(mark)
+        acked = {m.group(1) for line in lines if (m := re.search(r"DHCPACK\(\S+\) (\S+) ", line))}
+        sent = (re.search(r"dnsmasq-tftp\[\d+\]: sent (\S+) to (\S+)", line) for line in lines)
+        return [Path(m.group(1)).name for m in sent if m and (not acked or m.group(2) in acked)]
