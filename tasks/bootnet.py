@@ -6,8 +6,15 @@ import ipaddress
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from .artifacts import CONDITIONS
 from .inventory import Site
 
+# The TFTP root is the whole boot tree (the signed GRUB of grub-secureboot hosts reads grub/,
+# kernels/ and hosts/ by TFTP); iPXE's first stages are in its tftp/ folder.
+TFTP_DIR = "tftp"
+# boot.loader: grub-secureboot: what those hosts' MACs get under x86_64 UEFI, at the tree's root:
+# Debian's signed shim, which fetches grubx64.efi (Debian's signed GRUB) from there too.
+SHIM = "shimx64.efi"
 # Debian's ipxe package: the first stage a PXE ROM fetches by TFTP, per firmware.
 BIOS_LOADER = "undionly.kpxe"  # iPXE on the NIC's own PXE stack (UNDI)
 UEFI_LOADERS = ("snponly.efi", "ipxe.efi")  # iPXE on the firmware's NIC driver / on its own drivers
@@ -27,7 +34,7 @@ class Loader(NamedTuple):
 
     kind: str  # the tag/class name the configs use: bios, efi64
     arches: tuple[int, ...]  # client system architecture values
-    file: str  # a file of the tree's tftp/
+    file: str  # its path from the TFTP root (the tree): tftp/<loader>
 
 
 class Answers(NamedTuple):
@@ -38,6 +45,8 @@ class Answers(NamedTuple):
     loaders: list[Loader]  # what a PXE ROM gets, most specific first
     reservations: list[Reservation]  # server mode only: [] when the site's own server keeps the addresses
     tftp_server: str | None  # next-server for servers that do not serve TFTP themselves (None: unknown)
+    secure_macs: list[str]  # the MACs of grub-secureboot hosts: under x86_64 UEFI they get SHIM, not iPXE
+    shim: str  # the boot file of secure_macs (a path from the TFTP root)
 
 
 def reservations(site: Site) -> list[Reservation]:
@@ -45,6 +54,19 @@ def reservations(site: Site) -> list[Reservation]:
     addresses the web server serves an address-mode host's keys to)."""
     network = site.settings["dhcp"]["network"]
     return [Reservation(*r) for name in sorted(site.hosts) for r in site.hosts[name].reservations(network)]
+
+
+def grub_routes(site: Site) -> list[tuple[str, str]]:
+    """(MAC, host) for every MAC of every grub-secureboot host: the site grub.cfg's routes and
+    the MACs the DHCP server gives shim."""
+    grub = CONDITIONS["grub"]
+    out = []
+    for name in sorted(site.hosts):
+        h = site.hosts[name].data
+        if grub(h):
+            for nic in (h["nics"]["ceph"], h["nics"]["user"]):
+                out += [(mac, name) for mac in (nic["macs"] if nic else [])]
+    return out
 
 
 def tftp_server(settings: dict) -> str | None:
@@ -64,7 +86,9 @@ def answers(site: Site) -> Answers:
     return Answers(
         network=ipaddress.IPv4Network(s["dhcp"]["network"]),
         ipxe_url=f"{s['pxe']['http_base']}/boot.ipxe",
-        loaders=[Loader("efi64", (7, 9), s["pxe"]["uefi_loader"]), Loader("bios", (0,), BIOS_LOADER)],
+        loaders=[Loader("efi64", (7, 9), f"{TFTP_DIR}/{s['pxe']['uefi_loader']}"), Loader("bios", (0,), f"{TFTP_DIR}/{BIOS_LOADER}")],
         reservations=reservations(site) if s["dhcp"]["mode"] == "server" else [],
         tftp_server=tftp_server(s),
+        secure_macs=[mac for mac, _ in grub_routes(site)],
+        shim=SHIM,
     )
