@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 from .artifacts import CONDITIONS
 from .inventory import Site
 
-# The TFTP root is the whole boot tree (the signed GRUB of grub-secureboot hosts reads grub/,
-# kernels/ and hosts/ by TFTP); iPXE's first stages are in its tftp/ folder.
+# iPXE's first stages are in the tree's tftp/ folder.  That folder is the TFTP root, unless some
+# host boots grub-secureboot: its signed GRUB reads grub/, kernels/ and hosts/ by TFTP, so then the
+# root is the whole tree (and no host may be in secrets.mode: address: TFTP serves any address).
 TFTP_DIR = "tftp"
 # boot.loader: grub-secureboot: what those hosts' MACs get under x86_64 UEFI, at the tree's root:
 # Debian's signed shim, which fetches grubx64.efi (Debian's signed GRUB) from there too.
@@ -34,7 +35,7 @@ class Loader(NamedTuple):
 
     kind: str  # the tag/class name the configs use: bios, efi64
     arches: tuple[int, ...]  # client system architecture values
-    file: str  # its path from the TFTP root (the tree): tftp/<loader>
+    file: str  # its path from the TFTP root: <loader>, or tftp/<loader> when the root is the tree (tftp_prefix)
 
 
 class Answers(NamedTuple):
@@ -69,6 +70,29 @@ def grub_routes(site: Site) -> list[tuple[str, str]]:
     return out
 
 
+def tftp_prefix(site: Site) -> str:
+    """The first stages' folder seen from the TFTP root: '' when the root is the tree's tftp/ itself
+    (no host file is then served by TFTP), 'tftp/' when grub-secureboot hosts need the whole tree."""
+    return f"{TFTP_DIR}/" if grub_routes(site) else ""
+
+
+def tftp_exposes_keys(site: Site) -> str | None:
+    """Why the boot network cannot be served as the inventory asks, or None: grub-secureboot hosts
+    make the TFTP root the whole tree, and TFTP serves any address, so an address-mode host's
+    keys (its layer, served over HTTP to its reserved address only) would reach anyone."""
+    grub = sorted({name for _, name in grub_routes(site)})
+    bound = sorted(n for n, h in site.hosts.items() if h.data["secrets"]["mode"] == "address")
+    if not grub or not bound:
+        return None
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    return (f"the signed GRUB of the grub-secureboot host(s) {few(grub)} reads the boot tree by TFTP, so TFTP must serve "
+            f"the whole tree, to any address; the keys of the host(s) {few(bound)} (secrets.mode: address) would reach "
+            "anyone who asks for their layer. Give those hosts secrets.mode: machine, or the others boot.loader: ipxe")
+
+
 def tftp_server(settings: dict) -> str | None:
     """dhcp.tftp_server, else pxe.http_base's host when that is an IPv4 address."""
     if settings["dhcp"]["tftp_server"]:
@@ -83,10 +107,11 @@ def tftp_server(settings: dict) -> str | None:
 def answers(site: Site) -> Answers:
     """The boot network's answers for ``site`` (dhcp.network must be set)."""
     s = site.settings
+    prefix = tftp_prefix(site)
     return Answers(
         network=ipaddress.IPv4Network(s["dhcp"]["network"]),
         ipxe_url=f"{s['pxe']['http_base']}/boot.ipxe",
-        loaders=[Loader("efi64", (7, 9), f"{TFTP_DIR}/{s['pxe']['uefi_loader']}"), Loader("bios", (0,), f"{TFTP_DIR}/{BIOS_LOADER}")],
+        loaders=[Loader("efi64", (7, 9), f"{prefix}{s['pxe']['uefi_loader']}"), Loader("bios", (0,), f"{prefix}{BIOS_LOADER}")],
         reservations=reservations(site) if s["dhcp"]["mode"] == "server" else [],
         tftp_server=tftp_server(s),
         secure_macs=[mac for mac, _ in grub_routes(site)],

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import inventory
-from .bootnet import Answers, answers, grub_routes
+from .bootnet import Answers, answers, grub_routes, tftp_exposes_keys
 from .fileio import digest, write_if_changed
 from .inventory import Site
 from .quoting import UnsafeValue
@@ -50,6 +50,8 @@ def render_snippets(site: Site, server: str) -> TaskFailed | None:
     s = site.settings
     if not s["dhcp"]["network"]:
         return TaskFailed(f"cephboot: dhcp-snippets:{server}: set dhcp.network in hosts/site.yaml (the subnet machines PXE-boot on, e.g. 192.0.2.0/24)")
+    if why := tftp_exposes_keys(site):
+        return TaskFailed(f"cephboot: dhcp-snippets:{server}: {why}")
     net = answers(site)
     if net.tftp_server is None:
         return TaskFailed(f"cephboot: dhcp-snippets:{server}: set dhcp.tftp_server in hosts/site.yaml (the TFTP server's IPv4 address, "

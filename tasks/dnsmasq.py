@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import inventory
-from .bootnet import LOADERS, SHIM, TFTP_DIR, answers, grub_routes
+from .bootnet import LOADERS, SHIM, TFTP_DIR, answers, grub_routes, tftp_exposes_keys, tftp_prefix
 from .fileio import describe, digest, write_if_changed
 from .inventory import Site
 from .nginx import web_root
@@ -59,10 +59,10 @@ def config_text(site: Site) -> str:
         range=dhcp["range"],
         router=dhcp["router"],
         reservations=net.reservations,
-        # the whole tree: the first stages are under tftp/; the signed GRUB of grub-secureboot
-        # hosts reads grub/grub.cfg, kernels/ and hosts/<h>/ by TFTP (its image has no HTTP)
-        tftp_root=web_root(s, site.root).rstrip("/") or "/",
-        tftp_dir=TFTP_DIR,
+        # the tree's tftp/ (the first stages, nothing of any host); the whole tree when the signed
+        # GRUB of grub-secureboot hosts reads grub/grub.cfg, kernels/ and hosts/<h>/ by TFTP
+        tftp_root=(web_root(s, site.root).rstrip("/") or "") + ("" if tftp_prefix(site) else f"/{TFTP_DIR}") or "/",
+        tftp_prefix=tftp_prefix(site),
         boot_url=net.ipxe_url,
         uefi_loader=s["pxe"]["uefi_loader"],
         secure_macs=net.secure_macs,
@@ -74,6 +74,8 @@ def render_dnsmasq(site: Site) -> TaskFailed | None:
     """doit action: write build/site/dnsmasq.conf."""
     if not site.settings["dhcp"]["network"]:
         return TaskFailed("cephboot: dnsmasq: set dhcp.network in hosts/site.yaml (the subnet machines PXE-boot on, e.g. 192.0.2.0/24)")
+    if why := tftp_exposes_keys(site):
+        return TaskFailed(f"cephboot: dnsmasq: {why}")
     try:
         text = config_text(site)
     except UnsafeValue as e:

@@ -67,8 +67,8 @@ def test_proxy_mode_gives_the_boot_answers_and_no_addresses(the_example_site: Si
     assert "} elsif option pxe-system-type = 00:07 or option pxe-system-type = 00:09 {" in st
     assert "} elsif option pxe-system-type = 00:00 {" in st
     assert st.count("next-server 192.0.2.5;") == 2  # from pxe.http_base's host
-    # the TFTP root is the tree (as dnsmasq's tftp-root): the loaders are in its tftp/
-    assert 'filename "tftp/snponly.efi";' in st and 'filename "tftp/undionly.kpxe";' in st
+    # the TFTP root is the tree's tftp/ (as dnsmasq's tftp-root, with no grub-secureboot host)
+    assert 'filename "snponly.efi";' in st and 'filename "undionly.kpxe";' in st
     assert not [s for s in st if s.startswith("host ")]
     kea = the_example_site.build / "site" / "kea-dhcp4"
     classes = kea_json(kea / "dhcp4.json", "{X}")["client-classes"]
@@ -76,8 +76,8 @@ def test_proxy_mode_gives_the_boot_answers_and_no_addresses(the_example_site: Si
     assert classes[0] == {"name": "cephboot-ipxe", "test": "option[77].hex == 'iPXE' or option[175].exists",
                           "boot-file-name": "http://192.0.2.5/boot/boot.ipxe"}
     assert classes[1]["test"] == "not member('cephboot-ipxe') and (option[93].hex == 0x0007 or option[93].hex == 0x0009)"
-    assert (classes[1]["next-server"], classes[1]["boot-file-name"]) == ("192.0.2.5", "tftp/snponly.efi")
-    assert (classes[2]["next-server"], classes[2]["boot-file-name"]) == ("192.0.2.5", "tftp/undionly.kpxe")
+    assert (classes[1]["next-server"], classes[1]["boot-file-name"]) == ("192.0.2.5", "snponly.efi")
+    assert (classes[2]["next-server"], classes[2]["boot-file-name"]) == ("192.0.2.5", "undionly.kpxe")
     assert kea_json(kea / "subnet4.json", "{X}") == {"reservations": []}
 
 
@@ -106,8 +106,8 @@ def test_server_mode_reserves_every_static_address_as_dnsmasq_does(the_example_s
     assert kea_pairs == dnsmasq_pairs and len(kea_pairs) == 4
     assert kea_json(kea / "dhcp4.json", "{X}")["ip-reservations-unique"] is False
     # pxe.uefi_loader reaches both servers' UEFI answer
-    assert 'filename "tftp/ipxe.efi";' in dhcpd_statements(the_example_site)
-    assert kea_json(kea / "dhcp4.json", "{X}")["client-classes"][1]["boot-file-name"] == "tftp/ipxe.efi"
+    assert 'filename "ipxe.efi";' in dhcpd_statements(the_example_site)
+    assert kea_json(kea / "dhcp4.json", "{X}")["client-classes"][1]["boot-file-name"] == "ipxe.efi"
 
 
 def test_kea_needs_no_shared_addresses_flag_when_every_nic_has_one_mac(the_example_site: Site, tmp_path: Path) -> None:

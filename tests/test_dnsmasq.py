@@ -48,12 +48,13 @@ def test_the_default_is_proxy_dhcp_next_to_the_sites_dhcp_server(the_example_sit
     assert "dhcp-range=192.0.2.0,proxy,255.255.255.0" in opts
     assert not [o for o in opts if o.startswith("dhcp-host=")]  # the site's server owns the addresses
     # a PXE ROM gets iPXE for its firmware; iPXE itself gets the site's script over HTTP
-    assert "pxe-service=tag:!ipxe,x86PC,cephboot,tftp/undionly.kpxe" in opts
-    assert "pxe-service=tag:!ipxe,BC_EFI,cephboot,tftp/snponly.efi" in opts
-    assert "pxe-service=tag:!ipxe,x86-64_EFI,cephboot,tftp/snponly.efi" in opts
+    assert "pxe-service=tag:!ipxe,x86PC,cephboot,undionly.kpxe" in opts
+    assert "pxe-service=tag:!ipxe,BC_EFI,cephboot,snponly.efi" in opts
+    assert "pxe-service=tag:!ipxe,x86-64_EFI,cephboot,snponly.efi" in opts
     assert "dhcp-boot=tag:ipxe,http://192.0.2.5/boot/boot.ipxe" in opts
     assert {"dhcp-userclass=set:ipxe,iPXE", "dhcp-match=set:ipxe,175"} <= set(opts)
-    assert f"tftp-root={the_example_site.root}/build/publish" in opts  # the tree: loaders in its tftp/
+    # the tree's tftp/ only: no host uses grub-secureboot, so no host file is served by TFTP
+    assert f"tftp-root={the_example_site.root}/build/publish/tftp" in opts
     assert "port=0" in opts  # no DNS server
 
 
@@ -71,8 +72,8 @@ def test_server_mode_reserves_every_static_address_of_the_boot_network(the_examp
     ]  # not notus (DHCP), not zephyr's user NIC (another network)
     assert "dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,1h" in opts
     assert "dhcp-option=option:router,192.0.2.1" in opts
-    assert "dhcp-boot=tag:!ipxe,tag:efi64,tftp/ipxe.efi" in opts
-    assert "dhcp-boot=tag:!ipxe,tag:bios,tftp/undionly.kpxe" in opts
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi" in opts
+    assert "dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe" in opts
     assert "dhcp-boot=tag:ipxe,http://192.0.2.5/boot/boot.ipxe" in opts
     assert not [o for o in opts if "proxy" in o or o.startswith("pxe-service")]
 

@@ -110,3 +110,26 @@ def test_grub_script_check_refuses_a_broken_config(tmp_path: Path) -> None:
     assert grub_script_check([str(good)]) is None
     failed = grub_script_check([str(good), str(broken)])
     assert failed is not None and str(broken) in str(failed)
+
+
+def test_grub_secureboot_hosts_and_address_mode_hosts_cannot_share_one_boot_network(a_built_site: Site) -> None:  # noqa: F811
+    """Without grub-secureboot hosts TFTP serves the tree's tftp/ only; with them it must serve the
+    whole tree, to any address, which would hand an address-mode host's layer (its keys) to
+    anyone: `doit dnsmasq` and `doit dhcp-snippets` refuse, naming the hosts, and keep what they
+    wrote before."""
+    site = a_built_site
+    site.doit("dnsmasq")
+    conf = site.build / "site/dnsmasq.conf"
+    before = conf.read_bytes()
+    assert f"\ntftp-root={tree(site)}/tftp\n".encode() in before  # no host file over TFTP
+    secure(site)  # boreas and notus on grub-secureboot
+    with open(site.hosts / "nodes/zephyr.yaml", "a") as f:
+        f.write("secrets:\n  mode: address\n")
+    for task in ("dnsmasq", "dhcp-snippets"):
+        run = site.doit(task, check=False)
+        assert run.returncode != 0, run.stdout
+        out = run.stdout + run.stderr
+        assert "the signed GRUB of the grub-secureboot host(s) boreas, notus reads the boot tree by TFTP" in out, out
+        assert "the keys of the host(s) zephyr (secrets.mode: address) would reach anyone" in out, out
+        assert "Traceback" not in out
+    assert conf.read_bytes() == before
