@@ -16,6 +16,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 # what the end-to-end suite measured of real boots, by map method (tests/e2e/test_boot_scenarios.py,
 # boot_costs(); run with CEPHBOOT_BOOT_RESULTS=bench/boots.json)
 BOOTS = PROJECT / "bench" / "boots.json"
+# boot_path() of the e2e tests, per "<firmware>, <host>" (run with CEPHBOOT_BOOT_PATHS=bench/boot-paths.json)
+BOOT_PATHS = PROJECT / "bench" / "boot-paths.json"
+BOOT_PATHS_TITLE = "## Boot-path timings per firmware (issue 12)"
 ROWS = ["noop", "list", "host", "site", "cold", "rss"]  # the issue's target table, in its order
 TARGET_LABELS = {
     "noop": "no-op `doit`",
@@ -124,6 +127,37 @@ def boots_section(boots: dict[str, Any]) -> list[str]:
         out += ["", f"The sysfs hosts' lean base is {size_bytes(lean)}, {lean / full:.0%} of the full base ({size_bytes(full)}): issue 15's "
                 f"target of a third {'is met' if lean * 3 <= full else '**is missed**'} (docs/layers-and-publish.md says what the rest is)."]
     return out
+
+
+def boot_paths_section(paths: dict[str, Any]) -> list[str]:
+    """Seconds from power-on to each step of the boot chain, per firmware and host, as the e2e tests recorded them."""
+    out = [BOOT_PATHS_TITLE, ""]
+    if not paths:
+        return out + ["Not recorded: run the e2e tests with `CEPHBOOT_BOOT_PATHS=bench/boot-paths.json` "
+                      "(`tests/e2e/test_boot_scenarios.py -k by_mac`, `tests/e2e/test_uefi.py`, `tests/e2e/test_secureboot.py`)."]
+    out += ["Seconds from QEMU's start (power-on) to each step, as the e2e tests print them (`boot path, <firmware>, <host>: ...`) "
+            "and record them with `CEPHBOOT_BOOT_PATHS=bench/boot-paths.json`: QEMU TCG on the shared 2-core build machine, "
+            "dnsmasq on a bridge, the files over HTTP (iPXE) or TFTP (GRUB) from the CephFS boot tree. *Loader*: iPXE's banner, "
+            "or under Secure Boot the host's GRUB config running (shim and GRUB verified, the machine routed). No step waits a "
+            "fixed time. Every path measured so far, with its first stage and route, also those printed before this file "
+            "recorded them: [docs/front-end.md](docs/front-end.md#boot-path-timings).", "",
+            "| firmware, host | loader | loader running | kernel starts | root mapped | root mounted | recorded |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for key, rec in sorted(paths.items()):
+        steps = dict((name, t) for name, t in rec["steps"])
+        loader = rec["steps"][0][0]
+        out.append(f"| {key} | {loader} | {steps[loader]:.1f} | {steps['kernel']:.1f} | {steps['mapped']:.1f} | {steps['root']:.1f} | {rec['date']} |")
+    return out
+
+
+def update_boot_paths(text: str, paths: dict[str, Any]) -> str:
+    """BENCHMARKS.md ``text`` with its boot-path section (added at the end if missing) made from ``paths``."""
+    section = "\n".join(boot_paths_section(paths)) + "\n"
+    start = text.find(BOOT_PATHS_TITLE)
+    if start < 0:
+        return text.rstrip("\n") + "\n\n" + section
+    end = text.find("\n## ", start + 1)
+    return text[:start] + section + (text[end:] if end >= 0 else "")
 
 
 def chart(results: dict[str, Any], path: Path) -> Path | None:
@@ -457,5 +491,6 @@ if __name__ == "__main__":
     if nginx_results.exists():  # measured by bench/nginx_bound.py, kept across reports
         from bench import nginx_bound
         text = nginx_bound.update_benchmarks(text, json.loads(nginx_results.read_text()))
+    text = update_boot_paths(text, json.loads(BOOT_PATHS.read_text()) if BOOT_PATHS.exists() else {})
     (PROJECT / "BENCHMARKS.md").write_text(text)
     print("wrote BENCHMARKS.md" + (f" and {png}" if png else ""))

@@ -29,6 +29,7 @@ CONDITIONS: Mapping[str, Callable[[Mapping[str, Any]], bool]] = {
     "clear": lambda h: h["secrets"]["mode"] != "machine",  # keys travel as they are
     "monolithic": lambda h: bool(h["monolithic"]),
     "stateless": lambda h: h["root"]["mode"] == "stateless",  # the root is the shared golden image, read-only
+    "grub": lambda h: h["boot"]["loader"] == "grub-secureboot",  # shim -> Debian's signed GRUB -> signed kernel
 }
 
 
@@ -67,6 +68,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
              layer="etc/ceph/ceph.conf", image="etc/ceph/ceph.conf"),
     Artifact("fstab", "render", "template", "rootfs/etc/fstab", "rootfs/etc/fstab.j2", image="etc/fstab"),
     Artifact("boot.ipxe", "render", "template", "boot.ipxe", "tree/hosts/HOST/boot.ipxe.j2", tree="boot.ipxe"),
+    # boot.loader: grub-secureboot: the GRUB config the site's grub/grub.cfg routes the host's MACs to
+    Artifact("grub.cfg", "render", "template", "grub.cfg", "tree/hosts/HOST/grub.cfg.j2", when=("grub",), tree="grub.cfg"),
     Artifact("keyring", "render", "template", "rootfs/" + KEYRING, "rootfs/etc/ceph/keyring.j2", secret=True,
              layer=KEYRING, layer_when=("clear",), image=KEYRING),
     Artifact("crypttab", "render", "template", "rootfs/etc/crypttab", "rootfs/etc/crypttab.j2", when=("luks",),
@@ -159,16 +162,17 @@ def _tree(flags: tuple[bool, ...], client: str) -> dict[str, str]:
 
 
 # what the CONDITIONS read of a host, as plain flags: the plan's cache key
-_FLAG_KEYS = ("luks", "machine", "monolithic", "stateless")
+_FLAG_KEYS = ("luks", "machine", "monolithic", "stateless", "grub")
 _FLAG_CONDITIONS = {
     "luks": lambda f: f["luks"], "machine": lambda f: f["machine"], "clear": lambda f: not f["machine"],
-    "monolithic": lambda f: f["monolithic"], "stateless": lambda f: f["stateless"],
+    "monolithic": lambda f: f["monolithic"], "stateless": lambda f: f["stateless"], "grub": lambda f: f["grub"],
 }
 assert set(_FLAG_CONDITIONS) == set(CONDITIONS)
 
 
-def _flags(h: Mapping[str, Any]) -> tuple[bool, bool, bool, bool]:
-    return bool(h["luks"]), h["secrets"]["mode"] == "machine", bool(h["monolithic"]), h["root"]["mode"] == "stateless"
+def _flags(h: Mapping[str, Any]) -> tuple[bool, bool, bool, bool, bool]:
+    return (bool(h["luks"]), h["secrets"]["mode"] == "machine", bool(h["monolithic"]), h["root"]["mode"] == "stateless",
+            h["boot"]["loader"] == "grub-secureboot")
 
 
 def of_host(h: Mapping[str, Any]) -> tuple[Artifact, ...]:

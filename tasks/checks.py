@@ -19,7 +19,7 @@ from .yamlfiles import MAX_FILE, Unreadable, read_regular
 # The publisher creates this file in an empty or new publish.target before it writes
 # anything there: a non-empty target without it is not a tree cephboot published.
 TREE_MARKER = ".cephboot-tree"
-TREE_NAMES = frozenset({"boot.ipxe", "ipxe", "kernels", "hosts", "tftp"})  # what a published tree holds (tftp/: doit dnsmasq)
+TREE_NAMES = frozenset({"boot.ipxe", "ipxe", "kernels", "hosts", "tftp", "grub", "shimx64.efi", "grubx64.efi"})  # what a published tree holds (tftp/: doit dnsmasq; grub/: grub-secureboot)
 MAX_KEYRING = 64 << 10
 MAX_LUKS_KEY = 8 << 20  # cryptsetup's own limit for a key file
 # The kernel keeps COMMAND_LINE_SIZE (2048 on x86) bytes of its command line, the final
@@ -124,6 +124,12 @@ def _check_address_mode(host: Host, settings: dict[str, Any], problems: list[Pro
     mode_at = host.origin("secrets.mode")
     why = (f"secrets.mode: address ({mode_at}) serves the keys of host {host.name!r} only to the address that "
            "the DHCP reservation of its boot NIC gives it")
+    if host.data["boot"]["loader"] == "grub-secureboot":
+        # Debian's signed GRUB fetches the layer by TFTP, which serves the whole tree to any address
+        problems.append(Problem(host.origin("boot.loader"), "boot.loader", (
+            f"grub-secureboot: {why}, but Debian's signed GRUB fetches the host's layer by TFTP, which has no "
+            "per-address rule; use secrets.mode: machine (or boot.loader: ipxe)")))
+        return
     network = settings["dhcp"]["network"]
     if not network:
         problems.append(Problem(mode_at, "secrets.mode", f"{why}, and dhcp.network is not set in hosts/site.yaml; "

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import inventory
-from .bootnet import Answers, answers
+from .bootnet import Answers, answers, grub_routes, tftp_exposes_keys
 from .fileio import digest, write_if_changed
 from .inventory import Site
 from .quoting import UnsafeValue
@@ -38,6 +38,8 @@ def snippet_text(template: str, net: Answers) -> str:
         loaders=net.loaders,
         tftp_server=net.tftp_server,
         reservations=net.reservations,
+        secure_macs=net.secure_macs,
+        shim=net.shim,
         # Kea refuses one address in two reservations unless told it is meant
         shared_addresses=any(len(r.macs) > 1 for r in net.reservations),
     )
@@ -48,6 +50,8 @@ def render_snippets(site: Site, server: str) -> TaskFailed | None:
     s = site.settings
     if not s["dhcp"]["network"]:
         return TaskFailed(f"cephboot: dhcp-snippets:{server}: set dhcp.network in hosts/site.yaml (the subnet machines PXE-boot on, e.g. 192.0.2.0/24)")
+    if why := tftp_exposes_keys(site):
+        return TaskFailed(f"cephboot: dhcp-snippets:{server}: {why}")
     net = answers(site)
     if net.tftp_server is None:
         return TaskFailed(f"cephboot: dhcp-snippets:{server}: set dhcp.tftp_server in hosts/site.yaml (the TFTP server's IPv4 address, "
@@ -74,6 +78,7 @@ def task_dhcp_snippets() -> Iterator[dict[str, Any]]:
     dhcp = s["dhcp"]
     # the answers depend on the settings and, in server mode, on every host's static addresses
     hosts = repr(sorted((n, h.data["nics"]) for n, h in site.hosts.items())) if dhcp["mode"] == "server" else ""
+    hosts += repr(grub_routes(site))  # the MACs that get shim
     yield {"basename": "dhcp-snippets", "name": None,
            "doc": "snippets for a site's existing ISC dhcpd or Kea server (docs/front-end.md)"}
     for server, outputs in SNIPPETS.items():

@@ -34,7 +34,7 @@ MAX_INCLUDE_DEPTH = 32  # profiles including profiles
 # keys whose origin the checks after validation name in messages (kept per host when not its own file)
 _BLAMED = ("uuid", "nics.ceph.macs", "nics.ceph.address", "nics.ceph.gateway", "nics.user.macs", "nics.user.address",
            "nics.user.gateway", "rbd.pool", "rbd.namespace", "client", "keyring", "boot_path", "kernel", "kernel_args", "luks.keyfile", "image_root",
-           "rootfs.source", "secrets.mode", "secrets.machine_secret", "luks.name", "root.mode", "root.snapshot")
+           "rootfs.source", "secrets.mode", "secrets.machine_secret", "luks.name", "root.mode", "root.snapshot", "boot.loader")
 _CODE = code_files(__name__)  # this module and what it imports: a change to any of them parses again
 
 

@@ -1,4 +1,5 @@
-"""Lint the static boot scripts and every rendered shell file with shellcheck, in batches."""
+"""Lint the static boot scripts and every rendered shell file with shellcheck, in batches; the
+rendered GRUB configs (grub-secureboot hosts) with GRUB's own grub-script-check."""
 from __future__ import annotations
 
 import os
@@ -14,7 +15,8 @@ from doit.exceptions import TaskFailed
 
 from . import artifacts, initrd, inventory
 from .fileio import digest
-from .layout import TEMPLATES, host_file
+from .layout import TEMPLATES, host_file, site_file
+from .render import HOST_GRUB, SITE_GRUB
 from .templating import code_digest
 from .stage import Stage, Unit, stage_task
 from .uptodate import config_changed
@@ -97,6 +99,26 @@ def lint_changed(changed: list[str]) -> bool:
     return ok
 
 
+def grub_script_check(files: list[str]) -> TaskFailed | None:
+    """doit action of lint:grub: grub-script-check (grub-common) over the rendered GRUB configs,
+    one file of each shape (shape(): GRUB's values are single-quoted literals too)."""
+    exe = shutil.which("grub-script-check")
+    if not exe:
+        return TaskFailed("cephboot: lint:grub: grub-script-check not found: apt-get install grub-common (scripts/setup installs it)")
+    groups: dict[str, list[str]] = {}
+    for f in sorted(files):
+        groups.setdefault(shape(Path(f).read_text()), []).append(f)
+    bad = []
+    for same in groups.values():
+        r = subprocess.run([exe, same[0]], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.stderr.write(f"{same[0]}: {r.stdout}{r.stderr}")
+            bad += same
+    if bad:
+        return TaskFailed(f"cephboot: grub-script-check found syntax errors in rendered GRUB configs (above): {', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}")
+    return None
+
+
 def lint_base_confs(bases: dict[str, list[str]], compress: str) -> bool:
     """doit action of lint:base: each base's initramfs.conf, as initrd:<kver> renders it, read by
     shellcheck from stdin (nothing is written); findings name the file the text becomes."""
@@ -136,6 +158,19 @@ def task_lint() -> Iterator[dict[str, Any]]:
         "doc": "shellcheck the initramfs.conf of each base initrd (mkinitramfs sources it)",
         "actions": [(lint_base_confs, [bases, compress])],
         "uptodate": [config_changed(digest(repr(sorted(bases.items())), compress, code_digest(initrd.__name__, initrd.CONF_TEMPLATE), shellcheck_key()))],
+    }
+
+    # GRUB's configs are no shell: GRUB's own checker reads them (only where a host boots with grub-secureboot)
+    grub_files = [host_file(n, HOST_GRUB) for n, h in sorted(site.hosts.items()) if artifacts.has(h.data, ("grub",))]
+    if grub_files:
+        grub_files.append(site_file(SITE_GRUB))
+    yield {
+        "basename": "lint",
+        "name": "grub",
+        "doc": "grub-script-check the rendered GRUB configs (grub-secureboot hosts and the site's routes)",
+        "actions": [(grub_script_check, [grub_files])] if grub_files else [],
+        "file_dep": grub_files,
+        "task_dep": ["render:hosts", "render:site"],
     }
 
     def units() -> dict[str, Unit]:

@@ -24,7 +24,8 @@ from .inventory import TREE_MARKER, Host
 from .overlay import LAYER, MONOLITHIC
 from .layout import SITE, host_file, site_file
 from .templating import code_digest
-from .render import SEALED_PATH, routes_by_host, site_outputs
+from .bootnet import grub_routes
+from .render import SEALED_PATH, SITE_GRUB, routes_by_host, site_outputs
 from .stage import UNCHANGED, Stage, Unit, record_outputs, stage_task
 
 PUBLIC = 0o644
@@ -39,6 +40,10 @@ MARKER = ".publishing"
 HOST_FILES = artifacts.TREE_FILES
 HOST_IPXE = artifacts.BY_NAME["boot.ipxe"].tree  # the script that names the others
 SECRET_FILES = artifacts.SECRET_TREE_FILES  # they hold the cephx key (and the LUKS key)
+# grub/: the site's GRUB routes for grub-secureboot hosts, where Debian's signed GRUB looks
+# for them: $prefix/grub.cfg, its built-in prefix being /grub on the TFTP server it came from
+# (dnsmasq's tftp-root is the tree; TFTP_DIR holds the first stages of `doit dnsmasq`)
+GRUB_DIR = "grub"
 _KVER_IN_SCRIPT = re.compile(rb"/kernels/([^/\s]+)/vmlinuz")
 FOLDERS = {PREVIOUS, "by-uuid", "by-mac"}  # the entries the publisher makes as folders (checked when opened)
 SCRIPT_LIMIT = 1 << 16
@@ -419,6 +424,7 @@ def _publish_site(top: Folder, src_root: Path, routes: list[str], hosts: list[st
                 clear_unexpected(folder, mine, locked)
                 folder.fsync()
         ipxe.fsync()
+    _publish_grub_routes(top, src_root)
     top.fsync()
     # removed hosts: their keys must not stay readable, and their script must not boot a stale image
     if top.entry("hosts") is not None:
@@ -436,6 +442,17 @@ def _publish_site(top: Folder, src_root: Path, routes: list[str], hosts: list[st
             for name in folder.names():
                 if name not in used:
                     folder.remove(name)
+
+
+def _publish_grub_routes(top: Folder, src_root: Path) -> None:
+    """grub/grub.cfg: the site's GRUB routes while any host boots with grub-secureboot; gone otherwise."""
+    src = src_root / SITE_GRUB
+    if src.is_file():
+        with top.folder(GRUB_DIR, PUBLIC_DIR) as folder:
+            if put(folder, src, SITE_GRUB, PUBLIC, None):
+                folder.fsync()
+    elif top.entry(GRUB_DIR) is not None:
+        top.remove(GRUB_DIR)
 
 
 def kernels_named_by_previous(hosts: Folder) -> set[str]:
@@ -577,10 +594,10 @@ def task_publish() -> Iterator[dict[str, Any]]:
         "name": "site",
         "doc": "boot.ipxe; removes the routes, hosts and kernels that are gone",
         "actions": [(publish_site, [s, routes, hosts, kvers, kept])],
-        "file_dep": [site_file("boot.ipxe")],
+        "file_dep": [site_file("boot.ipxe"), *([site_file(SITE_GRUB)] if grub_routes(site) else [])],
         "targets": [os.path.join(root, "boot.ipxe")],
         "task_dep": ["publish:hosts"],  # routes go after the scripts they name
-        "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers), "\n".join(routes))), kept],
+        "uptodate": [config_changed(digest(config, " ".join(hosts), " ".join(kvers), "\n".join(routes), repr(grub_routes(site)))), kept],
     }
 
 

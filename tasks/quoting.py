@@ -1,4 +1,4 @@
-"""The one function through which every value reaches shell, iPXE, INI, fstab, dnsmasq, dhcpd or Kea text."""
+"""The one function through which every value reaches shell, iPXE, GRUB, INI, fstab, dnsmasq, dhcpd or Kea text."""
 from __future__ import annotations
 
 import re
@@ -17,6 +17,7 @@ _EXTRA = {
     "dnsmasq": re.compile(r"[\s,#]"),  # one field of a dnsmasq option: commas separate, # comments
     "dhcpd": re.compile(r"[\s#{}]"),  # one ISC dhcpd token or "string": blanks separate, # comments, braces open scopes
     "kea": re.compile(r"[\s#]"),  # one Kea JSON "string" (quotes, backslashes, controls: forbidden above)
+    "grub": re.compile(r"(?!)"),  # single-quoted in GRUB's script language, like sh
 }
 LANGS = tuple(_EXTRA)
 
@@ -28,7 +29,7 @@ class UnsafeValue(ValueError):
 def quote(value: object, lang: str) -> str:
     """Validate ``value`` for ``lang`` and return it in the form that lands in the file.
 
-    ``sh`` values come back single-quoted; the other languages have no quoting
+    ``sh`` and ``grub`` values come back single-quoted; the other languages have no quoting
     that survives every reader, so their values come back as they are once they
     are known to be inert.  Raises :class:`UnsafeValue` naming the offending
     character otherwise.
@@ -41,4 +42,4 @@ def quote(value: object, lang: str) -> str:
         char = bad.group(0)
         shown = repr(char) if char.isprintable() and not char.isspace() else f"{char!r} (control/space)"
         raise UnsafeValue(f"contains {shown}, which is not allowed in {lang} text")
-    return f"'{text}'" if lang == "sh" else text
+    return f"'{text}'" if lang in ("sh", "grub") else text

@@ -11,6 +11,7 @@ from .uptodate import config_changed
 from . import artifacts, inventory
 from .artifacts import BY_NAME, SECRET, SEALED_STAMP  # noqa: F401  (SECRET: re-exported)
 from .fileio import digest, files_digest, write_if_changed
+from .bootnet import grub_routes
 from .inventory import Host, Site
 from .model import STATELESS_FILES, mapped_root, stateless
 from .quoting import quote
@@ -27,6 +28,8 @@ FSTAB = BY_NAME["fstab"].build
 CRYPTTAB = BY_NAME["crypttab"].build
 LUKS_KEY = BY_NAME["LUKS key"].build
 HOST_IPXE = BY_NAME["boot.ipxe"].build
+HOST_GRUB = BY_NAME["grub.cfg"].build  # boot.loader: grub-secureboot
+SITE_GRUB = "grub.cfg"  # build/site/grub.cfg: the MAC routes of grub-secureboot hosts (the tree's grub/grub.cfg)
 
 
 # machine mode: the keys sealed to the machine secret, as the layer carries them
@@ -34,7 +37,7 @@ SEALED = BY_NAME["sealed keys"].build
 # paths on the booted system / inside the initrd
 LUKS_KEY_PATH = "/" + BY_NAME["LUKS key"].layer
 SEALED_PATH = "/" + BY_NAME["sealed keys"].layer  # machine mode: the keys sealed to the machine secret (tasks/sealed.py)
-SITE_TEMPLATES = {"boot.ipxe": "tree/boot.ipxe.j2", "route": "tree/ipxe/route.ipxe.j2"}
+SITE_TEMPLATES = {"boot.ipxe": "tree/boot.ipxe.j2", "route": "tree/ipxe/route.ipxe.j2", SITE_GRUB: "tree/grub.cfg.j2"}
 
 
 def keyring_path(h: dict[str, Any]) -> str:
@@ -84,6 +87,7 @@ def render_host(site: Site, host: Host) -> None:
         "sealed_path": SEALED_PATH,
         "root_device": f"/dev/mapper/{h['luks']['name']}" if h["luks"] else "/dev/rbd0",
         "cmdline": cmdline(h),
+        "grub_cmdline": " ".join(quote(quote(w, "word"), "grub") for w in inventory.cmdline_words(h)),
         "key": key,
         "mapped": mapped_root(h),
         "stateless_files": STATELESS_FILES if stateless(h) else "",
@@ -160,6 +164,14 @@ def render_site(site: Site) -> None:
     t = SITE_TEMPLATES["boot.ipxe"]
     data = env.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
     write_if_changed(base / "boot.ipxe", data.encode())
+    routes = grub_routes(site)
+    if routes:
+        t = SITE_TEMPLATES[SITE_GRUB]
+        data = env.get_template(t).render(header=header(["hosts/site.yaml", "hosts/nodes/"], t), routes=routes,
+                                          hosts=len({name for _, name in routes}))
+        write_if_changed(base / SITE_GRUB, data.encode())
+    else:
+        (base / SITE_GRUB).unlink(missing_ok=True)
     for folder in ("ipxe/by-uuid", "ipxe/by-mac"):
         for p in (base / folder).glob("*.ipxe"):
             if f"{folder}/{p.name}" not in outputs:
@@ -204,6 +216,6 @@ def task_render() -> Iterator[dict[str, Any]]:
         "doc": "boot.ipxe; removes the routes and build folders that removed hosts (or changed MACs and UUIDs) left",
         "actions": [(render_site, [site])],
         "targets": [site_file("boot.ipxe")],
-        "uptodate": [config_changed(digest(repr(routes), str(len(site.hosts)), site.settings["pxe"]["http_base"], templates_digest("site"), code))],
+        "uptodate": [config_changed(digest(repr(routes), repr(grub_routes(site)), str(len(site.hosts)), site.settings["pxe"]["http_base"], templates_digest("site"), code))],
         "clean": True,
     }

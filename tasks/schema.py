@@ -502,6 +502,12 @@ HOST = Section(
             },
             "How the host's keys travel to it (machine_secret and smbios_field count in machine mode only).",
         ),
+        "boot": Section(
+            {
+                "loader": Field(one_of("ipxe", "grub-secureboot"), "What boots the kernel: 'ipxe' (boot.ipxe over HTTP), or 'grub-secureboot' for UEFI Secure Boot: `doit dnsmasq` gives the host's MACs Debian's signed shim, which starts Debian's signed GRUB, which boots the signed kernel with its generated grub.cfg, all by TFTP from the tree (docs/front-end.md).", default="ipxe"),
+            },
+            "How the machine's firmware reaches the kernel.",
+        ),
         "monolithic": Field(boolean, "Also publish one initrd.img = base + host layer.", default=False),
         "image_root": Field(path, "Image-native mode: the mounted root of this host's image to install into (not `/`, a system folder or a folder holding hosts/).", default=None),
         "rootfs": ROOTFS,

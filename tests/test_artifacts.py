@@ -1,7 +1,7 @@
 """The artifact table (tasks/artifacts.py) is the one list of per-host files: every consumer sees every row.
 
 For each kind of host (LUKS or not, keys sealed or in the clear, monolithic or not, stateful
-or stateless), each
+or stateless, booted by iPXE or by shim and GRUB), each
 row the host has must reach each stage that the row says it goes to, with its mode: a
 stage that kept a list of its own would miss a new row, and this fails.
 """
@@ -18,21 +18,22 @@ from tasks.layout import TEMPLATES, host_file
 from tasks.model import Host
 
 # a stateless host has no LUKS (the inventory refuses it)
-KINDS = [k for k in itertools.product((False, True), ("clear", "machine"), (False, True), ("stateful", "stateless"))
+KINDS = [k for k in itertools.product((False, True), ("clear", "machine"), (False, True), ("stateful", "stateless"),
+                                       ("ipxe", "grub-secureboot"))
          if not (k[0] and k[3] == "stateless")]
 
 
-def a_host(luks: bool, mode: str, monolithic: bool, root: str = "stateful") -> Host:
+def a_host(luks: bool, mode: str, monolithic: bool, root: str = "stateful", loader: str = "ipxe") -> Host:
     data: dict[str, Any] = {
-        "client": "c-1", "secrets": {"mode": mode}, "monolithic": monolithic, "root": {"mode": root},
+        "client": "c-1", "secrets": {"mode": mode}, "monolithic": monolithic, "root": {"mode": root}, "boot": {"loader": loader},
         "luks": {"name": "cryptroot", "keyfile": "keys/h.luks"} if luks else None,
     }
     return Host(name="h1", source="hosts/nodes/h1.yaml", sources=["hosts/nodes/h1.yaml"], data=data)
 
 
-@pytest.mark.parametrize("luks,mode,monolithic,root", KINDS)
-def test_every_row_reaches_every_consumer_it_names(luks: bool, mode: str, monolithic: bool, root: str) -> None:
-    host = a_host(luks, mode, monolithic, root)
+@pytest.mark.parametrize("luks,mode,monolithic,root,loader", KINDS)
+def test_every_row_reaches_every_consumer_it_names(luks: bool, mode: str, monolithic: bool, root: str, loader: str) -> None:
+    host = a_host(luks, mode, monolithic, root, loader)
     h = host.data
     rows = artifacts.of_host(h)
     rendered = render.host_outputs(host)
@@ -85,7 +86,17 @@ def test_the_layer_makes_its_folders_owner_only_where_they_hold_only_secrets() -
 
 
 def test_publish_replaces_the_script_that_names_the_others_last() -> None:
-    assert publish.HOST_FILES[-1] == "boot.ipxe" and set(publish.HOST_FILES) == {"boot.ipxe", "overlay.cpio", "initrd.img"}
+    assert publish.HOST_FILES[-1] == "boot.ipxe" and set(publish.HOST_FILES) == {"boot.ipxe", "grub.cfg", "overlay.cpio", "initrd.img"}
+    # a grub-secureboot host's GRUB config names the layers too: it goes after them
+    assert publish.HOST_FILES.index("grub.cfg") > max(publish.HOST_FILES.index(n) for n in ("overlay.cpio", "initrd.img"))
+
+
+def test_only_grub_secureboot_hosts_get_a_grub_config() -> None:
+    """boot.loader: grub-secureboot adds the grub.cfg row (rendered, published); iPXE hosts have none."""
+    grub, ipxe = a_host(False, "clear", False, loader="grub-secureboot"), a_host(False, "clear", False)
+    assert render.host_outputs(grub)["grub.cfg"] == 0o644 and "grub.cfg" not in render.host_outputs(ipxe)
+    assert publish.host_sources(grub)["grub.cfg"] == host_file("h1", "grub.cfg") and "grub.cfg" not in publish.host_sources(ipxe)
+    assert "grub.cfg" in artifacts.render_conditional()  # removed when a host goes back to iPXE
 
 
 def test_every_per_host_template_is_a_row() -> None:

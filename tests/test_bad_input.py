@@ -236,6 +236,8 @@ RUN: dict[str, Case] = {
 # --- cases checked by the loader alone (every doit run starts with it) ---------------------
 
 LOAD: dict[str, Case] = {
+    "boot-loader-unknown": (to_notus("boot:\n  loader: pxelinux\n"), ["notus.yaml: boot.loader", "expected one of: ipxe, grub-secureboot"]),
+    "boot-loader-not-a-mapping": (to_notus("boot: grub-secureboot\n"), ["notus.yaml: boot", "mapping"]),
     "no-macs": (edit(B, 'macs: ["52:54:00:a2:00:01"]', "macs: []"), ["boreas.yaml: nics.ceph.macs", "at least 1"]),
     "repeated-mac-in-host": (edit(Z, '"52:54:00:a1:00:02"', ZMAC), ["zephyr.yaml: nics.ceph.macs", "no repeated items"]),
     "user-nic-shares-ceph-mac": (edit(Z, '"52:54:00:a1:01:01"', ZMAC), ["zephyr.yaml: nics.user.macs", "shares a MAC"]),
@@ -426,6 +428,10 @@ LOAD: dict[str, Case] = {
     "address-mode-user-nic-only-on-the-boot-network": (
         lambda site: (site.edit(SITE, "  network: 192.0.2.0/24", "  network: 198.51.100.0/24"), append(Z, "secrets:\n  mode: address\n")(site)),
         ["zephyr.yaml: nics.ceph.address: '192.0.2.21/24'", "inside dhcp.network 198.51.100.0/24"]),
+    # Debian's signed GRUB has only TFTP, which serves the tree to any address
+    "address-mode-with-grub-secureboot": (append(Z, "secrets:\n  mode: address\nboot:\n  loader: grub-secureboot\n"),
+        ["hosts/nodes/zephyr.yaml: boot.loader: grub-secureboot: secrets.mode: address", "by TFTP, which has no per-address rule",
+         "use secrets.mode: machine"]),
 }
 
 

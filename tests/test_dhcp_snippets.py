@@ -67,6 +67,7 @@ def test_proxy_mode_gives_the_boot_answers_and_no_addresses(the_example_site: Si
     assert "} elsif option pxe-system-type = 00:07 or option pxe-system-type = 00:09 {" in st
     assert "} elsif option pxe-system-type = 00:00 {" in st
     assert st.count("next-server 192.0.2.5;") == 2  # from pxe.http_base's host
+    # the TFTP root is the tree's tftp/ (as dnsmasq's tftp-root, with no grub-secureboot host)
     assert 'filename "snponly.efi";' in st and 'filename "undionly.kpxe";' in st
     assert not [s for s in st if s.startswith("host ")]
     kea = the_example_site.build / "site" / "kea-dhcp4"
@@ -169,3 +170,30 @@ def test_a_changed_static_address_changes_both_servers_reservations(the_example_
                      (the_example_site.build / "site" / "dhcpd.conf").read_text())
     reservations = kea_json(the_example_site.build / "site" / "kea-dhcp4" / "subnet4.json", "{X}")["reservations"]
     assert {"hw-address": "52:54:00:a2:00:01", "ip-address": "192.0.2.23", "hostname": "boreas"} in reservations
+
+
+def test_grub_secureboot_macs_get_shim_from_both_servers(the_example_site: Site, tmp_path: Path) -> None:
+    """boot.loader: grub-secureboot: x86_64 UEFI with one of the host's MACs gets Debian's signed
+    shim at the tree's root, before the class that gives every other UEFI machine iPXE."""
+    set_dhcp(the_example_site, SERVER_MODE)
+    the_example_site.doit("dhcp-snippets")
+    with open(the_example_site.hosts / "nodes/boreas.yaml", "a") as f:
+        f.write("boot:\n  loader: grub-secureboot\n")
+    assert {"dhcp-snippets:dhcpd", "dhcp-snippets:kea"} <= the_example_site.doit("dhcp-snippets").ran
+    checked = dhcpd_check(the_example_site, tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    checked = kea_check(the_example_site, tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    st = dhcpd_statements(the_example_site)
+    branch = st.index("} elsif ((option pxe-system-type = 00:07 or option pxe-system-type = 00:09) and (hardware = 01:52:54:00:a2:00:01)) {")
+    assert st[branch + 3:branch + 5] == ["next-server 192.0.2.5;", 'filename "shimx64.efi";']
+    assert branch < st.index("} elsif option pxe-system-type = 00:07 or option pxe-system-type = 00:09 {")
+    classes = kea_json(the_example_site.build / "site" / "kea-dhcp4" / "dhcp4.json", "{X}")["client-classes"]
+    assert [c["name"] for c in classes] == ["cephboot-ipxe", "cephboot-secureboot", "cephboot-efi64", "cephboot-bios"]
+    assert classes[1]["test"] == ("not member('cephboot-ipxe') and (option[93].hex == 0x0007 or option[93].hex == 0x0009)"
+                                  " and (pkt4.mac == 0x525400a20001)")
+    assert (classes[1]["next-server"], classes[1]["boot-file-name"]) == ("192.0.2.5", "shimx64.efi")
+    # the same MACs as dnsmasq's secureboot tag (one data model)
+    the_example_site.doit("dnsmasq")
+    assert [o for o in options(the_example_site.build / "site" / "dnsmasq.conf") if o.startswith("dhcp-mac=")] == [
+        "dhcp-mac=set:secureboot,52:54:00:a2:00:01"]

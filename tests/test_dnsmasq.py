@@ -53,6 +53,7 @@ def test_the_default_is_proxy_dhcp_next_to_the_sites_dhcp_server(the_example_sit
     assert "pxe-service=tag:!ipxe,x86-64_EFI,cephboot,snponly.efi" in opts
     assert "dhcp-boot=tag:ipxe,http://192.0.2.5/boot/boot.ipxe" in opts
     assert {"dhcp-userclass=set:ipxe,iPXE", "dhcp-match=set:ipxe,175"} <= set(opts)
+    # the tree's tftp/ only: no host uses grub-secureboot, so no host file is served by TFTP
     assert f"tftp-root={the_example_site.root}/build/publish/tftp" in opts
     assert "port=0" in opts  # no DNS server
 

@@ -1,5 +1,5 @@
 """The boot network a site runs: a bridge in the test namespace, QEMU taps on it, and real
-dnsmasq with the config `doit dnsmasq` generated (DHCP, and TFTP of the tree's tftp/)."""
+dnsmasq with the config `doit dnsmasq` generated (DHCP, and TFTP of the tree: the first stages in its tftp/)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .e2e_site import GUEST_GATEWAY
 from .netns import NetworkNamespace
+from .boot_tree import WEB_GROUP
 from .procs import Service, StartedProcess, wait_until
 
 BRIDGE = "cbbr0"
@@ -51,11 +52,13 @@ class BootNetwork(Service):
         return self.serve_with(name, [
             "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
             f"--interface={BRIDGE}", "--bind-interfaces",
-            # the test's own files, not the system's; root reads the FUSE-mounted tree
-            # under pytest's 0700 folders
+            # the test's own files, not the system's (opened before dnsmasq drops root)
             f"--pid-file={self.workdir / f'{name}.pid'}",
             f"--dhcp-leasefile={self.workdir / f'{name}.leases'}",
-            "--user=root", "--log-facility=-",
+            # as the web server's user and group: TFTP then serves the host layers (0640,
+            # group publish.group) to Secure Boot hosts' GRUB; as root dnsmasq would serve
+            # only world-readable files
+            "--user=nobody", f"--group={WEB_GROUP}", "--log-facility=-",
         ], self.workdir / f"{name}-dnsmasq.log")
 
     def serve_with(self, name: str, argv: list[str], log: Path) -> StartedProcess:
@@ -120,6 +123,10 @@ class BootNetwork(Service):
         return text.splitlines()[mark:]
 
     def tftp_sent(self, mark: int) -> list[str]:
-        """Base names of the files cephboot's dnsmasq sent by TFTP since ``mark``."""
-        sent = (re.search(r"dnsmasq-tftp\[\d+\]: sent (\S+) to ", line) for line in self.lines_since(mark))
-        return [Path(m.group(1)).name for m in sent if m]
+        """Base names of the files cephboot's dnsmasq sent by TFTP since ``mark`` to the machines it
+        gave an address since then (when it gave any): a transfer an earlier machine abandoned
+        (GRUB and OVMF open a file, read its size and drop it) is logged when it times out, later."""
+        lines = self.lines_since(mark)
+        acked = {m.group(1) for line in lines if (m := re.search(r"DHCPACK\(\S+\) (\S+) ", line))}
+        sent = (re.search(r"dnsmasq-tftp\[\d+\]: sent (\S+) to (\S+)", line) for line in lines)
+        return [Path(m.group(1)).name for m in sent if m and (not acked or m.group(2) in acked)]

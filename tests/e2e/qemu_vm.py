@@ -19,7 +19,12 @@ IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
 # UEFI: Debian's OVMF (4M flash), with a private copy of the variable store per machine.
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-FIRMWARES = ("bios", "uefi")
+# Secure Boot enforced: OVMF built with SMM (its variable store writable only from SMM, so
+# the guest cannot unenroll keys), and a variable store with Microsoft's keys enrolled (the
+# KEK and db that sign shim) and Secure Boot on.
+OVMF_SECBOOT_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+FIRMWARES = ("bios", "uefi", "secureboot")
 
 # slirp's virtual network, in a documentation range so every address a script or a log
 # shows is one. It never leaves QEMU: a guest connection to the test address becomes a
@@ -34,7 +39,8 @@ _TERMINAL_NOISE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[c()][0-9A-Za-z]?|\x0
 class QemuMachine(Service):
     """One guest: its NICs' MACs (the first boots with iPXE), SMBIOS UUID, serial log.
 
-    ``firmware`` is SeaBIOS (``bios``, -machine pc) or OVMF (``uefi``, -machine q35).
+    ``firmware`` is SeaBIOS (``bios``, -machine pc), OVMF (``uefi``, -machine q35) or OVMF
+    with Secure Boot enforced (``secureboot``: -machine q35,smm=on, Microsoft's keys).
     With ``nic_rom`` the first NIC's option ROM is iPXE; without it the firmware's own
     PXE boots it (OVMF's virtio-net driver). Without ``taps`` every NIC is on slirp, whose
     TFTP serves ``tftp_root``'s ``bootfile``; with ``taps`` (one per MAC) the NICs are on
@@ -80,7 +86,7 @@ class QemuMachine(Service):
         self.started_at = 0.0
 
     def argv(self) -> list[str]:
-        machine = "q35" if self.firmware == "uefi" else "pc"
+        machine = {"bios": "pc", "uefi": "q35", "secureboot": "q35,smm=on"}[self.firmware]
         argv = [
             "qemu-system-x86_64",
             "-machine", machine, "-accel", "tcg", "-m", str(self.memory_mib),
@@ -90,11 +96,14 @@ class QemuMachine(Service):
             "-nographic", "-serial", f"file:{self.serial_log}", "-monitor", "none",
             "-no-reboot", "-boot", "n",
         ]
-        if self.firmware == "uefi":
+        if self.firmware != "bios":
+            code = OVMF_SECBOOT_CODE if self.firmware == "secureboot" else OVMF_CODE
             argv += [
-                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={self.workdir / 'OVMF_VARS.fd'}",
             ]
+        if self.firmware == "secureboot":
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
         if self.cpu:
             # RDRAND, as real machines have it: the guest kernel's random pool is
             # ready at once. Without it, it takes 5-20 s under TCG, and userspace
@@ -124,8 +133,8 @@ class QemuMachine(Service):
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.serial_log.write_bytes(b"")
-        if self.firmware == "uefi":
-            shutil.copyfile(OVMF_VARS, self.workdir / "OVMF_VARS.fd")
+        if self.firmware != "bios":
+            shutil.copyfile(OVMF_MS_VARS if self.firmware == "secureboot" else OVMF_VARS, self.workdir / "OVMF_VARS.fd")
         self.started_at = time.monotonic()
         self.process = self.netns.start("qemu", self.argv(), self.workdir / "qemu.stdout")
 

@@ -31,6 +31,7 @@ UNKNOWN_MAC = "52:54:00:e2:09:99"
 MULTI_MACS = ["52:54:00:e2:04:01", "52:54:00:e2:04:02", "52:54:00:e2:04:03"]
 LUKS_NAME = "e2e-root"
 FALLBACK_NEW = "cephboot.e2e=second-generation"
+SECUREBOOT_MAC = "52:54:00:e2:0b:01"
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +57,7 @@ def the_e2e_site(
     site.give_wrong_key("wrong-key")
     site.add_host("monolithic", ["52:54:00:e2:08:01"], monolithic=True)
     site.add_host("fallback", ["52:54:00:e2:0a:01"])
+    site.add_host("secureboot", [SECUREBOOT_MAC], boot={"loader": "grub-secureboot"})
     site.doit()
     # a second generation of "fallback": the first stays published as its previous/
     site.hosts["fallback"].data["+kernel_args"] = [FALLBACK_NEW]

@@ -92,17 +92,30 @@ def a_full_boot(
     return run
 
 
-def boot_path(guest: QemuMachine, firmware: str, host: str, root: str = "/dev/rbd0") -> list[tuple[str, float]]:
+IPXE_RUNNING = ("iPXE", r"iPXE 1\.\d")
+
+
+def boot_path(guest: QemuMachine, firmware: str, host: str, root: str = "/dev/rbd0",
+              loader: tuple[str, str] = IPXE_RUNNING, timeout: float = BOOT_TIMEOUT) -> list[tuple[str, float]]:
     """Wait for the whole chain and the power-off; print and return its timings (seconds
-    since power-on: iPXE running, kernel started, root mapped, root mounted and init running)."""
+    since power-on: the loader running (iPXE's banner, or ``loader``), kernel started, root
+    mapped, root mounted and init running). With CEPHBOOT_BOOT_PATHS=FILE also recorded
+    there under "<firmware>, <host>" (BENCHMARKS.md reads bench/boot-paths.json)."""
     timings = guest.timed([
-        ("iPXE", r"iPXE 1\.\d"),
+        loader,
         ("kernel", r"Linux version \d"),
         ("mapped", r"^cephboot: mapped \S+ at /dev/rbd0$"),
         ("root", ok_line(host, root)),
-    ], BOOT_TIMEOUT)
+    ], timeout)
     guest.wait_exit(30)
     print(f"\nboot path, {firmware}, {host}: " + ", ".join(f"{name} {t:.1f} s" for name, t in timings))
+    out = os.environ.get("CEPHBOOT_BOOT_PATHS")
+    if out:
+        path = Path(out)
+        recorded = json.loads(path.read_text()) if path.exists() else {}
+        recorded[f"{firmware}, {host}"] = {"steps": [[name, t] for name, t in timings],
+                                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        path.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
     return timings
 
 
