@@ -218,7 +218,11 @@ def test_uefi_firmware_pxe_chains_ipxe_efi_when_the_site_asks_for_it(
     """With pxe.uefi_loader: ipxe.efi the firmware gets ipxe.efi; the sysfs/msgr2-secure
     host maps its root under UEFI too."""
     conf = generated_conf(the_e2e_site, tmp_path / "cephboot-ipxe-efi.conf", pxe={"uefi_loader": "ipxe.efi"})
-    assert "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi" in conf.read_text().splitlines()
+    # Machines that are not grub-secureboot hosts get ipxe.efi (from tftp/ when the session's site
+    # has grub-secureboot hosts, which make the TFTP root the whole tree).
+    efi64 = [line for line in conf.read_text().splitlines()
+             if line.startswith("dhcp-boot=tag:!ipxe,tag:efi64,") and ",tag:secureboot," not in line]
+    assert len(efi64) == 1 and re.fullmatch(r"dhcp-boot=tag:!ipxe,tag:efi64,(tag:!secureboot,)?(tftp/)?ipxe\.efi", efi64[0]), efi64
     with a_boot_network.replaced({"cephboot": conf}):
         booted = uefi_boot(the_e2e_site.hosts["sysfs-secure"].macs, nic_rom=False)
         booted.guest.wait_for(r"Start PXE over IPv4", BOOT_TIMEOUT)
