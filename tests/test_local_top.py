@@ -1,8 +1,8 @@
 """The local-top boot script, run under dash and busybox sh with its commands stubbed.
 
 Every test boots the script against a fake machine: a /sys tree with the NICs
-it should find, a /proc/uptime clock that the stubbed `sleep` advances, a
-rendered conf.d file, and stubs for ip, ipconfig, rbd, cryptsetup, modprobe,
+it should find, a /proc/uptime clock that the stubbed `sleep` advances, a /run
+(with udev's records where a test says udev runs), a rendered conf.d file, and stubs for ip, ipconfig, rbd, cryptsetup, modprobe,
 sleep and udevadm that log their argv (tests/boot_script/stub.py).  The
 assertions are on what was called, in which order, and what was said.
 Both static scripts are also linted here with shellcheck as POSIX sh.
@@ -76,8 +76,9 @@ class FakeInitrd:
         self.log = root / "calls.jsonl"
         self.plan_file = root / "plan.json"
         self.conf_file = root / "conf.d" / "cephboot"
+        self.run = root / "run"
         self.steps: dict[str, list[dict]] = {}
-        for directory in (self.sys / "class" / "net", self.proc, self.stubs, self.conf_file.parent):
+        for directory in (self.sys / "class" / "net", self.proc, self.stubs, self.conf_file.parent, self.run):
             directory.mkdir(parents=True)
         (self.proc / "uptime").write_text("100.00 200.00\n")
         self.log.write_text("")
@@ -107,9 +108,19 @@ class FakeInitrd:
         directory = self.sys / "class" / "net" / name
         directory.mkdir()
         (directory / "address").write_text(mac + "\n")
+        (directory / "ifindex").write_text(f"{len(list(directory.parent.iterdir()))}\n")
         if carrier is not None:
             (directory / "carrier").write_text(carrier + "\n")
         return directory
+
+    def udev(self, queued: bool = True) -> Path:
+        """udevd runs (its control socket), with events still queued unless ``queued`` is
+        false; returns the folder where it records the devices it is done with."""
+        (self.run / "udev").mkdir()
+        (self.run / "udev" / "control").write_text("")
+        if queued:
+            (self.run / "udev" / "queue").write_text("")
+        return self.run / "udev" / "data"
 
     def rbd_device(self, dev_id: str, pool: str, name: str, namespace: str, snap: str = "-") -> None:
         directory = self.sys / "bus" / "rbd" / "devices" / dev_id
@@ -140,6 +151,7 @@ class FakeInitrd:
             "CEPHBOOT_FUNCTIONS": str(self.root / "no-such-functions"),
             "CEPHBOOT_SYSFS": str(self.sys),
             "CEPHBOOT_PROC": str(self.proc),
+            "CEPHBOOT_RUN": str(self.run),
             "CEPHBOOT_TEST_LOG": str(self.log),
             "CEPHBOOT_TEST_PLAN": str(self.plan_file),
             "CEPHBOOT_TEST_UPTIME": str(self.proc / "uptime"),
@@ -222,7 +234,8 @@ def test_a_plain_boot_brings_up_the_ceph_nic_then_maps(initrd: FakeInitrd) -> No
         "ip addr add 192.0.2.10/24 dev eth0",
         rbd_map_line(),
     ]
-    assert boot.lines("modprobe") == ["modprobe rbd"]
+    # init loaded rbd (/sys/bus/rbd is there) and no udev runs: nothing else to call
+    assert boot.lines("modprobe", "udevadm") == []
     assert "cephboot: mapped rbd/zephyr/root at /dev/rbd0" in boot.output
     assert boot.sleeps == []
 
@@ -235,7 +248,7 @@ def test_the_first_and_last_lines_time_the_script_and_its_map(initrd: FakeInitrd
     lines = [line for line in boot.output.splitlines() if line.startswith("cephboot: ")]
     assert lines[0] == "cephboot: local-top started at 100 s of uptime"
     # 0.5 s bringing the NIC up, then 2 s in a failed rbd, 1 s asleep and a map that works
-    assert lines[-1] == "cephboot: local-top done in 3.5 s, 3 s of it mapping rbd/zephyr/root"
+    assert lines[-1] == "cephboot: local-top done in 3.5 s, 3 s of it mapping rbd/zephyr/root, 0.5 s bringing up the Ceph NIC"
 
 
 def test_the_initrd_panic_function_is_the_one_called(initrd: FakeInitrd) -> None:
@@ -327,8 +340,8 @@ def test_a_missing_nic_panics_after_a_bounded_wait(initrd: FakeInitrd) -> None:
         "(52:54:00:00:00:01 52:54:00:00:00:02) after 2 s; "
         f"present: eth0={CEPH_MAC}, lo=00:00:00:00:00:00"
     ) in boot.output
-    assert boot.sleeps == ["0.2"] * 10
-    assert boot.lines("udevadm") == ["udevadm settle --timeout=2"]
+    assert boot.sleeps == ["0.1"] * 20
+    assert boot.lines("udevadm") == []
     assert boot.lines("ip", "rbd") == []
 
 
@@ -340,8 +353,68 @@ def test_the_nic_may_appear_while_waiting(initrd: FakeInitrd) -> None:
     initrd.conf(CEPH_MACS="52:54:00:77:77:77")
     boot = initrd.boot()
     assert boot.rc == 0, boot.output
-    assert boot.sleeps == ["0.2"] * 3
+    assert boot.sleeps == ["0.1"] * 3
     assert boot.lines("ip")[0] == "ip link set dev eth7 up"
+
+
+def test_udev_is_waited_for_on_the_nic_only_not_its_whole_queue(initrd: FakeInitrd) -> None:
+    """udev still has events queued (init has just loaded modules), but it is done with
+    the Ceph NIC (its record n<ifindex> is there): no wait, and no `udevadm settle`."""
+    data = initrd.udev(queued=True)
+    ifindex = (initrd.sys / "class" / "net" / "eth0" / "ifindex").read_text().strip()
+    data.mkdir()
+    (data / f"n{ifindex}").write_text("")
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.sleeps == []
+    assert boot.lines("udevadm") == []
+    assert boot.lines("ip")[0] == "ip link set dev eth0 up"
+
+
+def test_a_nic_udev_renames_is_used_under_its_new_name(initrd: FakeInitrd) -> None:
+    data = initrd.udev(queued=True)
+    ifindex = (initrd.sys / "class" / "net" / "eth0" / "ifindex").read_text().strip()
+    net = initrd.sys / "class" / "net"
+    # at the second nap udev has renamed eth0 to ens3 and recorded it
+    initrd.plan("sleep", {}, {"rename": {str(net / "eth0"): str(net / "ens3")}, "write": {str(data / f"n{ifindex}"): ""}})
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.sleeps == ["0.1"] * 2
+    assert boot.lines("ip")[:2] == ["ip link set dev ens3 up", "ip addr add 192.0.2.10/24 dev ens3"]
+    assert f"cephboot: Ceph NIC is ens3 ({CEPH_MAC})" in boot.output
+
+
+def test_an_empty_udev_queue_is_enough(initrd: FakeInitrd) -> None:
+    """A udev that records devices elsewhere: once its queue is empty, it is done with the NIC too."""
+    initrd.udev(queued=False)
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.sleeps == []
+    assert boot.lines("ip")[0] == "ip link set dev eth0 up"
+
+
+def test_a_nic_udev_never_finishes_panics_after_the_link_timeout(initrd: FakeInitrd) -> None:
+    initrd.udev(queued=True)
+    initrd.conf(LINK_TIMEOUT="1")
+    boot = initrd.boot()
+    assert boot.panicked
+    assert (
+        f"cephboot: udev has not finished with the Ceph NIC eth0 ({CEPH_MAC}) after 1 s "
+        f"(no {initrd.run}/udev/data/n<ifindex>, events still queued)"
+    ) in boot.output
+    assert boot.sleeps == ["0.1"] * 10
+    assert boot.lines("ip", "rbd") == []
+
+
+def test_rbd_is_loaded_only_when_init_has_not_loaded_it(initrd: FakeInitrd) -> None:
+    bus = initrd.sys / "bus" / "rbd"
+    shutil.rmtree(bus)
+    device = bus / "devices" / "0"
+    initrd.plan("modprobe", {"write": {str(device / name): value + "\n" for name, value in
+                                       (("pool", "rbd"), ("name", "root"), ("pool_ns", "zephyr"), ("current_snap", "-"))}})
+    boot = initrd.boot()
+    assert boot.rc == 0, boot.output
+    assert boot.lines("modprobe", "rbd") == ["modprobe rbd", rbd_map_line()]
 
 
 def test_static_address_and_gateway_in_order(initrd: FakeInitrd) -> None:
@@ -384,7 +457,7 @@ def test_carrier_is_polled_until_it_comes_up(initrd: FakeInitrd) -> None:
     initrd.plan("sleep", {"write": {str(carrier): "0\n"}}, {}, {"write": {str(carrier): "1\n"}})
     boot = initrd.boot()
     assert boot.rc == 0, boot.output
-    assert boot.sleeps == ["0.2"] * 3
+    assert boot.sleeps == ["0.1"] * 3
     assert boot.lines("ip")[:2] == ["ip link set dev eth0 up", "ip addr add 192.0.2.10/24 dev eth0"]
 
 
@@ -394,7 +467,7 @@ def test_no_carrier_panics_after_the_link_timeout(initrd: FakeInitrd) -> None:
     boot = initrd.boot()
     assert boot.panicked
     assert f"cephboot: no carrier on eth0 ({CEPH_MAC}) after 1 s" in boot.output
-    assert boot.sleeps == ["0.2"] * 5
+    assert boot.sleeps == ["0.1"] * 10
     assert boot.lines("ip") == ["ip link set dev eth0 up"]
 
 
@@ -547,7 +620,6 @@ def test_sysfs_method_writes_the_kernel_add_string(initrd: FakeInitrd) -> None:
         "_pool_ns=zephyr,mount_timeout=120,ms_mode=secure rbd root"
     )
     assert boot.lines("rbd") == []
-    assert boot.lines("modprobe") == ["modprobe rbd"]
     assert "cephboot: mapped rbd/zephyr/root at /dev/rbd0" in boot.output
 
 
@@ -852,8 +924,7 @@ def a_stateless_host(initrd: FakeInitrd, tmp_path: Path) -> Stateless:
     ceph_conf.write_text("[global]\nmon_host = 192.0.2.1\n")
     initrd.conf(NAMESPACE="golden-base", IMAGE=f"base-{SNAP}", SNAP=SNAP, ROOT_MODE="stateless", OVERLAY_SIZE="50%",
                 ROOT_FILES=str(files), KEYRING=str(keyring))
-    (tmp_path / "run").mkdir()
-    return Stateless(initrd, files, keyring, ceph_conf, tmp_path / "run", tmp_path / "param.conf")
+    return Stateless(initrd, files, keyring, ceph_conf, initrd.run, tmp_path / "param.conf")
 
 
 def test_a_stateless_host_maps_its_golden_snapshot_read_only_and_asks_init_for_an_overlay_root(a_stateless_host: Stateless) -> None:

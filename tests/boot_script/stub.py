@@ -6,8 +6,10 @@ Environment:
   CEPHBOOT_TEST_LOG     JSON lines file; each call appends {"cmd": NAME, "argv": ARGS}.
   CEPHBOOT_TEST_PLAN    JSON file {NAME: [step, ...]}; call N of NAME acts out step N,
                         and the last step repeats.  A step may have "rc", "stdout",
-                        "stderr", "advance" (seconds added to the fake clock) and
-                        "write" ({path: text}, e.g. a carrier file that comes up).
+                        "stderr", "advance" (seconds added to the fake clock),
+                        "rename" ({old: new}, e.g. udev renaming a NIC) and "write"
+                        ({path: text}, e.g. a carrier file that comes up; missing
+                        folders are made).
   CEPHBOOT_TEST_UPTIME  the fake /proc/uptime; `sleep S` advances it by S seconds
                         unless its step says otherwise.
 """
@@ -42,7 +44,10 @@ def main() -> int:
         with open(uptime_path, "w", encoding="utf-8") as uptime:
             uptime.write(f"{now + advance:.2f} 0.00\n")
 
+    for old, new in step.get("rename", {}).items():
+        os.rename(old, new)
     for path, text in step.get("write", {}).items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as target:
             target.write(text)
     sys.stdout.write(step.get("stdout", ""))
