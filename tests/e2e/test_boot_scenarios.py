@@ -135,7 +135,8 @@ def assert_fetched_host_chain(requests: list[tuple[str, int]], host: str) -> Non
 def boot_costs(site: E2ESite, method: str, booted: Booted) -> dict[str, float | int]:
     """What one boot cost: bytes of each file it fetched (kernel, base, layer), seconds from
     power-on to the booted system's init, and the boot script's own time from its first line
-    to its last (and the map's and the Ceph NIC's parts of it), as it printed them.  Printed; with
+    to its last (and the map's and the Ceph NIC's parts of it), as it printed them; and the
+    build machine's 1-minute load average when the boot ended.  Printed; with
     CEPHBOOT_BOOT_RESULTS=FILE also recorded there by map method (BENCHMARKS.md reads it)."""
     tree = site.boot_tree.mountpoint
     fetched_ok = [p for p, status in booted.requests if status == 200]
@@ -150,7 +151,8 @@ def boot_costs(site: E2ESite, method: str, booted: Booted) -> dict[str, float | 
                      booted.console, re.MULTILINE)
     assert start and done, booted.console[-3000:]
     costs.update(root_seconds=booted.root_seconds, script_started=float(start[1]), script_seconds=float(done[1]),
-                 map_seconds=float(done[2]), nic_seconds=float(done[3]))
+                 map_seconds=float(done[2]), nic_seconds=float(done[3]),
+                 load=round(os.getloadavg()[0], 2))  # the build machine's, as the boot ended: TCG figures depend on it
     print(f"\nboot costs, map method {method}: {costs}")
     out = os.environ.get("CEPHBOOT_BOOT_RESULTS")
     if out:
