@@ -108,10 +108,12 @@ def boots_section(boots: dict[str, Any]) -> list[str]:
     out = ["", BOOTS_TITLE, ""]
     if not boots:
         return out + ["Not recorded: run `CEPHBOOT_BOOT_RESULTS=bench/boots.json .venv/bin/python -m pytest tests/e2e/test_boot_scenarios.py "
-                      "-k 'sysfs or by_mac'`."]
+                      "-k 'sysfs_method or by_mac_through'`, then `.venv/bin/python -m bench.report --boots`."]
     out += ["What one boot fetches over HTTP and how long it takes, from the end-to-end suite (`tests/e2e/test_boot_scenarios.py`, "
             "`boot_costs()`): a QEMU guest under TCG (no KVM: several times slower than hardware) on a 2-core machine shared with "
-            "other work, one boot per map method, recorded in `bench/boots.json`. *Power-on to root*: from QEMU's start to the "
+            "other work, one boot per map method, recorded in `bench/boots.json` (`CEPHBOOT_BOOT_RESULTS=bench/boots.json "
+            ".venv/bin/python -m pytest tests/e2e/test_boot_scenarios.py -k 'sysfs_method or by_mac_through'` as root, then "
+            "`.venv/bin/python -m bench.report --boots`). *Power-on to root*: from QEMU's start to the "
             "booted system's init printing its line (root mapped, opened and mounted). *cephboot's script*: `scripts/local-top/cephboot` "
             "from its first line to its last, as it prints them (uptime-based, tenths of a second); the target is ≤ 2 s plus the map. "
             "*The map*: from the first map attempt until one worked (both methods; retries and their waits included). "
