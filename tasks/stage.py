@@ -13,7 +13,7 @@ fileio.identity_key, so that a published file someone else changed is seen).  Th
 stage's uptodate check compares that record with the files as they are now (one
 stat per file per run, shared with the other stages: fileio.file_key); when
 anything differs, the action redoes exactly the hosts that differ and prints one
-`  - <stage> --only <host>` line for each whose work changed something (a command doit takes back).
+`  - <task> --only <host>` line (`  - render:hosts --only zephyr`) for each whose work changed something (a command doit takes back).
 
 A host's record is written only after its work succeeded, and the record file is
 saved even when a later host fails: a run stopped half-way (a failure, ^C)
