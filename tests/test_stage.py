@@ -163,7 +163,7 @@ def test_only_publishes_the_named_hosts_and_leaves_the_rest_due(a_built_site: Si
     rest = a_built_site.doit()
     assert hosts_in(rest.ran, "publish") == HOSTS - {"zephyr"}
     unknown = a_built_site.doit("publish:hosts", "--only", "zephyr,nobody", check=False)
-    assert unknown.returncode != 0 and "no host named nobody" in unknown.stdout + unknown.stderr
+    assert unknown.returncode != 0 and "no host 'nobody' in hosts/nodes/ (no nobody.yaml); the hosts are: boreas, notus, zephyr" in unknown.stdout + unknown.stderr
 
 
 def test_a_large_record_is_split_and_a_run_rewrites_only_the_shards_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
