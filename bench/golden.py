@@ -89,7 +89,7 @@ def run(hosts: int, size: str, work: Path) -> dict[str, Any]:
             times = []
             for name in names:
                 t = time.monotonic()
-                site.doit(f"provision:{name}")
+                site.doit("provision", "--only", name)
                 times.append(time.monotonic() - t)
             # a stateless host has no image: nothing of its own in RBD
             used = [0 if method == "stateless" else _used(cluster, f"{POOL}/{name}/root") for name in names]
@@ -126,7 +126,7 @@ def section(r: dict[str, Any]) -> str:
 
     return "\n".join([
         HEADING, "",
-        f"`python -m bench.golden --hosts {r['hosts']} --size {r['size']}`: {r['hosts']} hosts provisioned one `doit provision:<host>` at a time "
+        f"`python -m bench.golden --hosts {r['hosts']} --size {r['size']}`: {r['hosts']} hosts provisioned one `doit provision --only <host>` at a time "
         f"on a throwaway single-node cluster (the e2e suite's kind), from the same busybox root ({r['tree_bytes'] / mib:.1f} MiB of files) in "
         f"{r['size']} images: once with an image of their own each (`mkfs.ext4 -d` + `rbd import`), once as clones of a golden image "
         f"(`doit image:base` first: {cl['golden_image_s']} s, once), once as stateless hosts booting that same version read-only "

@@ -219,7 +219,7 @@ def keyring_sections(text: str) -> list[str]:
 
 
 # A host's key generations: its client `<client>`, then `<client>.r2`, `<client>.r3` ... as
-# `doit rotate:<host>` makes them (tasks/rotate.py).  The keyring file holds the current one.
+# `doit rotate --only <host>` makes them (tasks/rotate.py).  The keyring file holds the current one.
 GENERATION = re.compile(r"(?P<base>.+)\.r(?P<n>[1-9][0-9]*)")
 
 

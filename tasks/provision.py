@@ -1,6 +1,6 @@
 """Provision a host on the cluster (RBD namespace, root image, cephx client, CephFS /boot) and verify it, read-only.
 
-`doit provision:<host>` changes the cluster, so it is never a default task.
+`doit provision --only <host>` changes the cluster, so it is never a default task.
 Every step first looks, then acts only where the cluster differs from the
 inventory; a second run changes nothing and says so.  Data is never destroyed:
 an image that holds data is rebuilt only when the host sets `rbd.reimage: true`.
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doit import create_after
 from doit.exceptions import TaskFailed
 
 from . import golden, inventory, rootfs
@@ -29,7 +28,8 @@ from .fileio import tmp_name, write_if_changed
 from .inventory import Host, InventoryError, Site
 from .layout import PROVISION
 from .model import stateless
-from .render import render_host
+from .render import render_hosts
+from .selection import DETAIL, command, per_host_task, say
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
 INPUTS_KEY = "cephboot.root.inputs"  # image metadata: that digest input by input (JSON), to say what changed
@@ -52,15 +52,15 @@ class Report:
 
     def did(self, what: str) -> None:
         self.changed.append(what)
-        print(f"provision:{self.host}: {what}", flush=True)
+        say(what)
 
     def ok(self, what: str) -> None:
         self.kept.append(what)
 
     def summary(self) -> str:
         if self.changed:
-            return f"provision:{self.host}: {len(self.changed)} change(s); already as the inventory says: {', '.join(self.kept) or 'nothing'}"
-        return f"provision:{self.host}: nothing to change ({', '.join(self.kept)})"
+            return f"{len(self.changed)} change(s); already as the inventory says: {', '.join(self.kept) or 'nothing'}"
+        return f"nothing to change ({', '.join(self.kept)})"
 
 
 # ---- what the inventory asks for ------------------------------------------------
@@ -255,7 +255,7 @@ def _owned_client(admin: Admin, site: Site, host: Host) -> dict[str, Any] | None
     raise Refused(f"host {host.name}: {entity} exists on the cluster and {whose}; provisioning never changes such a client "
                   f"(its caps would be replaced by the host's and its key published in the host's layer). "
                   f"If {entity} is meant to be {host.name}'s, adopt it deliberately: "
-                  f"`ceph config-key set {CLIENT_MARK.format(entity=entity)} {host.name}`, then run `doit provision:{host.name}` again")
+                  f"`ceph config-key set {CLIENT_MARK.format(entity=entity)} {host.name}`, then run `doit provision --only {host.name}` again")
 
 
 def _client(admin: Admin, site: Site, host: Host, current: dict[str, Any] | None, data_pool: str, report: Report) -> bool:
@@ -356,7 +356,7 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
     rootfs.remove_tree(work)
     try:
         with private_files(work):
-            img = rootfs.make_image(site, host, work, say=lambda m: print(f"provision:{host.name}: {m}", flush=True))
+            img = rootfs.make_image(site, host, work, say=say)
         features = ",".join(h["rbd"]["features"])
         argv = ["import", "--no-progress", "--image-format", "2"]
         argv += ["--image-feature", features] if features else ["--rbd-default-features", "0"]
@@ -405,7 +405,7 @@ def _clone(admin: Admin, site: Site, host: Host, names: set[str], report: Report
             report.ok(f"image {spec} (a clone of {parent})")
             return
         if found and was and was != parent:
-            report.ok(f"image {spec} (a clone of {was}; {parent} is newer: `doit move-root:{host.name}` moves it, keeping this root)")
+            report.ok(f"image {spec} (a clone of {was}; {parent} is newer: `doit move-root --only {host.name}` moves it, keeping this root)")
             return
         if found:
             report.ok(f"image {spec} (a clone of {was or '?'} with other host files; kept: after the first boot it is the host's own)")
@@ -441,7 +441,7 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
     """Make the cluster match ``host``'s inventory entry; print what changed, or that nothing did."""
     missing = [t for t in PROVISION_TOOLS if shutil.which(t) is None]
     if missing:
-        return TaskFailed(f"provision:{host.name}: missing {', '.join(missing)} (scripts/setup installs them)")
+        return TaskFailed(f"{command('provision', host.name)}: missing {', '.join(missing)} (scripts/setup installs them)")
     report = Report(host.name)
     try:
         admin = Admin(site)
@@ -456,15 +456,15 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
             _namespace(admin, host.data, report)
         _boot_dir(admin, host.data, report)
         if _client(admin, site, host, current, data_pool, report):
-            render_host(site, host)  # the image must carry the key the cluster knows
+            render_hosts(site, [host.name])  # the image must carry the key the cluster knows
         if stateless(host.data):
             report.ok(f"root {snap} mapped read-only (stateless: no image of its own)")
         else:
             _image(admin, site, host, report)
     except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
-        print(report.summary(), flush=True)
-        return TaskFailed(f"provision:{host.name}: {e}")
-    print(report.summary(), flush=True)
+        say(report.summary())
+        return TaskFailed(f"{command('provision', host.name)}: {e}")
+    say(report.summary())
     return None
 
 
@@ -478,9 +478,9 @@ def _golden_snapshot(admin: Admin, site: Site, host: Host) -> str:
     if snap not in versions:
         built = ", ".join(sorted(versions)) or "none"
         raise Refused(f"host {host.name}: root.snapshot {snap!r} ({host.origin('root.snapshot')}) is no version of golden image {image.name} "
-                      f"(built: {built}); `doit image:{image.name}` builds the one of its current inputs and prints its name")
+                      f"(built: {built}); `doit image --only {image.name}` builds the one of its current inputs and prints its name")
     if not versions[snap]:
-        raise Refused(f"host {host.name}: {spec} is not frozen yet (an interrupted build): run `doit image:{image.name}` again")
+        raise Refused(f"host {host.name}: {spec} is not frozen yet (an interrupted build): run `doit image --only {image.name}` again")
     return spec
 
 
@@ -497,7 +497,7 @@ def _movable(admin: Admin, site: Site, host: Host) -> str:
     if not h["root"]["image"]:
         raise Refused(f"host {host.name} has no root.image ({host.source}): its root is no clone of a golden image")
     if h["rbd"]["image"] not in _image_names(admin, h):
-        raise Refused(f"host {host.name}: {spec} does not exist: `doit provision:{host.name}` clones it")
+        raise Refused(f"host {host.name}: {spec} does not exist: `doit provision --only {host.name}` clones it")
     users = golden.in_use(admin, spec)
     if users:
         raise Refused(f"host {host.name}: {spec} is mapped ({', '.join(users)}); a root in use is never swapped: shut the host down first")
@@ -517,10 +517,10 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
     """Give the host a clone of its golden image's current version; its former root is kept beside it, whole."""
     h = host.data
     if not h["root"]["image"]:  # `doit move-root` moves every host that has a golden image
-        print(f"move-root:{host.name}: no root.image ({host.source}): its root is its own, nothing to move", flush=True)
+        say(f"no root.image ({host.source}): its root is its own, nothing to move")
         return None
     if stateless(h):
-        print(f"move-root:{host.name}: stateless, root is {golden.namespace_of(h['root']['image'])}/{h['root']['image']}-{h['root']['snapshot']} "
+        say(f"stateless, root is {golden.namespace_of(h['root']['image'])}/{h['root']['image']}-{h['root']['snapshot']} "
               f"read-only, nothing to move here: change root.snapshot ({host.origin('root.snapshot')}) and run `doit`", flush=True)
         return None
     try:
@@ -532,7 +532,7 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
         parent = golden.current_parent(admin, site, image)
         was = golden.parent_of(admin, spec)
         if was == parent:
-            print(f"move-root:{host.name}: root {spec} is a clone of {parent}, the current version: nothing to move", flush=True)
+            say(f"root {spec} is a clone of {parent}, the current version: nothing to move")
             return None
         aside = _aside(admin, h)
         base = f"{h['rbd']['pool']}/{h['rbd']['namespace']}"
@@ -546,10 +546,10 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
         except BaseException:
             admin.rbd("rename", f"{base}/{aside}", spec)  # the host keeps the root it had
             raise
-        print(f"move-root:{host.name}: root was a clone of {was or '(no golden image)'}, is now a clone of {parent}; "
-              f"the former root is kept as {base}/{aside} (`doit rollback-root:{host.name}` brings it back)", flush=True)
+        say(f"root was a clone of {was or '(no golden image)'}, is now a clone of {parent}; "
+              f"the former root is kept as {base}/{aside} (`doit rollback-root --only {host.name}` brings it back)")
     except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
-        return TaskFailed(f"move-root:{host.name}: {e}")
+        return TaskFailed(f"{command('move-root', host.name)}: {e}")
     return None
 
 
@@ -568,10 +568,10 @@ def rollback_root(site: Site, host: Host) -> TaskFailed | None:
         was = golden.parent_of(admin, spec)
         admin.rbd("rename", spec, f"{base}/{aside}")
         admin.rbd("rename", f"{base}/{back}", spec)
-        print(f"rollback-root:{host.name}: root was a clone of {was or '(no golden image)'}, is again {base}/{back}, "
+        say(f"root was a clone of {was or '(no golden image)'}, is again {base}/{back}, "
               f"a clone of {golden.parent_of(admin, spec) or '(no golden image)'}; the root it replaces is kept as {base}/{aside}", flush=True)
     except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
-        return TaskFailed(f"rollback-root:{host.name}: {e}")
+        return TaskFailed(f"{command('rollback-root', host.name)}: {e}")
     return None
 
 
@@ -584,7 +584,7 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
     lines: list[str] = []
 
     def check(item: str, ok: bool, detail: str) -> None:
-        lines.append(f"verify:{host.name}: {'ok      ' if ok else 'MISMATCH'} {item}: {detail}")
+        lines.append(f"{DETAIL}{'ok      ' if ok else 'MISMATCH'} {item}: {detail}")
         if not ok:
             problems.append(item)
 
@@ -621,7 +621,7 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
             if image is not None:
                 parent, current = golden.parent_of(admin, spec), golden.current_parent(admin, site, image)
                 check("image parent", parent == current, f"{spec} is a clone of {parent or 'nothing'}" + ("" if parent == current else
-                      f"; the current version is {current} (`doit move-root:{host.name}`)"))
+                      f"; the current version is {current} (`doit move-root --only {host.name}`)"))
                 inputs = golden.clone_inputs(host, parent)
             else:
                 inputs = rootfs.image_inputs(site, host)
@@ -653,101 +653,39 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
                 quota, wanted = _xattr(d, QUOTA_XATTR), str(rootfs.size_bytes(h["boot_quota"]))
                 check("/boot quota", quota == wanted, f"{h['boot_path']} {QUOTA_XATTR} {quota or '(none)'} (wants {wanted}, boot_quota {h['boot_quota']})")
     except (CephError, Refused, InventoryError) as e:
-        return TaskFailed(f"verify:{host.name}: {e}")
+        return TaskFailed(f"{command('verify', host.name)}: {e}")
     print("\n".join(lines), flush=True)
     if problems:
-        return TaskFailed(f"verify:{host.name}: does not match the inventory: {', '.join(problems)} (`doit provision:{host.name}` makes it match; an image with data only with rbd.reimage)")
+        return TaskFailed(f"{command('verify', host.name)}: does not match the inventory: {', '.join(problems)} (`doit {command('provision', host.name)}` makes it match; an image with data only with rbd.reimage)")
     return None
 
 
 # ---- tasks ---------------------------------------------------------------------------
+# None is a default task; each is one task whatever the number of hosts, named hosts by
+# `--only HOST,@PROFILE` (tasks/selection.py): `doit list` and a plain `doit` pay nothing for them.
 
-PROFILE_MARK = "@"  # `doit TASK:@PROFILE`: every host of a profile (no host name holds an '@')
-
-
-def profiles_of(host: Host) -> list[str]:
-    """The profiles a host's values come from, its includes expanded (their files are among its sources)."""
-    return [Path(src).stem for src in host.sources if src.startswith("hosts/profiles/")]
-
-
-def _per_host(basename: str, group_doc: str, action: Any, doc: str, task_dep: tuple[str, ...] = ("render:hosts",)) -> Iterator[dict[str, Any]]:
-    """One subtask per host running ``action(site, host)`` every time: the cluster is the state, so look each run.
-
-    Hosts are named as tasks, one or several (`doit move-root:a move-root:b`); `TASK:@PROFILE`
-    names every host that takes values from hosts/profiles/PROFILE.yaml (its includes counted),
-    each run as its own subtask, so each says what it did.
-    """
-    site = inventory.load_for_tasks()
-    yield {"basename": basename, "name": None, "doc": group_doc}
-    members: dict[str, list[str]] = {}
-    for host in site.hosts.values():
-        for profile in profiles_of(host):
-            members.setdefault(profile, []).append(host.name)
-        yield {
-            "basename": basename,
-            "name": host.name,
-            "doc": doc.format(host=host.name),
-            "actions": [(action, [site, host])],
-            "task_dep": list(task_dep),  # render: the host's files go into its image and its stamp
-            "uptodate": [False],
-            "verbosity": 2,
-        }
-    for profile, names in sorted(members.items()):
-        yield {
-            "basename": basename,
-            "name": PROFILE_MARK + profile,
-            "doc": f"{basename} for each host of profile {profile} ({len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})",
-            "actions": None,
-            "task_dep": [f"{basename}:{n}" for n in sorted(names)],  # in name order, whatever order the inventory keeps
-            "uptodate": [False],
-        }
-    # `doit BASENAME:NAME` for a NAME that is no host (or `@NAME` no profile of a host) would otherwise
-    # run nothing and succeed: a task of that name that fails, saying so (doit gives generators no
-    # other view of what was named)
-    named = {a.split(":", 1)[1] for a in sys.argv[1:] if a.startswith(f"{basename}:")}
-    for name in sorted(named - set(site.hosts) - {PROFILE_MARK + p for p in members}):
-        yield {"basename": basename, "name": name, "doc": f"(no host {name!r})",
-               "actions": [(_no_such_host, [site, basename, name, sorted(members)])], "uptodate": [False], "verbosity": 2}
+def task_provision() -> dict[str, Any]:
+    """`doit provision [--only HOST,@PROFILE]`: create hosts' RBD namespace, root image, cephx client and CephFS /boot (changes the cluster: never a default task)."""
+    return per_host_task("provision", "Create hosts on the Ceph cluster: namespace, root image, client, /boot (every host unless --only; not a default task).",
+                         provision_host, "provision only these hosts", task_dep=("render:hosts",))  # its files go into its image and its stamp
 
 
-def _no_such_host(site: Site, basename: str, name: str, profiles: list[str]) -> TaskFailed:
-    if name.startswith(PROFILE_MARK):
-        return TaskFailed(f"{basename}:{name}: no host takes values from a profile {name[1:]!r} (hosts/profiles/{name[1:]}.yaml); "
-                          f"the profiles in use are: {', '.join(profiles) or 'none'}")
-    known = sorted(site.hosts)
-    shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
-    return TaskFailed(f"{basename}:{name}: no host {name!r} in hosts/nodes/ (no {name}.yaml); the hosts are: {shown or 'none'}")
+def task_verify() -> dict[str, Any]:
+    """`doit verify [--only HOST,@PROFILE]`: check, read-only, that hosts' namespace, image, client caps and /boot match the inventory."""
+    return per_host_task("verify", "Check hosts on the Ceph cluster against the inventory (every host unless --only; read-only).",
+                         verify_host, "check only these hosts", task_dep=("render:hosts",))
 
 
-# Neither is a default task: created only when named (`doit list` shows each as one
-# entry), so that a plain `doit` or `doit list` on a large site does not pay for two
-# idle tasks per host.
-@create_after(executed=None, creates=["provision"])
-def task_provision() -> Iterator[dict[str, Any]]:
-    """`doit provision:HOST` (or `doit provision`, every host): create its RBD namespace, root image, cephx client and CephFS /boot (changes the cluster: never a default task)."""
-    yield from _per_host("provision", "Create hosts on the Ceph cluster: namespace, root image, client, /boot (not a default task).",
-                         provision_host, "namespace, root image, client and /boot of {host} on the cluster (idempotent; never overwrites data)")
+def task_move_root() -> dict[str, Any]:
+    """`doit move-root --only HOST,@PROFILE`: a clone of its golden image's current version as each host's root, the former one kept."""
+    return per_host_task("move-root", "Move hosts' roots to their golden image's current version, keeping the former root (not a default task).",
+                         move_root, "move only these hosts' roots", task_dep=("render:hosts",))
 
 
-@create_after(executed=None, creates=["verify"])
-def task_verify() -> Iterator[dict[str, Any]]:
-    """`doit verify:HOST` (or `doit verify`, every host): check, read-only, that its namespace, image, client caps and /boot match the inventory."""
-    yield from _per_host("verify", "Check hosts on the Ceph cluster against the inventory (read-only).",
-                         verify_host, "does the cluster hold {host} as the inventory says? (read-only)")
-
-
-@create_after(executed=None, creates=["move-root"])
-def task_move_root() -> Iterator[dict[str, Any]]:
-    """`doit move-root:HOST [move-root:HOST2 ...]` or `doit move-root:@PROFILE`: a clone of its golden image's current version as each host's root, the former one kept (only when named)."""
-    yield from _per_host("move-root", "Move hosts' roots to their golden image's current version, keeping the former root (not a default task).",
-                         move_root, "{host}'s root becomes a clone of its golden image's current version; the former root is kept")
-
-
-@create_after(executed=None, creates=["rollback-root"])
-def task_rollback_root() -> Iterator[dict[str, Any]]:
-    """`doit rollback-root:HOST`: HOST's newest former root becomes its root again, the current one kept (only when named)."""
-    yield from _per_host("rollback-root", "Give hosts back their former root (not a default task).",
-                         rollback_root, "{host}'s newest former root becomes its root again; the current one is kept")
+def task_rollback_root() -> dict[str, Any]:
+    """`doit rollback-root --only HOST,@PROFILE`: each host's newest former root becomes its root again, the current one kept."""
+    return per_host_task("rollback-root", "Give hosts back their former root (not a default task).",
+                         rollback_root, "give only these hosts their former root", task_dep=("render:hosts",))
 
 
 if __name__ == "__main__":  # pragma: no cover - a debugging aid: python -m tasks.provision HOST

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
-from . import artifacts, inventory
+from . import artifacts, inventory, selection
 from .fileio import (Folder, GroupError, describe, digest, file_sha256, identity_key,
                      identity_of, is_temp, kind, report, tmp_name)
 from .initrd import BASE_NAMES, base_path, bases_in_use, built_stamp, kernels_in_use, vmlinuz_path
@@ -506,12 +506,15 @@ def _swap(folder: Folder, prev: Folder) -> None:
     folder.fsync()
 
 
-def rollback_action(hosts: list[str], only: str = "") -> TaskFailed | None:
-    """doit action of `doit rollback --only HOST[,HOST...]` (as the stages name hosts) or `doit rollback HOST...`."""
-    hosts = [*hosts, *(n.strip() for n in only.split(",") if n.strip())]
-    if not hosts:
-        return TaskFailed("cephboot: rollback: name the host(s): doit rollback --only HOST[,HOST...]")
+def rollback_action(only: str = "") -> TaskFailed | None:
+    """doit action of `doit rollback --only HOST[,HOST...]` (hosts named as every per-host command names them)."""
+    if not only.strip():
+        return TaskFailed("cephboot: rollback: name the host(s): doit rollback --only HOST[,HOST...] (@PROFILE: its hosts)")
     site = inventory.load_for_tasks()
+    try:
+        hosts = selection.choose("rollback", only, site.hosts, lambda: site.hosts)
+    except selection.Unknown as e:
+        return TaskFailed(str(e))
     by_host = routes_by_host(site)
     for name in hosts:
         try:
@@ -520,10 +523,10 @@ def rollback_action(hosts: list[str], only: str = "") -> TaskFailed | None:
             return TaskFailed(f"cephboot: rollback: {e}")
         except OSError as e:
             return TaskFailed(f"cephboot: rollback: host {name}: {describe(e, name)}")
-        if name in site.hosts:  # the swapped files are the publisher's own: the rollback holds
-            outputs = host_outputs(str(tree_root(site.settings)), name, host_sources(site.hosts[name]), list(by_host[name]))
-            record_outputs("publish", name, "|".join(identity_key(o) for o in outputs))
-        sys.stdout.write(f"cephboot: {name}: the previous generation is now current (run `doit rollback --only {name}` again to undo)\n")
+        # the swapped files are the publisher's own: the rollback holds
+        outputs = host_outputs(str(tree_root(site.settings)), name, host_sources(site.hosts[name]), list(by_host[name]))
+        record_outputs("publish", name, "|".join(identity_key(o) for o in outputs))
+        sys.stdout.write(f"{selection.line('rollback', name)}\n{selection.DETAIL}the previous generation is now current (run `doit {selection.command('rollback', name)}` again to undo)\n")
     return None
 
 
@@ -555,7 +558,7 @@ def task_publish() -> Iterator[dict[str, Any]]:
         kept = OutputsKept(targets)
         yield {
             "basename": "publish",
-            "name": f"kernel-{kver}",
+            "name": kver,  # as initrd:<kver>
             "doc": f"kernels/{kver}/vmlinuz and its base initrds (world-readable)",
             "actions": [(publish_kernel, [s, kver, bases[kver], kept])],
             "file_dep": [str(p) for p in sources],
@@ -584,7 +587,7 @@ def task_publish() -> Iterator[dict[str, Any]]:
         # host's failure stops only that host, and the action learns what it last wrote.
         Stage("publish", units, config, workers=s["publish"]["parallel"], output_key=identity_key, keep_going=True, pass_recorded=True),
         clean=False,  # `doit clean` must not take the boot tree away from booting machines
-        task_dep=["render:hosts", "overlay:hosts", *(f"publish:kernel-{kver}" for kver in kvers)],
+        task_dep=["render:hosts", "overlay:hosts", *(f"publish:{kver}" for kver in kvers)],
     )
     routes = sorted(site_outputs(site))
     hosts = sorted(site.hosts)
@@ -602,13 +605,11 @@ def task_publish() -> Iterator[dict[str, Any]]:
 
 
 def task_rollback() -> dict[str, Any]:
-    """`doit rollback HOST...`: swap a host's published generation with the previous one."""
+    """`doit rollback --only HOST,@PROFILE`: swap each host's published generation with the previous one."""
     return {
         "basename": "rollback",
         "doc": "doit rollback --only HOST[,HOST...]: make the previous published generation of HOST current (again to undo)",
         "actions": [(rollback_action,)],
-        "params": [{"name": "only", "long": "only", "type": str, "default": "",
-                    "help": "HOST[,HOST...]: the hosts to roll back (as the stages' --only; `doit rollback HOST...` works too)"}],
-        "pos_arg": "hosts",
+        "params": [selection.param("the hosts to roll back (required)")],
         "verbosity": 2,
     }

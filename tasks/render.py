@@ -70,7 +70,8 @@ def cmdline(h: dict[str, Any]) -> str:
 
 
 def render_host(site: Site, host: Host) -> None:
-    """Render every file of one host; write only those whose content changed."""
+    """Render every file of one host; write only those whose content changed (the stage's work:
+    from outside the stage, call render_hosts, which also keeps the stage's record)."""
     h, s = host.data, site.settings
     env = _env()
     base = host_dir(host.name)
@@ -183,12 +184,8 @@ def render_site(site: Site) -> None:
                 shutil.rmtree(d.path)
 
 
-def task_render() -> Iterator[dict[str, Any]]:
-    """Render the boot files of every host (conf.d, ceph.conf, keyring, fstab, crypttab, iPXE) and the site-wide routes."""
-    site = inventory.load_for_tasks()
-    code = _code_digest()
-    host_tmpl = templates_digest("host")
-    yield {"basename": "render", "name": None, "doc": "Render per-host and site-wide boot files from hosts/ and templates/."}
+def render_stage(site: Site) -> Stage:
+    """The render stage of ``site``: its hosts' units (made when first needed) and its settings."""
     def units() -> dict[str, Unit]:
         out: dict[str, Unit] = {}
         routes = routes_by_host(site)
@@ -204,10 +201,28 @@ def task_render() -> Iterator[dict[str, Any]]:
             out[host.name] = Unit(deps, outputs, host.digest, render_host, (site, host))
         return out
 
+    return Stage("render", units, digest(templates_digest("host"), _code_digest(), site.site_digest))
+
+
+def render_hosts(site: Site, names: list[str]) -> None:
+    """Render the files of hosts ``names`` now and record them in the render stage's record, as
+    `doit render:hosts --only NAMES` would: the entry point for code outside the stage
+    (provisioning, once it rewrote a host's keyring).  A name that is no host of ``site`` is
+    the caller's mistake: ValueError."""
+    failed = render_stage(site).redo(names)
+    if failed is not None:
+        raise ValueError(failed.message)
+
+
+def task_render() -> Iterator[dict[str, Any]]:
+    """Render the boot files of every host (conf.d, ceph.conf, keyring, fstab, crypttab, iPXE) and the site-wide routes."""
+    site = inventory.load_for_tasks()
+    code = _code_digest()
+    yield {"basename": "render", "name": None, "doc": "Render per-host and site-wide boot files from hosts/ and templates/."}
     yield stage_task(
         "render",
         f"conf.d, ceph.conf, keyring, fstab, crypttab (LUKS), boot.ipxe and the by-uuid/by-mac routes of each of the {len(site.hosts)} hosts whose inputs changed",
-        Stage("render", units, digest(host_tmpl, code, site.site_digest)),
+        render_stage(site),
     )
     routes = sorted((rel, host.name if host else "") for rel, (_, host, _) in site_outputs(site).items())
     yield {

@@ -1,4 +1,4 @@
-"""Give a host new keys (`doit rotate:<host>`) and remove its old ones once it runs on the new (`doit retire:<host>`).
+"""Give a host new keys (`doit rotate --only <host>`) and remove its old ones once it runs on the new (`doit retire --only <host>`).
 
 A running host's kernel client keeps the cephx entity it mapped its root with, and must
 re-authenticate with that entity's key when its monitor ticket is renewed (or its monitor
@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from doit import create_after
 from doit.exceptions import TaskFailed
 
 from . import examplekeys, luks, publish
@@ -36,7 +35,8 @@ from .render import host_dir
 from .golden import Refused
 from .inventory import Host, InventoryError, Site
 from .overlay import LAYER, MONOLITHIC
-from .provision import CLIENT_MARK, _auth, _mark, _per_host, entity_of, image_spec, wanted_caps
+from .provision import CLIENT_MARK, _auth, _mark, entity_of, image_spec, wanted_caps
+from .selection import command, per_host_task, say
 
 # image metadata of a LUKS host's root: the key slots that `retire` removes (those of the old key file)
 RETIRE_SLOTS = "cephboot.luks.retire"
@@ -66,12 +66,12 @@ def _current(admin: Admin, site: Site, host: Host, verb: str) -> str:
     entity = entity_of(site, host.data)
     if _auth(admin, entity) is None:
         raise Refused(f"host {host.name}: {entity} (the key in {site.display(host.data['keyring'])}) does not exist on the cluster: "
-                      f"the host is not provisioned; `doit provision:{host.name}` makes it, then {verb} has something to work on")
+                      f"the host is not provisioned; `doit provision --only {host.name}` makes it, then {verb} has something to work on")
     mark = _mark(admin, entity)
     if mark != host.name:
         whose = f"marked as made for host {mark!r}" if mark else "not made by cephboot"
         raise Refused(f"host {host.name}: {entity} is {whose} ({CLIENT_MARK.format(entity=entity)}); cephboot rotates only the keys "
-                      f"of clients it made for this host (`doit provision:{host.name}` says how to adopt a client deliberately)")
+                      f"of clients it made for this host (`doit provision --only {host.name}` says how to adopt a client deliberately)")
     return entity
 
 
@@ -166,7 +166,7 @@ def rotate(site: Site, host: Host) -> TaskFailed | None:
     h = host.data
     missing = [t for t in TOOLS if shutil.which(t) is None and (t != "cryptsetup" or h["luks"])]
     if missing:
-        return TaskFailed(f"rotate:{host.name}: missing {', '.join(missing)} (scripts/setup installs them)")
+        return TaskFailed(f"{command('rotate', host.name)}: missing {', '.join(missing)} (scripts/setup installs them)")
     try:
         admin = Admin(site)
         admin.check_fsid()
@@ -174,32 +174,32 @@ def rotate(site: Site, host: Host) -> TaskFailed | None:
         others = [g for g in generations(admin, host) if g != old]
         if others:
             raise Refused(f"host {host.name}: an earlier rotation is not retired yet ({', '.join(others)} still on the cluster besides {old}); "
-                          f"once the host runs on its current key, `doit retire:{host.name}` removes it; then rotate again")
+                          f"once the host runs on its current key, `doit retire --only {host.name}` removes it; then rotate again")
         new = _next(old, _base(h))
         if _auth(admin, new) is not None:
             raise Refused(f"host {host.name}: {new} already exists on the cluster and is not one of the host's key generations; "
                           "cephboot never takes over a client it did not make")
         spec = image_spec(h)
         if h["luks"] and h["rbd"]["image"] not in {str(n) for n in admin.rbd_json("ls", "--pool", h["rbd"]["pool"], "--namespace", h["rbd"]["namespace"])}:
-            raise Refused(f"host {host.name}: its root image {spec} does not exist, so it has no LUKS key slot to rotate: `doit provision:{host.name}` makes it")
+            raise Refused(f"host {host.name}: its root image {spec} does not exist, so it has no LUKS key slot to rotate: `doit provision --only {host.name}` makes it")
         key = examplekeys.cephx_secret()
         caps = wanted_caps(h, admin.fs_name, admin.fs_data_pool())
         flat = [w for kind in sorted(caps) for w in (kind, caps[kind])]
         admin.ceph("config-key", "set", CLIENT_MARK.format(entity=new), host.name)
         admin.ceph("auth", "add", new, *flat, "-i", "-", input=f"[{new}]\n\tkey = {key}\n".encode())
-        print(f"rotate:{host.name}: made {new} with a new key and {old}'s caps", flush=True)
+        say(f"made {new} with a new key and {old}'s caps", flush=True)
         if h["luks"]:
             _rotate_luks(admin, site, host, spec)
         # the keyring file last: until here the host's files still name the old generation,
         # and a rerun finds the old entity current and refuses with the half-made new one named
         write_if_changed(Path(site.path_str(h["keyring"])), f"[{new}]\n\tkey = {key}\n".encode(), 0o600, durable=True)
         key = ""
-        print(f"rotate:{host.name}: wrote {new}'s key to {site.display(h['keyring'])}; {old}"
-              f"{' and the old LUKS key slot stay' if h['luks'] else ' stays'} until `doit retire:{host.name}`. "
+        say(f"wrote {new}'s key to {site.display(h['keyring'])}; {old}"
+              f"{' and the old LUKS key slot stay' if h['luks'] else ' stays'} until `doit retire --only {host.name}`. "
               f"Next: `doit` publishes the new keys (and removes the previous generation, which holds the old ones), "
-              f"reboot {host.name}, then `doit retire:{host.name}`", flush=True)
+              f"reboot {host.name}, then `doit retire --only {host.name}`")
     except (Refused, CephError, InventoryError) as e:
-        return TaskFailed(f"rotate:{host.name}: {e}")
+        return TaskFailed(f"{command('rotate', host.name)}: {e}")
     return None
 
 
@@ -220,8 +220,8 @@ def _rotate_luks(admin: Admin, site: Site, host: Host, spec: str) -> None:
         write_header(admin, spec, header)
         admin.rbd("image-meta", "set", spec, RETIRE_SLOTS, ",".join(before))
         write_if_changed(keyfile, new_key.read_bytes(), 0o600, durable=True)
-    print(f"rotate:{host.name}: added LUKS key slot {','.join(added)} to {spec} for a new key, written to {site.display(h['luks']['keyfile'])} "
-          f"(slot {','.join(before)} of the old key stays until `doit retire:{host.name}`)", flush=True)
+    say(f"added LUKS key slot {','.join(added)} to {spec} for a new key, written to {site.display(h['luks']['keyfile'])} "
+          f"(slot {','.join(before)} of the old key stays until `doit retire --only {host.name}`)")
 
 
 # ---- retire ----------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def retire(site: Site, host: Host) -> TaskFailed | None:
                 if not e.not_found:
                     raise
         if not old and not slots:
-            print(f"retire:{host.name}: nothing to retire: {current} is its only key generation", flush=True)
+            say(f"nothing to retire: {current} is its only key generation")
             return None
         served = _served_with_other_keys(site, host)
         if served:
@@ -253,15 +253,15 @@ def retire(site: Site, host: Host) -> TaskFailed | None:
         running = [f"{g} (from {', '.join(live[g])})" for g in old if g in live]
         if running:
             raise Refused(f"host {host.name} still runs on an old key: {', '.join(running)} holds a monitor session; "
-                          f"reboot it with its new key (`doit` published it) and run `doit retire:{host.name}` again")
+                          f"reboot it with its new key (`doit` published it) and run `doit retire --only {host.name}` again")
         if slots:
             _retire_luks(admin, site, host, spec, slots)
         for g in old:
             admin.ceph("auth", "rm", g)
             admin.ceph("config-key", "rm", CLIENT_MARK.format(entity=g))
-            print(f"retire:{host.name}: removed {g} (its key no longer authenticates); {current} stays", flush=True)
+            say(f"removed {g} (its key no longer authenticates); {current} stays")
     except (Refused, CephError, InventoryError) as e:
-        return TaskFailed(f"retire:{host.name}: {e}")
+        return TaskFailed(f"{command('retire', host.name)}: {e}")
     return None
 
 
@@ -301,21 +301,19 @@ def _retire_luks(admin: Admin, site: Site, host: Host, spec: str, slots: str) ->
             raise Refused(f"host {host.name}: after removing slot(s) {','.join(gone)} the current key would not open {spec}; nothing written")
         write_header(admin, spec, header)
         admin.rbd("image-meta", "remove", spec, RETIRE_SLOTS)
-    print(f"retire:{host.name}: removed LUKS key slot {','.join(gone) or '(none left)'} of {spec}; the current key file opens it", flush=True)
+    say(f"removed LUKS key slot {','.join(gone) or '(none left)'} of {spec}; the current key file opens it")
 
 
 # ---- tasks -----------------------------------------------------------------------------------
 
-@create_after(executed=None, creates=["rotate"])
-def task_rotate() -> Iterator[dict[str, Any]]:
-    """`doit rotate:HOST`: a new cephx key generation (and LUKS key slot) for HOST; the old keys keep working until `doit retire:HOST` (only when named)."""
-    yield from _per_host("rotate", "Give hosts new keys; the old ones work until retired (not a default task).",
-                         rotate, "a new cephx client generation (and LUKS key slot) for {host}; the old keys stay until retire:{host}")
+def task_rotate() -> dict[str, Any]:
+    """`doit rotate --only HOST,@PROFILE`: a new cephx key generation (and LUKS key slot) for each host; the old keys keep working until `doit retire --only HOST`."""
+    return per_host_task("rotate", "Give hosts new keys; the old ones work until retired (not a default task).",
+                         rotate, "give only these hosts new keys", task_dep=("render:hosts",))
 
 
-@create_after(executed=None, creates=["retire"])
-def task_retire() -> Iterator[dict[str, Any]]:
-    """`doit retire:HOST`: remove HOST's old key generations once it runs on its new key (only when named)."""
-    yield from _per_host("retire", "Remove hosts' old keys once they run on their new ones (not a default task).",
-                         retire, "remove {host}'s old cephx clients and LUKS key slots (refused while it still uses them)",
+def task_retire() -> dict[str, Any]:
+    """`doit retire --only HOST,@PROFILE`: remove each host's old key generations once it runs on its new key."""
+    return per_host_task("retire", "Remove hosts' old keys once they run on their new ones (not a default task).",
+                         retire, "retire only these hosts' old keys",
                          task_dep=("publish",))  # the current keys published, the previous generation gone

@@ -441,7 +441,7 @@ KRBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-
 
 ROOTFS = Section(
     {
-        "source": Field(path, "Where `doit provision:<host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/; not `/`, a system folder or a folder holding hosts/).", default="debootstrap"),
+        "source": Field(path, "Where `doit provision --only <host>` gets the root tree: 'debootstrap', or a folder or tarball (relative to hosts/; not `/`, a system folder or a folder holding hosts/).", default="debootstrap"),
         "suite": Field(_regex(_SUITE, "a Debian suite name like bookworm"), "Debian suite that debootstrap installs (from the build machine's apt mirror).", default="bookworm"),
         "packages": Field(list_of(_regex(_PACKAGE, "a Debian package name"), unique=True), "Packages debootstrap adds to minbase; `+packages: [...]` adds more.", default=list(ROOTFS_PACKAGES)),
     },

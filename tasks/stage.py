@@ -13,7 +13,7 @@ fileio.identity_key, so that a published file someone else changed is seen).  Th
 stage's uptodate check compares that record with the files as they are now (one
 stat per file per run, shared with the other stages: fileio.file_key); when
 anything differs, the action redoes exactly the hosts that differ and prints one
-`  - <stage>:<host>` line for each whose work changed something.
+`  - <task> --only <host>` line (`  - render:hosts --only zephyr`) for each whose work changed something (a command doit takes back).
 
 A host's record is written only after its work succeeded, and the record file is
 saved even when a later host fails: a run stopped half-way (a failure, ^C)
@@ -36,13 +36,13 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from doit.exceptions import TaskFailed
 
-from . import engine
+from . import engine, selection
 from .layout import STATE
 from .fileio import file_key, remembered_key, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
 
 STATE_DIR = str(STATE)
-LINE = "  - "  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
-ONLY = " --only "  # a per-host line is a command doit takes back: `  - render:hosts --only zephyr`
+LINE = selection.LINE  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
+ONLY = selection.ONLY  # a per-host line is a command doit takes back: `  - render:hosts --only zephyr`
 FORMAT = "4"  # of the records: a new format redoes every host once
 # what an action returns when it found nothing to change (a host checked again, not redone): no line
 UNCHANGED = "unchanged"
@@ -215,6 +215,7 @@ class Stage:
         self.recorded: dict[str, str] = {}  # each host's output keys as the last run left them
         self._removed = False
         self._every = ""  # why every host is due, when it is
+        self._ok = True  # what the record says of doit's last run of the stage
 
     @property
     def units(self) -> dict[str, Unit]:
@@ -230,7 +231,8 @@ class Stage:
         """(hosts to redo, in order; the record of every host's inputs as they are now; the
         keys of the outputs of every host that is not due)."""
         saved = load_state(self.name)
-        forgotten = forget and saved.get("ok", True)
+        self._ok = saved.get("ok", True)
+        forgotten = forget and self._ok
         same = saved["config"] == self.config
         old = saved["hosts"] if same and not forgotten else {}
         self.recorded = saved["outs"]  # also after a forget or a new config: the files are what they are
@@ -288,9 +290,13 @@ class Stage:
         self._due = self.due(forget=values.get("records") != state_path(self.name))
         if task is not None:  # for run(), also in a child process (`doit -n N` sends it the task's meta)
             task.meta["due"] = self._due
-        chosen = _hosts_option(task)
-        if chosen is not None:  # --only: up to date when those hosts are (an unknown name: run, to say so)
-            return not (chosen - set(self.units)) and not set(self._due[0]) & chosen
+        only = (getattr(task, "options", None) or {}).get(selection.OPTION)
+        if only:  # --only: up to date when those hosts are (an unknown name: run, to say so)
+            try:
+                chosen = set(self.choose(only))
+            except selection.Unknown:
+                return False
+            return not set(self._due[0]) & chosen
         return not self._due[0] and not self._removed
 
     def run(self, task: Any, only: str = "") -> TaskFailed | dict[str, str]:
@@ -304,15 +310,31 @@ class Stage:
         todo, now, outs = checked if checked is not None else self.due(forget=True)
         task.meta["due"] = self._due = None
         due = set(todo)
-        done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
         if only:
-            chosen = _split_hosts(only)
-            unknown = sorted(chosen - set(self.units))
-            if unknown:
-                return TaskFailed(f"cephboot: {self.name} --only: no host named {', '.join(unknown)} (hosts are the files in hosts/nodes/)")
+            try:
+                chosen = set(self.choose(only))
+            except selection.Unknown as e:
+                return TaskFailed(str(e))
             for name in sorted(chosen - due):
                 sys.stdout.write(f"  ({self.task}{ONLY}{name}: up to date)\n")
             todo = [n for n in todo if n in chosen]  # the others get no record: still due next run
+        return self._do(todo, due, now, outs)
+
+    def redo(self, names: list[str]) -> TaskFailed | None:
+        """Do the work of hosts ``names`` now, due or not, and record them as the stage's task
+        would: the entry point for code outside the stage (provisioning renders a host again once
+        it rewrote its keyring).  Other hosts keep their records; no per-host lines."""
+        todo, now, outs = self.due()
+        unknown = sorted(set(names) - set(self.units))
+        if unknown:
+            return TaskFailed(f"cephboot: {self.name}: no host {', '.join(unknown)}")
+        # quiet, and the record's "ok" (did doit's last run of the stage succeed?) left as it was
+        result = self._do([n for n in self.units if n in set(names)], set(todo) | set(names), now, outs, outside=True)
+        return result if isinstance(result, TaskFailed) else None
+
+    def _do(self, todo: list[str], due: set[str], now: dict[str, str], outs: dict[str, str], outside: bool = False) -> TaskFailed | dict[str, str]:
+        """Work on ``todo`` and save the record: ``now`` of the hosts done and of those not ``due``."""
+        done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
         out = sys.stdout
         ok = False
         failed: list[str] = []
@@ -333,16 +355,20 @@ class Stage:
                     continue
                 # the record taken before the work: an input edited meanwhile is seen next run
                 done[name], outs[name] = now[name], self._outputs_now(name)
-                if result != UNCHANGED:
+                if result != UNCHANGED and not outside:
                     out.write(f"{LINE}{self.task}{ONLY}{name}\n")
             if failed:
                 rest = ", every other host is done" if len(failed) < len(todo) else ""
                 return TaskFailed(f"cephboot: {self.name}: {len(failed)} of {len(todo)} hosts failed{rest}:\n" + "\n".join(failed))
             ok = True
         finally:
-            save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs}, ok)
+            save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs}, self._ok if outside else ok)
             out.flush()
         return {"records": state_path(self.name)}
+
+    def choose(self, only: str) -> list[str]:
+        """The hosts `--only` names (selection.choose)."""
+        return selection.choose(self.task, only, self.units)
 
     def _outputs_now(self, name: str) -> str:
         """The keys of a host's outputs as its work left them (fresh stats)."""
@@ -414,28 +440,19 @@ class Stage:
         shutil.rmtree(os.path.dirname(_shard_path(self.name, 0)), ignore_errors=True)
 
 
-def _split_hosts(only: str) -> set[str]:
-    return {n.strip() for n in only.split(",") if n.strip()}
-
-
-def _hosts_option(task: Any) -> set[str] | None:
-    """The hosts named by --only on the command line, or None."""
-    only = (getattr(task, "options", None) or {}).get("only")
-    return _split_hosts(only) if only else None
-
-
 def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean: bool = True, **extra: Any) -> dict[str, Any]:
     """The doit task `<basename>:<name>` that runs ``stage``; ``clean``: `doit clean` removes
     its outputs (never for publish: `doit clean` must not empty the boot tree)."""
     stage.task = f"{basename}:{name}"
+    if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv[1:]):
+        extra = {**extra, "task_dep": []}  # fail at once, before the stages it depends on run
     return {
         "basename": basename,
         "name": name,
         "doc": doc,
         "actions": [stage.run],
         "uptodate": [stage],
-        "params": [{"name": "only", "long": "only", "type": str, "default": "",
-                    "help": "HOST[,HOST...]: redo only these hosts of the stage; the others stay due"}],
+        "params": [selection.param("redo only these hosts of the stage; the others stay due")],
         **({"clean": [stage.clean]} if clean else {}),
         "verbosity": 2,  # the per-host lines are the record of what ran
         "meta": {"due": None},  # what the check found, for the action (see Stage.__call__)

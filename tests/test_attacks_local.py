@@ -197,7 +197,7 @@ def test_a_kernel_folder_made_a_link_is_replaced(a_built_site: Site, tmp_path: P
     subprocess.run(["rm", "-rf", str(folder)], check=True)
     folder.symlink_to(outside)
     run = a_built_site.doit()
-    assert f"publish:kernel-{kver()}" in run.ran
+    assert f"publish:{kver()}" in run.ran
     assert state_of(outside) == before
     assert stat.S_ISDIR(folder.lstat().st_mode)
     for name in ("vmlinuz", "initrd.img"):
@@ -278,8 +278,8 @@ def test_a_base_initrd_changed_since_it_was_built_is_never_published(a_built_sit
         f.seek(st.st_size - 64)
         f.write(b"\0" * 64)
     os.utime(base, ns=(st.st_atime_ns, st.st_mtime_ns))
-    a_built_site.doit("forget", f"publish:kernel-{kver()}")
-    run = a_built_site.doit(f"publish:kernel-{kver()}", check=False)
+    a_built_site.doit("forget", f"publish:{kver()}")
+    run = a_built_site.doit(f"publish:{kver()}", check=False)
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "Traceback" not in out
     assert f"cephboot: publish: kernel {kver()}: build/kernels/{kver()}/initrd.img is not what initrd:{kver()} built" in out, out
@@ -290,8 +290,8 @@ def test_a_base_initrd_changed_since_it_was_built_is_never_published(a_built_sit
 def test_full_and_read_only_disks_name_the_path(a_built_site: Site) -> None:
     """ENOSPC in publish:kernel and publish:hosts, EROFS in publish:site: a `cephboot:` line with the path."""
     k = tree(a_built_site) / "kernels"
-    a_built_site.doit("forget", f"publish:kernel-{kver()}")
-    full = doit_over_tmpfs(a_built_site, k, "size=64k", f"publish:kernel-{kver()}")
+    a_built_site.doit("forget", f"publish:{kver()}")
+    full = doit_over_tmpfs(a_built_site, k, "size=64k", f"publish:{kver()}")
     out = full.stdout + full.stderr
     assert full.returncode != 0 and "Traceback" not in out
     assert f"cephboot: publish: kernel {kver()}: build/publish/kernels/{kver()}/" in out and "No space left on device" in out, out
@@ -302,7 +302,7 @@ def test_full_and_read_only_disks_name_the_path(a_built_site: Site) -> None:
     out = full.stdout + full.stderr
     assert full.returncode != 0 and "Traceback" not in out
     assert "cephboot: publish: host notus: build/publish/hosts/notus/initrd.img: No space left on device" in out, out
-    assert {h for h in hosts_in(full.ran, "publish") if not h.startswith("kernel-")} == HOSTS - {"notus"}
+    assert {h for h in hosts_in(full.ran, "publish") if h != kver()} == HOSTS - {"notus"}
 
     a_built_site.doit("forget", "publish:site")
     ro = doit_over_tmpfs(a_built_site, tree(a_built_site) / "ipxe", "ro,size=64k", "-s", "publish:site")  # -s: not its task_dep

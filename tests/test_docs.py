@@ -27,9 +27,10 @@ _DOIT = re.compile(r"(?:^|[ \t(])(?:\.venv/bin/)?doit[ \t]+([^`\n]*)")
 _TASK = re.compile(r"^(?P<base>[a-z][a-z_-]*)(?::(?P<sub>[A-Za-z0-9<>$_.-]+))?$")
 _OPTION_VALUE = ("--only", "-n", "--reporter", "-f", "-d")
 DOIT_COMMANDS = ("list", "info", "clean", "forget", "ignore", "help", "run", "strace", "dumpdb", "auto", "tabcompletion")
-# tasks whose subtasks exist only for some hosts (image_root) or are made when they run (create_after):
-# `doit list --all` does not show them, so `<base>:<host or image>` is checked by its base
-PER_HOST_LATER = {"provision", "verify", "imagenative", "image", "move-root", "rollback-root", "rotate", "retire"}
+# tasks whose subtasks exist only for some hosts (imagenative: image_root) or are made when they run
+# (image, create_after): `doit list --all` does not show them, so `<base>:<host or image>` is checked
+# by its base.  Every other per-host command is one task that takes --only (tasks/selection.py).
+PER_HOST_LATER = {"imagenative", "image"}
 
 
 def texts() -> list[tuple[Path, str]]:
@@ -93,7 +94,7 @@ def test_every_task_the_docs_name_exists(the_task_names: set[str]) -> None:
     missing = []
     for path, text in texts():
         names = set(task_words(text))
-        # code spans of the form stage:name whose stage is a task (`overlay:hosts`, `publish:kernel-<kver>`)
+        # code spans of the form stage:name whose stage is a task (`overlay:hosts`, `publish:<kver>`)
         names |= {s for s in _SPAN.findall(text) if (m := _TASK.match(s)) and m["sub"] and m["base"] in bases}
         for name in sorted(names):
             later = ":" in name and name.split(":")[0] in PER_HOST_LATER and name.split(":")[0] in the_task_names
@@ -138,10 +139,10 @@ def test_every_repository_path_the_docs_name_exists() -> None:
 
 def test_the_docs_checker_sees_a_missing_task_and_a_missing_file() -> None:
     """The extraction finds what it must (else the two tests above would pass on anything)."""
-    text = ("Run `doit render lint:hosts --only zephyr` then `overlay:hosts`, `doit move-root:<host> moves it`; "
+    text = ("Run `doit render lint:hosts --only zephyr` then `overlay:hosts`, `doit move-root --only <host> moves it`; "
             "see `tasks/nothing.py`, `tests/test_docs.py::test_nothing` and [x](docs/none.md).\n"
-            "```sh\n.venv/bin/doit publish:kernel-<kver> -n 2 nginx   # not: this\n```\n")
-    assert set(task_words(text)) == {"render", "lint:hosts", "move-root:<host>", "publish:kernel-<kver>", "nginx"}
+            "```sh\n.venv/bin/doit publish:<kver> -n 2 nginx   # not: this\n```\n")
+    assert set(task_words(text)) == {"render", "lint:hosts", "move-root", "publish:<kver>", "nginx"}
     paths = repo_paths(text, PROJECT / "README.md")
     assert set(paths) == {"tasks/nothing.py", "tests/test_docs.py::test_nothing", "docs/none.md"}
     assert not any(exists(p) for p in paths)

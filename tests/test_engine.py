@@ -33,6 +33,28 @@ def test_a_per_host_line_pasted_back_into_doit_redoes_that_host_alone(tmp_path: 
     assert site.doit("render").ran == {"render:zephyr"}  # the other edited host stayed due
 
 
+def test_every_per_host_command_names_hosts_one_way_and_its_lines_paste_back(tmp_path: Path) -> None:
+    """`--only NAME,@PROFILE` for a stage and for a cluster command alike; a cluster command's
+    per-host line pasted back does that host alone; an unknown name fails at once (before the
+    stages the command depends on), listing the hosts or the profiles, without a traceback."""
+    site = copy_site(PROJECT, tmp_path / "site")
+    rendered = site.doit("render:hosts", "--only", "@rack-a")  # zephyr, and boreas through its profile's list
+    assert rendered.ran == {"render:boreas", "render:zephyr"}, rendered.stdout
+    # the example site has no admin keyring: each host stops there, before any Ceph I/O
+    verify = site.doit("verify", "--only", "notus,@secure", check=False)
+    lines = [line for line in verify.stdout.splitlines() if line.startswith("  - verify")]
+    assert lines == ["  - verify --only boreas"], verify.stdout  # inventory order; the first failure stops it
+    again = site.doit(*lines[0][4:].split(), check=False)  # `doit verify --only boreas`, as printed
+    assert [line for line in again.stdout.splitlines() if line.startswith("  - verify")] == lines, again.stdout
+    for args, said in ((("publish:hosts", "--only", "nosuch"), "cephboot: publish:hosts --only nosuch: no host 'nosuch' in hosts/nodes/ (no nosuch.yaml); the hosts are: boreas, notus, zephyr"),
+                       (("provision", "--only", "zephyr,@nosuch"), "cephboot: provision --only zephyr,@nosuch: no host takes values from a profile 'nosuch' (hosts/profiles/nosuch.yaml); the profiles in use are: rack-a, secure"),
+                       (("rollback", "--only", "nosuch"), "cephboot: rollback --only nosuch: no host 'nosuch'")):
+        failed = site.doit(*args, check=False)
+        out = failed.stdout + failed.stderr
+        assert failed.returncode != 0 and said in out and "Traceback" not in out, out
+        assert failed.tasks == {args[0]}, f"only the command ran, not what it depends on:\n{out}"
+
+
 def test_rollback_names_its_hosts_as_the_stages_do(a_built_site: Site) -> None:
     """`doit rollback --only HOST` (the stages' way to name hosts) swaps the generations; the message says how to undo."""
     root = a_built_site.build / "publish" / "hosts" / "zephyr"

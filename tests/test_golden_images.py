@@ -133,9 +133,10 @@ def test_image_tasks_load_without_a_cluster_and_run_only_when_named(the_example_
     listed = {line.split()[0] for line in the_example_site.doit("list", "--all").stdout.splitlines() if line.strip()}
     assert {"image", "move-root", "rollback-root"} <= listed
     assert not (the_example_site.build / "provision").exists()
-    for task in ("image:base", "move-root:zephyr", "rollback-root:zephyr"):
-        run = the_example_site.doit(task, check=False)
-        assert run.returncode != 0 and f".  {task}" in run.stdout
+    for task, done in ((["image:base"], ".  image:base"), (["move-root", "--only", "zephyr"], "  - move-root --only zephyr"),
+                       (["rollback-root", "--only", "zephyr"], "  - rollback-root --only zephyr")):
+        run = the_example_site.doit(*task, check=False)
+        assert run.returncode != 0 and done in run.stdout.splitlines(), run.stdout
         assert "provisioning needs ceph.admin_keyring in hosts/site.yaml" in run.stdout + run.stderr
 
 
@@ -200,12 +201,13 @@ def test_a_stateless_hosts_initrd_maps_the_version_it_names_and_its_layer_carrie
 
 
 def test_a_profile_names_its_hosts_for_move_root_as_for_every_per_host_command(the_example_site: Site) -> None:
-    """`doit move-root:@rack-a` is move-root:boreas and move-root:zephyr (rack-a's hosts, boreas through its list too), never notus."""
-    run = the_example_site.doit("move-root:@rack-a", check=False)
-    ran = [line[3:] for line in run.stdout.splitlines() if line.startswith(".  ")]
-    # each once; in no fixed order (doit resumes the tasks that waited for render:hosts as it likes)
-    assert sorted(t for t in ran if not t.startswith("render")) == ["move-root:boreas", "move-root:zephyr"], run.stdout
+    """`doit move-root --only @rack-a` is boreas and zephyr (rack-a's hosts, boreas through its list too), never notus."""
+    run = the_example_site.doit("move-root", "--only", "@rack-a", check=False)
+    lines = run.stdout.splitlines()
+    # each once, in the inventory's order, its line (a command doit takes back) above what it found
+    assert [line for line in lines if line.startswith("  - move-root")] == ["  - move-root --only boreas", "  - move-root --only zephyr"], run.stdout
     for host in ("boreas", "zephyr"):
-        assert f"move-root:{host}: no root.image (hosts/nodes/{host}.yaml): its root is its own, nothing to move" in run.stdout
-    verify = the_example_site.doit("verify:@secure", check=False)
-    assert [line[3:] for line in verify.stdout.splitlines() if line.startswith(".  verify")] == ["verify:boreas"], verify.stdout
+        said = lines[lines.index(f"  - move-root --only {host}") + 1]
+        assert said == f"    no root.image (hosts/nodes/{host}.yaml): its root is its own, nothing to move", run.stdout
+    verify = the_example_site.doit("verify", "--only", "@secure", check=False)
+    assert [line for line in verify.stdout.splitlines() if line.startswith("  - verify")] == ["  - verify --only boreas"], verify.stdout

@@ -163,7 +163,7 @@ def test_doit_list_does_not_build_or_read_kernels(the_built_example: Site, tmp_p
     started = time.monotonic()
     run = the_built_example.doit("list", "--all")
     assert time.monotonic() - started < 5
-    assert f"initrd:{kver()}" in run.stdout and "publish:kernel-" in run.stdout
+    assert f"initrd:{kver()}" in run.stdout and f"publish:{kver()}" in run.stdout
 
 
 def test_a_truncated_base_is_built_again_before_it_is_published(a_built_site: Site) -> None:

@@ -140,12 +140,12 @@ def test_rollback_swaps_the_generations_and_a_second_undoes_it(a_built_site: Sit
     a_built_site.doit("render", "overlay", "publish")
     second = (root / "overlay.cpio").read_bytes()
     assert first != second
-    a_built_site.doit("rollback", "zephyr")
+    a_built_site.doit("rollback", "--only", "zephyr")
     assert (root / "overlay.cpio").read_bytes() == first
     assert (root / "previous/overlay.cpio").read_bytes() == second
     assert stat.S_IMODE((root / "overlay.cpio").stat().st_mode) == 0o640
     assert stages(a_built_site.doit("publish").ran, "publish") == set()  # the rollback holds
-    a_built_site.doit("rollback", "zephyr")
+    a_built_site.doit("rollback", "--only", "zephyr")
     assert (root / "overlay.cpio").read_bytes() == second
 
 
@@ -154,7 +154,7 @@ def test_forgetting_publish_brings_the_current_build_back_after_a_rollback(a_bui
     a_built_site.edit("nodes/zephyr.yaml", "192.0.2.21/24", "192.0.2.41/24")
     a_built_site.doit("render", "overlay", "publish")
     current = (root / "overlay.cpio").read_bytes()
-    a_built_site.doit("rollback", "zephyr")
+    a_built_site.doit("rollback", "--only", "zephyr")
     assert (root / "overlay.cpio").read_bytes() != current
     untouched = {h: (tree(a_built_site) / f"hosts/{h}/overlay.cpio").stat().st_ino for h in HOSTS - {"zephyr"}}
     a_built_site.doit("forget", "publish:hosts")
@@ -166,7 +166,7 @@ def test_forgetting_publish_brings_the_current_build_back_after_a_rollback(a_bui
 
 
 def test_rollback_without_a_previous_generation_says_so(a_built_site: Site) -> None:
-    run = a_built_site.doit("rollback", "notus", check=False)
+    run = a_built_site.doit("rollback", "--only", "notus", check=False)
     assert run.returncode != 0 and "no previous generation" in run.stdout + run.stderr
 
 

@@ -95,7 +95,7 @@ def test_rotating_a_host_that_cephboot_did_not_provision_is_refused(the_example_
     s = inventory.load(the_example_site.root, use_cache=False)
     zephyr = s.hosts["zephyr"]
     with pytest.raises(Refused, match=r"client.zephyr \(the key in hosts/keys/zephyr.keyring\) does not exist on the cluster: "
-                       r"the host is not provisioned; `doit provision:zephyr` makes it"):
+                       r"the host is not provisioned; `doit provision --only zephyr` makes it"):
         rotate._current(_FakeCluster([], {}), s, zephyr, "rotate")  # type: ignore[arg-type]
     with pytest.raises(Refused, match=r"client.zephyr is not made by cephboot \(cephboot/clients/client.zephyr\); cephboot rotates only"):
         rotate._current(_FakeCluster(["client.zephyr"], {}), s, zephyr, "rotate")  # type: ignore[arg-type]
@@ -125,7 +125,7 @@ def test_retire_refuses_while_the_host_still_runs_on_its_old_key(the_example_sit
     monkeypatch.setattr(rotate, "_served_with_other_keys", lambda site, host: [])
     failed = rotate.retire(s, s.hosts["notus"])
     assert failed is not None
-    assert ("retire:notus: host notus still runs on an old key: client.notus (from 192.0.2.9:0/1) holds a monitor session; "
+    assert ("retire --only notus: host notus still runs on an old key: client.notus (from 192.0.2.9:0/1) holds a monitor session; "
             "reboot it with its new key") in str(failed.message)
     assert cluster.changed == [], "nothing is removed"
     cluster.sessions = ["client.notus.r2"]
@@ -143,16 +143,16 @@ def test_rotate_refuses_a_second_rotation_before_the_first_is_retired(the_exampl
     monkeypatch.setattr(cluster, "check_fsid", lambda: None, raising=False)
     failed = rotate.rotate(s, s.hosts["notus"])
     assert failed is not None
-    assert ("rotate:notus: host notus: an earlier rotation is not retired yet (client.notus still on the cluster besides client.notus.r2); "
-            "once the host runs on its current key, `doit retire:notus` removes it") in str(failed.message)
+    assert ("rotate --only notus: host notus: an earlier rotation is not retired yet (client.notus still on the cluster besides client.notus.r2); "
+            "once the host runs on its current key, `doit retire --only notus` removes it") in str(failed.message)
     assert cluster.changed == [] and keyring.read_text() == before
 
 
 def test_rotating_or_retiring_an_unknown_host_says_so(the_example_site: Site) -> None:
     for verb in ("rotate", "retire"):
-        run = the_example_site.doit(f"{verb}:nosuch", check=False)
+        run = the_example_site.doit(verb, "--only", "nosuch", check=False)
         assert run.returncode != 0
-        assert f"{verb}:nosuch: no host 'nosuch' in hosts/nodes/ (no nosuch.yaml); the hosts are: boreas, notus, zephyr" in run.stdout + run.stderr
+        assert f"cephboot: {verb} --only nosuch: no host 'nosuch' in hosts/nodes/ (no nosuch.yaml); the hosts are: boreas, notus, zephyr" in run.stdout + run.stderr
         assert "Traceback" not in run.stdout + run.stderr
 
 

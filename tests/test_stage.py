@@ -163,7 +163,7 @@ def test_only_publishes_the_named_hosts_and_leaves_the_rest_due(a_built_site: Si
     rest = a_built_site.doit()
     assert hosts_in(rest.ran, "publish") == HOSTS - {"zephyr"}
     unknown = a_built_site.doit("publish:hosts", "--only", "zephyr,nobody", check=False)
-    assert unknown.returncode != 0 and "no host named nobody" in unknown.stdout + unknown.stderr
+    assert unknown.returncode != 0 and "no host 'nobody' in hosts/nodes/ (no nobody.yaml); the hosts are: boreas, notus, zephyr" in unknown.stdout + unknown.stderr
 
 
 def test_a_large_record_is_split_and_a_run_rewrites_only_the_shards_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -185,3 +185,23 @@ def test_a_large_record_is_split_and_a_run_rewrites_only_the_shards_it_changed(t
     (tmp_path / f"build/state/render/{zlib.crc32(b'h007') % 16}.json").write_text(json.dumps({"gen": 1, "hosts": {}, "outs": {}}))
     assert stage.load_state("render")["config"] is None
     assert "damaged record (shard" in capsys.readouterr().err
+
+
+def test_provisionings_render_entry_point_keeps_the_stages_record(a_built_site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """render.render_hosts (what provisioning calls once it wrote a host's keyring) renders the
+    host and records it as `doit render:hosts --only HOST` would: the stage then has nothing left
+    to do for it, and a host that was due and not named stays due."""
+    from tasks import examplekeys, inventory, render
+
+    settled(a_built_site)
+    keyring = a_built_site.hosts / "keys/zephyr.keyring"
+    key = examplekeys.cephx_secret()
+    keyring.write_text(f"[client.zephyr]\n\tkey = {key}\n")  # the cluster's key, as provisioning writes it
+    a_built_site.edit("nodes/notus.yaml", "net.ifnames=0", "net.ifnames=0, nomodeset")
+    monkeypatch.chdir(a_built_site.root)
+    site = inventory.load(a_built_site.root, use_cache=False)
+    render.render_hosts(site, ["zephyr"])
+    rendered = a_built_site.build / "hosts/zephyr/rootfs" / render.keyring_path(site.hosts["zephyr"].data).lstrip("/")
+    assert key in rendered.read_text()
+    run = a_built_site.doit("render:hosts")
+    assert hosts_in(run.ran, "render") == {"notus"}, run.stdout

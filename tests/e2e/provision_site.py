@@ -116,3 +116,18 @@ class ProvisionSite:
     def client(self, name: str) -> CephClient:
         keyring = self.hosts / "keys" / f"{name}.keyring"
         return CephClient(name, "", keyring)
+
+
+def said(out: str, task: str, host: str) -> list[str]:
+    """What `doit TASK` printed of ``host``: the lines indented under its `  - TASK --only HOST`
+    line (that line itself being the command that does the host again)."""
+    lines = out.splitlines()
+    head = f"  - {task} --only {host}"
+    if head not in lines:
+        return []
+    found = []
+    for line in lines[lines.index(head) + 1:]:
+        if not line.startswith("    "):
+            break
+        found.append(line[4:])
+    return found

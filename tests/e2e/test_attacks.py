@@ -21,7 +21,7 @@ from .boot_tree import CephFuseMount, NginxServer, WebServerView
 from .ceph_cluster import FS_DATA_POOL, CephCluster
 from .conftest import BOOT_TREE, RBD_POOL
 from .netns import NetworkNamespace
-from .provision_site import ProvisionSite, small_busybox_site
+from .provision_site import said, ProvisionSite, small_busybox_site
 
 pytestmark = pytest.mark.e2e
 
@@ -46,10 +46,10 @@ def an_attack_site(
 
 
 def _refused(site: ProvisionSite, name: str, **data: object) -> str:
-    """`doit provision:NAME` for a host that exists only for this run; it must fail. Its output."""
+    """`doit provision --only NAME` for a host that exists only for this run; it must fail. Its output."""
     site.add_host(name, _mac(0x40 + len(name)), **data)
     try:
-        run = site.doit(f"provision:{name}", check=False)
+        run = site.doit("provision", "--only", name, check=False)
     finally:
         site.remove_host(name)
     assert run.returncode != 0, run.stdout
@@ -160,8 +160,8 @@ def test_two_hosts_whose_namespaces_once_collided_cannot_read_each_others_boot_o
 
 def test_a_write_beyond_the_boot_quota_fails_with_edquot(an_attack_site: ProvisionSite, tmp_path: Path) -> None:
     """Last in this file: it fills atk-a's /boot (quota accounting lags the removal)."""
-    verified = an_attack_site.doit("verify:atk-a").stdout
-    assert f"verify:atk-a: ok       /boot quota: {BOOT_PATHS['atk-a']} ceph.quota.max_bytes {4 << 20}" in verified, verified
+    verified = an_attack_site.doit("verify", "--only", "atk-a").stdout
+    assert f"ok       /boot quota: {BOOT_PATHS['atk-a']} ceph.quota.max_bytes {4 << 20}" in said(verified, "verify", "atk-a"), verified
     chunk = os.urandom(1 << 20)
     written = 0
     with CephFuseMount(an_attack_site.cluster, an_attack_site.client("atk-a"), BOOT_PATHS["atk-a"], tmp_path / "boot") as boot:

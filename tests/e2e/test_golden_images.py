@@ -21,11 +21,17 @@ from .boot_tree import WEB_GROUP, NginxServer, WebServerView
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
-from .provision_site import GUEST_GATEWAY, ProvisionSite
+from .provision_site import GUEST_GATEWAY, ProvisionSite, said
 from .qemu_vm import QemuMachine
 from .root_image import build_root_tree
 
 pytestmark = pytest.mark.e2e
+
+
+def _of(out: str, task: str, host: str) -> str:
+    """What `doit TASK` printed of ``host`` (the lines under its `  - TASK --only HOST` line)."""
+    return "\n".join(said(out, task, host))
+
 
 BOOT_TREE = "/golden-tree"
 HTTP_PORT = 8085
@@ -128,16 +134,16 @@ def test_a_golden_image_is_built_once_and_each_host_gets_a_clone_of_it(a_golden_
     assert built, runs["image"]
     assert f"image:base: {built.group(1)} is current (built from the inventory's inputs): nothing to build" in runs["image again"]
     for name in HOSTS:
-        assert re.search(rf"^provision:{name}: cloned {re.escape(built.group(1))} as root image {RBD_POOL}/{name}/root with its \d+ host files$",
-                         runs["provision"], re.MULTILINE), runs["provision"]
+        assert re.search(rf"^cloned {re.escape(built.group(1))} as root image {RBD_POOL}/{name}/root with its \d+ host files$",
+                         _of(runs["provision"], "provision", name), re.MULTILINE), runs["provision"]
         assert _parent(a_ceph_cluster, f"{RBD_POOL}/{name}/root") in (built.group(1),)
         caps = a_ceph_cluster.ceph_json("auth", "get", f"client.{name}")[0]["caps"]["osd"]
         assert f"profile rbd-read-only pool={RBD_POOL} namespace=golden-base" in caps, caps
     again = a_golden_site.site.doit("provision").stdout
     assert "nothing to change" in again and "cloned" not in again, again
-    verify = a_golden_site.site.doit("verify:gold-a").stdout
-    assert re.search(rf"^verify:gold-a: ok +image parent: {RBD_POOL}/gold-a/root is a clone of {re.escape(built.group(1))}$", verify, re.MULTILINE), verify
-    assert re.search(r"^verify:gold-a: ok +client caps: ", verify, re.MULTILINE), verify
+    verify = a_golden_site.site.doit("verify", "--only", "gold-a").stdout
+    assert re.search(rf"^ok +image parent: {RBD_POOL}/gold-a/root is a clone of {re.escape(built.group(1))}$", _of(verify, "verify", "gold-a"), re.MULTILINE), verify
+    assert re.search(r"^ok +client caps: ", _of(verify, "verify", "gold-a"), re.MULTILINE), verify
 
 
 def test_two_clones_boot_with_their_own_host_names_and_keep_their_own_writes(
@@ -187,21 +193,21 @@ def test_a_golden_update_moves_only_the_canary_and_a_rollback_brings_back_its_ol
     assert new and new.group(1) != old, built
     assert re.search(rf"^image:base: older version {re.escape(old)}: kept, the root of 2 clone\(s\)", built, re.MULTILINE), built
     provision = site.doit("provision").stdout
-    assert "is newer: `doit move-root:gold-a` moves it" in provision and "cloned" not in provision, provision
+    assert "is newer: `doit move-root --only gold-a` moves it" in provision and "cloned" not in provision, provision
     _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
-    moved = site.doit("move-root:gold-a").stdout
-    assert re.search(rf"^move-root:gold-a: root was a clone of {re.escape(old)}, is now a clone of {re.escape(new.group(1))}; "
+    moved = site.doit("move-root", "--only", "gold-a").stdout
+    assert re.search(rf"^root was a clone of {re.escape(old)}, is now a clone of {re.escape(new.group(1))}; "
                      rf"the former root is kept as {RBD_POOL}/gold-a/root\.kept-\d{{8}}T\d{{6}}Z", moved, re.MULTILINE), moved
     assert _parent(a_ceph_cluster, f"{RBD_POOL}/gold-b/root") == old, "only the canary moved"
-    behind = site.doit("verify:gold-b", check=False)
+    behind = site.doit("verify", "--only", "gold-b", check=False)
     assert behind.returncode != 0 and re.search(
-        rf"^verify:gold-b: MISMATCH image parent: {RBD_POOL}/gold-b/root is a clone of {re.escape(old)}; the current version is "
-        rf"{re.escape(new.group(1))} \(`doit move-root:gold-b`\)$", behind.stdout, re.MULTILINE), behind.stdout
+        rf"^MISMATCH image parent: {RBD_POOL}/gold-b/root is a clone of {re.escape(old)}; the current version is "
+        rf"{re.escape(new.group(1))} \(`doit move-root --only gold-b`\)$", _of(behind.stdout, "verify", "gold-b"), re.MULTILINE), behind.stdout
     after = a_golden_site.boot(qemu_boot, "gold-a")
     assert _version(after, "gold-a") == "v2" and _writes(after, "gold-a") == [], "the new clone is the new version, fresh"
     _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
-    back = site.doit("rollback-root:gold-a").stdout
-    assert re.search(rf"^rollback-root:gold-a: root was a clone of {re.escape(new.group(1))}, is again {RBD_POOL}/gold-a/root\.kept-", back, re.MULTILINE), back
+    back = site.doit("rollback-root", "--only", "gold-a").stdout
+    assert re.search(rf"^root was a clone of {re.escape(new.group(1))}, is again {RBD_POOL}/gold-a/root\.kept-", _of(back, "rollback-root", "gold-a"), re.MULTILINE), back
     rolled = a_golden_site.boot(qemu_boot, "gold-a")
     assert _version(rolled, "gold-a") == "v1"
     assert _writes(rolled, "gold-a")[:len(old_writes) + 1] == old_writes + _writes(rolled, "gold-a")[len(old_writes):len(old_writes) + 1]
@@ -215,12 +221,12 @@ def test_a_stateless_host_gets_no_image_and_its_client_only_reads_the_golden_ima
     provision = a_golden_site.runs["provision"]
     snap = re.search(rf"^image:base: built ({RBD_POOL}/golden-base/base-([0-9a-f]{{16}})@\2) ", a_golden_site.runs["image"], re.MULTILINE)
     assert snap, a_golden_site.runs["image"]
-    assert re.search(rf"^provision:{name}: .*root {re.escape(snap.group(1))} mapped read-only \(stateless: no image of its own\)", provision, re.MULTILINE), provision
+    assert re.search(rf"^.*root {re.escape(snap.group(1))} mapped read-only \(stateless: no image of its own\)", _of(provision, "provision", name), re.MULTILINE), provision
     assert name not in a_ceph_cluster.rbd("namespace", "ls", RBD_POOL).stdout.split(), "a stateless host got a namespace of its own"
     caps = a_ceph_cluster.ceph_json("auth", "get", f"client.{name}")[0]["caps"]["osd"]
     assert caps.startswith(f"profile rbd-read-only pool={RBD_POOL} namespace=golden-base, allow rw pool="), caps
-    verify = a_golden_site.site.doit(f"verify:{name}").stdout
-    assert re.search(rf"^verify:{name}: ok +root: {re.escape(snap.group(1))} exists and is frozen", verify, re.MULTILINE), verify
+    verify = a_golden_site.site.doit("verify", "--only", name).stdout
+    assert re.search(rf"^ok +root: {re.escape(snap.group(1))} exists and is frozen", _of(verify, "verify", name), re.MULTILINE), verify
     s = a_golden_site.site.client(name)
     parent = snap.group(1).split("@")[0]
     assert a_ceph_cluster.rbd("export", "--no-progress", snap.group(1), str(tmp_path / "s.img"), client=s, check=False).returncode == 0, \
@@ -230,8 +236,8 @@ def test_a_stateless_host_gets_no_image_and_its_client_only_reads_the_golden_ima
     assert a_ceph_cluster.rbd("create", "--size", "4M", f"{RBD_POOL}/golden-base/by-{name}", client=s, check=False).returncode != 0, \
         "the stateless host created an image in the golden namespace"
     assert a_ceph_cluster.rbd("info", f"{RBD_POOL}/gold-a/root", client=s, check=False).returncode != 0, "the stateless host read a clone"
-    moved = a_golden_site.site.doit(f"move-root:{name}").stdout
-    assert f"move-root:{name}: stateless, root is golden-base/base-{snap.group(2)} read-only, nothing to move here" in moved, moved
+    moved = a_golden_site.site.doit("move-root", "--only", name).stdout
+    assert _of(moved, "move-root", name).startswith(f"stateless, root is golden-base/base-{snap.group(2)} read-only, nothing to move here"), moved
 
 
 def test_a_stateless_host_boots_the_golden_snapshot_with_its_own_name_and_its_writes_vanish_on_reboot(

@@ -85,7 +85,7 @@ def a_native_host(
                   nics={"ceph": {"macs": [MAC], "address": "198.51.100.40/24", "gateway": GUEST_GATEWAY}},
                   map={"deadline": 90})
     build = site.doit(f"imagenative:{HOST}")
-    site.doit(f"provision:{HOST}")  # namespace, client, /boot; the image from the tree as it is now
+    site.doit("provision", "--only", HOST)  # namespace, client, /boot; the image from the tree as it is now
     yield NativeHost(site, root, kernel_of(root), build)
     a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{HOST}/root", check=False)
 

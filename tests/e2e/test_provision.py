@@ -1,4 +1,4 @@
-"""`doit provision:<host>` and `doit verify:<host>` against the real test cluster (issue 6).
+"""`doit provision --only <host>` and `doit verify --only <host>` against the real test cluster (issue 6).
 
 Two hosts are provisioned from a YAML inventory by doit itself, run inside the
 test's network namespace; then each host's client is tried against its own
@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.run import tasks_ran  # one parser of doit's output for tests and bench
+
 from .boot_tree import CephFuseMount
 from .ceph_cluster import FS_DATA_POOL, FS_NAME, CephCluster
 from .conftest import RBD_POOL
 from .netns import NetworkNamespace
-from .provision_site import ProvisionSite, small_busybox_site
+from .provision_site import ProvisionSite, said, small_busybox_site
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +44,11 @@ def a_provisioned_site(
     yield site
 
 
+def _said(out: str, task: str, host: str, text: str) -> bool:
+    """Whether what `doit TASK` printed of ``host`` has a line that starts with ``text``."""
+    return any(line.startswith(text) for line in said(out, task, host))
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -49,10 +56,10 @@ def _digest(path: Path) -> str:
 def test_provisioning_creates_namespace_client_boot_directory_and_image(a_provisioned_site: ProvisionSite) -> None:
     out = a_provisioned_site.first_run.stdout  # type: ignore[attr-defined]
     for name in HOSTS:
-        assert f"provision:{name}: created RBD namespace {RBD_POOL}/{name}" in out
-        assert f"provision:{name}: created CephFS directory /hosts/{name}" in out
-        assert f"provision:{name}: created client.{name} with the key from hosts/keys/{name}.keyring" in out
-        assert f"provision:{name}: wrote root image {RBD_POOL}/{name}/root (64M)" in out
+        assert _said(out, "provision", name, f"created RBD namespace {RBD_POOL}/{name}"), out
+        assert _said(out, "provision", name, f"created CephFS directory /hosts/{name}"), out
+        assert _said(out, "provision", name, f"created client.{name} with the key from hosts/keys/{name}.keyring"), out
+        assert _said(out, "provision", name, f"wrote root image {RBD_POOL}/{name}/root (64M)"), out
     caps = a_provisioned_site.cluster.ceph_json("auth", "get", "client.prov-a")[0]["caps"]
     assert caps == {
         "mon": f"profile rbd, allow r fsname={FS_NAME}",
@@ -104,7 +111,8 @@ def test_a_second_run_changes_nothing_and_says_so(a_provisioned_site: ProvisionS
     before = (keyring.stat().st_mtime_ns, a_provisioned_site.cluster.rbd("info", f"{RBD_POOL}/prov-a/root").stdout)
     again = a_provisioned_site.doit("provision")
     for name in HOSTS:
-        assert f"provision:{name}: nothing to change (namespace {RBD_POOL}/{name}, /boot /hosts/{name}, client.{name} caps, image {RBD_POOL}/{name}/root)" in again.stdout
+        assert _said(again.stdout, "provision", name,
+                     f"nothing to change (namespace {RBD_POOL}/{name}, /boot /hosts/{name}, client.{name} caps, image {RBD_POOL}/{name}/root)"), again.stdout
     assert "created" not in again.stdout and "wrote" not in again.stdout
     assert (keyring.stat().st_mtime_ns, a_provisioned_site.cluster.rbd("info", f"{RBD_POOL}/prov-a/root").stdout) == before
     assert oct(keyring.stat().st_mode & 0o777) == "0o600"
@@ -112,15 +120,15 @@ def test_a_second_run_changes_nothing_and_says_so(a_provisioned_site: ProvisionS
 
 def test_verify_reports_caps_changed_by_hand_and_provision_puts_them_back(a_provisioned_site: ProvisionSite) -> None:
     ok = a_provisioned_site.doit("verify")
-    assert "MISMATCH" not in ok.stdout and "verify:prov-b: ok       client caps" in ok.stdout
+    assert "MISMATCH" not in ok.stdout and _said(ok.stdout, "verify", "prov-b", "ok       client caps")
     a_provisioned_site.cluster.ceph("auth", "caps", "client.prov-a", "mon", "profile rbd", "osd", "profile rbd pool=" + RBD_POOL)
-    bad = a_provisioned_site.doit("verify:prov-a", check=False)
+    bad = a_provisioned_site.doit("verify", "--only", "prov-a", check=False)
     assert bad.returncode != 0
-    assert f"verify:prov-a: MISMATCH client caps: mds is None, wants 'allow rw fsname={FS_NAME} path=/hosts/prov-a'" in bad.stdout
+    assert _said(bad.stdout, "verify", "prov-a", f"MISMATCH client caps: mds is None, wants 'allow rw fsname={FS_NAME} path=/hosts/prov-a'"), bad.stdout
     assert "does not match the inventory: client caps" in bad.stdout + bad.stderr
-    fixed = a_provisioned_site.doit("provision:prov-a")
-    assert "provision:prov-a: set client.prov-a's caps" in fixed.stdout
-    assert "MISMATCH" not in a_provisioned_site.doit("verify:prov-a").stdout
+    fixed = a_provisioned_site.doit("provision", "--only", "prov-a")
+    assert _said(fixed.stdout, "provision", "prov-a", "set client.prov-a's caps"), fixed.stdout
+    assert "MISMATCH" not in a_provisioned_site.doit("verify", "--only", "prov-a").stdout
 
 
 def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_provisioned_site: ProvisionSite, tmp_path: Path) -> None:
@@ -134,7 +142,7 @@ def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_
     early.mkdir(parents=True)
     (early / "early.txt").write_text("written before provisioning\n")
     site.add_host("prov-c", _mac(12))
-    refused = site.doit("provision:prov-c", check=False)
+    refused = site.doit("provision", "--only", "prov-c", check=False)
     assert refused.returncode != 0
     assert (f"host prov-c: image {RBD_POOL}/prov-c/root exists and holds data that cephboot did not write; refusing to overwrite it. "
             "Set `rbd: {reimage: true}` in hosts/nodes/prov-c.yaml") in refused.stdout + refused.stderr
@@ -142,20 +150,20 @@ def test_an_image_with_data_is_never_overwritten_unless_the_host_says_reimage(a_
     cluster.rbd("export", "--no-progress", f"{RBD_POOL}/prov-c/root", str(back))
     assert _digest(back) == _digest(data), "the refused image is untouched"
     # Everything but the image was done, and the early file was moved into the namespace.
-    assert "provision:prov-c: rewrote 1 file(s)" in refused.stdout
+    assert _said(refused.stdout, "provision", "prov-c", "rewrote 1 file(s)"), refused.stdout
     assert os.getxattr(early / "early.txt", "ceph.file.layout.pool_namespace") == b"fs-hosts-prov_dc"
     assert (early / "early.txt").read_text() == "written before provisioning\n"
 
     site.add_host("prov-c", _mac(12), rbd={"reimage": True})
-    rebuilt = site.doit("provision:prov-c")
-    assert f"provision:prov-c: rebuilt root image {RBD_POOL}/prov-c/root (64M)" in rebuilt.stdout
-    again = site.doit("provision:prov-c")
-    assert "provision:prov-c: nothing to change" in again.stdout, f"reimage rebuilds only when the image's inputs changed:\n{again.stdout}"
+    rebuilt = site.doit("provision", "--only", "prov-c")
+    assert _said(rebuilt.stdout, "provision", "prov-c", f"rebuilt root image {RBD_POOL}/prov-c/root (64M)"), rebuilt.stdout
+    again = site.doit("provision", "--only", "prov-c")
+    assert _said(again.stdout, "provision", "prov-c", "nothing to change"), f"reimage rebuilds only when the image's inputs changed:\n{again.stdout}"
     # A rebuild names the inputs that changed (from the image's metadata).
     site.add_host("prov-c", _mac(12), rbd={"reimage": True}, nics={"ceph": {"macs": [_mac(12)], "address": "192.0.2.77/24"}})
-    changed = site.doit("provision:prov-c")
-    assert (f"provision:prov-c: rebuilt root image {RBD_POOL}/prov-c/root (64M) from {site.root.parent / 'tree'} "
-            "(changed since it was built: /etc/initramfs-tools/conf.d/cephboot)") in changed.stdout, changed.stdout
+    changed = site.doit("provision", "--only", "prov-c")
+    assert _said(changed.stdout, "provision", "prov-c", f"rebuilt root image {RBD_POOL}/prov-c/root (64M) from {site.root.parent / 'tree'} "
+                 "(changed since it was built: /etc/initramfs-tools/conf.d/cephboot)"), changed.stdout
     images = cluster.rbd("ls", "--pool", RBD_POOL, "--namespace", "prov-c").stdout.split()
     assert images == ["root"], "no image is left set aside"
 
@@ -166,17 +174,20 @@ def test_a_client_made_by_hand_is_adopted_only_deliberately_then_keeps_its_key_a
     cluster.ceph("auth", "get-or-create", "client.prov-d", "mon", "allow r")
     key = cluster.ceph("auth", "get-key", "client.prov-d").strip()
     site.add_host("prov-d", _mac(13))  # examplekeys gives it a key of its own, which the cluster does not know
-    refused = site.doit("provision:prov-d", check=False)
+    refused = site.doit("provision", "--only", "prov-d", check=False)
     assert refused.returncode != 0
     assert ("client.prov-d exists on the cluster and cephboot did not create it; provisioning never changes such a client" in refused.stdout + refused.stderr)
     assert cluster.ceph_json("auth", "get", "client.prov-d")[0]["caps"] == {"mon": "allow r"}, "the refused client is untouched"
     cluster.ceph("config-key", "set", "cephboot/clients/client.prov-d", "prov-d")  # what the message says adopts it
-    run = site.doit("provision:prov-d")
-    assert "provision:prov-d: wrote the cluster's key of client.prov-d to hosts/keys/prov-d.keyring" in run.stdout
+    run = site.doit("provision", "--only", "prov-d")
+    assert _said(run.stdout, "provision", "prov-d", "wrote the cluster's key of client.prov-d to hosts/keys/prov-d.keyring"), run.stdout
+    # provisioning rendered the host's files again with that key, through the render stage's
+    # entry point: its record says so, and the stage finds nothing to redo
+    assert "render:prov-d" not in tasks_ran(site.doit("render:hosts").stdout)
     assert key in (site.hosts / "keys" / "prov-d.keyring").read_text()
     exported = tmp_path / "prov-d.img"
     cluster.rbd("export", "--no-progress", f"{RBD_POOL}/prov-d/root", str(exported), client=site.client("prov-d"))
     in_image = subprocess.run(["debugfs", "-R", "cat /etc/ceph/ceph.client.prov-d.keyring", str(exported)],
                               capture_output=True, text=True, check=True).stdout
     assert key in in_image
-    assert "nothing to change" in site.doit("provision:prov-d").stdout
+    assert "nothing to change" in site.doit("provision", "--only", "prov-d").stdout

@@ -1,4 +1,4 @@
-"""A new host, from a YAML file to a machine that boots (issue 6): `doit provision:<host>`, then `doit`.
+"""A new host, from a YAML file to a machine that boots (issue 6): `doit provision --only <host>`, then `doit`.
 
 The host's root comes from debootstrap (the suite's cached Debian root), is provisioned into its
 RBD image, and its boot files are published into a boot tree of this site's own on CephFS
@@ -38,7 +38,7 @@ BOOT_TIMEOUT = 300
 def a_provisioned_and_published_host(
     a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ProvisionSite, NginxServer, dict[str, str]]]:
-    """`doit provision:deb-boot` then `doit`, as the README says; the tree served by nginx
+    """`doit provision --only deb-boot` then `doit`, as the README says; the tree served by nginx
     from a read-only view."""
     work = tmp_path_factory.mktemp("provisioned-boot")
     a_ceph_cluster.make_fs_dir(BOOT_TREE)
@@ -56,7 +56,7 @@ def a_provisioned_and_published_host(
     # Everything after -- goes to init: the root's own head(1) shows its host name and mounts.
     site.add_host(HOST, MAC, nics={"ceph": {"macs": [MAC], "address": "198.51.100.41/24", "gateway": GUEST_GATEWAY}},
                   **{"+kernel_args": ["init=/usr/bin/head", "--", "-n50", "/etc/hostname", "/proc/mounts"]})
-    runs = {"provision": site.doit(f"provision:{HOST}").stdout, "doit": site.doit().stdout}
+    runs = {"provision": site.doit("provision", "--only", HOST).stdout, "doit": site.doit().stdout}
     with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-provisioned") as view, \
             NginxServer(a_network_namespace, view.mountpoint, work / "http", port=HTTP_PORT) as http:
         yield site, http, runs
@@ -67,8 +67,8 @@ def test_provisioning_writes_a_debian_root_with_its_own_initrd(
     a_provisioned_and_published_host: tuple[ProvisionSite, NginxServer, dict[str, str]],
 ) -> None:
     out = a_provisioned_and_published_host[2]["provision"]
-    assert re.search(rf"^provision:{HOST}: rootfs: update-initramfs inside the root for 6\.1\.\S+-amd64$", out, re.MULTILINE), out
-    assert re.search(rf"^provision:{HOST}: wrote root image {RBD_POOL}/{HOST}/root \(2G\) from debootstrap bookworm \+ .*\biproute2\b", out,
+    assert re.search(rf"^  - provision --only {HOST}\n(    .*\n)*    rootfs: update-initramfs inside the root for 6\.1\.\S+-amd64$", out, re.MULTILINE), out
+    assert re.search(rf"^  - provision --only {HOST}\n(    .*\n)*    wrote root image {RBD_POOL}/{HOST}/root \(2G\) from debootstrap bookworm \+ .*\biproute2\b", out,
                      re.MULTILINE), out
     published = a_provisioned_and_published_host[2]["doit"]
     assert {f"publish:{HOST}", "publish:site"} <= steps(tasks_ran(published)), published

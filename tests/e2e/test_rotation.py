@@ -75,7 +75,7 @@ class RotationSite:
 def a_rotation_site(
     a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RotationSite]:
-    """Host `rot` (LUKS) provisioned by `doit provision:rot` and published by `doit`; short ticket lifetimes."""
+    """Host `rot` (LUKS) provisioned by `doit provision --only rot` and published by `doit`; short ticket lifetimes."""
     work = tmp_path_factory.mktemp("rotation")
     a_ceph_cluster.make_fs_dir(BOOT_TREE)
     served = a_ceph_cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/")
@@ -94,7 +94,7 @@ def a_rotation_site(
     )
     site.add_host(HOST, MAC, nics={"ceph": {"macs": [MAC], "address": ADDRESS, "gateway": GUEST_GATEWAY}},
                   luks={"name": LUKS_NAME, "keyfile": f"keys/{HOST}.luks"})
-    site.doit(f"provision:{HOST}")
+    site.doit("provision", "--only", HOST)
     site.doit()
     for name, value in (("auth_mon_ticket_ttl", MON_TICKET_TTL), ("auth_service_ticket_ttl", SERVICE_TICKET_TTL)):
         a_ceph_cluster.ceph("config", "set", "mon", name, str(value))
@@ -270,10 +270,10 @@ def test_a_rotated_host_keeps_running_boots_with_its_new_keys_and_its_old_keys_s
     guest = _boot(qemu_boot, served)
     assert f"client.{HOST}" in _sessions(a_ceph_cluster)
 
-    rotated = site.doit(f"rotate:{HOST}").stdout
+    rotated = site.doit("rotate", "--only", HOST).stdout
     rotated_at = time.monotonic()
-    assert f"rotate:{HOST}: made client.{HOST}.r2 with a new key and client.{HOST}'s caps" in rotated, rotated
-    assert re.search(rf"^rotate:{HOST}: added LUKS key slot 1 to {SPEC} for a new key, written to hosts/keys/{HOST}.luks "
+    assert f"    made client.{HOST}.r2 with a new key and client.{HOST}'s caps" in rotated, rotated
+    assert re.search(rf"^    added LUKS key slot 1 to {SPEC} for a new key, written to hosts/keys/{HOST}.luks "
                      r"\(slot 0 of the old key stays", rotated, re.MULTILINE), rotated
     assert (keys / f"{HOST}.keyring").read_text().startswith(f"[client.{HOST}.r2]\n")
     assert (keys / f"{HOST}.keyring").stat().st_mode & 0o777 == 0o600 and (keys / f"{HOST}.luks").stat().st_mode & 0o777 == 0o600
@@ -282,7 +282,7 @@ def test_a_rotated_host_keeps_running_boots_with_its_new_keys_and_its_old_keys_s
     published = _published(served)
     assert old_key.encode() not in published and old_luks.read_bytes().strip() not in published, "an old key is still served"
     assert (keys / f"{HOST}.luks").read_bytes().strip() in published  # the new one is (secrets.mode: clear)
-    refused = site.doit(f"retire:{HOST}", check=False)
+    refused = site.doit("retire", "--only", HOST, check=False)
     assert refused.returncode != 0
     assert f"host {HOST} still runs on an old key: client.{HOST} (from" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
 
@@ -296,10 +296,10 @@ def test_a_rotated_host_keeps_running_boots_with_its_new_keys_and_its_old_keys_s
     guest = _boot(qemu_boot, served)
     assert f"client.{HOST}.r2" in _sessions(a_ceph_cluster) and f"client.{HOST}" not in _sessions(a_ceph_cluster)
 
-    retired = site.doit(f"retire:{HOST}").stdout
+    retired = site.doit("retire", "--only", HOST).stdout
     retired_at = time.monotonic()
-    assert f"retire:{HOST}: removed client.{HOST} (its key no longer authenticates); client.{HOST}.r2 stays" in retired, retired
-    assert f"retire:{HOST}: removed LUKS key slot 0 of {SPEC}; the current key file opens it" in retired, retired
+    assert f"    removed client.{HOST} (its key no longer authenticates); client.{HOST}.r2 stays" in retired, retired
+    assert f"    removed LUKS key slot 0 of {SPEC}; the current key file opens it" in retired, retired
     denied = a_ceph_cluster.rbd("ls", f"{RBD_POOL}/{HOST}", client=CephClient(HOST, "", old_keyring), check=False)
     print("rbd ls with the retired key:", denied.stderr.strip(), flush=True)
     assert denied.returncode != 0 and re.search(r"Operation not permitted|Permission denied", denied.stderr), denied.stderr

@@ -1,0 +1,165 @@
+"""Which hosts a per-host command names: one grammar, one parameter and one error for all of them.
+
+Every command that works host by host (the stages `render:hosts` ... `publish:hosts`, and
+`provision`, `verify`, `move-root`, `rollback-root`, `rotate`, `retire`, `rollback`) is one doit
+task that takes `--only NAME[,NAME...]`, where `@PROFILE` stands for every host that takes values
+from hosts/profiles/PROFILE.yaml (its includes counted).  A task per host would cost doit
+~0.25 ms per host on every run just to load (tasks/stage.py).  The per-host lines the commands
+print, `  - TASK --only NAME`, are commands doit takes back as they are.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from .inventory import load_for_tasks
+from .model import Host
+
+OPTION = "only"
+PROFILE_MARK = "@"  # no host name holds an '@' (tasks/schema.py)
+LINE = "  - "  # the prefix of a per-host line (bench.run.tasks_ran reads them)
+ONLY = f" --{OPTION} "
+SHOWN = 8  # names listed in an error; the rest are counted
+
+
+class Unknown(Exception):
+    """A name or profile that no host has; the message lists the valid ones."""
+
+
+def param(what: str) -> dict[str, Any]:
+    """The doit parameter of every per-host command; ``what`` says what naming hosts does there."""
+    return {"name": OPTION, "long": OPTION, "type": str, "default": "",
+            "help": f"HOST[,HOST...] (@PROFILE: its hosts): {what}"}
+
+
+def line(task: str, name: str) -> str:
+    """The per-host line of ``task`` for host ``name``: a command that `doit` takes back."""
+    return f"{LINE}{task}{ONLY}{name}"
+
+
+def command(task: str, name: str) -> str:
+    """`TASK --only NAME`, as a message names the command to run (in backquotes)."""
+    return f"{task}{ONLY}{name}"
+
+
+def words(only: str) -> list[str]:
+    return [w.strip() for w in only.split(",") if w.strip()]
+
+
+def profiles_of(host: Host) -> list[str]:
+    """The profiles a host's values come from, its includes expanded (their files are among its sources)."""
+    return [Path(src).stem for src in host.sources if src.startswith("hosts/profiles/")]
+
+
+def members(hosts: Iterable[Host]) -> dict[str, list[str]]:
+    """profile -> the names of its hosts, sorted."""
+    out: dict[str, list[str]] = {}
+    for host in hosts:
+        for profile in profiles_of(host):
+            out.setdefault(profile, []).append(host.name)
+    return {p: sorted(names) for p, names in sorted(out.items())}
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "") if names else "none"
+
+
+def choose(task: str, only: str, names: Iterable[str], hosts: Callable[[], Mapping[str, Host]] = lambda: load_for_tasks().hosts) -> list[str]:
+    """The hosts ``only`` names, in the order of ``names`` (every host there is); raises Unknown
+    for a name that is no host or a profile that no host uses.  ``hosts`` is called only when a
+    profile is named (it gives each host's sources; by default, the inventory the tasks were
+    loaded from)."""
+    known = list(names)
+    wanted = words(only)
+    chosen: set[str] = set()
+    by_profile = members(hosts().values()) if any(w.startswith(PROFILE_MARK) for w in wanted) else {}
+    every = set(known)
+    missing = [w for w in wanted if not w.startswith(PROFILE_MARK) and w not in every]
+    if missing:
+        first = missing[0]
+        raise Unknown(f"cephboot: {task}{ONLY}{only}: no host {first!r} in hosts/nodes/ (no {first}.yaml); "
+                      f"the hosts are: {_listed(sorted(known))}")
+    for w in wanted:
+        if w.startswith(PROFILE_MARK):
+            if w[1:] not in by_profile:
+                raise Unknown(f"cephboot: {task}{ONLY}{only}: no host takes values from a profile {w[1:]!r} "
+                              f"(hosts/profiles/{w[1:]}.yaml); the profiles in use are: {_listed(list(by_profile))}")
+            chosen.update(by_profile[w[1:]])
+        else:
+            chosen.add(w)
+    return [n for n in known if n in chosen]
+
+
+DETAIL = "    "  # what a per-host command prints of a host goes under its line, indented
+
+
+def say(text: str) -> None:
+    """Print one line of what a per-host command found or did for the host whose line is above it."""
+    print(f"{DETAIL}{text}", flush=True)
+
+
+def per_host_task(basename: str, doc: str, action: Callable[..., Any], what: str,
+                  task_dep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The doit task `doit BASENAME [--only HOST,@PROFILE...]` that runs ``action(site, host)`` for
+    each host named (every host when none is), in the inventory's order, every time (the cluster
+    is the state: look each run); the first failure stops it.  Loading it reads nothing."""
+    return {
+        "basename": basename,
+        "doc": doc,
+        "actions": [(_run_hosts, [basename, action])],
+        "params": [param(what)],
+        # a name that is no host fails at once, not after the stages it depends on ran
+        "task_dep": [] if names_unknown(basename, sys.argv[1:]) else list(task_dep),
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def named(basename: str, argv: list[str]) -> list[str]:
+    """The values of `--only` given to task ``basename`` on doit's command line ``argv``
+    (doit hands a task's options to its actions only, after its dependencies ran)."""
+    out: list[str] = []
+    for i, word in enumerate(argv):
+        if word != basename:
+            continue
+        rest = argv[i + 1:]
+        for j, opt in enumerate(rest):
+            if not opt.startswith("-"):
+                break  # the next task
+            if opt == f"--{OPTION}" and j + 1 < len(rest):
+                out.append(rest[j + 1])
+            elif opt.startswith(f"--{OPTION}="):
+                out.append(opt.split("=", 1)[1])
+    return out
+
+
+def names_unknown(basename: str, argv: list[str]) -> bool:
+    """Whether `--only` names, for task ``basename``, a host or profile that no host has."""
+    values = named(basename, argv)
+    if not values:
+        return False
+    hosts = load_for_tasks().hosts
+    try:
+        for only in values:
+            choose(basename, only, hosts, lambda: hosts)
+    except Unknown:
+        return True
+    return False
+
+
+def _run_hosts(basename: str, action: Callable[..., Any], only: str = "") -> TaskFailed | None:
+    site = load_for_tasks()
+    try:
+        names = choose(basename, only, site.hosts, lambda: site.hosts) if only else list(site.hosts)
+    except Unknown as e:
+        return TaskFailed(str(e))
+    for name in names:
+        print(line(basename, name), flush=True)
+        result = action(site, site.hosts[name])
+        if isinstance(result, TaskFailed):
+            return result
+    return None
