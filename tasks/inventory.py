@@ -13,7 +13,7 @@ from typing import Any
 from . import layout, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, keyring_entity, check_kernels, check_machine_secret, check_nics, check_root, check_secrets, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key, shard_count
-from .privatejson import read_private_json as _read_private_json, write_private_json as _write_private_json
+from .fileio import read_private_json as _read_private_json, write_private_json as _write_private_json
 from .templating import code_files
 from .model import Host, InventoryError, Problem, Site, kind
 from .schema import Invalid, ItemInvalid, Section, shown
