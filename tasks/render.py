@@ -9,7 +9,7 @@ from typing import Any, Iterator
 from .uptodate import config_changed
 
 from . import artifacts, inventory
-from .artifacts import BY_NAME, SECRET, SEALED_STAMP  # noqa: F401  (SECRET: re-exported)
+from .artifacts import BY_NAME, SEALED_STAMP
 from .fileio import digest, files_digest, write_if_changed
 from .bootnet import grub_routes
 from .inventory import Host, Site
@@ -17,9 +17,8 @@ from .model import STATELESS_FILES, mapped_root, stateless
 from .quoting import quote
 from .stage import Stage, Unit, stage_task
 from . import sealed
-from .layout import BUILD, HOSTS, PROJECT, SITE, TEMPLATES, base_name, host_dir, host_file, site_file  # noqa: F401  (re-exported for code that still imports them from here)
-from .templating import code_digest, header
-from .templating import env as _env
+from .layout import HOSTS, SITE, TEMPLATES, base_name, host_dir, host_file, site_file
+from .templating import code_digest, env, header
 
 # where some per-host outputs land under build/hosts/<host>/ (the table in tasks/artifacts.py owns them)
 CONFD = BY_NAME["conf.d"].build
@@ -72,7 +71,7 @@ def cmdline(h: dict[str, Any]) -> str:
 def render_host(site: Site, host: Host) -> None:
     """Render every file of one host; write only those whose content changed."""
     h, s = host.data, site.settings
-    env = _env()
+    jinja = env()
     base = host_dir(host.name)
     # the client of the keyring's current key generation (`doit rotate`): the boot maps as it;
     # the keyring's path on the host stays the one of the host's client
@@ -102,7 +101,7 @@ def render_host(site: Site, host: Host) -> None:
             data = site.path(h["luks"]["keyfile"]).read_bytes()
         else:
             sources = [host.source, site.display(h["keyring"])] if a is BY_NAME["keyring"] else host.sources
-            data = env.get_template(a.template).render(header=header(sources, a.template), **common).encode()
+            data = jinja.get_template(a.template).render(header=header(sources, a.template), **common).encode()
         write_if_changed(base / rel, data, a.mode)
     if machine_mode(h):
         keys = {"keyring": (base / "rootfs" / keyring_path(h).lstrip("/")).read_bytes()}
@@ -121,7 +120,7 @@ def render_host(site: Site, host: Host) -> None:
     # (a route the host no longer has is removed by render:site, which runs when the set changes)
     t = SITE_TEMPLATES["route"]
     for rel, (kind, value) in host_routes(host).items():
-        data = env.get_template(t).render(header=header([host.source], t), s=s, h=h, kind=kind, key=value)
+        data = jinja.get_template(t).render(header=header([host.source], t), s=s, h=h, kind=kind, key=value)
         write_if_changed(SITE / rel, data.encode())
 
 
@@ -158,16 +157,16 @@ def site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
 
 def render_site(site: Site) -> None:
     """Render boot.ipxe; remove the routes and build folders of removed hosts (render:hosts writes each host's routes)."""
-    env = _env()
+    jinja = env()
     base = SITE
     outputs = site_outputs(site)
     t = SITE_TEMPLATES["boot.ipxe"]
-    data = env.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
+    data = jinja.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
     write_if_changed(base / "boot.ipxe", data.encode())
     routes = grub_routes(site)
     if routes:
         t = SITE_TEMPLATES[SITE_GRUB]
-        data = env.get_template(t).render(header=header(["hosts/site.yaml", "hosts/nodes/"], t), routes=routes,
+        data = jinja.get_template(t).render(header=header(["hosts/site.yaml", "hosts/nodes/"], t), routes=routes,
                                           hosts=len({name for _, name in routes}))
         write_if_changed(base / SITE_GRUB, data.encode())
     else:

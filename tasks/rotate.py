@@ -32,7 +32,7 @@ from . import examplekeys, luks, publish
 from .cephcli import Admin, CephError
 from .checks import generation_of
 from .fileio import tmp_dir, write_if_changed
-from .render import host_dir
+from .layout import host_dir
 from .golden import Refused
 from .inventory import Host, InventoryError, Site
 from .overlay import LAYER, MONOLITHIC

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tasks import artifacts, imagenative, lint, overlay, publish, render, rootfs
-from tasks.layout import TEMPLATES, host_file
+from tasks.layout import TEMPLATES, host_dir, host_file
 from tasks.model import Host
 
 # a stateless host has no LUKS (the inventory refuses it)
@@ -56,7 +56,7 @@ def test_every_row_reaches_every_consumer_it_names(luks: bool, mode: str, monoli
             assert layer.get(inside) == (build, a.mode), f"the layer does not carry {a.name}"
             assert Path(inside).parent.as_posix() in overlay.DIRS, f"the layer makes no folder for {a.name}"
         if a.image:
-            assert image.get(artifacts.path(a.image, h)) == (render.host_dir(host.name) / build, a.mode), f"image-native mode does not install {a.name}"
+            assert image.get(artifacts.path(a.image, h)) == (host_dir(host.name) / build, a.mode), f"image-native mode does not install {a.name}"
         if a.image or a.fresh_root:
             assert artifacts.path(a.image or a.fresh_root, h) in fresh, f"provisioning does not install {a.name}"
         if a.tree:
