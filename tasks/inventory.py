@@ -588,7 +588,7 @@ def _finish(host: Host, kernels: list[str]) -> None:
     kver = resolve_kernel(host.data["kernel"], kernels)
     if host.digest and host.data.get("kernel_version") == kver:
         return  # a host reused from the last load, as it was
-    host.data["kernel_version"] = kver
+    host.updated(kernel_version=kver)  # and its view (host.cfg) made again
     host.digest = digest(json.dumps(host.data, sort_keys=True))
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 import ipaddress
 import stat
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
+
+from . import schema
 
 KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
          (stat.S_ISBLK, "a device"), (stat.S_ISLNK, "a link"), (stat.S_ISREG, "a regular file"))
@@ -37,9 +40,72 @@ class InventoryError(Exception):
         super().__init__("invalid inventory:\n  " + "\n  ".join(lines))
 
 
+# ---- typed views of validated records ------------------------------------------------
+#
+# A record is validated into plain dicts (what the cache stores as JSON and templates read);
+# Python code reads it through a view: a frozen dataclass with slots per schema Section, its
+# fields the Section's keys, made from the schema itself (the field list is written once, in
+# tasks/schema.py).  A misspelt key is an AttributeError, an assignment a FrozenInstanceError;
+# tests/test_hostview.py also checks every key of tasks/ against the schema without running it.
+# Lists (MACs, kernel_args, ...) are the record's own: a view is read-only, not a deep copy.
+
+
+class View:
+    """Base of the typed views: one read-only attribute per key of the schema Section."""
+
+    __slots__ = ()
+    KEYS: tuple[str, ...] = ()  # the schema Section's keys, in its order
+    SECTIONS: dict[str, type] = {}  # key -> view class of each sub-section
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """(key, value) of every key, in schema order (a sub-section as its view)."""
+        return ((k, getattr(self, k)) for k in self.KEYS)
+
+
+def _class_name(path: str) -> str:
+    return "".join(part.title() for part in path.replace("_", ".").split(".")) + "View"
+
+
+def _view(section: schema.Section, path: str, extra: dict[str, str] | None = None) -> tuple[type, Callable[[dict[str, Any]], Any]]:
+    """A frozen slotted dataclass for ``section`` (and the derived keys ``extra``: name -> type,
+    None until set) and the function that makes one from a validated mapping.
+
+    That function is straight-line code, generated here as dataclasses generates __init__: a
+    no-op run makes a view of every host, and a loop over the keys would cost twice as much."""
+    extra = extra or {}
+    keys = (*section.fields, *extra)
+    notes: dict[str, str] = {}
+    sections: dict[str, type] = {}
+    scope: dict[str, Any] = {"new": object.__new__}
+    lines = ["def make(d):", "    o = new(cls)"]
+    for i, key in enumerate(keys):
+        spec = section.fields.get(key)
+        if isinstance(spec, schema.Section):
+            sections[key], scope[f"make{i}"] = _view(spec, f"{path}.{key}")
+            notes[key] = sections[key].__name__ + (" | None" if spec.optional else "")
+            lines += [f"    v = d[{key!r}]", f"    set{i}(o, None if v is None else make{i}(v))"]
+        else:
+            notes[key] = extra[key] if spec is None else str(getattr(spec.check, "__annotations__", {}).get("return", "Any"))
+            lines.append(f"    set{i}(o, d.get({key!r}))" if spec is None else f"    set{i}(o, d[{key!r}])")
+    lines.append("    return o")
+    body = {"__slots__": keys, "__annotations__": notes, "__doc__": section.doc, "__module__": __name__, "KEYS": keys, "SECTIONS": sections}
+    scope["cls"] = view = dataclass(frozen=True)(type(_class_name(path), (View,), body))
+    for i, key in enumerate(keys):
+        scope[f"set{i}"] = view.__dict__[key].__set__  # the slot's own setter: frozen dataclasses refuse setattr
+    exec("\n".join(lines), scope)  # our own code, generated from the schema's key names
+    return view, scope["make"]
+
+
+# a host: the HOST schema's keys, and the kernel version 'latest' resolved to (set once every host is loaded)
+HostView, host_view = _view(schema.HOST, "host", {"kernel_version": "str"})
+# a golden image (hosts/images/<name>.yaml)
+ImageView, image_view = _view(schema.IMAGE, "image")
+
+
 @dataclass
 class Host:
-    """A host with every key resolved and validated."""
+    """A host with every key resolved and validated: ``data`` as validated (the cache and the
+    templates take it), ``cfg`` its typed view for Python code."""
 
     name: str
     source: str  # the host's own file, relative to the site
@@ -47,6 +113,16 @@ class Host:
     data: dict[str, Any]
     digest: str = ""
     origins: dict[str, str] = field(default_factory=dict)  # key -> file that set it, where not ``source``
+
+    @cached_property
+    def cfg(self) -> Any:  # a HostView (made at run time: no static type)
+        """The typed, read-only view of ``data``, made on first use."""
+        return host_view(self.data)
+
+    def updated(self, **changes: Any) -> None:
+        """Set top-level keys of ``data`` (the resolved kernel version) and drop the view made of the old."""
+        self.data.update(changes)
+        self.__dict__.pop("cfg", None)
 
     def origin(self, key: str) -> str:
         """The file that set ``key``; the host's own file for a default."""
@@ -61,12 +137,12 @@ class Host:
             return []
         net = ipaddress.IPv4Network(network)
         out = []
-        nics = self.data["nics"]
-        for nic, label in ((nics["ceph"], self.name), (nics["user"], f"{self.name}-user")):
-            if nic and nic["address"] != "dhcp":
-                ip = ipaddress.IPv4Interface(nic["address"]).ip
+        nics = self.cfg.nics
+        for nic, label in ((nics.ceph, self.name), (nics.user, f"{self.name}-user")):
+            if nic and nic.address != "dhcp":
+                ip = ipaddress.IPv4Interface(nic.address).ip
                 if ip in net:
-                    out.append((label, nic["macs"], str(ip)))
+                    out.append((label, nic.macs, str(ip)))
         return out
 
 
