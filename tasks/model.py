@@ -192,15 +192,15 @@ def golden_version(image: str, snap: str) -> str:
     return f"{image}-{snap}"
 
 
-def stateless(h: dict[str, Any]) -> bool:
-    """Whether the host boots its golden image's snapshot read-only under a tmpfs overlay (root.mode: stateless)."""
-    return (h.get("root") or {}).get("mode") == "stateless"
+def stateless(cfg: Any) -> bool:
+    """Whether the host (its HostView) boots its golden image's snapshot read-only under a tmpfs overlay (root.mode: stateless)."""
+    return cfg.root.mode == "stateless"
 
 
-def mapped_root(h: dict[str, Any]) -> tuple[str, str, str]:
-    """What the host's initrd maps, as (namespace, image, snapshot): its own root image, or for a stateless host
-    the version of its golden image it boots (snapshot '' for the image itself)."""
-    if stateless(h):
-        image, snap = h["root"]["image"], h["root"]["snapshot"]
+def mapped_root(cfg: Any) -> tuple[str, str, str]:
+    """What the host (its HostView) maps in its initrd, as (namespace, image, snapshot): its own root image, or
+    for a stateless host the version of its golden image it boots (snapshot '' for the image itself)."""
+    if stateless(cfg):
+        image, snap = cfg.root.image, cfg.root.snapshot
         return golden_namespace(image), golden_version(image, snap), snap
-    return h["rbd"]["namespace"], h["rbd"]["image"], ""
+    return cfg.rbd.namespace, cfg.rbd.image, ""
