@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import stat
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -43,7 +43,7 @@ class InventoryError(Exception):
 # ---- typed views of validated records ------------------------------------------------
 #
 # A record is validated into plain dicts (what the cache stores as JSON and templates read);
-# Python code reads it through a view: a frozen dataclass with slots per schema Section, its
+# Python code reads it through a view: a read-only dataclass with slots per schema Section, its
 # fields the Section's keys, made from the schema itself (the field list is written once, in
 # tasks/schema.py).  A misspelt key is an AttributeError, an assignment a FrozenInstanceError;
 # tests/test_hostview.py also checks every key of tasks/ against the schema without running it.
@@ -51,7 +51,12 @@ class InventoryError(Exception):
 
 
 class View:
-    """Base of the typed views: one read-only attribute per key of the schema Section."""
+    """Base of the typed views: one read-only attribute per key of the schema Section.
+
+    Frozen here rather than by dataclass(frozen=True), which writes and compiles four methods
+    per class: a doit process makes these classes on every run (a no-op too), and that would
+    cost it ~20 ms.  Assigning or deleting a field raises dataclasses' FrozenInstanceError all
+    the same; the views are made by setting their slots directly (_views)."""
 
     __slots__ = ()
     KEYS: tuple[str, ...] = ()  # the schema Section's keys, in its order
@@ -61,45 +66,70 @@ class View:
         """(key, value) of every key, in schema order (a sub-section as its view)."""
         return ((k, getattr(self, k)) for k in self.KEYS)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, k) == getattr(other, k) for k in self.KEYS)
+
+    __hash__ = None  # type: ignore[assignment]  (lists inside)
+
 
 def _class_name(path: str) -> str:
     return "".join(part.title() for part in path.replace("_", ".").split(".")) + "View"
 
 
-def _view(section: schema.Section, path: str, extra: dict[str, str] | None = None) -> tuple[type, Callable[[dict[str, Any]], Any]]:
-    """A frozen slotted dataclass for ``section`` (and the derived keys ``extra``: name -> type,
-    None until set) and the function that makes one from a validated mapping.
+_TYPES = {"str": str, "int": int, "bool": bool, "list[str]": list, "list[Any]": list}  # what the schema's checks return
 
-    That function is straight-line code, generated here as dataclasses generates __init__: a
-    no-op run makes a view of every host, and a loop over the keys would cost twice as much."""
-    extra = extra or {}
-    keys = (*section.fields, *extra)
-    notes: dict[str, str] = {}
-    sections: dict[str, type] = {}
+
+def _views(roots: dict[str, tuple[schema.Section, dict[str, str]]]) -> dict[str, tuple[type, Callable[[dict[str, Any]], Any]]]:
+    """For each root (name -> its Section and its derived keys, name -> type, None until set): a
+    dataclass with slots for it and each of its sub-sections, and the function that makes one
+    from a validated mapping.  Those functions are straight-line code, generated here and
+    compiled in one go (as dataclasses generates __init__): a no-op run makes a view of every
+    host, and a loop over the keys would cost twice as much."""
     scope: dict[str, Any] = {"new": object.__new__}
-    lines = ["def make(d):", "    o = new(cls)"]
-    for i, key in enumerate(keys):
-        spec = section.fields.get(key)
-        if isinstance(spec, schema.Section):
-            sections[key], scope[f"make{i}"] = _view(spec, f"{path}.{key}")
-            notes[key] = sections[key].__name__ + (" | None" if spec.optional else "")
-            lines += [f"    v = d[{key!r}]", f"    set{i}(o, None if v is None else make{i}(v))"]
-        else:
-            notes[key] = extra[key] if spec is None else str(getattr(spec.check, "__annotations__", {}).get("return", "Any"))
-            lines.append(f"    set{i}(o, d.get({key!r}))" if spec is None else f"    set{i}(o, d[{key!r}])")
-    lines.append("    return o")
-    body = {"__slots__": keys, "__annotations__": notes, "__doc__": section.doc, "__module__": __name__, "KEYS": keys, "SECTIONS": sections}
-    scope["cls"] = view = dataclass(frozen=True)(type(_class_name(path), (View,), body))
-    for i, key in enumerate(keys):
-        scope[f"set{i}"] = view.__dict__[key].__set__  # the slot's own setter: frozen dataclasses refuse setattr
-    exec("\n".join(lines), scope)  # our own code, generated from the schema's key names
-    return view, scope["make"]
+    lines: list[str] = []
+
+    def one(section: schema.Section, path: str, extra: dict[str, str]) -> tuple[type, str]:
+        keys = (*section.fields, *extra)
+        me = path.replace(".", "_")
+        notes: dict[str, Any] = {}  # types, not strings: dataclasses reads a string annotation slowly
+        sections: dict[str, type] = {}
+        body = [f"def make_{me}(d):", f"    o = new(cls_{me})"]
+        for i, key in enumerate(keys):
+            spec = section.fields.get(key)
+            if isinstance(spec, schema.Section):
+                sections[key], sub = one(spec, f"{path}.{key}", {})
+                notes[key] = sections[key]
+                body += [f"    v = d[{key!r}]", f"    set_{me}_{i}(o, None if v is None else {sub}(v))"]
+            else:
+                notes[key] = _TYPES.get(extra[key] if spec is None else str(getattr(spec.check, "__annotations__", {}).get("return")), Any)
+                body.append(f"    set_{me}_{i}(o, d.get({key!r}))" if spec is None else f"    set_{me}_{i}(o, d[{key!r}])")
+        lines.extend([*body, "    return o", ""])
+        attrs = {"__slots__": keys, "__annotations__": notes, "__doc__": section.doc, "__module__": __name__, "KEYS": keys, "SECTIONS": sections}
+        view = dataclass(init=False, repr=False, eq=False)(type(_class_name(path), (View,), attrs))
+        scope[f"cls_{me}"] = view
+        for i, key in enumerate(keys):
+            scope[f"set_{me}_{i}"] = view.__dict__[key].__set__  # the slot's own setter (View refuses setattr)
+        return view, f"make_{me}"
+
+    made = {name: one(section, name, extra) for name, (section, extra) in roots.items()}
+    exec(compile("\n".join(lines), f"<{__name__} views>", "exec"), scope)  # our own code, generated from the schema's key names
+    return {name: (view, scope[make]) for name, (view, make) in made.items()}
 
 
-# a host: the HOST schema's keys, and the kernel version 'latest' resolved to (set once every host is loaded)
-HostView, host_view = _view(schema.HOST, "host", {"kernel_version": "str"})
+# a host: the HOST schema's keys, and the kernel version 'latest' resolved to (set once every host is loaded);
 # a golden image (hosts/images/<name>.yaml)
-ImageView, image_view = _view(schema.IMAGE, "image")
+_VIEWS = _views({"host": (schema.HOST, {"kernel_version": "str"}), "image": (schema.IMAGE, {})})
+HostView, host_view = _VIEWS["host"]
+ImageView, image_view = _VIEWS["image"]
 
 
 @dataclass
