@@ -440,9 +440,11 @@ HOOK = """#!/bin/sh
 """
 
 
-def shape_data(s: Shape) -> dict[str, Any]:
-    """What the artifact table asks of a generated host (bench/generate.py: keys in the clear, client named after the host)."""
-    return {"client": s.name, "luks": s.luks, "secrets": {"mode": "clear"}, "monolithic": s.monolithic}
+def host_views(site: Site) -> dict[str, Any]:
+    """Each generated host's typed view (tasks/model.py), as the site's inventory has it: what the artifact table asks of it."""
+    from tasks import inventory
+
+    return {name: host.cfg for name, host in inventory.load(site.root).hosts.items()}
 
 
 def baseline(site: Site, log: Callable[[str], None]) -> dict[str, Any]:
@@ -452,6 +454,7 @@ def baseline(site: Site, log: Callable[[str], None]) -> dict[str, Any]:
 
     times: list[float] = []
     rss: list[int] = []
+    views = host_views(site)
     with tempfile.TemporaryDirectory(prefix="baseline-", dir=site.root) as tmp:
         for s in site.shapes:
             kver = site.kernels[1] if s.old_kernel else site.kernels[0]
@@ -460,7 +463,7 @@ def baseline(site: Site, log: Callable[[str], None]) -> dict[str, Any]:
             built = (site.build / "hosts" / s.name).resolve()
             hook = HOOK
             # the files a host layer carries (the bench's sites keep keys in the clear), baked in instead
-            for inside, (rel, _) in artifacts.layer_members(shape_data(s)).items():
+            for inside, (rel, _) in artifacts.layer_members(views[s.name]).items():
                 if inside.startswith("conf/"):  # not named cephboot: keep the hook in base mode
                     shutil.copy2(built / rel, confdir / "conf.d" / "cephboot-host")
                 else:
@@ -673,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
                 doit(big.root, "render")
             from tasks.lint import rendered_shell
 
-            files = [str(big.root / f) for s in big.shapes[: a.shellcheck_files] for f in rendered_shell(s.name, shape_data(s))]
+            views = host_views(big)
+            files = [str(big.root / f) for s in big.shapes[: a.shellcheck_files] for f in rendered_shell(s.name, views[s.name])]
             results["shellcheck"] = shellcheck_compare(files, a.repeat, log)
     finally:
         if not a.keep and not a.workdir:

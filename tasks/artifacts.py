@@ -15,21 +15,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from . import model
+from .model import HostView
 
 SECRET = 0o600
 PUBLIC = 0o644
 
 # conditions a row may depend on, by name (a row names them, so the table stays data)
-CONDITIONS: Mapping[str, Callable[[Mapping[str, Any]], bool]] = {
-    "luks": lambda h: bool(h["luks"]),
-    "machine": lambda h: h["secrets"]["mode"] == "machine",  # keys travel sealed to the machine secret
-    "clear": lambda h: h["secrets"]["mode"] != "machine",  # keys travel as they are
-    "monolithic": lambda h: bool(h["monolithic"]),
-    "stateless": lambda h: h["root"]["mode"] == "stateless",  # the root is the shared golden image, read-only
-    "grub": lambda h: h["boot"]["loader"] == "grub-secureboot",  # shim -> Debian's signed GRUB -> signed kernel
+CONDITIONS: Mapping[str, Callable[[HostView], bool]] = {
+    "luks": lambda cfg: bool(cfg.luks),
+    "machine": lambda cfg: cfg.secrets.mode == "machine",  # keys travel sealed to the machine secret
+    "clear": lambda cfg: cfg.secrets.mode != "machine",  # keys travel as they are
+    "monolithic": lambda cfg: bool(cfg.monolithic),
+    "stateless": lambda cfg: cfg.root.mode == "stateless",  # the root is the shared golden image, read-only
+    "grub": lambda cfg: cfg.boot.loader == "grub-secureboot",  # shim -> Debian's signed GRUB -> signed kernel
 }
 
 
@@ -112,13 +113,13 @@ TREE_FILES: tuple[str, ...] = tuple(a.tree for a in reversed(ARTIFACTS) if a.tre
 SECRET_TREE_FILES = frozenset(a.tree for a in ARTIFACTS if a.tree and a.secret)
 
 
-def has(h: Mapping[str, Any], conditions: tuple[str, ...]) -> bool:
-    return all(CONDITIONS[c](h) for c in conditions)
+def has(cfg: HostView, conditions: tuple[str, ...]) -> bool:
+    return all(CONDITIONS[c](cfg) for c in conditions)
 
 
-def path(template: str, h: Mapping[str, Any]) -> str:
-    """A row's path for host data ``h`` (its ``{client}`` filled in)."""
-    return template.replace("{client}", h["client"]) if "{" in template else template
+def path(template: str, cfg: HostView) -> str:
+    """A row's path for the host ``cfg`` (its ``{client}`` filled in)."""
+    return template.replace("{client}", cfg.client) if "{" in template else template
 
 
 @lru_cache(maxsize=None)
@@ -170,40 +171,40 @@ _FLAG_CONDITIONS = {
 assert set(_FLAG_CONDITIONS) == set(CONDITIONS)
 
 
-def _flags(h: Mapping[str, Any]) -> tuple[bool, bool, bool, bool, bool]:
-    return (bool(h["luks"]), h["secrets"]["mode"] == "machine", bool(h["monolithic"]), h["root"]["mode"] == "stateless",
-            h["boot"]["loader"] == "grub-secureboot")
+def _flags(cfg: HostView) -> tuple[bool, bool, bool, bool, bool]:
+    return (bool(cfg.luks), cfg.secrets.mode == "machine", bool(cfg.monolithic), cfg.root.mode == "stateless",
+            cfg.boot.loader == "grub-secureboot")
 
 
-def of_host(h: Mapping[str, Any]) -> tuple[Artifact, ...]:
-    """The rows host data ``h`` has, in table order."""
-    return _rows(_flags(h))
+def of_host(cfg: HostView) -> tuple[Artifact, ...]:
+    """The rows the host ``cfg`` has, in table order."""
+    return _rows(_flags(cfg))
 
 
-def built_by(stage: str, h: Mapping[str, Any]) -> Mapping[str, Artifact]:
-    """Path under the host's build folder -> row, for the files ``stage`` writes for ``h``."""
-    return _built(_flags(h), h["client"], stage)
+def built_by(stage: str, cfg: HostView) -> Mapping[str, Artifact]:
+    """Path under the host's build folder -> row, for the files ``stage`` writes for the host ``cfg``."""
+    return _built(_flags(cfg), cfg.client, stage)
 
 
-def layer_members(h: Mapping[str, Any]) -> Mapping[str, tuple[str, int]]:
+def layer_members(cfg: HostView) -> Mapping[str, tuple[str, int]]:
     """Path inside the host's layer -> (file under its build folder, mode)."""
-    return _layer(_flags(h), h["client"])
+    return _layer(_flags(cfg), cfg.client)
 
 
-def image_members(h: Mapping[str, Any]) -> Mapping[str, tuple[str, int]]:
+def image_members(cfg: HostView) -> Mapping[str, tuple[str, int]]:
     """Path inside the host's root image -> (file under its build folder, mode)."""
-    return _image(_flags(h), h["client"])
+    return _image(_flags(cfg), cfg.client)
 
 
-def fresh_root_members(name: str, h: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
+def fresh_root_members(name: str, cfg: HostView) -> dict[str, tuple[bytes, int]]:
     """Path inside a root that provisioning creates -> (content, mode), for the rows that are not build files."""
     content = {"name": f"{name}\n".encode()}
-    return {path(a.fresh_root, h): (content[a.source], a.mode) for a in of_host(h) if a.fresh_root}
+    return {path(a.fresh_root, cfg): (content[a.source], a.mode) for a in of_host(cfg) if a.fresh_root}
 
 
-def tree_members(h: Mapping[str, Any]) -> Mapping[str, str]:
+def tree_members(cfg: HostView) -> Mapping[str, str]:
     """Name in the host's tree folder -> file under its build folder, in table order."""
-    return _tree(_flags(h), h["client"])
+    return _tree(_flags(cfg), cfg.client)
 
 
 def templates() -> list[str]:

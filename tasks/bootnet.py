@@ -63,10 +63,10 @@ def grub_routes(site: Site) -> list[tuple[str, str]]:
     grub = CONDITIONS["grub"]
     out = []
     for name in sorted(site.hosts):
-        h = site.hosts[name].data
-        if grub(h):
-            for nic in (h["nics"]["ceph"], h["nics"]["user"]):
-                out += [(mac, name) for mac in (nic["macs"] if nic else [])]
+        cfg = site.hosts[name].cfg
+        if grub(cfg):
+            for nic in (cfg.nics.ceph, cfg.nics.user):
+                out += [(mac, name) for mac in (nic.macs if nic else [])]
     return out
 
 
@@ -81,7 +81,7 @@ def tftp_exposes_keys(site: Site) -> str | None:
     make the TFTP root the whole tree, and TFTP serves any address, so an address-mode host's
     keys (its layer, served over HTTP to its reserved address only) would reach anyone."""
     grub = sorted({name for _, name in grub_routes(site)})
-    bound = sorted(n for n, h in site.hosts.items() if h.data["secrets"]["mode"] == "address")
+    bound = sorted(n for n, h in site.hosts.items() if h.cfg.secrets.mode == "address")
     if not grub or not bound:
         return None
 

@@ -90,12 +90,12 @@ def _published_before_marker(t: str, entries: list[str]) -> bool:
 
 
 def check_nics(host: Host, settings: dict[str, Any], problems: list[Problem]) -> None:
-    nics = host.data["nics"]
+    nics = host.cfg.nics
     monitors = {m.split(":")[0] for m in settings["ceph"]["mon_host"]}
     for role, nic in nics.items():
         if not nic:
             continue
-        gw, addr = nic["gateway"], nic["address"]
+        gw, addr = nic.gateway, nic.address
         gw_key = f"nics.{role}.gateway"
         if gw and addr == "dhcp":
             problems.append(Problem(host.origin(gw_key), gw_key, "a gateway is only allowed with a static address (DHCP supplies its own)"))
@@ -111,9 +111,9 @@ def check_nics(host: Host, settings: dict[str, Any], problems: list[Problem]) ->
         if addr != "dhcp" and addr.split("/")[0] in monitors:
             key = f"nics.{role}.address"
             problems.append(Problem(host.origin(key), key, f"{addr} is a monitor's address (ceph.mon_host in hosts/site.yaml); a host needs its own"))
-    if nics["user"] and set(nics["user"]["macs"]) & set(nics["ceph"]["macs"]):
+    if nics.user and set(nics.user.macs) & set(nics.ceph.macs):
         problems.append(Problem(host.origin("nics.user.macs"), "nics.user.macs", "shares a MAC with nics.ceph.macs; each NIC role needs its own MACs"))
-    if host.data["secrets"]["mode"] == "address":
+    if host.cfg.secrets.mode == "address":
         _check_address_mode(host, settings, problems)
 
 
@@ -124,7 +124,7 @@ def _check_address_mode(host: Host, settings: dict[str, Any], problems: list[Pro
     mode_at = host.origin("secrets.mode")
     why = (f"secrets.mode: address ({mode_at}) serves the keys of host {host.name!r} only to the address that "
            "the DHCP reservation of its boot NIC gives it")
-    if host.data["boot"]["loader"] == "grub-secureboot":
+    if host.cfg.boot.loader == "grub-secureboot":
         # Debian's signed GRUB fetches the layer by TFTP, which serves the whole tree to any address
         problems.append(Problem(host.origin("boot.loader"), "boot.loader", (
             f"grub-secureboot: {why}, but Debian's signed GRUB fetches the host's layer by TFTP, which has no "
@@ -135,7 +135,7 @@ def _check_address_mode(host: Host, settings: dict[str, Any], problems: list[Pro
         problems.append(Problem(mode_at, "secrets.mode", f"{why}, and dhcp.network is not set in hosts/site.yaml; "
                                 "set it to the subnet machines PXE-boot on, or use secrets.mode: machine"))
         return
-    address = host.data["nics"]["ceph"]["address"]
+    address = host.cfg.nics.ceph.address
     if not any(label == host.name for label, _, _ in host.reservations(network)):
         problems.append(Problem(host.origin("nics.ceph.address"), "nics.ceph.address", (
             f"{address!r}: {why}; expected a static address inside dhcp.network {network} (hosts/site.yaml), "
@@ -145,39 +145,39 @@ def _check_address_mode(host: Host, settings: dict[str, Any], problems: list[Pro
 
 def check_root(host: Host, problems: list[Problem]) -> None:
     """root.mode, root.image and root.snapshot together: a stateless host names the version it boots; nothing else does."""
-    d, root = host.data, host.data["root"]
+    cfg, root = host.cfg, host.cfg.root
 
     def refuse(key: str, why: str) -> None:
         problems.append(Problem(host.origin(key), key, why))
 
-    if root["mode"] != "stateless":
-        if root["snapshot"]:
-            refuse("root.snapshot", f"{root['snapshot']!r}: only a stateless host (root.mode: stateless) names a version; "
+    if root.mode != "stateless":
+        if root.snapshot:
+            refuse("root.snapshot", f"{root.snapshot!r}: only a stateless host (root.mode: stateless) names a version; "
                    "a stateful host is cloned from its golden image's current version and moved with `doit move-root`")
         return
-    if not root["image"]:
+    if not root.image:
         refuse("root.mode", "'stateless' needs root.image: a stateless host maps a golden image (hosts/images/NAME.yaml) read-only, "
                "it has no root of its own")
-    if not root["snapshot"]:
+    if not root.snapshot:
         refuse("root.snapshot", "missing; a stateless host boots one version of its golden image: set root.snapshot to the 16 hex digits "
-               "after '@' that `doit image:" + (root["image"] or "NAME") + "` prints")
-    if d["luks"]:
+               "after '@' that `doit image:" + (root.image or "NAME") + "` prints")
+    if cfg.luks:
         refuse("luks.name", "a stateless host cannot use LUKS: its root is the golden image every stateless host shares, read-only "
                "(one key would open it for all); its writes live in RAM only. Remove `luks:` or make the host stateful")
-    if d["image_root"]:
+    if cfg.image_root:
         refuse("image_root", "a stateless host has no image of its own to install into; remove image_root or make the host stateful")
 
 
-def cmdline_words(h: dict[str, Any]) -> list[str]:
-    """The kernel command line a host boots with, word by word (before quoting)."""
-    root = f"/dev/mapper/{h['luks']['name']}" if h["luks"] else "/dev/rbd0"
-    return [f"root={root}", f"rootfstype={h['root_fs']}", *h["kernel_args"]]
+def cmdline_words(cfg: Any) -> list[str]:
+    """The kernel command line a host (its HostView) boots with, word by word (before quoting)."""
+    root = f"/dev/mapper/{cfg.luks.name}" if cfg.luks else "/dev/rbd0"
+    return [f"root={root}", f"rootfstype={cfg.root_fs}", *cfg.kernel_args]
 
 
 def check_host_paths(root: Path, host: Host, settings: dict[str, Any], problems: list[Problem]) -> None:
     """Keys whose values are safe alone but not for this site: where /boot lies, who the client is, how long the command line gets."""
-    d = host.data
-    tree, boot = settings["ceph"]["boot_tree"], d["boot_path"]
+    cfg = host.cfg
+    tree, boot = settings["ceph"]["boot_tree"], cfg.boot_path
     if boot == tree or boot.startswith(tree + "/") or tree.startswith(boot.rstrip("/") + "/"):
         where = "is" if boot == tree else "is inside" if boot.startswith(tree + "/") else "is above"
         problems.append(Problem(host.origin("boot_path"), "boot_path", (
@@ -185,20 +185,20 @@ def check_host_paths(root: Path, host: Host, settings: dict[str, Any], problems:
             f"and could rewrite what the publisher serves to every machine. A host's /boot must be its own folder outside the tree "
             f"(default /hosts/{{name}}); if the tree was the file system's root, set ceph.boot_tree to its own folder, e.g. /tree, "
             f"move the published files there and point publish.target and the web server at it")))
-    if GENERATION.fullmatch(d["client"]):
+    if GENERATION.fullmatch(cfg.client):
         problems.append(Problem(host.origin("client"), "client", (
-            f"{d['client']!r} ends like a key generation (.rN): cephboot names a host's rotated keys "
+            f"{cfg.client!r} ends like a key generation (.rN): cephboot names a host's rotated keys "
             f"<client>.r2, <client>.r3 ...; expected a client name that does not end in .r and a number")))
-    if RESERVED_CLIENT.fullmatch(d["client"]):
+    if RESERVED_CLIENT.fullmatch(cfg.client):
         problems.append(Problem(host.origin("client"), "client", (
-            f"{d['client']!r} is reserved: admin, bootstrap-*, crash*, daemon names and cephboot-* (the publisher, the web server) are "
+            f"{cfg.client!r} is reserved: admin, bootstrap-*, crash*, daemon names and cephboot-* (the publisher, the web server) are "
             "the cluster's or cephboot's own clients, and a host's key is published in its layer; expected a client of the host's own, like its name")))
-    length = len(CMDLINE_PREFIX) + len(" ".join(cmdline_words(d)))
+    length = len(CMDLINE_PREFIX) + len(" ".join(cmdline_words(cfg)))
     if length >= CMDLINE_SIZE:
         problems.append(Problem(host.origin("kernel_args"), "kernel_args", (
             f"the kernel command line would be {length} characters (with root=, rootfstype= and iPXE's initrd= names); "
             f"the kernel keeps {CMDLINE_SIZE - 1} and cuts the rest silently")))
-    for key, value in (("rootfs.source", d["rootfs"]["source"]), ("image_root", d["image_root"])):
+    for key, value in (("rootfs.source", cfg.rootfs.source), ("image_root", cfg.image_root)):
         if not value or value == "debootstrap":
             continue
         real = os.path.realpath(value if value.startswith("/") else os.path.join(root, "hosts", value))
@@ -308,7 +308,7 @@ def check_machine_secret(site: Site, host: Host, problems: list[Problem], seen: 
 
     Read on every load that reads the inventory (nothing about it is kept in the cache: a digest
     there would let a guess be checked without the KDF)."""
-    rel = host.data["secrets"]["machine_secret"]
+    rel = host.cfg.secrets.machine_secret
     before = len(problems)
     checked = _check_secret_file(site, host, "secrets.machine_secret", rel, problems, folders)
     if checked is None:
@@ -323,35 +323,35 @@ def check_machine_secret(site: Site, host: Host, problems: list[Problem], seen: 
     other = seen.setdefault(secret, host)
     if other is not host:
         problems.append(Problem(host.origin("secrets.machine_secret"), "secrets.machine_secret", f"{rel!r} holds the same secret as host {other.name!r} "
-                                f"({other.origin('secrets.machine_secret')}: {other.data['secrets']['machine_secret']!r}); every machine needs its own: one could open the other's keys"))
+                                f"({other.origin('secrets.machine_secret')}: {other.cfg.secrets.machine_secret!r}); every machine needs its own: one could open the other's keys"))
 
 
 def check_secrets(site: Site, host: Host, problems: list[Problem], memo: Any, folders: dict[str, Any]) -> None:
     """A host's keyring (private, inside hosts/, its client's cephx key; not read again while its
     path, stat and client are as ``memo`` last found them good) and LUKS key file."""
-    d = host.data
-    keyring = _check_secret_file(site, host, "keyring", d["keyring"], problems, folders)
+    cfg = host.cfg
+    keyring = _check_secret_file(site, host, "keyring", cfg.keyring, problems, folders)
     checked = None
     if keyring:
         path, st = keyring
-        checked = f"{path}\0{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_mode}\0{d['client']}"
+        checked = f"{path}\0{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_mode}\0{cfg.client}"
     if keyring and not memo.secret_ok(checked):
         try:
-            cephx_key(read_regular(keyring[0], MAX_KEYRING).decode(errors="replace"), d["client"])
+            cephx_key(read_regular(keyring[0], MAX_KEYRING).decode(errors="replace"), cfg.client)
         except Unreadable as e:
-            problems.append(Problem(host.origin("keyring"), "keyring", f"{d['keyring']!r}: {e}"))
+            problems.append(Problem(host.origin("keyring"), "keyring", f"{cfg.keyring!r}: {e}"))
             checked = None
         except Invalid as e:
-            problems.append(Problem(host.origin("keyring"), "keyring", f"{d['keyring']!r}: {e}"))
+            problems.append(Problem(host.origin("keyring"), "keyring", f"{cfg.keyring!r}: {e}"))
             checked = None
     if checked:
         memo.secret_checked(host.name, checked)
-    if d["luks"]:
-        keyfile = _check_secret_file(site, host, "luks.keyfile", d["luks"]["keyfile"], problems, folders)
+    if cfg.luks:
+        keyfile = _check_secret_file(site, host, "luks.keyfile", cfg.luks.keyfile, problems, folders)
         if keyfile and keyfile[1].st_size == 0:
-            problems.append(Problem(host.origin("luks.keyfile"), "luks.keyfile", f"{d['luks']['keyfile']!r}: the key file is empty"))
+            problems.append(Problem(host.origin("luks.keyfile"), "luks.keyfile", f"{cfg.luks.keyfile!r}: the key file is empty"))
         elif keyfile and keyfile[1].st_size > MAX_LUKS_KEY:
-            problems.append(Problem(host.origin("luks.keyfile"), "luks.keyfile", f"{d['luks']['keyfile']!r}: {keyfile[1].st_size} bytes; cryptsetup reads at most {MAX_LUKS_KEY}"))
+            problems.append(Problem(host.origin("luks.keyfile"), "luks.keyfile", f"{cfg.luks.keyfile!r}: {keyfile[1].st_size} bytes; cryptsetup reads at most {MAX_LUKS_KEY}"))
 
 
 def cross_check(site: Site, problems: list[Problem], memo: Any) -> None:
@@ -368,23 +368,23 @@ def cross_check(site: Site, problems: list[Problem], memo: Any) -> None:
     folders: dict[str, Any] = {}
     machine_secrets: dict[bytes, Host] = {}
     for host in site.hosts.values():
-        d = host.data
-        if d["uuid"]:
-            claim("UUID", d["uuid"], host, "uuid")
-        for role, nic in d["nics"].items():
+        cfg = host.cfg
+        if cfg.uuid:
+            claim("UUID", cfg.uuid, host, "uuid")
+        for role, nic in cfg.nics.items():
             if not nic:
                 continue
-            for m in nic["macs"]:
+            for m in nic.macs:
                 claim("MAC", m, host, f"nics.{role}.macs")
-            if nic["address"] != "dhcp":
-                claim("IP address", nic["address"].split("/")[0], host, f"nics.{role}.address")
-        rbd = d["rbd"]
+            if nic.address != "dhcp":
+                claim("IP address", nic.address.split("/")[0], host, f"nics.{role}.address")
+        rbd = cfg.rbd
         # a host's client may use every image of its namespace: two hosts in one namespace read each other's roots
-        claim("RBD namespace", (rbd["pool"], rbd["namespace"]), host, "rbd.namespace")
-        claim("client", d["client"], host, "client")
-        claim("CephFS /boot path", d["boot_path"], host, "boot_path")
+        claim("RBD namespace", (rbd.pool, rbd.namespace), host, "rbd.namespace")
+        claim("client", cfg.client, host, "client")
+        claim("CephFS /boot path", cfg.boot_path, host, "boot_path")
         check_secrets(site, host, problems, memo, folders)
-        if d["secrets"]["mode"] == "machine":
+        if cfg.secrets.mode == "machine":
             check_machine_secret(site, host, problems, machine_secrets, folders)
     # /boot folders nested in one another: the outer host could rename the inner one's files
     boots = seen["CephFS /boot path"]
@@ -410,7 +410,7 @@ def check_kernels(site: Site, site_rel: str, problems: list[Problem], hosts: lis
             problems.append(Problem(site_rel, "kernels.boot_dir", f"no kernel is installed in {k['boot_dir']} (vmlinuz-VERSION with modules in {k['modules_dir']}/VERSION); {hint}"))
         return
     for host in site.hosts.values() if hosts is None else hosts:
-        wanted = host.data["kernel"]
+        wanted = host.cfg.kernel
         if wanted != "latest" and wanted not in installed:
             problems.append(Problem(host.origin("kernel"), "kernel", (
                 f"{wanted!r} is not installed on the build machine (no {k['boot_dir']}/vmlinuz-{wanted} with modules in {k['modules_dir']}/{wanted}); "

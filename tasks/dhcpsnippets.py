@@ -77,7 +77,7 @@ def task_dhcp_snippets() -> Iterator[dict[str, Any]]:
     s = site.settings
     dhcp = s["dhcp"]
     # the answers depend on the settings and, in server mode, on every host's static addresses
-    hosts = repr(sorted((n, h.data["nics"]) for n, h in site.hosts.items())) if dhcp["mode"] == "server" else ""
+    hosts = repr(sorted((n, h.cfg.nics) for n, h in site.hosts.items())) if dhcp["mode"] == "server" else ""
     hosts += repr(grub_routes(site))  # the MACs that get shim
     yield {"basename": "dhcp-snippets", "name": None,
            "doc": "snippets for a site's existing ISC dhcpd or Kea server (docs/front-end.md)"}

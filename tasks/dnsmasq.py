@@ -121,7 +121,7 @@ def task_dnsmasq() -> Iterator[dict[str, Any]]:
     s = site.settings
     dhcp = s["dhcp"]
     # the config depends on the settings and, in server mode, on every host's static addresses
-    hosts = repr(sorted((n, h.data["nics"]) for n, h in site.hosts.items())) if dhcp["mode"] == "server" else ""
+    hosts = repr(sorted((n, h.cfg.nics) for n, h in site.hosts.items())) if dhcp["mode"] == "server" else ""
     hosts += repr(grub_routes(site))  # the MACs that get shim
     yield {
         "basename": "dnsmasq",

@@ -1,5 +1,5 @@
 """All file I/O: atomic writes (whole or streamed in bounded parts) and copies with one temp-name scheme, leftovers of killed runs,
-the stat keys and their memo, the private build/ folder, and folders that others can write,
+the stat keys and their memo, the private build/ folder and its JSON caches, and folders that others can write,
 worked in through a descriptor without ever following a link."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import atexit
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ import stat
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from . import layout
 
@@ -200,6 +201,59 @@ def remove_stale_temps(folder: str | Path, locked: bool) -> None:
                 shutil.rmtree(e.path, ignore_errors=True)
             else:
                 Path(e.path).unlink(missing_ok=True)
+
+
+# --- caches in build/ -------------------------------------------------------------------
+# Plain JSON (never a format that runs code when loaded): written owner-only and atomically,
+# read only when the file is ours, nobody else may write it, and it is no link.
+
+def read_private_json(path: Path) -> Any:
+    """JSON from ``path`` if it is a regular file of ours that nobody else may write; else None."""
+    try:
+        fd = os.open(path, _READ)  # no link, and a planted FIFO does not block
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def write_private_json(path: Path, data: Any) -> bool:
+    """Write ``data`` to ``path`` as JSON, owner-only (0600; build/ is made 0700), atomically; a failure only costs the cache."""
+    tmp = path.parent / tmp_name(path.name)
+    try:
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+        for folder in (path.parent.parent, path.parent) if path.parent.name == layout.INVENTORY_SHARDS.name else (path.parent,):
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass
+        tmp.unlink(missing_ok=True)  # a leftover of a killed run with our pid
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            _write_all(fd, text)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return True
+    except (OSError, TypeError, ValueError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
 
 
 # --- digests ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +31,7 @@ from .cephcli import Admin, CephError
 from .fileio import digest
 from .layout import GOLDEN
 from .inventory import Host, InventoryError, Problem, Site
-from .model import golden_namespace, golden_version, stateless
+from .model import HostView, golden_namespace, golden_version, image_view, stateless
 from .schema import IMAGE, Invalid, host_name
 
 LAYOUT = "1"  # bump when a golden image's layout changes: every golden image is then a new version
@@ -56,6 +57,11 @@ class Image:
     source: str  # its file, relative to the site
     data: dict[str, Any]
 
+    @cached_property
+    def cfg(self) -> Any:  # an ImageView (tasks/model.py)
+        """The typed, read-only view of ``data``."""
+        return image_view(self.data)
+
     @property
     def namespace(self) -> str:
         return namespace_of(self.name)
@@ -65,7 +71,7 @@ class Image:
         return golden_version(self.name, snap)
 
     def snapshot_spec(self, snap: str) -> str:
-        return f"{self.data['pool']}/{self.namespace}/{self.version(snap)}@{snap}"
+        return f"{self.cfg.pool}/{self.namespace}/{self.version(snap)}@{snap}"
 
 
 namespace_of = golden_namespace
@@ -97,7 +103,7 @@ def load_images(site: Site) -> dict[str, Image]:
         else:
             broken.add(name)
     for host in site.hosts.values():
-        if host.data["root"]["image"] not in broken:
+        if host.cfg.root.image not in broken:
             problems += host_problems(site, host, images)
     if problems:
         raise InventoryError(problems)
@@ -106,10 +112,10 @@ def load_images(site: Site) -> dict[str, Image]:
 
 def host_problems(site: Site, host: Host, images: Mapping[str, Image]) -> list[Problem]:
     """What stops ``host`` from being a clone of its golden image (none when it has no root.image)."""
-    h = host.data
-    if h["rbd"]["namespace"].startswith("golden-"):
-        return [Problem(host.source, "rbd.namespace", f"{h['rbd']['namespace']!r}: namespaces golden-* belong to golden images")]
-    wanted = h["root"]["image"]
+    cfg = host.cfg
+    if cfg.rbd.namespace.startswith("golden-"):
+        return [Problem(host.source, "rbd.namespace", f"{cfg.rbd.namespace!r}: namespaces golden-* belong to golden images")]
+    wanted = cfg.root.image
     if not wanted:
         return []
     if wanted not in images:
@@ -117,15 +123,15 @@ def host_problems(site: Site, host: Host, images: Mapping[str, Image]) -> list[P
         return [Problem(host.source, "root.image", f"{wanted!r}: no golden image hosts/images/{wanted}.yaml (known: {known})")]
     image = images[wanted]
     out = []
-    if h["luks"]:
+    if cfg.luks:
         out.append(Problem(host.source, "root.image", f"{wanted!r}: a LUKS host cannot be a clone of a golden image: every clone of one "
                            "LUKS image shares its master key, so one host's key would open every other host's root. "
                            "Remove `luks:` (the host's data is then unencrypted) or `root.image:` (the host gets its own LUKS root)"))
-    if h["rbd"]["pool"] != image.data["pool"]:
-        out.append(Problem(host.source, "root.image", f"{wanted!r} lives in pool {image.data['pool']!r} ({image.source}), "
-                           f"the host's rbd.pool is {h['rbd']['pool']!r}: a clone and its golden image share a pool"))
-    kver = inventory.resolve_kernel(h["kernel"], site.kernels) if site.kernels else ""
-    out += [Problem(image.source, "features", m) for m in krbd_problems(image.data["features"], kver, host.name)]
+    if cfg.rbd.pool != image.cfg.pool:
+        out.append(Problem(host.source, "root.image", f"{wanted!r} lives in pool {image.cfg.pool!r} ({image.source}), "
+                           f"the host's rbd.pool is {cfg.rbd.pool!r}: a clone and its golden image share a pool"))
+    kver = inventory.resolve_kernel(cfg.kernel, site.kernels) if site.kernels else ""
+    out += [Problem(image.source, "features", m) for m in krbd_problems(image.cfg.features, kver, host.name)]
     return out
 
 
@@ -156,9 +162,9 @@ def krbd_problems(features: list[str], kver: str, host: str) -> list[str]:
 
 def image_of(site: Site, host: Host) -> Image | None:
     """The golden image ``host`` is a clone of, validated, or None."""
-    if not host.data["root"]["image"]:
+    if not host.cfg.root.image:
         return None
-    return load_images(site)[host.data["root"]["image"]]
+    return load_images(site)[host.cfg.root.image]
 
 
 # ---- what a version is made of -----------------------------------------------------
@@ -178,12 +184,12 @@ def tree_digest(folder: Path) -> str:
 
 def image_inputs(site: Site, image: Image) -> dict[str, str]:
     """What a golden image is made of, input by input: name -> digest (kept in each version's metadata)."""
-    spec = rootfs.tree_source(site, image.data["rootfs"], image.source)
+    spec = rootfs.tree_source(site, image.cfg.rootfs, image.source)
     parts: dict[str, list[str | bytes]] = {
         "layout": [LAYOUT, rootfs.STAMP_VERSION],
         "rootfs.source": [json.dumps(spec, sort_keys=True)],
-        "size": [image.data["size"]],
-        "features": [",".join(image.data["features"])],
+        "size": [image.cfg.size],
+        "features": [",".join(image.cfg.features)],
     }
     if "directory" in spec:
         parts["rootfs.source content"] = [tree_digest(Path(spec["directory"]))]
@@ -234,7 +240,7 @@ def build_image(admin: Admin, site: Site, image: Image, say: Callable[[str], Non
 
     Builds nothing when it does.  Older versions are kept; each is named with its clones.
     """
-    pool, ns = image.data["pool"], image.namespace
+    pool, ns = image.cfg.pool, image.namespace
     inputs = image_inputs(site, image)
     snap = snapshot_name(inputs)
     version = image.version(snap)
@@ -266,19 +272,19 @@ def build_image(admin: Admin, site: Site, image: Image, say: Callable[[str], Non
     work.mkdir(parents=True)
     try:
         tree = work / "tree"
-        rootfs.fill_tree(site, rootfs.tree_source(site, image.data["rootfs"], image.source), tree, say)
+        rootfs.fill_tree(site, rootfs.tree_source(site, image.cfg.rootfs, image.source), tree, say)
         try:
             imagenative.install_files(tree, imagenative.static_files())
         except imagenative.OutsideRoot as e:
             raise rootfs.RootfsError(f"golden image {image.name}: {e}") from None
         img = work / "root.img"
         with open(img, "xb") as f:
-            f.truncate(rootfs.size_bytes(image.data["size"]))
+            f.truncate(rootfs.size_bytes(image.cfg.size))
         done = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(img)], capture_output=True, text=True, check=False)
         rootfs.remove_tree(tree)
         if done.returncode != 0:
-            raise rootfs.RootfsError(f"mkfs.ext4 -d failed for golden image {image.name} (is size {image.data['size']} big enough?): {done.stderr.strip()}")
-        admin.rbd("import", "--no-progress", "--image-format", "2", "--image-feature", ",".join(image.data["features"]), str(img), spec + NEW)
+            raise rootfs.RootfsError(f"mkfs.ext4 -d failed for golden image {image.name} (is size {image.cfg.size} big enough?): {done.stderr.strip()}")
+        admin.rbd("import", "--no-progress", "--image-format", "2", "--image-feature", ",".join(image.cfg.features), str(img), spec + NEW)
         admin.rbd("image-meta", "set", spec + NEW, INPUTS_KEY, json.dumps(inputs, sort_keys=True))
         admin.rbd("rename", spec + NEW, spec)
         admin.rbd("snap", "create", f"{spec}@{snap}")
@@ -287,7 +293,7 @@ def build_image(admin: Admin, site: Site, image: Image, say: Callable[[str], Non
         rootfs.remove_tree(work)
     older = [n for n in names if n.startswith(f"{image.name}-") and n != version and NEW not in n]
     changed = _what_changed(admin, pool, ns, older, inputs)
-    say(f"built {image.snapshot_spec(snap)} ({image.data['size']}, {', '.join(image.data['features'])}){changed}")
+    say(f"built {image.snapshot_spec(snap)} ({image.cfg.size}, {', '.join(image.cfg.features)}){changed}")
     _say_versions(admin, site, image, names | {version}, snap, say)
     return image.snapshot_spec(snap)
 
@@ -317,7 +323,7 @@ def _say_versions(admin: Admin, site: Site, image: Image, names: set[str], curre
             ([f"booted read-only by {len(booted)} stateless host(s): {', '.join(booted)}"] if booted else [])
         say(f"older version {image.snapshot_spec(snap)}: " + (f"kept, {'; '.join(users)}" if users else
             f"no clone or stateless host uses it; remove it with `rbd snap unprotect {image.snapshot_spec(snap)} && rbd snap purge "
-            f"{image.data['pool']}/{image.namespace}/{n} && rbd rm {image.data['pool']}/{image.namespace}/{n}`"))
+            f"{image.cfg.pool}/{image.namespace}/{n} && rbd rm {image.cfg.pool}/{image.namespace}/{n}`"))
 
 
 # ---- writing a host's files into its clone ----------------------------------------
@@ -399,8 +405,8 @@ def write_files(image_file: Path, files: Mapping[str, tuple[rootfs.Content, int]
 def current_parent(admin: Admin, site: Site, image: Image) -> str:
     """The snapshot spec of ``image``'s version for its current inputs; refused when it was not built."""
     snap = snapshot_name(image_inputs(site, image))
-    spec = f"{image.data['pool']}/{image.namespace}/{image.version(snap)}"
-    if not _has_namespace(admin, image) or image.version(snap) not in _images_in(admin, image.data["pool"], image.namespace):
+    spec = f"{image.cfg.pool}/{image.namespace}/{image.version(snap)}"
+    if not _has_namespace(admin, image) or image.version(snap) not in _images_in(admin, image.cfg.pool, image.namespace):
         raise Refused(f"golden image {image.name} has no version for its current inputs ({image.snapshot_spec(snap)}): run `doit image:{image.name}` first")
     if snap not in _protected_snaps(admin, spec):
         raise Refused(f"golden image {image.name}: {spec} is not frozen yet (an interrupted build): run `doit image:{image.name}` again")
@@ -413,21 +419,21 @@ def versions(admin: Admin, image: Image) -> dict[str, bool]:
         return {}
     prefix = f"{image.name}-"
     out = {}
-    for n in _images_in(admin, image.data["pool"], image.namespace):
+    for n in _images_in(admin, image.cfg.pool, image.namespace):
         if n.startswith(prefix) and NEW not in n:
             snap = n[len(prefix):]
-            out[snap] = snap in _protected_snaps(admin, f"{image.data['pool']}/{image.namespace}/{n}")
+            out[snap] = snap in _protected_snaps(admin, f"{image.cfg.pool}/{image.namespace}/{n}")
     return out
 
 
 def stateless_users(site: Site, image: Image, snap: str) -> list[str]:
     """The stateless hosts of the inventory that boot version ``snap`` of ``image``."""
     return sorted(h.name for h in site.hosts.values()
-                  if stateless(h.data) and h.data["root"]["image"] == image.name and h.data["root"]["snapshot"] == snap)
+                  if stateless(h.cfg) and h.cfg.root.image == image.name and h.cfg.root.snapshot == snap)
 
 
 def _has_namespace(admin: Admin, image: Image) -> bool:
-    return any(n["name"] == image.namespace for n in admin.rbd_json("namespace", "ls", image.data["pool"]))
+    return any(n["name"] == image.namespace for n in admin.rbd_json("namespace", "ls", image.cfg.pool))
 
 
 def parent_of(admin: Admin, spec: str) -> str:
@@ -442,7 +448,7 @@ def parent_of(admin: Admin, spec: str) -> str:
 def make_clone(admin: Admin, site: Site, host: Host, image: Image, parent: str, spec: str) -> None:
     """Clone ``parent`` as ``spec`` and write the host's files into it; the golden image is only read."""
     # A clone in another namespace than its parent needs clone format 2 (Mimic); krbd follows either.
-    admin.rbd("clone", "--rbd-default-clone-format", "2", "--image-feature", ",".join(image.data["features"]), parent, spec)
+    admin.rbd("clone", "--rbd-default-clone-format", "2", "--image-feature", ",".join(image.cfg.features), parent, spec)
     work = site.root / GOLDEN / f"clone-{host.name}"
     rootfs.remove_tree(work)
     old = os.umask(0o077)  # the host's keyring passes through here
@@ -460,14 +466,14 @@ def in_use(admin: Admin, spec: str) -> list[str]:
     return [w.get("address", "?") for w in admin.rbd_json("status", spec).get("watchers", [])]
 
 
-def kept_roots(admin: Admin, h: dict[str, Any]) -> list[str]:
+def kept_roots(admin: Admin, cfg: HostView) -> list[str]:
     """The host's former roots, oldest first (their names carry the UTC time they were set aside)."""
-    r = h["rbd"]
-    return sorted(n for n in _images_in(admin, r["pool"], r["namespace"]) if n.startswith(r["image"] + KEPT))
+    r = cfg.rbd
+    return sorted(n for n in _images_in(admin, r.pool, r.namespace) if n.startswith(r.image + KEPT))
 
 
-def kept_name(h: dict[str, Any]) -> str:
-    return h["rbd"]["image"] + KEPT + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+def kept_name(cfg: HostView) -> str:
+    return cfg.rbd.image + KEPT + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 # ---- tasks ---------------------------------------------------------------------------

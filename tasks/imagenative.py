@@ -81,7 +81,7 @@ def image_files(host: Host) -> dict[str, tuple[Content, int]]:
     (the running system needs its keys; its initrd gets them sealed in machine mode: the hook decides)."""
     base = host_dir(host.name)
     files: dict[str, tuple[Content, int]] = dict(static_files())
-    for name, (rel, mode) in artifacts.image_members(host.data).items():
+    for name, (rel, mode) in artifacts.image_members(host.cfg).items():
         files[name] = (base / rel, mode)
     return files
 
@@ -110,7 +110,7 @@ def install_files(root: Path, files: Mapping[str, tuple[Content, int]]) -> None:
 
 def install(host: Host) -> Path:
     """Write the host's boot files into its image; return the image root."""
-    root = check_root(host.data["image_root"])
+    root = check_root(host.cfg.image_root)
     install_files(root, image_files(host))
     return root
 
@@ -214,15 +214,15 @@ def task_imagenative() -> Iterator[dict[str, Any]]:
     site = inventory.load_for_tasks()
     yield {"basename": "imagenative", "name": None, "doc": "Install boot files into hosts' mounted root images (image_root) and run update-initramfs there."}
     for host in site.hosts.values():
-        if not host.data["image_root"]:
+        if not host.cfg.image_root:
             continue
         sources = [str(src) for src, _ in image_files(host).values() if isinstance(src, Path)]
         yield {
             "basename": "imagenative",
             "name": host.name,
-            "doc": f"install into {host.data['image_root']} and run update-initramfs there",
+            "doc": f"install into {host.cfg.image_root} and run update-initramfs there",
             "actions": [(build_in_image, [host])],
             "file_dep": sources,
             "task_dep": ["render:hosts"],  # its rendered conf.d, fstab and keys (and sealed keys) go into the image
-            "uptodate": [config_changed(digest(host.data["image_root"], _code_digest()))],
+            "uptodate": [config_changed(digest(host.cfg.image_root, _code_digest()))],
         }

@@ -95,7 +95,7 @@ def bases_in_use(site: Site) -> dict[str, list[str]]:
     """Each kernel version some host boots, with the map methods of its hosts (a base each)."""
     out: dict[str, set[str]] = {}
     for host in site.hosts.values():
-        out.setdefault(host.data["kernel_version"], set()).add(host.data["map"]["method"])
+        out.setdefault(host.cfg.kernel_version, set()).add(host.cfg.map.method)
     return {k: [m for m in METHODS if m in v] for k, v in sorted(out.items())}
 
 
@@ -103,7 +103,7 @@ def kernels_in_use(site: Site) -> dict[str, list[str]]:
     """Each kernel version some host boots, with the root file systems used on it."""
     out: dict[str, set[str]] = {}
     for host in site.hosts.values():
-        out.setdefault(host.data["kernel_version"], set()).add(host.data["root_fs"])
+        out.setdefault(host.cfg.kernel_version, set()).add(host.cfg.root_fs)
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from . import layout, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, keyring_entity, check_kernels, check_machine_secret, check_nics, check_root, check_secrets, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key, shard_count
-from .privatejson import read_private_json as _read_private_json, write_private_json as _write_private_json
+from .fileio import read_private_json as _read_private_json, write_private_json as _write_private_json
 from .templating import code_files
 from .model import Host, InventoryError, Problem, Site, kind
 from .schema import Invalid, ItemInvalid, Section, shown
@@ -222,12 +222,12 @@ def _host_record(h: Host) -> list[Any]:
 
 def _host_inputs(root: Path, h: Host) -> list[str]:
     """The files besides the YAML a host's validation read: its keyring, LUKS key, machine secret."""
-    d = h.data
-    out = [f"{root}/{h.source}", _path_str(root, d["keyring"])]
-    if d["luks"]:
-        out.append(_path_str(root, d["luks"]["keyfile"]))
-    if d["secrets"]["mode"] == "machine":
-        out.append(_path_str(root, d["secrets"]["machine_secret"]))
+    cfg = h.cfg
+    out = [f"{root}/{h.source}", _path_str(root, cfg.keyring)]
+    if cfg.luks:
+        out.append(_path_str(root, cfg.luks.keyfile))
+    if cfg.secrets.mode == "machine":
+        out.append(_path_str(root, cfg.secrets.machine_secret))
     return out
 
 
@@ -241,19 +241,19 @@ def _input_keys(paths: list[str]) -> str:
 
 def _claims(h: Host) -> list[tuple[str, str, str]]:
     """(kind, value, key) of everything host ``h`` holds that no other host may (as cross_check claims them)."""
-    d = h.data
+    cfg = h.cfg
     out = []
-    if d["uuid"]:
-        out.append(("UUID", d["uuid"], "uuid"))
-    for role, nic in d["nics"].items():
+    if cfg.uuid:
+        out.append(("UUID", cfg.uuid, "uuid"))
+    for role, nic in cfg.nics.items():
         if not nic:
             continue
-        out += [("MAC", m, f"nics.{role}.macs") for m in nic["macs"]]
-        if nic["address"] != "dhcp":
-            out.append(("IP address", nic["address"].split("/")[0], f"nics.{role}.address"))
-    out.append(("RBD namespace", f"{d['rbd']['pool']}/{d['rbd']['namespace']}", "rbd.namespace"))
-    out.append(("client", d["client"], "client"))
-    out.append(("CephFS /boot path", d["boot_path"], "boot_path"))
+        out += [("MAC", m, f"nics.{role}.macs") for m in nic.macs]
+        if nic.address != "dhcp":
+            out.append(("IP address", nic.address.split("/")[0], f"nics.{role}.address"))
+    out.append(("RBD namespace", f"{cfg.rbd.pool}/{cfg.rbd.namespace}", "rbd.namespace"))
+    out.append(("client", cfg.client, "client"))
+    out.append(("CephFS /boot path", cfg.boot_path, "boot_path"))
     return out
 
 
@@ -361,7 +361,7 @@ def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str]
         for h in site.hosts.values():
             for kind_, value, _ in _claims(h):
                 index[_shard(f"{kind_}\0{value}", count)][f"{kind_}\0{value}"] = h.name
-            for up in _ancestors(h.data["boot_path"]):
+            for up in _ancestors(h.cfg.boot_path):
                 below[up] = below.get(up, 0) + 1
     else:
         assert cache is not None and below is not None
@@ -502,12 +502,12 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
                 return None
             if shard.get(key) == name:
                 del shard[key]
-        for up in _ancestors(site.hosts[name].data["boot_path"]):
+        for up in _ancestors(site.hosts[name].cfg.boot_path):
             below[up] = below.get(up, 1) - 1
             if not below[up]:
                 del below[up]
     for name, host in new.items():
-        boot = host.data["boot_path"]
+        boot = host.cfg.boot_path
         for kind_, value, field in _claims(host) + [("CephFS /boot path", up, "") for up in _ancestors(boot)]:
             key = f"{kind_}\0{value}"
             shard = cache.index_shard(_shard(key, count))
@@ -524,9 +524,9 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
     machine: dict[bytes, Host] = {}
     for host in new.values():
         check_secrets(site, host, problems, secrets, folders)
-    if any(h.data["secrets"]["mode"] == "machine" for h in site.hosts.values()):
+    if any(h.cfg.secrets.mode == "machine" for h in site.hosts.values()):
         for host in site.hosts.values():  # no two machines with one secret: each is read again (never cached)
-            if host.data["secrets"]["mode"] == "machine":
+            if host.cfg.secrets.mode == "machine":
                 check_machine_secret(site, host, problems, machine, folders)
     check_kernels(site, site_rel, problems, list(new.values()))
     if problems:
@@ -585,10 +585,10 @@ def _read_profiles(hosts_dir: Path, problems: list[Problem]) -> tuple[dict[str, 
 
 def _finish(host: Host, kernels: list[str]) -> None:
     """The kernel version a host boots and the digest of everything about it."""
-    kver = resolve_kernel(host.data["kernel"], kernels)
-    if host.digest and host.data.get("kernel_version") == kver:
+    kver = resolve_kernel(host.cfg.kernel, kernels)
+    if host.digest and host.cfg.kernel_version == kver:
         return  # a host reused from the last load, as it was
-    host.data["kernel_version"] = kver
+    host.updated(kernel_version=kver)  # and its view (host.cfg) made again
     host.digest = digest(json.dumps(host.data, sort_keys=True))
 
 

@@ -16,6 +16,7 @@ from doit.exceptions import TaskFailed
 from . import artifacts, initrd, inventory
 from .fileio import digest
 from .layout import TEMPLATES, host_file, site_file
+from .model import HostView
 from .render import HOST_GRUB, SITE_GRUB
 from .templating import code_digest
 from .stage import Stage, Unit, stage_task
@@ -161,7 +162,7 @@ def task_lint() -> Iterator[dict[str, Any]]:
     }
 
     # GRUB's configs are no shell: GRUB's own checker reads them (only where a host boots with grub-secureboot)
-    grub_files = [host_file(n, HOST_GRUB) for n, h in sorted(site.hosts.items()) if artifacts.has(h.data, ("grub",))]
+    grub_files = [host_file(n, HOST_GRUB) for n, h in sorted(site.hosts.items()) if artifacts.has(h.cfg, ("grub",))]
     if grub_files:
         grub_files.append(site_file(SITE_GRUB))
     yield {
@@ -174,10 +175,10 @@ def task_lint() -> Iterator[dict[str, Any]]:
     }
 
     def units() -> dict[str, Unit]:
-        return {n: Unit(rendered_shell(n, h.data), [], "", None) for n, h in site.hosts.items()}
+        return {n: Unit(rendered_shell(n, h.cfg), [], "", None) for n, h in site.hosts.items()}
 
     def lint_hosts(names: list[str]) -> TaskFailed | None:
-        files = [f for n in names for f in rendered_shell(n, site.hosts[n].data)]
+        files = [f for n in names for f in rendered_shell(n, site.hosts[n].cfg)]
         if lint_changed(files):
             return None
         return TaskFailed(f"cephboot: shellcheck found problems in rendered conf.d files (above); {len(files)} file(s) stay due")
@@ -194,9 +195,9 @@ def task_lint() -> Iterator[dict[str, Any]]:
 _SHELL = [a for a in artifacts.ARTIFACTS if a.shell]  # the table's rendered shell files (conf.d)
 
 
-def rendered_shell(name: str, h: dict[str, Any]) -> list[str]:
+def rendered_shell(name: str, cfg: HostView) -> list[str]:
     """The host's rendered shell files that shellcheck reads (the table's shell rows)."""
-    return [host_file(name, artifacts.path(a.build, h)) for a in _SHELL if not a.when or artifacts.has(h, a.when)]
+    return [host_file(name, artifacts.path(a.build, cfg)) for a in _SHELL if not a.when or artifacts.has(cfg, a.when)]
 
 
 def shellcheck_key() -> str:

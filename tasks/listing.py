@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .privatejson import read_private_json, write_private_json
+from .fileio import read_private_json, write_private_json
 
 SUMMARY = "build/.tasks.json"
 CODE = Path(__file__).resolve().parent

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import ipaddress
 import stat
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
+
+from . import schema
 
 KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
          (stat.S_ISBLK, "a device"), (stat.S_ISLNK, "a link"), (stat.S_ISREG, "a regular file"))
@@ -37,9 +40,102 @@ class InventoryError(Exception):
         super().__init__("invalid inventory:\n  " + "\n  ".join(lines))
 
 
+# ---- typed views of validated records ------------------------------------------------
+#
+# A record is validated into plain dicts (what the cache stores as JSON and templates read);
+# Python code reads it through a view: a read-only dataclass with slots per schema Section, its
+# fields the Section's keys, made from the schema itself (the field list is written once, in
+# tasks/schema.py).  A misspelt key is an AttributeError, an assignment a FrozenInstanceError;
+# tests/test_hostview.py also checks every key of tasks/ against the schema without running it.
+# Lists (MACs, kernel_args, ...) are the record's own: a view is read-only, not a deep copy.
+
+
+class View:
+    """Base of the typed views: one read-only attribute per key of the schema Section.
+
+    Frozen here rather than by dataclass(frozen=True), which writes and compiles four methods
+    per class: a doit process makes these classes on every run (a no-op too), and that would
+    cost it ~20 ms.  Assigning or deleting a field raises dataclasses' FrozenInstanceError all
+    the same; the views are made by setting their slots directly (_views)."""
+
+    __slots__ = ()
+    KEYS: tuple[str, ...] = ()  # the schema Section's keys, in its order
+    SECTIONS: dict[str, type] = {}  # key -> view class of each sub-section
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """(key, value) of every key, in schema order (a sub-section as its view)."""
+        return ((k, getattr(self, k)) for k in self.KEYS)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, k) == getattr(other, k) for k in self.KEYS)
+
+    __hash__ = None  # type: ignore[assignment]  (lists inside)
+
+
+def _class_name(path: str) -> str:
+    return "".join(part.title() for part in path.replace("_", ".").split(".")) + "View"
+
+
+_TYPES = {"str": str, "int": int, "bool": bool, "list[str]": list, "list[Any]": list}  # what the schema's checks return
+
+
+def _views(roots: dict[str, tuple[schema.Section, dict[str, str]]]) -> dict[str, tuple[type, Callable[[dict[str, Any]], Any]]]:
+    """For each root (name -> its Section and its derived keys, name -> type, None until set): a
+    dataclass with slots for it and each of its sub-sections, and the function that makes one
+    from a validated mapping.  Those functions are straight-line code, generated here and
+    compiled in one go (as dataclasses generates __init__): a no-op run makes a view of every
+    host, and a loop over the keys would cost twice as much."""
+    scope: dict[str, Any] = {"new": object.__new__}
+    lines: list[str] = []
+
+    def one(section: schema.Section, path: str, extra: dict[str, str]) -> tuple[type, str]:
+        keys = (*section.fields, *extra)
+        me = path.replace(".", "_")
+        notes: dict[str, Any] = {}  # types, not strings: dataclasses reads a string annotation slowly
+        sections: dict[str, type] = {}
+        body = [f"def make_{me}(d):", f"    o = new(cls_{me})"]
+        for i, key in enumerate(keys):
+            spec = section.fields.get(key)
+            if isinstance(spec, schema.Section):
+                sections[key], sub = one(spec, f"{path}.{key}", {})
+                notes[key] = sections[key]
+                body += [f"    v = d[{key!r}]", f"    set_{me}_{i}(o, None if v is None else {sub}(v))"]
+            else:
+                notes[key] = _TYPES.get(extra[key] if spec is None else str(getattr(spec.check, "__annotations__", {}).get("return")), Any)
+                body.append(f"    set_{me}_{i}(o, d.get({key!r}))" if spec is None else f"    set_{me}_{i}(o, d[{key!r}])")
+        lines.extend([*body, "    return o", ""])
+        attrs = {"__slots__": keys, "__annotations__": notes, "__doc__": section.doc, "__module__": __name__, "KEYS": keys, "SECTIONS": sections}
+        view = dataclass(init=False, repr=False, eq=False)(type(_class_name(path), (View,), attrs))
+        scope[f"cls_{me}"] = view
+        for i, key in enumerate(keys):
+            scope[f"set_{me}_{i}"] = view.__dict__[key].__set__  # the slot's own setter (View refuses setattr)
+        return view, f"make_{me}"
+
+    made = {name: one(section, name, extra) for name, (section, extra) in roots.items()}
+    exec(compile("\n".join(lines), f"<{__name__} views>", "exec"), scope)  # our own code, generated from the schema's key names
+    return {name: (view, scope[make]) for name, (view, make) in made.items()}
+
+
+# a host: the HOST schema's keys, and the kernel version 'latest' resolved to (set once every host is loaded);
+# a golden image (hosts/images/<name>.yaml)
+_VIEWS = _views({"host": (schema.HOST, {"kernel_version": "str"}), "image": (schema.IMAGE, {})})
+HostView, host_view = _VIEWS["host"]
+ImageView, image_view = _VIEWS["image"]
+
+
 @dataclass
 class Host:
-    """A host with every key resolved and validated."""
+    """A host with every key resolved and validated: ``data`` as validated (the cache and the
+    templates take it), ``cfg`` its typed view for Python code."""
 
     name: str
     source: str  # the host's own file, relative to the site
@@ -47,6 +143,16 @@ class Host:
     data: dict[str, Any]
     digest: str = ""
     origins: dict[str, str] = field(default_factory=dict)  # key -> file that set it, where not ``source``
+
+    @cached_property
+    def cfg(self) -> Any:  # a HostView (made at run time: no static type)
+        """The typed, read-only view of ``data``, made on first use."""
+        return host_view(self.data)
+
+    def updated(self, **changes: Any) -> None:
+        """Set top-level keys of ``data`` (the resolved kernel version) and drop the view made of the old."""
+        self.data.update(changes)
+        self.__dict__.pop("cfg", None)
 
     def origin(self, key: str) -> str:
         """The file that set ``key``; the host's own file for a default."""
@@ -61,12 +167,12 @@ class Host:
             return []
         net = ipaddress.IPv4Network(network)
         out = []
-        nics = self.data["nics"]
-        for nic, label in ((nics["ceph"], self.name), (nics["user"], f"{self.name}-user")):
-            if nic and nic["address"] != "dhcp":
-                ip = ipaddress.IPv4Interface(nic["address"]).ip
+        nics = self.cfg.nics
+        for nic, label in ((nics.ceph, self.name), (nics.user, f"{self.name}-user")):
+            if nic and nic.address != "dhcp":
+                ip = ipaddress.IPv4Interface(nic.address).ip
                 if ip in net:
-                    out.append((label, nic["macs"], str(ip)))
+                    out.append((label, nic.macs, str(ip)))
         return out
 
 
@@ -116,15 +222,15 @@ def golden_version(image: str, snap: str) -> str:
     return f"{image}-{snap}"
 
 
-def stateless(h: dict[str, Any]) -> bool:
-    """Whether the host boots its golden image's snapshot read-only under a tmpfs overlay (root.mode: stateless)."""
-    return (h.get("root") or {}).get("mode") == "stateless"
+def stateless(cfg: Any) -> bool:
+    """Whether the host (its HostView) boots its golden image's snapshot read-only under a tmpfs overlay (root.mode: stateless)."""
+    return cfg.root.mode == "stateless"
 
 
-def mapped_root(h: dict[str, Any]) -> tuple[str, str, str]:
-    """What the host's initrd maps, as (namespace, image, snapshot): its own root image, or for a stateless host
-    the version of its golden image it boots (snapshot '' for the image itself)."""
-    if stateless(h):
-        image, snap = h["root"]["image"], h["root"]["snapshot"]
+def mapped_root(cfg: Any) -> tuple[str, str, str]:
+    """What the host (its HostView) maps in its initrd, as (namespace, image, snapshot): its own root image, or
+    for a stateless host the version of its golden image it boots (snapshot '' for the image itself)."""
+    if stateless(cfg):
+        image, snap = cfg.root.image, cfg.root.snapshot
         return golden_namespace(image), golden_version(image, snap), snap
-    return h["rbd"]["namespace"], h["rbd"]["image"], ""
+    return cfg.rbd.namespace, cfg.rbd.image, ""

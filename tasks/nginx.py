@@ -49,7 +49,7 @@ def bound_hosts(site: Site) -> list[tuple[str, list[str]]]:
     that each has one on the boot network)."""
     network = site.settings["dhcp"]["network"]
     return [(name, [ip for _, _, ip in host.reservations(network)])
-            for name, host in sorted(site.hosts.items()) if host.data["secrets"]["mode"] == "address"]
+            for name, host in sorted(site.hosts.items()) if host.cfg.secrets.mode == "address"]
 
 
 def nginx_conf(settings: dict[str, Any], site_root: Path, bound: Sequence[tuple[str, list[str]]] = ()) -> str:

@@ -25,11 +25,11 @@ DIRS = artifacts.LAYER_DIRS
 def layer_members(host: Host) -> dict[str, tuple[str, int]]:
     """Path inside the initrd -> (file under the host's build folder, mode): the keys
     themselves, or in machine mode only their envelope sealed to the machine secret."""
-    return artifacts.layer_members(host.data)
+    return artifacts.layer_members(host.cfg)
 
 
 def layer_outputs(host: Host) -> list[str]:
-    return list(artifacts.built_by("overlay", host.data))
+    return list(artifacts.built_by("overlay", host.cfg))
 
 
 def pack(members: dict[str, tuple[Path, int]], epoch: int) -> bytes:
@@ -92,8 +92,8 @@ def build_layer(host: Host) -> None:
     members = {name: (base / rel, mode) for name, (rel, mode) in layer_members(host).items()}
     data = pack(members, int(source_date_epoch()))
     write_if_changed(base / LAYER, data, SECRET)
-    if host.data["monolithic"]:
-        kernel_base = base_path(host.data["kernel_version"], host.data["map"]["method"])
+    if host.cfg.monolithic:
+        kernel_base = base_path(host.cfg.kernel_version, host.cfg.map.method)
         size = len(data) + kernel_base.stat().st_size
         write_parts_if_changed(base / MONOLITHIC, monolithic_parts(data, kernel_base), size, SECRET)
     else:
@@ -107,7 +107,7 @@ def clear_hosts_warning(site: inventory.Site) -> str:
     for mode, how in (("clear", "are served in the clear, to any client that can reach the web server"),
                       ("address", "are served in the clear to their reserved addresses only; anyone who sniffs the boot "
                                   "network or takes such an address on it gets them")):
-        names = sorted(name for name, host in site.hosts.items() if host.data["secrets"]["mode"] == mode)
+        names = sorted(name for name, host in site.hosts.items() if host.cfg.secrets.mode == mode)
         if names:
             shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
             out += f"cephboot: warning: secrets.mode: {mode}: the cephx keys (and LUKS keys) of {len(names)} host(s) {how}: {shown}\n"
@@ -125,20 +125,20 @@ def task_overlay() -> Iterator[dict[str, Any]]:
     code = _code_digest()
     epoch = source_date_epoch()
     yield {"basename": "overlay", "name": None, "doc": "Host layers: a small cpio per host with its conf.d, ceph.conf and keys."}
-    kernels = sorted({h.data["kernel_version"] for h in site.hosts.values() if h.data["monolithic"]})
+    kernels = sorted({h.cfg.kernel_version for h in site.hosts.values() if h.cfg.monolithic})
     sys.stderr.write(clear_hosts_warning(site))
 
     def units() -> dict[str, Unit]:
         out: dict[str, Unit] = {}
         for host in site.hosts.values():
-            h = host.data
+            cfg = host.cfg
             members = layer_members(host)
             deps = [host_file(host.name, rel) for rel, _ in members.values()]
-            if h["monolithic"]:
-                deps.append(str(base_path(h["kernel_version"], h["map"]["method"])))
+            if cfg.monolithic:
+                deps.append(str(base_path(cfg.kernel_version, cfg.map.method)))
             outputs = [host_file(host.name, o) for o in layer_outputs(host)]
             # the members follow from the client name, LUKS and the mode; the rest is in the inputs
-            config = f"{h['client']}|{bool(h['luks'])}|{h['monolithic']}|{h['secrets']['mode']}"
+            config = f"{cfg.client}|{bool(cfg.luks)}|{cfg.monolithic}|{cfg.secrets.mode}"
             out[host.name] = Unit(deps, outputs, config, build_layer, (host,))
         return out
 

@@ -27,7 +27,7 @@ from .golden import Refused  # provisioning stops here to keep data or to avoid 
 from .fileio import tmp_name, write_if_changed
 from .inventory import Host, InventoryError, Site
 from .layout import PROVISION
-from .model import stateless
+from .model import HostView, stateless
 from .render import render_hosts
 from .selection import DETAIL, command, per_host_task, say
 
@@ -76,17 +76,17 @@ def boot_namespace(path: str) -> str:
     return "fs" + "".join(_ESCAPES.get(c, c) for c in path)
 
 
-def wanted_caps(h: dict[str, Any], fs_name: str, data_pool: str) -> dict[str, str]:
+def wanted_caps(cfg: HostView, fs_name: str, data_pool: str) -> dict[str, str]:
     """Least privilege: RBD in the host's namespace only; CephFS in its /boot directory and that directory's RADOS namespace only."""
-    rbd = h["rbd"]
+    rbd = cfg.rbd
     # A clone's client reads its golden image (krbd reads unwritten extents from the parent), and nothing else there;
     # a stateless host's client has nothing but that read: it has no image of its own.
-    parent = f"profile rbd-read-only pool={rbd['pool']} namespace={golden.namespace_of(h['root']['image'])}" if (h.get("root") or {}).get("image") else ""
-    own = "" if stateless(h) else f"profile rbd pool={rbd['pool']} namespace={rbd['namespace']}"
+    parent = f"profile rbd-read-only pool={rbd.pool} namespace={golden.namespace_of(cfg.root.image)}" if cfg.root.image else ""
+    own = "" if stateless(cfg) else f"profile rbd pool={rbd.pool} namespace={rbd.namespace}"
     return {
-        "mds": f"allow rw fsname={fs_name} path={h['boot_path']}",
+        "mds": f"allow rw fsname={fs_name} path={cfg.boot_path}",
         "mon": f"profile rbd, allow r fsname={fs_name}",
-        "osd": ", ".join(c for c in (own, parent, f"allow rw pool={data_pool} namespace={boot_namespace(h['boot_path'])}") if c),
+        "osd": ", ".join(c for c in (own, parent, f"allow rw pool={data_pool} namespace={boot_namespace(cfg.boot_path)}") if c),
     }
 
 
@@ -105,16 +105,16 @@ def tree_caps(fs_name: str, data_pool: str, boot_tree: str, write: bool) -> dict
     }
 
 
-def image_spec(h: dict[str, Any], suffix: str = "") -> str:
-    r = h["rbd"]
-    return f"{r['pool']}/{r['namespace']}/{r['image']}{suffix}"
+def image_spec(cfg: HostView, suffix: str = "") -> str:
+    r = cfg.rbd
+    return f"{r.pool}/{r.namespace}/{r.image}{suffix}"
 
 
 # ---- the steps -------------------------------------------------------------------
 
 def _check_pool(admin: Admin, host: Host) -> None:
     """rbd.pool exists and is no CephFS pool (a host's RBD cap on it would reach file objects)."""
-    pool = host.data["rbd"]["pool"]
+    pool = host.cfg.rbd.pool
     if pool not in admin.pools():
         raise Refused(f"RBD pool {pool!r} (rbd.pool) does not exist; pools are the cluster admin's choice: "
                       f"create it with `ceph osd pool create {pool} && rbd pool init {pool}`")
@@ -124,8 +124,8 @@ def _check_pool(admin: Admin, host: Host) -> None:
                           "a host's RBD cap on it would reach file objects of other folders. Name a pool of its own for RBD images")
 
 
-def _namespace(admin: Admin, h: dict[str, Any], report: Report) -> None:
-    pool, ns = h["rbd"]["pool"], h["rbd"]["namespace"]
+def _namespace(admin: Admin, cfg: HostView, report: Report) -> None:
+    pool, ns = cfg.rbd.pool, cfg.rbd.namespace
     if any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool)):
         report.ok(f"namespace {pool}/{ns}")
     else:
@@ -133,10 +133,10 @@ def _namespace(admin: Admin, h: dict[str, Any], report: Report) -> None:
         report.did(f"created RBD namespace {pool}/{ns}")
 
 
-def _boot_dir(admin: Admin, h: dict[str, Any], report: Report) -> None:
+def _boot_dir(admin: Admin, cfg: HostView, report: Report) -> None:
     """The host's /boot directory, with its own RADOS namespace set before any file of it is written, and its quota."""
-    path, ns = h["boot_path"], boot_namespace(h["boot_path"])
-    quota = str(rootfs.size_bytes(h["boot_quota"]))
+    path, ns = cfg.boot_path, boot_namespace(cfg.boot_path)
+    quota = str(rootfs.size_bytes(cfg.boot_quota))
     with admin.cephfs() as root:
         d = root / path.lstrip("/")
         if d.is_symlink():
@@ -152,7 +152,7 @@ def _boot_dir(admin: Admin, h: dict[str, Any], report: Report) -> None:
             kept = False
         if _xattr(d, QUOTA_XATTR) != quota:
             os.setxattr(d, QUOTA_XATTR, quota.encode())
-            report.did(f"set {path}'s quota to {h['boot_quota']} ({quota} bytes)")
+            report.did(f"set {path}'s quota to {cfg.boot_quota} ({quota} bytes)")
             kept = False
         if kept and not created:
             report.ok(f"/boot {path}")
@@ -212,19 +212,19 @@ def _auth(admin: Admin, entity: str) -> dict[str, Any] | None:
         raise
 
 
-def _key_on_file(site: Site, h: dict[str, Any]) -> str:
+def _key_on_file(site: Site, cfg: HostView) -> str:
     try:
-        return inventory.cephx_key(Path(site.path_str(h["keyring"])).read_text(), h["client"])
+        return inventory.cephx_key(Path(site.path_str(cfg.keyring)).read_text(), cfg.client)
     except (OSError, ValueError):
         return ""
 
 
-def entity_of(site: Site, h: dict[str, Any]) -> str:
+def entity_of(site: Site, cfg: HostView) -> str:
     """The host's cephx entity: its client, or the key generation its keyring holds after `doit rotate`."""
     try:
-        return "client." + inventory.keyring_entity(Path(site.path_str(h["keyring"])).read_text(), h["client"])[0]
+        return "client." + inventory.keyring_entity(Path(site.path_str(cfg.keyring)).read_text(), cfg.client)[0]
     except (OSError, ValueError):
-        return f"client.{h['client']}"
+        return f"client.{cfg.client}"
 
 
 def _mark(admin: Admin, entity: str) -> str | None:
@@ -243,9 +243,9 @@ def _owned_client(admin: Admin, site: Site, host: Host) -> dict[str, Any] | None
     None when the client does not exist yet.  A client that exists and is not marked as made
     for this host (the admin, the publisher, a client made by hand or for another host) is refused.
     """
-    entity = entity_of(site, host.data)
+    entity = entity_of(site, host.cfg)
     if entity in ("client.admin", admin.entity):
-        raise Refused(f"host {host.name}: client {host.data['client']!r} ({host.source}) is the cluster admin's identity; "
+        raise Refused(f"host {host.name}: client {host.cfg.client!r} ({host.source}) is the cluster admin's identity; "
                       "a host never gets it. Give the host a client of its own (the default is its name)")
     current = _auth(admin, entity)
     mark = _mark(admin, entity)
@@ -264,20 +264,20 @@ def _client(admin: Admin, site: Site, host: Host, current: dict[str, Any] | None
     ``current`` is what _owned_client found.  True when the keyring file was rewritten (the
     host's rendered files are then stale).
     """
-    h = host.data
-    entity = entity_of(site, h)
-    caps = wanted_caps(h, admin.fs_name, data_pool)
-    keyring = Path(site.path_str(h["keyring"]))
+    cfg = host.cfg
+    entity = entity_of(site, cfg)
+    caps = wanted_caps(cfg, admin.fs_name, data_pool)
+    keyring = Path(site.path_str(cfg.keyring))
     flat = [w for kind in sorted(caps) for w in (kind, caps[kind])]
     if current is None:
         # The keyring the inventory already holds (made by `python -m tasks.examplekeys`
         # or by hand) becomes the client's key, so rendered files stay valid.  The mark
         # goes first: a run interrupted in between leaves a mark without a client, never
         # a client that the next run would refuse as someone else's.
-        key = inventory.cephx_key(keyring.read_text(), h["client"])
+        key = inventory.cephx_key(keyring.read_text(), cfg.client)
         admin.ceph("config-key", "set", CLIENT_MARK.format(entity=entity), host.name)
         admin.ceph("auth", "add", entity, *flat, "-i", "-", input=f"[{entity}]\n\tkey = {key}\n".encode())
-        report.did(f"created {entity} with the key from {site.display(h['keyring'])}")
+        report.did(f"created {entity} with the key from {site.display(cfg.keyring)}")
         return False
     if current.get("caps", {}) != caps:
         admin.ceph("auth", "caps", entity, *flat)
@@ -285,16 +285,16 @@ def _client(admin: Admin, site: Site, host: Host, current: dict[str, Any] | None
     else:
         report.ok(f"{entity} caps")
     key = current["key"]
-    if _key_on_file(site, h) != key:
+    if _key_on_file(site, cfg) != key:
         write_if_changed(keyring, f"[{entity}]\n\tkey = {key}\n".encode(), 0o600, durable=True)
-        report.did(f"wrote the cluster's key of {entity} to {site.display(h['keyring'])}")
+        report.did(f"wrote the cluster's key of {entity} to {site.display(cfg.keyring)}")
         return True
     return False
 
 
-def _image_names(admin: Admin, h: dict[str, Any]) -> set[str]:
-    r = h["rbd"]
-    return {str(n) for n in admin.rbd_json("ls", "--pool", r["pool"], "--namespace", r["namespace"])}
+def _image_names(admin: Admin, cfg: HostView) -> set[str]:
+    r = cfg.rbd
+    return {str(n) for n in admin.rbd_json("ls", "--pool", r.pool, "--namespace", r.namespace)}
 
 
 def _stamp(admin: Admin, spec: str, key: str = STAMP_KEY) -> str:
@@ -306,41 +306,41 @@ def _stamp(admin: Admin, spec: str, key: str = STAMP_KEY) -> str:
         raise
 
 
-def _recover(admin: Admin, h: dict[str, Any], names: set[str], report: Report) -> set[str]:
+def _recover(admin: Admin, cfg: HostView, names: set[str], report: Report) -> set[str]:
     """Complete or undo what an interrupted run left: a half-imported image, an image set aside."""
-    image = h["rbd"]["image"]
+    image = cfg.rbd.image
     if image + NEW in names:
-        admin.rbd("rm", "--no-progress", image_spec(h, NEW))
-        report.did(f"removed {image_spec(h, NEW)}, left half-made by an interrupted run")
+        admin.rbd("rm", "--no-progress", image_spec(cfg, NEW))
+        report.did(f"removed {image_spec(cfg, NEW)}, left half-made by an interrupted run")
     if image + OLD in names:
         if image not in names:
-            admin.rbd("rename", image_spec(h, OLD), image_spec(h))
-            report.did(f"put back {image_spec(h)}, set aside by an interrupted run")
-        elif h["rbd"]["reimage"]:
-            admin.rbd("rm", "--no-progress", image_spec(h, OLD))
-            report.did(f"removed {image_spec(h, OLD)}, replaced by a reimage that an interrupted run finished")
+            admin.rbd("rename", image_spec(cfg, OLD), image_spec(cfg))
+            report.did(f"put back {image_spec(cfg)}, set aside by an interrupted run")
+        elif cfg.rbd.reimage:
+            admin.rbd("rm", "--no-progress", image_spec(cfg, OLD))
+            report.did(f"removed {image_spec(cfg, OLD)}, replaced by a reimage that an interrupted run finished")
         else:
-            report.ok(f"{image_spec(h, OLD)} kept (an earlier reimage's old image; remove it by hand once it is not needed)")
-    return _image_names(admin, h)
+            report.ok(f"{image_spec(cfg, OLD)} kept (an earlier reimage's old image; remove it by hand once it is not needed)")
+    return _image_names(admin, cfg)
 
 
 def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
-    h = host.data
-    spec = image_spec(h)
-    names = _recover(admin, h, _image_names(admin, h), report)
-    if h["root"]["image"]:
+    cfg = host.cfg
+    spec = image_spec(cfg)
+    names = _recover(admin, cfg, _image_names(admin, cfg), report)
+    if cfg.root.image:
         _clone(admin, site, host, names, report)
         return
     inputs = rootfs.image_inputs(site, host)
     stamp = rootfs.image_stamp(inputs)
     replace, why = False, ""
-    if h["rbd"]["image"] in names:
+    if cfg.rbd.image in names:
         found = _stamp(admin, spec)
         if found == stamp:
             report.ok(f"image {spec}")
             return
         if admin.rbd_json("diff", spec):  # extents that hold data
-            if not h["rbd"]["reimage"]:
+            if not cfg.rbd.reimage:
                 if found:
                     report.ok(f"image {spec} (provisioned earlier from other inputs; kept, as rbd.reimage is false)")
                     return
@@ -357,18 +357,18 @@ def _image(admin: Admin, site: Site, host: Host, report: Report) -> None:
     try:
         with private_files(work):
             img = rootfs.make_image(site, host, work, say=say)
-        features = ",".join(h["rbd"]["features"])
+        features = ",".join(cfg.rbd.features)
         argv = ["import", "--no-progress", "--image-format", "2"]
         argv += ["--image-feature", features] if features else ["--rbd-default-features", "0"]
-        admin.rbd(*argv, str(img), image_spec(h, NEW))
-        admin.rbd("image-meta", "set", image_spec(h, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
-        admin.rbd("image-meta", "set", image_spec(h, NEW), STAMP_KEY, stamp)
+        admin.rbd(*argv, str(img), image_spec(cfg, NEW))
+        admin.rbd("image-meta", "set", image_spec(cfg, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
+        admin.rbd("image-meta", "set", image_spec(cfg, NEW), STAMP_KEY, stamp)
         if replace:
-            admin.rbd("rename", spec, image_spec(h, OLD))
-        admin.rbd("rename", image_spec(h, NEW), spec)
+            admin.rbd("rename", spec, image_spec(cfg, OLD))
+        admin.rbd("rename", image_spec(cfg, NEW), spec)
         if replace:
-            admin.rbd("rm", "--no-progress", image_spec(h, OLD))
-        report.did(f"{'rebuilt' if replace else 'wrote'} root image {spec} ({h['rbd']['size']}{', LUKS2' if h['luks'] else ''}) "
+            admin.rbd("rm", "--no-progress", image_spec(cfg, OLD))
+        report.did(f"{'rebuilt' if replace else 'wrote'} root image {spec} ({cfg.rbd.size}{', LUKS2' if cfg.luks else ''}) "
                    f"from {_describe(rootfs.source_spec(site, host))}{why}")
     finally:
         rootfs.remove_tree(work)
@@ -392,14 +392,14 @@ def private_files(work: Path) -> Iterator[None]:
 
 def _clone(admin: Admin, site: Site, host: Host, names: set[str], report: Report) -> None:
     """The host's root as a clone of its golden image's current version, with its own files; an existing root is kept."""
-    h = host.data
-    spec = image_spec(h)
+    cfg = host.cfg
+    spec = image_spec(cfg)
     image = golden.image_of(site, host)
     assert image is not None
     parent = golden.current_parent(admin, site, image)
     inputs = golden.clone_inputs(host, parent)
     stamp = rootfs.image_stamp(inputs)
-    if h["rbd"]["image"] in names:
+    if cfg.rbd.image in names:
         found, was = _stamp(admin, spec), golden.parent_of(admin, spec)
         if found == stamp:
             report.ok(f"image {spec} (a clone of {parent})")
@@ -410,18 +410,18 @@ def _clone(admin: Admin, site: Site, host: Host, names: set[str], report: Report
         if found:
             report.ok(f"image {spec} (a clone of {was or '?'} with other host files; kept: after the first boot it is the host's own)")
             return
-        if admin.rbd_json("diff", spec) and not h["rbd"]["reimage"]:
+        if admin.rbd_json("diff", spec) and not cfg.rbd.reimage:
             raise Refused(f"host {host.name}: image {spec} exists and holds data that cephboot did not write; refusing to touch it. "
-                          f"Set `rbd: {{reimage: true}}` in {host.source} to set it aside (it is kept as {golden.kept_name(h)}) and clone {parent}")
+                          f"Set `rbd: {{reimage: true}}` in {host.source} to set it aside (it is kept as {golden.kept_name(cfg)}) and clone {parent}")
         if golden.in_use(admin, spec):
             raise Refused(f"host {host.name}: image {spec} is in use; shut the host down first")
-        aside = golden.kept_name(h)
-        admin.rbd("rename", spec, f"{h['rbd']['pool']}/{h['rbd']['namespace']}/{aside}")
+        aside = golden.kept_name(cfg)
+        admin.rbd("rename", spec, f"{cfg.rbd.pool}/{cfg.rbd.namespace}/{aside}")
         report.did(f"set {spec} aside as {aside} (it was not written by cephboot)")
-    golden.make_clone(admin, site, host, image, parent, image_spec(h, NEW))
-    admin.rbd("image-meta", "set", image_spec(h, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
-    admin.rbd("image-meta", "set", image_spec(h, NEW), STAMP_KEY, stamp)
-    admin.rbd("rename", image_spec(h, NEW), spec)
+    golden.make_clone(admin, site, host, image, parent, image_spec(cfg, NEW))
+    admin.rbd("image-meta", "set", image_spec(cfg, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
+    admin.rbd("image-meta", "set", image_spec(cfg, NEW), STAMP_KEY, stamp)
+    admin.rbd("rename", image_spec(cfg, NEW), spec)
     report.did(f"cloned {parent} as root image {spec} with its {len(golden.clone_files(host))} host files")
 
 
@@ -450,14 +450,14 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
         # Everything that would refuse is asked before anything changes.
         _check_pool(admin, host)
         current = _owned_client(admin, site, host)
-        if stateless(host.data):
+        if stateless(host.cfg):
             snap = _golden_snapshot(admin, site, host)  # refused before anything changes when it is not there
         else:
-            _namespace(admin, host.data, report)
-        _boot_dir(admin, host.data, report)
+            _namespace(admin, host.cfg, report)
+        _boot_dir(admin, host.cfg, report)
         if _client(admin, site, host, current, data_pool, report):
             render_hosts(site, [host.name])  # the image must carry the key the cluster knows
-        if stateless(host.data):
+        if stateless(host.cfg):
             report.ok(f"root {snap} mapped read-only (stateless: no image of its own)")
         else:
             _image(admin, site, host, report)
@@ -472,7 +472,7 @@ def _golden_snapshot(admin: Admin, site: Site, host: Host) -> str:
     """The golden snapshot a stateless host boots, once it is sure that it exists and is frozen."""
     image = golden.image_of(site, host)
     assert image is not None
-    snap = host.data["root"]["snapshot"]
+    snap = host.cfg.root.snapshot
     spec = image.snapshot_spec(snap)
     versions = golden.versions(admin, image)
     if snap not in versions:
@@ -488,15 +488,15 @@ def _golden_snapshot(admin: Admin, site: Site, host: Host) -> str:
 
 def _movable(admin: Admin, site: Site, host: Host) -> str:
     """The host's root spec, once it is sure that it exists, is a clone and is not mapped."""
-    h = host.data
-    spec = image_spec(h)
-    if stateless(h):
-        raise Refused(f"host {host.name} is stateless: it boots {golden.namespace_of(h['root']['image'])}/{h['root']['image']}-{h['root']['snapshot']} "
+    cfg = host.cfg
+    spec = image_spec(cfg)
+    if stateless(cfg):
+        raise Refused(f"host {host.name} is stateless: it boots {golden.namespace_of(cfg.root.image)}/{cfg.root.image}-{cfg.root.snapshot} "
                       f"read-only and has no root of its own; change root.snapshot ({host.origin('root.snapshot')}) to move it, "
                       "and back to roll it back (it takes effect at its next boot, after `doit`)")
-    if not h["root"]["image"]:
+    if not cfg.root.image:
         raise Refused(f"host {host.name} has no root.image ({host.source}): its root is no clone of a golden image")
-    if h["rbd"]["image"] not in _image_names(admin, h):
+    if cfg.rbd.image not in _image_names(admin, cfg):
         raise Refused(f"host {host.name}: {spec} does not exist: `doit provision --only {host.name}` clones it")
     users = golden.in_use(admin, spec)
     if users:
@@ -504,10 +504,10 @@ def _movable(admin: Admin, site: Site, host: Host) -> str:
     return spec
 
 
-def _aside(admin: Admin, h: dict[str, Any]) -> str:
+def _aside(admin: Admin, cfg: HostView) -> str:
     """A free name for setting the host's current root aside (its former roots are sorted by it)."""
-    taken = set(golden.kept_roots(admin, h))
-    name = golden.kept_name(h)
+    taken = set(golden.kept_roots(admin, cfg))
+    name = golden.kept_name(cfg)
     while name in taken:
         name += "+"
     return name
@@ -515,12 +515,12 @@ def _aside(admin: Admin, h: dict[str, Any]) -> str:
 
 def move_root(site: Site, host: Host) -> TaskFailed | None:
     """Give the host a clone of its golden image's current version; its former root is kept beside it, whole."""
-    h = host.data
-    if not h["root"]["image"]:  # `doit move-root` moves every host that has a golden image
+    cfg = host.cfg
+    if not cfg.root.image:  # `doit move-root` moves every host that has a golden image
         say(f"no root.image ({host.source}): its root is its own, nothing to move")
         return None
-    if stateless(h):
-        say(f"stateless, root is {golden.namespace_of(h['root']['image'])}/{h['root']['image']}-{h['root']['snapshot']} "
+    if stateless(cfg):
+        say(f"stateless, root is {golden.namespace_of(cfg.root.image)}/{cfg.root.image}-{cfg.root.snapshot} "
               f"read-only, nothing to move here: change root.snapshot ({host.origin('root.snapshot')}) and run `doit`", flush=True)
         return None
     try:
@@ -534,15 +534,15 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
         if was == parent:
             say(f"root {spec} is a clone of {parent}, the current version: nothing to move")
             return None
-        aside = _aside(admin, h)
-        base = f"{h['rbd']['pool']}/{h['rbd']['namespace']}"
+        aside = _aside(admin, cfg)
+        base = f"{cfg.rbd.pool}/{cfg.rbd.namespace}"
         admin.rbd("rename", spec, f"{base}/{aside}")
         try:
             inputs = golden.clone_inputs(host, parent)
-            golden.make_clone(admin, site, host, image, parent, image_spec(h, NEW))
-            admin.rbd("image-meta", "set", image_spec(h, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
-            admin.rbd("image-meta", "set", image_spec(h, NEW), STAMP_KEY, rootfs.image_stamp(inputs))
-            admin.rbd("rename", image_spec(h, NEW), spec)
+            golden.make_clone(admin, site, host, image, parent, image_spec(cfg, NEW))
+            admin.rbd("image-meta", "set", image_spec(cfg, NEW), INPUTS_KEY, json.dumps(inputs, sort_keys=True))
+            admin.rbd("image-meta", "set", image_spec(cfg, NEW), STAMP_KEY, rootfs.image_stamp(inputs))
+            admin.rbd("rename", image_spec(cfg, NEW), spec)
         except BaseException:
             admin.rbd("rename", f"{base}/{aside}", spec)  # the host keeps the root it had
             raise
@@ -555,16 +555,16 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
 
 def rollback_root(site: Site, host: Host) -> TaskFailed | None:
     """Make the host's newest former root its root again; the root it replaces is kept in turn (nothing is removed)."""
-    h = host.data
+    cfg = host.cfg
     try:
         admin = Admin(site)
         admin.check_fsid()
         spec = _movable(admin, site, host)
-        kept = golden.kept_roots(admin, h)
+        kept = golden.kept_roots(admin, cfg)
         if not kept:
-            raise Refused(f"host {host.name}: no former root beside {spec} ({h['rbd']['image']}{golden.KEPT}*): nothing to roll back to")
-        base = f"{h['rbd']['pool']}/{h['rbd']['namespace']}"
-        back, aside = kept[-1], _aside(admin, h)
+            raise Refused(f"host {host.name}: no former root beside {spec} ({cfg.rbd.image}{golden.KEPT}*): nothing to roll back to")
+        base = f"{cfg.rbd.pool}/{cfg.rbd.namespace}"
+        back, aside = kept[-1], _aside(admin, cfg)
         was = golden.parent_of(admin, spec)
         admin.rbd("rename", spec, f"{base}/{aside}")
         admin.rbd("rename", f"{base}/{back}", spec)
@@ -579,7 +579,7 @@ def rollback_root(site: Site, host: Host) -> TaskFailed | None:
 
 def verify_host(site: Site, host: Host) -> TaskFailed | None:
     """Compare the cluster with ``host``'s inventory entry without changing anything; one line per item."""
-    h = host.data
+    cfg = host.cfg
     problems: list[str] = []
     lines: list[str] = []
 
@@ -592,8 +592,8 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
         admin = Admin(site)
         admin.check_fsid()
         data_pool = admin.fs_data_pool()
-        pool, ns = h["rbd"]["pool"], h["rbd"]["namespace"]
-        if stateless(h):
+        pool, ns = cfg.rbd.pool, cfg.rbd.namespace
+        if stateless(cfg):
             try:
                 check("root", True, f"{_golden_snapshot(admin, site, host)} exists and is frozen (stateless: mapped read-only)")
             except Refused as e:
@@ -602,20 +602,20 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
         else:
             has_ns = pool in admin.pools() and any(n["name"] == ns for n in admin.rbd_json("namespace", "ls", pool))
             check("namespace", has_ns, f"{pool}/{ns}" + ("" if has_ns else " does not exist"))
-        spec = image_spec(h)
+        spec = image_spec(cfg)
         info = None
-        if has_ns and h["rbd"]["image"] in _image_names(admin, h):
+        if has_ns and cfg.rbd.image in _image_names(admin, cfg):
             info = admin.rbd_json("info", spec)
-        if info is None and not stateless(h):
+        if info is None and not stateless(cfg):
             check("image", False, f"{spec} does not exist")
         elif info is not None:
             image = golden.image_of(site, host)
-            shape = image.data if image else h["rbd"]  # a clone has its golden image's size and features
-            size = rootfs.size_bytes(shape["size"])
+            shape = image.cfg if image else cfg.rbd  # a clone has its golden image's size and features
+            size = rootfs.size_bytes(shape.size)
             # "operations" is set by Ceph itself on clones of format 2, never asked for
             feats = sorted(f for f in info.get("features", []) if f != "operations")
-            wanted = sorted(shape["features"])
-            check("image size", info["size"] == size, f"{spec} is {info['size']} bytes, the inventory says {shape['size']} ({size})")
+            wanted = sorted(shape.features)
+            check("image size", info["size"] == size, f"{spec} is {info['size']} bytes, the inventory says {shape.size} ({size})")
             check("image features", feats == wanted, f"{', '.join(feats) or 'none'} (inventory: {', '.join(wanted) or 'none'})")
             stamp = _stamp(admin, spec)
             if image is not None:
@@ -628,8 +628,8 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
             same = stamp == rootfs.image_stamp(inputs)
             check("image content", same, "built from the inventory's current inputs" if same else
                   (_what_changed(admin, spec, inputs) if stamp else "not written by cephboot"))
-        entity = entity_of(site, h)
-        caps = wanted_caps(h, admin.fs_name, data_pool)
+        entity = entity_of(site, cfg)
+        caps = wanted_caps(cfg, admin.fs_name, data_pool)
         current = _auth(admin, entity)
         if current is None:
             check("client", False, f"{entity} does not exist")
@@ -640,18 +640,18 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
             mark = _mark(admin, entity)
             check("client owner", mark == host.name, f"{entity} is marked as made by cephboot for {host.name}" if mark == host.name else
                   f"{entity} is {'marked for host ' + repr(mark) if mark else 'not marked as made by cephboot'} ({CLIENT_MARK.format(entity=entity)})")
-            on_file = _key_on_file(site, h)
-            check("keyring", on_file == current["key"], f"{site.display(h['keyring'])} " + ("holds the cluster's key" if on_file == current["key"] else "does not hold the cluster's key"))
-        bns = boot_namespace(h["boot_path"])
+            on_file = _key_on_file(site, cfg)
+            check("keyring", on_file == current["key"], f"{site.display(cfg.keyring)} " + ("holds the cluster's key" if on_file == current["key"] else "does not hold the cluster's key"))
+        bns = boot_namespace(cfg.boot_path)
         with admin.cephfs() as root:
-            d = root / h["boot_path"].lstrip("/")
+            d = root / cfg.boot_path.lstrip("/")
             if not d.is_dir():
-                check("/boot", False, f"{h['boot_path']} does not exist on CephFS {admin.fs_name}")
+                check("/boot", False, f"{cfg.boot_path} does not exist on CephFS {admin.fs_name}")
             else:
                 got = _xattr(d, NAMESPACE_XATTR)
-                check("/boot", got == bns, f"{h['boot_path']} RADOS namespace {got or '(none)'} (wants {bns})")
-                quota, wanted = _xattr(d, QUOTA_XATTR), str(rootfs.size_bytes(h["boot_quota"]))
-                check("/boot quota", quota == wanted, f"{h['boot_path']} {QUOTA_XATTR} {quota or '(none)'} (wants {wanted}, boot_quota {h['boot_quota']})")
+                check("/boot", got == bns, f"{cfg.boot_path} RADOS namespace {got or '(none)'} (wants {bns})")
+                quota, wanted = _xattr(d, QUOTA_XATTR), str(rootfs.size_bytes(cfg.boot_quota))
+                check("/boot quota", quota == wanted, f"{cfg.boot_path} {QUOTA_XATTR} {quota or '(none)'} (wants {wanted}, boot_quota {cfg.boot_quota})")
     except (CephError, Refused, InventoryError) as e:
         return TaskFailed(f"{command('verify', host.name)}: {e}")
     print("\n".join(lines), flush=True)

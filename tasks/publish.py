@@ -137,7 +137,7 @@ def web_gid(settings: dict[str, Any]) -> int | None:
 
 def host_sources(host: Host) -> dict[str, str]:
     """Published name -> build file (build/hosts/<host>/<name>), for one host's current generation."""
-    return {n: host_file(host.name, rel) for n, rel in artifacts.tree_members(host.data).items()}  # strings: built per host on every run
+    return {n: host_file(host.name, rel) for n, rel in artifacts.tree_members(host.cfg).items()}  # strings: built per host on every run
 
 
 def _mode(name: str, settings: dict[str, Any]) -> int:

@@ -9,17 +9,16 @@ from typing import Any, Iterator
 from .uptodate import config_changed
 
 from . import artifacts, inventory
-from .artifacts import BY_NAME, SECRET, SEALED_STAMP  # noqa: F401  (SECRET: re-exported)
+from .artifacts import BY_NAME, SEALED_STAMP
 from .fileio import digest, files_digest, write_if_changed
 from .bootnet import grub_routes
 from .inventory import Host, Site
-from .model import STATELESS_FILES, mapped_root, stateless
+from .model import STATELESS_FILES, HostView, mapped_root, stateless
 from .quoting import quote
 from .stage import Stage, Unit, stage_task
 from . import sealed
-from .layout import BUILD, HOSTS, PROJECT, SITE, TEMPLATES, base_name, host_dir, host_file, site_file  # noqa: F401  (re-exported for code that still imports them from here)
-from .templating import code_digest, header
-from .templating import env as _env
+from .layout import HOSTS, SITE, TEMPLATES, base_name, host_dir, host_file, site_file
+from .templating import code_digest, env, header
 
 # where some per-host outputs land under build/hosts/<host>/ (the table in tasks/artifacts.py owns them)
 CONFD = BY_NAME["conf.d"].build
@@ -40,19 +39,19 @@ SEALED_PATH = "/" + BY_NAME["sealed keys"].layer  # machine mode: the keys seale
 SITE_TEMPLATES = {"boot.ipxe": "tree/boot.ipxe.j2", "route": "tree/ipxe/route.ipxe.j2", SITE_GRUB: "tree/grub.cfg.j2"}
 
 
-def keyring_path(h: dict[str, Any]) -> str:
+def keyring_path(cfg: HostView) -> str:
     """Where the client's keyring lives on the host and in its initrd layer."""
-    return "/" + artifacts.path(artifacts.KEYRING, h)
+    return "/" + artifacts.path(artifacts.KEYRING, cfg)
 
 
-def machine_mode(h: dict[str, Any]) -> bool:
+def machine_mode(cfg: HostView) -> bool:
     """Whether the host's keys travel sealed to its machine secret (secrets.mode: machine)."""
-    return h["secrets"]["mode"] == "machine"
+    return cfg.secrets.mode == "machine"
 
 
 def host_outputs(host: Host) -> dict[str, int]:
     """Every file render writes for ``host``, relative to its build folder, with its mode."""
-    return {rel: a.mode for rel, a in artifacts.built_by("render", host.data).items()}
+    return {rel: a.mode for rel, a in artifacts.built_by("render", host.cfg).items()}
 
 
 def _code_digest() -> str:
@@ -65,52 +64,52 @@ def templates_digest(kind: str) -> str:
     return files_digest([TEMPLATES / n for n in sorted(names)])
 
 
-def cmdline(h: dict[str, Any]) -> str:
-    return " ".join(quote(w, "word") for w in inventory.cmdline_words(h))
+def cmdline(cfg: HostView) -> str:
+    return " ".join(quote(w, "word") for w in inventory.cmdline_words(cfg))
 
 
 def render_host(site: Site, host: Host) -> None:
     """Render every file of one host; write only those whose content changed (the stage's work:
     from outside the stage, call render_hosts, which also keeps the stage's record)."""
-    h, s = host.data, site.settings
-    env = _env()
+    cfg, s = host.cfg, site.settings
+    jinja = env()
     base = host_dir(host.name)
     # the client of the keyring's current key generation (`doit rotate`): the boot maps as it;
     # the keyring's path on the host stays the one of the host's client
-    client, key = inventory.keyring_entity(site.path(h["keyring"]).read_text(), h["client"])
+    client, key = inventory.keyring_entity(site.path(cfg.keyring).read_text(), cfg.client)
     common = {
-        "h": {**h, "client": client},
+        "h": {**host.data, "client": client},
         "s": s,
-        "kver": h["kernel_version"],
-        "base": base_name(h["map"]["method"]),
-        "keyring_path": keyring_path(h),
+        "kver": cfg.kernel_version,
+        "base": base_name(cfg.map.method),
+        "keyring_path": keyring_path(cfg),
         "luks_key_path": LUKS_KEY_PATH,
         "sealed_path": SEALED_PATH,
-        "root_device": f"/dev/mapper/{h['luks']['name']}" if h["luks"] else "/dev/rbd0",
-        "cmdline": cmdline(h),
-        "grub_cmdline": " ".join(quote(quote(w, "word"), "grub") for w in inventory.cmdline_words(h)),
+        "root_device": f"/dev/mapper/{cfg.luks.name}" if cfg.luks else "/dev/rbd0",
+        "cmdline": cmdline(cfg),
+        "grub_cmdline": " ".join(quote(quote(w, "word"), "grub") for w in inventory.cmdline_words(cfg)),
         "key": key,
-        "mapped": mapped_root(h),
-        "stateless_files": STATELESS_FILES if stateless(h) else "",
+        "mapped": mapped_root(cfg),
+        "stateless_files": STATELESS_FILES if stateless(cfg) else "",
         # address mode: the addresses the web server serves this host's keys to
-        "reserved": [ip for _, _, ip in host.reservations(s["dhcp"]["network"])] if h["secrets"]["mode"] == "address" else [],
+        "reserved": [ip for _, _, ip in host.reservations(s["dhcp"]["network"])] if cfg.secrets.mode == "address" else [],
     }
-    outputs = artifacts.built_by("render", h)
+    outputs = artifacts.built_by("render", cfg)
     for rel, a in outputs.items():
         if a.source == "seal":
             continue  # sealed from the keys below
         if a.source == "keyfile":  # the LUKS key is copied byte for byte
-            data = site.path(h["luks"]["keyfile"]).read_bytes()
+            data = site.path(cfg.luks.keyfile).read_bytes()
         else:
-            sources = [host.source, site.display(h["keyring"])] if a is BY_NAME["keyring"] else host.sources
-            data = env.get_template(a.template).render(header=header(sources, a.template), **common).encode()
+            sources = [host.source, site.display(cfg.keyring)] if a is BY_NAME["keyring"] else host.sources
+            data = jinja.get_template(a.template).render(header=header(sources, a.template), **common).encode()
         write_if_changed(base / rel, data, a.mode)
-    if machine_mode(h):
-        keys = {"keyring": (base / "rootfs" / keyring_path(h).lstrip("/")).read_bytes()}
-        if h["luks"]:
+    if machine_mode(cfg):
+        keys = {"keyring": (base / "rootfs" / keyring_path(cfg).lstrip("/")).read_bytes()}
+        if cfg.luks:
             keys["luks"] = (base / LUKS_KEY).read_bytes()
         sealed.seal_to_file(base / SEALED, base / SEALED_STAMP, host.name, keys,
-                            site.path_str(h["secrets"]["machine_secret"]), s["ceph"]["fsid"])
+                            site.path_str(cfg.secrets.machine_secret), s["ceph"]["fsid"])
     # files that this host no longer has (LUKS turned off, client renamed, clear mode)
     for stale in (base / "rootfs/etc/ceph").glob("ceph.client.*.keyring"):
         if str(stale.relative_to(base)) not in outputs:
@@ -122,16 +121,16 @@ def render_host(site: Site, host: Host) -> None:
     # (a route the host no longer has is removed by render:site, which runs when the set changes)
     t = SITE_TEMPLATES["route"]
     for rel, (kind, value) in host_routes(host).items():
-        data = env.get_template(t).render(header=header([host.source], t), s=s, h=h, kind=kind, key=value)
+        data = jinja.get_template(t).render(header=header([host.source], t), s=s, h=host.data, kind=kind, key=value)
         write_if_changed(SITE / rel, data.encode())
 
 
 def host_routes(host: Host) -> dict[str, tuple[str, str]]:
     """The host's routing entries under build/site/ (and the tree): path -> (kind, UUID or MAC)."""
-    h = host.data
-    out = {f"ipxe/by-uuid/{h['uuid']}.ipxe": ("UUID", h["uuid"])} if h["uuid"] else {}
-    for nic in (h["nics"]["ceph"], h["nics"]["user"]):
-        for mac in nic["macs"] if nic else []:
+    cfg = host.cfg
+    out = {f"ipxe/by-uuid/{cfg.uuid}.ipxe": ("UUID", cfg.uuid)} if cfg.uuid else {}
+    for nic in (cfg.nics.ceph, cfg.nics.user):
+        for mac in nic.macs if nic else []:
             out[f"ipxe/by-mac/{mac.replace(':', '-')}.ipxe"] = ("MAC", mac)
     return out
 
@@ -159,16 +158,16 @@ def site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
 
 def render_site(site: Site) -> None:
     """Render boot.ipxe; remove the routes and build folders of removed hosts (render:hosts writes each host's routes)."""
-    env = _env()
+    jinja = env()
     base = SITE
     outputs = site_outputs(site)
     t = SITE_TEMPLATES["boot.ipxe"]
-    data = env.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
+    data = jinja.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
     write_if_changed(base / "boot.ipxe", data.encode())
     routes = grub_routes(site)
     if routes:
         t = SITE_TEMPLATES[SITE_GRUB]
-        data = env.get_template(t).render(header=header(["hosts/site.yaml", "hosts/nodes/"], t), routes=routes,
+        data = jinja.get_template(t).render(header=header(["hosts/site.yaml", "hosts/nodes/"], t), routes=routes,
                                           hosts=len({name for _, name in routes}))
         write_if_changed(base / SITE_GRUB, data.encode())
     else:
@@ -190,12 +189,12 @@ def render_stage(site: Site) -> Stage:
         out: dict[str, Unit] = {}
         routes = routes_by_host(site)
         for host in site.hosts.values():
-            h = host.data
-            deps = [site.path_str(h["keyring"])]
-            if h["luks"]:
-                deps.append(site.path_str(h["luks"]["keyfile"]))
-            if machine_mode(h):
-                deps.append(site.path_str(h["secrets"]["machine_secret"]))
+            cfg = host.cfg
+            deps = [site.path_str(cfg.keyring)]
+            if cfg.luks:
+                deps.append(site.path_str(cfg.luks.keyfile))
+            if machine_mode(cfg):
+                deps.append(site.path_str(cfg.secrets.machine_secret))
             outputs = [host_file(host.name, rel) for rel in host_outputs(host)]
             outputs += [site_file(rel) for rel in routes[host.name]]
             out[host.name] = Unit(deps, outputs, host.digest, render_host, (site, host))

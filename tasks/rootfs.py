@@ -1,6 +1,7 @@
 """Build a host's root file system image: a root tree (debootstrap, a folder or a tarball), the host's files, mkfs.ext4 -d, LUKS2."""
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -41,7 +42,7 @@ def host_files(host: Host) -> dict[str, tuple[Content, int]]:
     """What provisioning puts into a fresh root: the image-native install's files, plus the table's
     fresh-root rows (/etc/hostname)."""
     files: dict[str, tuple[Content, int]] = dict(imagenative.image_files(host))
-    files.update(artifacts.fresh_root_members(host.name, host.data))
+    files.update(artifacts.fresh_root_members(host.name, host.cfg))
     return files
 
 
@@ -62,7 +63,7 @@ BOOT_PACKAGES = ("iproute2",)
 
 def packages(host: Host) -> list[str]:
     """What debootstrap installs on top of minbase for ``host``."""
-    return debootstrap_packages(host.data["rootfs"]["packages"], bool(host.data["luks"]))
+    return debootstrap_packages(host.cfg.rootfs.packages, bool(host.cfg.luks))
 
 
 def debootstrap_packages(wanted: Iterable[str], luks: bool) -> list[str]:
@@ -183,18 +184,18 @@ def remove_tree(path: Path) -> None:
 
 def source_spec(site: Site, host: Host) -> dict[str, Any]:
     """What the host's root tree is made from, as recorded in the image's stamp."""
-    return tree_source(site, host.data["rootfs"], host.source, bool(host.data["luks"]))
+    return tree_source(site, host.cfg.rootfs, host.source, bool(host.cfg.luks))
 
 
-def tree_source(site: Site, r: dict[str, Any], origin: str, luks: bool = False) -> dict[str, Any]:
-    """What a `rootfs:` section (of a host or a golden image, set in ``origin``) makes a root tree from."""
-    if r["source"] == "debootstrap":
-        return {"debootstrap": r["suite"], "packages": debootstrap_packages(r["packages"], luks)}
-    p = Path(site.path_str(r["source"]))
+def tree_source(site: Site, r: Any, origin: str, luks: bool = False) -> dict[str, Any]:
+    """What a `rootfs:` section (its view, of a host or a golden image, set in ``origin``) makes a root tree from."""
+    if r.source == "debootstrap":
+        return {"debootstrap": r.suite, "packages": debootstrap_packages(r.packages, luks)}
+    p = Path(site.path_str(r.source))
     try:
         st = p.stat()
     except OSError as e:
-        raise RootfsError(f"{origin}: rootfs.source {r['source']!r}: {e.strerror} ({p})") from None
+        raise RootfsError(f"{origin}: rootfs.source {r.source!r}: {e.strerror} ({p})") from None
     if p.is_dir():
         return {"directory": str(p)}
     return {"tarball": str(p), "size": st.st_size, "mtime": st.st_mtime_ns}
@@ -238,16 +239,16 @@ def image_inputs(site: Site, host: Host) -> dict[str, str]:
     Kept in the image's metadata next to the stamp, so that a rebuild (and `verify`)
     can name the inputs that changed since the image was written.
     """
-    h = host.data
+    cfg = host.cfg
     parts: dict[str, list[str | bytes]] = {
         "layout": [STAMP_VERSION],
         "rootfs.source": [json.dumps(source_spec(site, host), sort_keys=True)],
-        "rbd.size": [h["rbd"]["size"]],
-        "root_fs": [h["root_fs"]],
-        "luks": [json.dumps(h["luks"], sort_keys=True)],
+        "rbd.size": [cfg.rbd.size],
+        "root_fs": [cfg.root_fs],
+        "luks": [json.dumps(cfg.luks and dataclasses.asdict(cfg.luks), sort_keys=True)],
     }
-    if h["luks"]:
-        parts["luks.keyfile content"] = [Path(site.path_str(h["luks"]["keyfile"])).read_bytes()]
+    if cfg.luks:
+        parts["luks.keyfile content"] = [Path(site.path_str(cfg.luks.keyfile)).read_bytes()]
     for rel, (content, mode) in sorted(host_files(host).items()):
         parts[f"/{rel}"] = [oct(mode), content.read_bytes() if isinstance(content, Path) else content]
     return {name: digest(*p) for name, p in parts.items()}
@@ -275,29 +276,29 @@ def make_image(site: Site, host: Host, work: Path, say: Any = print) -> Path:
     A sparse file of rbd.size holding an ext4 made with `mkfs.ext4 -d` from the
     root tree; for LUKS hosts, a LUKS2 container of that size with the ext4 inside.
     """
-    h = host.data
-    if h["root_fs"] != "ext4":
-        raise RootfsError(f"{host.source}: root_fs {h['root_fs']!r}: provisioning writes ext4 roots only (mkfs.ext4 -d)")
-    total = size_bytes(h["rbd"]["size"])
+    cfg = host.cfg
+    if cfg.root_fs != "ext4":
+        raise RootfsError(f"{host.source}: root_fs {cfg.root_fs!r}: provisioning writes ext4 roots only (mkfs.ext4 -d)")
+    total = size_bytes(cfg.rbd.size)
     tree = work / "tree"
     try:
         make_tree(site, host, tree, say)
-        fs_size = luks.payload_size(total) if h["luks"] else total
-        plain = work / ("root.plain" if h["luks"] else "root.img")
+        fs_size = luks.payload_size(total) if cfg.luks else total
+        plain = work / ("root.plain" if cfg.luks else "root.img")
         with open(plain, "xb") as f:
             f.truncate(fs_size)
         argv = ["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree)]
-        if h["luks"]:
+        if cfg.luks:
             argv += ["-E", luks.MKFS_EXTENDED]
         done = subprocess.run([*argv, str(plain)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RootfsError(f"mkfs.ext4 -d failed for {host.name} (is rbd.size {h['rbd']['size']} big enough for the root tree?): {done.stderr.strip()}")
+            raise RootfsError(f"mkfs.ext4 -d failed for {host.name} (is rbd.size {cfg.rbd.size} big enough for the root tree?): {done.stderr.strip()}")
     finally:
         remove_tree(tree)
-    if not h["luks"]:
+    if not cfg.luks:
         return plain
     luks.zero_journal(plain)
     out = work / "root.img"
-    luks.wrap(plain, out, Path(site.path_str(h["luks"]["keyfile"])))
+    luks.wrap(plain, out, Path(site.path_str(cfg.luks.keyfile)))
     plain.unlink()
     return out

@@ -31,9 +31,10 @@ from . import examplekeys, luks, publish
 from .cephcli import Admin, CephError
 from .checks import generation_of
 from .fileio import tmp_dir, write_if_changed
-from .render import host_dir
+from .layout import host_dir
 from .golden import Refused
 from .inventory import Host, InventoryError, Site
+from .model import HostView
 from .overlay import LAYER, MONOLITHIC
 from .provision import CLIENT_MARK, _auth, _mark, entity_of, image_spec, wanted_caps
 from .selection import command, per_host_task, say
@@ -45,8 +46,8 @@ TOOLS = ("ceph", "rbd", "cryptsetup")
 
 # ---- what the cluster holds of a host ------------------------------------------------
 
-def _base(h: dict[str, Any]) -> str:
-    return f"client.{h['client']}"
+def _base(cfg: HostView) -> str:
+    return f"client.{cfg.client}"
 
 
 def generations(admin: Admin, host: Host) -> list[str]:
@@ -55,7 +56,7 @@ def generations(admin: Admin, host: Host) -> list[str]:
     marks = json.loads(admin.ceph("config-key", "dump", prefix) or "{}")
     found = []
     for key, owner in marks.items():
-        n = generation_of(host.data["client"], key[len(prefix):]) if key.startswith(prefix) else 0
+        n = generation_of(host.cfg.client, key[len(prefix):]) if key.startswith(prefix) else 0
         if n and owner == host.name and _auth(admin, key[len(prefix) - len("client."):]) is not None:
             found.append((n, key[len(prefix) - len("client."):]))
     return [e for _, e in sorted(found)]
@@ -63,9 +64,9 @@ def generations(admin: Admin, host: Host) -> list[str]:
 
 def _current(admin: Admin, site: Site, host: Host, verb: str) -> str:
     """The entity the host's keyring file holds, once sure that cephboot made it for this host on the cluster."""
-    entity = entity_of(site, host.data)
+    entity = entity_of(site, host.cfg)
     if _auth(admin, entity) is None:
-        raise Refused(f"host {host.name}: {entity} (the key in {site.display(host.data['keyring'])}) does not exist on the cluster: "
+        raise Refused(f"host {host.name}: {entity} (the key in {site.display(host.cfg.keyring)}) does not exist on the cluster: "
                       f"the host is not provisioned; `doit provision --only {host.name}` makes it, then {verb} has something to work on")
     mark = _mark(admin, entity)
     if mark != host.name:
@@ -163,8 +164,8 @@ def opens(header: Path, keyfile: Path) -> bool:
 
 def rotate(site: Site, host: Host) -> TaskFailed | None:
     """A new key generation for ``host``: a new client with the same caps, a new LUKS key slot; the old ones stay until `retire`."""
-    h = host.data
-    missing = [t for t in TOOLS if shutil.which(t) is None and (t != "cryptsetup" or h["luks"])]
+    cfg = host.cfg
+    missing = [t for t in TOOLS if shutil.which(t) is None and (t != "cryptsetup" or cfg.luks)]
     if missing:
         return TaskFailed(f"{command('rotate', host.name)}: missing {', '.join(missing)} (scripts/setup installs them)")
     try:
@@ -175,27 +176,27 @@ def rotate(site: Site, host: Host) -> TaskFailed | None:
         if others:
             raise Refused(f"host {host.name}: an earlier rotation is not retired yet ({', '.join(others)} still on the cluster besides {old}); "
                           f"once the host runs on its current key, `doit retire --only {host.name}` removes it; then rotate again")
-        new = _next(old, _base(h))
+        new = _next(old, _base(cfg))
         if _auth(admin, new) is not None:
             raise Refused(f"host {host.name}: {new} already exists on the cluster and is not one of the host's key generations; "
                           "cephboot never takes over a client it did not make")
-        spec = image_spec(h)
-        if h["luks"] and h["rbd"]["image"] not in {str(n) for n in admin.rbd_json("ls", "--pool", h["rbd"]["pool"], "--namespace", h["rbd"]["namespace"])}:
+        spec = image_spec(cfg)
+        if cfg.luks and cfg.rbd.image not in {str(n) for n in admin.rbd_json("ls", "--pool", cfg.rbd.pool, "--namespace", cfg.rbd.namespace)}:
             raise Refused(f"host {host.name}: its root image {spec} does not exist, so it has no LUKS key slot to rotate: `doit provision --only {host.name}` makes it")
         key = examplekeys.cephx_secret()
-        caps = wanted_caps(h, admin.fs_name, admin.fs_data_pool())
+        caps = wanted_caps(cfg, admin.fs_name, admin.fs_data_pool())
         flat = [w for kind in sorted(caps) for w in (kind, caps[kind])]
         admin.ceph("config-key", "set", CLIENT_MARK.format(entity=new), host.name)
         admin.ceph("auth", "add", new, *flat, "-i", "-", input=f"[{new}]\n\tkey = {key}\n".encode())
         say(f"made {new} with a new key and {old}'s caps", flush=True)
-        if h["luks"]:
+        if cfg.luks:
             _rotate_luks(admin, site, host, spec)
         # the keyring file last: until here the host's files still name the old generation,
         # and a rerun finds the old entity current and refuses with the half-made new one named
-        write_if_changed(Path(site.path_str(h["keyring"])), f"[{new}]\n\tkey = {key}\n".encode(), 0o600, durable=True)
+        write_if_changed(Path(site.path_str(cfg.keyring)), f"[{new}]\n\tkey = {key}\n".encode(), 0o600, durable=True)
         key = ""
-        say(f"wrote {new}'s key to {site.display(h['keyring'])}; {old}"
-              f"{' and the old LUKS key slot stay' if h['luks'] else ' stays'} until `doit retire --only {host.name}`. "
+        say(f"wrote {new}'s key to {site.display(cfg.keyring)}; {old}"
+              f"{' and the old LUKS key slot stay' if cfg.luks else ' stays'} until `doit retire --only {host.name}`. "
               f"Next: `doit` publishes the new keys (and removes the previous generation, which holds the old ones), "
               f"reboot {host.name}, then `doit retire --only {host.name}`")
     except (Refused, CephError, InventoryError) as e:
@@ -205,13 +206,13 @@ def rotate(site: Site, host: Host) -> TaskFailed | None:
 
 def _rotate_luks(admin: Admin, site: Site, host: Host, spec: str) -> None:
     """A key slot for a new key file in the root's LUKS2 header (authorized by the current key file); the inventory's key file becomes the new one."""
-    h = host.data
-    keyfile = Path(site.path_str(h["luks"]["keyfile"]))
+    cfg = host.cfg
+    keyfile = Path(site.path_str(cfg.luks.keyfile))
     with _private_dir() as tmp:
         header = tmp / "header"
         read_header(admin, spec, header)
         if not opens(header, keyfile):
-            raise Refused(f"host {host.name}: {site.display(h['luks']['keyfile'])} (luks.keyfile) does not open the LUKS2 header of {spec}; "
+            raise Refused(f"host {host.name}: {site.display(cfg.luks.keyfile)} (luks.keyfile) does not open the LUKS2 header of {spec}; "
                           "rotation needs the key the image was made with")
         before = key_slots(header)
         new_key = _private_file(tmp / "new.key", base64.b64encode(os.urandom(48)) + b"\n")
@@ -220,7 +221,7 @@ def _rotate_luks(admin: Admin, site: Site, host: Host, spec: str) -> None:
         write_header(admin, spec, header)
         admin.rbd("image-meta", "set", spec, RETIRE_SLOTS, ",".join(before))
         write_if_changed(keyfile, new_key.read_bytes(), 0o600, durable=True)
-    say(f"added LUKS key slot {','.join(added)} to {spec} for a new key, written to {site.display(h['luks']['keyfile'])} "
+    say(f"added LUKS key slot {','.join(added)} to {spec} for a new key, written to {site.display(cfg.luks.keyfile)} "
           f"(slot {','.join(before)} of the old key stays until `doit retire --only {host.name}`)")
 
 
@@ -228,15 +229,15 @@ def _rotate_luks(admin: Admin, site: Site, host: Host, spec: str) -> None:
 
 def retire(site: Site, host: Host) -> TaskFailed | None:
     """Remove the host's old key generations (clients, LUKS key slots) once no monitor session uses them."""
-    h = host.data
+    cfg = host.cfg
     try:
         admin = Admin(site)
         admin.check_fsid()
         current = _current(admin, site, host, "retire")
         old = [g for g in generations(admin, host) if g != current]
-        spec = image_spec(h)
+        spec = image_spec(cfg)
         slots = ""
-        if h["luks"]:
+        if cfg.luks:
             try:
                 slots = admin.rbd("image-meta", "get", spec, RETIRE_SLOTS).strip()
             except CephError as e:
@@ -286,12 +287,12 @@ def _served_with_other_keys(site: Site, host: Host) -> list[str]:
 
 
 def _retire_luks(admin: Admin, site: Site, host: Host, spec: str, slots: str) -> None:
-    keyfile = Path(site.path_str(host.data["luks"]["keyfile"]))
+    keyfile = Path(site.path_str(host.cfg.luks.keyfile))
     with _private_dir() as tmp:
         header = tmp / "header"
         read_header(admin, spec, header)
         if not opens(header, keyfile):
-            raise Refused(f"host {host.name}: {site.display(host.data['luks']['keyfile'])} does not open {spec}'s LUKS2 header; "
+            raise Refused(f"host {host.name}: {site.display(host.cfg.luks.keyfile)} does not open {spec}'s LUKS2 header; "
                           "refusing to remove key slots without a working key")
         wanted = [s for s in slots.split(",") if re.fullmatch(r"[0-9]+", s)]
         gone = [s for s in wanted if s in key_slots(header)]

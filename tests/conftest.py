@@ -15,6 +15,9 @@ sys.path.insert(0, str(PROJECT))
 
 from bench.run import steps, tasks_ran  # noqa: E402  (one parser of doit's output for tests and bench)
 from tasks import examplekeys  # noqa: E402
+from tasks.inventory import validate  # noqa: E402
+from tasks.model import host_view  # noqa: E402
+from tasks.schema import HOST  # noqa: E402
 
 # Set by .ci/run: a test that cannot run here fails instead of being skipped, so a
 # missing package in scripts/setup cannot hide behind a skip.
@@ -136,3 +139,18 @@ def copy_project(dst: Path) -> Path:
 def the_example_site(tmp_path: Path) -> Site:
     """A private copy of the bundled example site, with fresh secrets, not yet built."""
     return copy_site(PROJECT, tmp_path / "site")
+
+
+def a_host_record(**keys: object) -> dict:
+    """A validated host record with ``keys`` (sections as mappings, merged with their defaults), one
+    DHCP Ceph NIC unless given, and every other key at its schema default: for code that reads a host."""
+    raw = {"nics": {"ceph": {"macs": ["52:54:00:00:00:01"], "address": "dhcp"}}, **keys}
+    problems: list = []
+    data = validate(HOST, raw, {}, "hosts/nodes/test.yaml", problems)
+    assert not problems, problems
+    return {**data, "kernel_version": "6.1.0-57-amd64"}
+
+
+def a_host_view(**keys: object) -> object:
+    """The typed view (tasks/model.py) of a_host_record(**keys)."""
+    return host_view(a_host_record(**keys))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tasks import artifacts, imagenative, lint, overlay, publish, render, rootfs
-from tasks.layout import TEMPLATES, host_file
+from tasks.layout import TEMPLATES, host_dir, host_file
 from tasks.model import Host
+
+from conftest import a_host_record
 
 # a stateless host has no LUKS (the inventory refuses it)
 KINDS = [k for k in itertools.product((False, True), ("clear", "machine"), (False, True), ("stateful", "stateless"),
@@ -24,17 +25,15 @@ KINDS = [k for k in itertools.product((False, True), ("clear", "machine"), (Fals
 
 
 def a_host(luks: bool, mode: str, monolithic: bool, root: str = "stateful", loader: str = "ipxe") -> Host:
-    data: dict[str, Any] = {
-        "client": "c-1", "secrets": {"mode": mode}, "monolithic": monolithic, "root": {"mode": root}, "boot": {"loader": loader},
-        "luks": {"name": "cryptroot", "keyfile": "keys/h.luks"} if luks else None,
-    }
+    data = a_host_record(client="c-1", secrets={"mode": mode}, monolithic=monolithic, root={"mode": root}, boot={"loader": loader},
+                         luks={"name": "cryptroot", "keyfile": "keys/h.luks"} if luks else None)
     return Host(name="h1", source="hosts/nodes/h1.yaml", sources=["hosts/nodes/h1.yaml"], data=data)
 
 
 @pytest.mark.parametrize("luks,mode,monolithic,root,loader", KINDS)
 def test_every_row_reaches_every_consumer_it_names(luks: bool, mode: str, monolithic: bool, root: str, loader: str) -> None:
     host = a_host(luks, mode, monolithic, root, loader)
-    h = host.data
+    h = host.cfg
     rows = artifacts.of_host(h)
     rendered = render.host_outputs(host)
     layer = overlay.layer_members(host)
@@ -56,7 +55,7 @@ def test_every_row_reaches_every_consumer_it_names(luks: bool, mode: str, monoli
             assert layer.get(inside) == (build, a.mode), f"the layer does not carry {a.name}"
             assert Path(inside).parent.as_posix() in overlay.DIRS, f"the layer makes no folder for {a.name}"
         if a.image:
-            assert image.get(artifacts.path(a.image, h)) == (render.host_dir(host.name) / build, a.mode), f"image-native mode does not install {a.name}"
+            assert image.get(artifacts.path(a.image, h)) == (host_dir(host.name) / build, a.mode), f"image-native mode does not install {a.name}"
         if a.image or a.fresh_root:
             assert artifacts.path(a.image or a.fresh_root, h) in fresh, f"provisioning does not install {a.name}"
         if a.tree:

@@ -10,7 +10,7 @@ from tasks import golden, inventory
 from tasks.provision import wanted_caps
 from tasks.render import render_host
 
-from conftest import Site
+from conftest import Site, a_host_view
 
 
 def _tree(path: Path) -> Path:
@@ -69,7 +69,7 @@ def test_krbd_features_are_checked_against_the_kernel_the_hosts_boot() -> None:
 
 
 def test_a_clones_client_reads_its_golden_namespace_and_writes_only_its_own() -> None:
-    h = {"rbd": {"pool": "rbd", "namespace": "zephyr"}, "boot_path": "/hosts/zephyr", "root": {"image": "base"}}
+    h = a_host_view(rbd={"pool": "rbd", "namespace": "zephyr"}, boot_path="/hosts/zephyr", root={"image": "base"})
     assert wanted_caps(h, "boot", "cephfs.boot.data")["osd"] == (
         "profile rbd pool=rbd namespace=zephyr, profile rbd-read-only pool=rbd namespace=golden-base, "
         "allow rw pool=cephfs.boot.data namespace=fs-hosts-zephyr")
@@ -174,7 +174,7 @@ def test_a_stateless_luks_host_is_refused_naming_why(the_example_site: Site, tmp
 
 
 def test_a_stateless_hosts_client_reads_the_golden_namespace_and_has_no_image_of_its_own() -> None:
-    h = {"rbd": {"pool": "rbd", "namespace": "zephyr"}, "boot_path": "/hosts/zephyr", "root": {"image": "base", "mode": "stateless"}}
+    h = a_host_view(rbd={"pool": "rbd", "namespace": "zephyr"}, boot_path="/hosts/zephyr", root={"image": "base", "mode": "stateless"})
     assert wanted_caps(h, "boot", "cephfs.boot.data")["osd"] == (
         "profile rbd-read-only pool=rbd namespace=golden-base, allow rw pool=cephfs.boot.data namespace=fs-hosts-zephyr")
 

@@ -15,11 +15,11 @@ from tasks import inventory, provision, rootfs
 from tasks.provision import boot_namespace, private_files, tree_caps, wanted_caps
 from tasks.render import render_host
 
-from conftest import Site
+from conftest import Site, a_host_view
 
 
 def test_a_hosts_caps_reach_its_namespace_and_its_boot_directory_only() -> None:
-    h = {"rbd": {"pool": "rbd", "namespace": "zephyr"}, "boot_path": "/hosts/zephyr"}
+    h = a_host_view(rbd={"pool": "rbd", "namespace": "zephyr"}, boot_path="/hosts/zephyr")
     assert wanted_caps(h, "boot", "cephfs.boot.data") == {
         "mon": "profile rbd, allow r fsname=boot",
         "osd": "profile rbd pool=rbd namespace=zephyr, allow rw pool=cephfs.boot.data namespace=fs-hosts-zephyr",
@@ -286,10 +286,10 @@ def test_provisioning_changes_only_clients_it_made_and_refuses_cephfs_pools(the_
     cluster.marks["cephboot/clients/client.zephyr"] = "zephyr"
     assert provision._owned_client(cluster, s, zephyr) == {"entity": "client.zephyr", "caps": {"mon": "allow r"}}  # type: ignore[arg-type]
     assert provision._owned_client(cluster, s, s.hosts["notus"]) is None, "a client that does not exist yet is created"  # type: ignore[arg-type]
-    zephyr.data["client"] = "admin"
+    zephyr.updated(client="admin")
     with pytest.raises(provision.Refused, match="is the cluster admin's identity; a host never gets it"):
         provision._owned_client(cluster, s, zephyr)  # type: ignore[arg-type]
-    zephyr.data["rbd"]["pool"] = "cephfs.boot.data"
+    zephyr.updated(rbd={**zephyr.data["rbd"], "pool": "cephfs.boot.data"})
     with pytest.raises(provision.Refused, match="rbd.pool 'cephfs.boot.data' .* is a pool of CephFS 'boot'"):
         provision._check_pool(cluster, zephyr)  # type: ignore[arg-type]
 

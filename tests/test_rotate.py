@@ -83,7 +83,7 @@ def test_a_rotated_keyring_is_what_the_host_boots_with(the_example_site: Site, m
     keyring.write_text(keyring.read_text().replace("[client.zephyr]", "[client.zephyr.r2]"))
     monkeypatch.chdir(the_example_site.root)
     s = inventory.load(the_example_site.root, use_cache=False)
-    assert entity_of(s, s.hosts["zephyr"].data) == "client.zephyr.r2"
+    assert entity_of(s, s.hosts["zephyr"].cfg) == "client.zephyr.r2"
     render_host(s, s.hosts["zephyr"])
     host = the_example_site.build / "hosts" / "zephyr"
     assert "CEPHBOOT_CLIENT='zephyr.r2'" in (host / "initramfs-tools/conf.d/cephboot").read_text()
