@@ -595,7 +595,7 @@ def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespa
 
 
 def merge_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
-    """Fill in what this run did not measure from an earlier run's results, and say so."""
+    """Fill in what this run did not measure from another run's results (an earlier one, or a separate run of a larger size), and say so."""
     taken = [n for n in earlier["results"] if n not in results["results"]]
     for n in taken:
         results["results"][n] = earlier["results"][n]
@@ -608,8 +608,11 @@ def merge_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
         results["initrd"] = earlier["initrd"]
     results["results"] = dict(sorted(results["results"].items(), key=lambda kv: int(kv[0])))
     results["sizes"] = [int(n) for n in results["results"]]
-    results["merged"] = {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": parts,
-                         "total_seconds": earlier["total_seconds"]}
+    before = results.get("merged") or []
+    results["merged"] = ([before] if isinstance(before, dict) else before) + [
+        {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": parts,
+         "total_seconds": earlier["total_seconds"], "load": earlier["machine"].get("load", []),
+         "note": "stand-in base initrds" if earlier.get("initrd", {}).get("fake") and taken else ""}]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -688,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(results, indent=1) + "\n")
     chart = report.chart(results, a.chart)
-    a.out.write_text(report.markdown(results, chart_path=chart, relative_to=a.out.parent))
+    a.out.write_text(report.with_kept_sections(report.markdown(results, chart_path=chart, relative_to=a.out.parent)))
     failed = report.failures(results)
     log(f"wrote {a.out}, {a.json}" + (f", {chart}" if chart else " (no chart: install the bench extra for matplotlib)"))
     for f in failed:
