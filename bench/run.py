@@ -597,8 +597,31 @@ def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespa
     return sites
 
 
+_LOG_RUN = re.compile(r"^\[ *[\d.]+ s\] +(\d+) (\w+) +run \d+/\d+: +([\d.]+) s \(([\d.]+) s CPU\), +([\d.]+) MB, (\d+) steps ran$", re.M)
+
+
+def results_from_log(log: str, machine_of: dict[str, Any], date: str, commit: str, note: str) -> dict[str, Any]:
+    """The results of a run that stopped before writing its JSON, from the lines its log printed
+    for each finished repetition (wall, CPU, peak RSS, steps ran; not the bytes written, nor the
+    checks, which it logs only at the end): nothing is estimated, a scenario not logged is absent.
+    ``machine_of``: a results file of the same machine, for its description; ``date`` and ``commit``: the run's (not in its log)."""
+    per: dict[str, dict[str, Any]] = {}
+    for n, key, wall, cpu, mb, ran in _LOG_RUN.findall(log):
+        m = per.setdefault(n, {}).setdefault(key, Measured().as_dict())
+        m["runs"].append(float(wall))
+        m["cpu"].append(float(cpu))
+        m["rss_kb"].append(int(float(mb) * 1024))
+        m["tasks_ran"].append(int(ran))
+    gen = {n: float(s) for n, s in re.findall(r"generated (\d+) hosts in ([\d.]+) s", log)}
+    return {**{k: machine_of[k] for k in ("targets", "scenarios", "floors", "host_over_noop", "noop_over_stat", "list_over_floor")},
+            "machine": {**machine_of["machine"], "date": date, "commit": commit, "load": []},
+            "sizes": sorted(int(n) for n in per), "repeat": 1, "results": per, "profiles": {},
+            "generate_seconds": {n: gen.get(n, 0.0) for n in per}, "initrd": {"fake": True},
+            "total_seconds": max(float(s) for s in re.findall(r"^\[ *([\d.]+) s\]", log, re.M)), "partial": note}
+
+
 def merge_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
-    """Fill in what this run did not measure from an earlier run's results, and say so."""
+    """Fill in what this run did not measure from another run's results (an earlier one, or a separate run of a larger size), and say so."""
     taken = [n for n in earlier["results"] if n not in results["results"]]
     for n in taken:
         results["results"][n] = earlier["results"][n]
@@ -611,8 +634,12 @@ def merge_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
         results["initrd"] = earlier["initrd"]
     results["results"] = dict(sorted(results["results"].items(), key=lambda kv: int(kv[0])))
     results["sizes"] = [int(n) for n in results["results"]]
-    results["merged"] = {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": parts,
-                         "total_seconds": earlier["total_seconds"]}
+    before = results.get("merged") or []
+    results["merged"] = ([before] if isinstance(before, dict) else before) + [
+        {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": parts,
+         "total_seconds": earlier["total_seconds"], "load": earlier["machine"].get("load", []),
+         "note": "; ".join(x for x in ("stand-in base initrds" if earlier.get("initrd", {}).get("fake") and taken else "",
+                                       earlier.get("partial", "")) if x)}]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -692,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(results, indent=1) + "\n")
     chart = report.chart(results, a.chart)
-    a.out.write_text(report.markdown(results, chart_path=chart, relative_to=a.out.parent))
+    a.out.write_text(report.with_kept_sections(report.markdown(results, chart_path=chart, relative_to=a.out.parent)))
     failed = report.failures(results)
     log(f"wrote {a.out}, {a.json}" + (f", {chart}" if chart else " (no chart: install the bench extra for matplotlib)"))
     for f in failed:

@@ -8,12 +8,16 @@ The contract, in the order doit goes:
    tasks' 100,000s of objects again and again, ~1 s a run at 10,000 hosts; loading makes no
    cycles worth collecting); and one stat per file while tasks load and are checked (the
    stat memo of tasks/fileio.py).
-2. ``run_starts()`` (cephboot's reporter, when doit has every task): collection back on, with
-   everything loaded so far frozen out of its sight; from now on someone ends the memo
-   before a task writes files (``files_may_change``).
+2. ``run_starts()`` (cephboot's reporter, when doit has every task): from now on someone ends
+   the memo before a task writes files (``files_may_change``).
 3. ``files_may_change(task)`` (the reporter, before each task's actions, in doit's main
    process also when they run in child processes with ``-n``): a stage forgets what it is
-   about to write; for any other task the memo stops answering from memory.
+   about to write; for any other task the memo stops answering from memory.  Before the
+   first task that does work, collection comes back on, with everything so far frozen out
+   of its sight.  The checks before it (every stage's record of every host) make no cycles
+   either: with collection on, its passes over their objects were ~6% of a no-op's CPU time
+   at 10,000 hosts and ~18% of perf's samples of a one-host edit at 100,000 (gc_collect_main,
+   visit_decref, visit_reachable), so a run in which nothing is due never collects.
 
 Under another reporter (``doit --reporter console``), step 2 never happens: a stage's check
 then ends the memo itself, so every stage sees the same files and does the same work under
@@ -39,8 +43,13 @@ def setup() -> None:
 def run_starts() -> None:
     """Every task is loaded and cephboot's reporter will call files_may_change (step 2)."""
     _state["handed_off"] = True
-    gc.freeze()
-    gc.enable()
+
+
+def _collect_from_now() -> None:
+    """Cyclic garbage collection back on (once), everything allocated so far frozen out of its sight."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def memo_managed() -> bool:
@@ -52,6 +61,7 @@ def files_may_change(task: Any) -> None:
     """``task`` is about to run its actions (step 3): a group task changes nothing; a stage knows which files it will write."""
     if not task.actions:
         return
+    _collect_from_now()
     from .stage import Stage  # the stages are above this module
 
     stages = [u for u, _, _ in task.uptodate if isinstance(u, Stage)]

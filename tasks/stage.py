@@ -264,6 +264,8 @@ class Stage:
                     if not (key(o) if k is None else k):
                         todo.append(name)
                         break
+                else:  # what _outputs_now records of it: without it, every shard of the record
+                    outs[name] = ""  # differed from the one read and was rewritten after any edit
                 continue
             if memo:
                 o = "|".join([(key(f) if k is None else k) for f in unit.outputs for k in (known(f),)])
