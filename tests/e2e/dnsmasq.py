@@ -106,6 +106,20 @@ class BootNetwork(Service):
             if self.conf is not None:
                 self.serve("cephboot", self.conf)
 
+    @contextmanager
+    def carrier(self) -> Iterator[None]:
+        """A port with carrier on the bridge for a while (a veth pair, both ends up, no address):
+        a bridge is running only while a port of it has carrier, a guest's tap only once QEMU
+        has opened it, and Kea listens only on a running interface (dnsmasq and dhcpd on any)."""
+        port, peer = f"{BRIDGE}-up", f"{BRIDGE}-peer"
+        self.netns.run(["ip", "link", "add", port, "type", "veth", "peer", "name", peer])
+        try:
+            self.netns.run(["ip", "link", "set", port, "master", BRIDGE, "up"])
+            self.netns.run(["ip", "link", "set", peer, "up"])
+            yield
+        finally:
+            self.netns.run(["ip", "link", "del", port], check=False)
+
     def stop(self) -> None:
         for name in list(self.processes):
             self.halt(name)

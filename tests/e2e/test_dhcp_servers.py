@@ -111,10 +111,12 @@ def test_kea_with_the_generated_snippets_boots_a_host(
     address = host.data["nics"]["ceph"]["address"].split("/")[0]
     conf = kea_conf(the_e2e_site, tmp_path / "kea-dhcp4.conf")
     log = tmp_path / "kea-dhcp4.log"
-    # its PID and lock files in the test's folder, not the system's
-    booted = boot_with(a_boot_network, network_boot, the_e2e_site, "Kea", [
-        "env", f"KEA_PIDFILE_DIR={tmp_path}", f"KEA_LOCKFILE_DIR={tmp_path}", "kea-dhcp4", "-c", str(conf),
-    ], log)
+    # its PID and lock files in the test's folder, not the system's; the bridge running before
+    # Kea starts, as a site's interface is (Kea opens no socket on an interface without carrier)
+    with a_boot_network.carrier():
+        booted = boot_with(a_boot_network, network_boot, the_e2e_site, "Kea", [
+            "env", f"KEA_PIDFILE_DIR={tmp_path}", f"KEA_LOCKFILE_DIR={tmp_path}", "kea-dhcp4", "-c", str(conf),
+        ], log)
     kea_log = log.read_text(errors="replace")
     # the fragment's reservation gave the host its inventory address (Kea logs the lease it gave)
     assert re.search(rf"DHCP4_LEASE_ALLOC \[hwtype=1 {host.macs[0]}\].*: lease {re.escape(address)} has been allocated", kea_log), \
