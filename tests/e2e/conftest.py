@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end suite: namespace, Ceph cluster, boot tree, HTTP server.
+"""Fixtures of the end-to-end suite: namespace, Ceph cluster, boot tree, HTTP server, bridge, guests.
 
 Every expensive fixture is session-scoped: one cluster serves all scenarios. Everything a
 fixture starts, it stops by PID at teardown, and the namespace is deleted, also when a
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tasks.inventory import TREE_MARKER
 
 from .boot_tree import CephFuseMount, NginxServer, WebServerView
 from .ceph_cluster import CephCluster
+from .dnsmasq import BootNetwork
 from .netns import NetworkNamespace
 from .qemu_vm import QemuMachine
 
@@ -129,32 +131,46 @@ def an_http_server(
         yield server
 
 
+@pytest.fixture(scope="session")
+def a_boot_bridge(
+    a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BootNetwork]:
+    """The guests' network: the bridge ``cbbr0`` in the namespace, with no DHCP server yet
+    (``a_boot_network`` adds the scenario site's dnsmasq; other sites put theirs in its place)."""
+    with BootNetwork(a_network_namespace, tmp_path_factory.mktemp("dnsmasq")) as network:
+        yield network
+
+
 @pytest.fixture
-def qemu_boot(
-    a_network_namespace: NetworkNamespace, tmp_path: Path
+def bridge_guest(
+    a_network_namespace: NetworkNamespace, a_boot_bridge: BootNetwork, tmp_path: Path
 ) -> Iterator[Callable[..., QemuMachine]]:
-    """Start a guest that PXE-boots ``tftp_root``'s boot file: ``qemu_boot(root, macs, uuid)``
-    (``root`` None with ``taps=``: the network it is on serves it).
+    """``bridge_guest(macs, uuid=None, firmware="bios", nic_rom=True)``: start a guest whose
+    NICs are taps on the bridge (a random SMBIOS UUID unless given); whatever DHCP server is
+    on the bridge boots it.
 
-    Every guest a test starts is killed by PID when the test ends.
+    Every guest a test starts is killed by PID when the test ends, then its taps go.
     """
-    machines: list[QemuMachine] = []
+    started: list[tuple[QemuMachine, list[str]]] = []
 
-    def boot(tftp_root: Path | None, macs: Sequence[str], uuid: str | None = None,
-             **options: object) -> QemuMachine:
-        workdir = tmp_path / f"guest{len(machines)}"
-        machine = QemuMachine(a_network_namespace, workdir, tftp_root, macs, uuid, **options)
-        machines.append(machine)
+    def boot(macs: Sequence[str], machine_uuid: str | None = None, **options: object) -> QemuMachine:
+        taps = [a_boot_bridge.tap() for _ in macs]
+        workdir = tmp_path / f"guest{len(started)}"
+        machine = QemuMachine(a_network_namespace, workdir, macs, machine_uuid or str(uuid.uuid4()),
+                              taps=taps, **options)
+        started.append((machine, taps))
         machine.start()
         return machine
 
     try:
         yield boot
     finally:
-        for machine in machines:
+        for machine, taps in started:  # the guest first: its taps go with it
             machine.stop()
+            for tap in taps:
+                a_boot_bridge.release(tap)
 
 
-# The scenario site and its boot network, shared by test_boot_scenarios.py and
-# test_uefi.py (imported after RBD_POOL, which the site uses).
+# The scenario site and its dnsmasq on the bridge, shared by test_boot_scenarios.py,
+# test_uefi.py and others (imported after RBD_POOL, which the site uses).
 from .scenario_site import a_boot_network, network_boot, the_e2e_site  # noqa: E402,F401

@@ -15,23 +15,25 @@ from .boot_tree import WEB_GROUP
 from .procs import Service, StartedProcess, wait_until
 
 BRIDGE = "cbbr0"
-# The bridge's address is the guests' gateway, the address slirp's host has, so the e2e
-# site's static Ceph addresses and gateway (198.51.100.x via 198.51.100.2) hold on both.
-# The namespace delivers the guests' packets to the test address (192.0.2.1) itself.
+# The bridge's address is the guests' gateway, so every site's static Ceph addresses and
+# gateway (198.51.100.x via 198.51.100.2) hold on it. The namespace delivers the guests'
+# packets to the test address (192.0.2.1) itself.
 BRIDGE_ADDRESS = GUEST_GATEWAY
 
 
 class BootNetwork(Service):
-    """``cbbr0`` with cephboot's dnsmasq on it; ``tap()`` makes a tap for one QEMU NIC.
+    """``cbbr0``, the guests' only network; ``tap()`` makes a tap for one QEMU NIC.
 
+    It starts with no DHCP server: ``use(conf)`` makes a ``doit dnsmasq`` config its standing
+    dnsmasq (``cephboot``, the scenario site's), ``replaced`` puts others in its place for a while.
     Every dnsmasq runs in the foreground inside the namespace only (``--interface`` and
     ``--bind-interfaces``: several can share the bridge), logs to its own file, and is
     stopped by PID. ``log`` is cephboot's instance's log across restarts.
     """
 
-    def __init__(self, netns: NetworkNamespace, conf: Path, workdir: Path) -> None:
+    def __init__(self, netns: NetworkNamespace, workdir: Path) -> None:
         self.netns = netns
-        self.conf = conf
+        self.conf: Path | None = None
         self.workdir = workdir
         self.log = workdir / "cephboot-dnsmasq.log"
         self.processes: dict[str, StartedProcess] = {}
@@ -45,7 +47,17 @@ class BootNetwork(Service):
             ["link", "set", BRIDGE, "up"],
         ):
             self.netns.run(["ip", *args])
-        self.serve("cephboot", self.conf)
+
+    def use(self, conf: Path | None) -> None:
+        """``conf`` becomes the standing dnsmasq, ``cephboot`` (None: no standing DHCP server)."""
+        self.halt("cephboot")
+        self.conf = conf
+        if conf is not None:
+            self.serve("cephboot", conf)
+
+    def log_of(self, name: str) -> Path:
+        """The log of the dnsmasq ``serve`` started as ``name``."""
+        return self.workdir / f"{name}-dnsmasq.log"
 
     def serve(self, name: str, conf: Path) -> StartedProcess:
         """Start one dnsmasq named ``name`` with ``conf``; returns once it listens."""
@@ -59,7 +71,7 @@ class BootNetwork(Service):
             # group publish.group) to Secure Boot hosts' GRUB; as root dnsmasq would serve
             # only world-readable files
             "--user=nobody", f"--group={WEB_GROUP}", "--log-facility=-",
-        ], self.workdir / f"{name}-dnsmasq.log")
+        ], self.log_of(name))
 
     def serve_with(self, name: str, argv: list[str], log: Path) -> StartedProcess:
         """Start the DHCP server ``argv`` (in the foreground, on the bridge) as ``name``;
@@ -81,8 +93,8 @@ class BootNetwork(Service):
 
     @contextmanager
     def replaced(self, servers: dict[str, Path]) -> Iterator[None]:
-        """cephboot's dnsmasq replaced by ``servers`` (name -> conf; ``cephboot`` logs to
-        ``log``) for a while, then back as it was."""
+        """The standing dnsmasq (if any) replaced by ``servers`` (name -> conf; ``cephboot``
+        logs to ``log``) for a while, then back as it was."""
         self.halt("cephboot")
         try:
             for name, conf in servers.items():
@@ -91,7 +103,22 @@ class BootNetwork(Service):
         finally:
             for name in servers:
                 self.halt(name)
-            self.serve("cephboot", self.conf)
+            if self.conf is not None:
+                self.serve("cephboot", self.conf)
+
+    @contextmanager
+    def carrier(self) -> Iterator[None]:
+        """A port with carrier on the bridge for a while (a veth pair, both ends up, no address):
+        a bridge is running only while a port of it has carrier, a guest's tap only once QEMU
+        has opened it, and Kea listens only on a running interface (dnsmasq and dhcpd on any)."""
+        port, peer = f"{BRIDGE}-up", f"{BRIDGE}-peer"
+        self.netns.run(["ip", "link", "add", port, "type", "veth", "peer", "name", peer])
+        try:
+            self.netns.run(["ip", "link", "set", port, "master", BRIDGE, "up"])
+            self.netns.run(["ip", "link", "set", peer, "up"])
+            yield
+        finally:
+            self.netns.run(["ip", "link", "del", port], check=False)
 
     def stop(self) -> None:
         for name in list(self.processes):
@@ -121,6 +148,12 @@ class BootNetwork(Service):
     def lines_since(self, mark: int) -> list[str]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return text.splitlines()[mark:]
+
+    def acks(self, name: str, mac: str) -> list[str]:
+        """The addresses the dnsmasq ``name`` acknowledged to ``mac``, in order."""
+        log = self.log_of(name)
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return re.findall(rf"DHCPACK\(\S+\) (\S+) {re.escape(mac)}", text)
 
     def tftp_sent(self, mark: int) -> list[str]:
         """Base names of the files cephboot's dnsmasq sent by TFTP since ``mark`` to the machines it

@@ -17,14 +17,14 @@ from .root_image import build_root_image
 REPO = Path(__file__).resolve().parents[2]
 DODO = REPO / "dodo.py"
 
-# The guest's gateway is slirp's host address; through it the guest reaches the test
-# address, where the monitor, the OSD and the HTTP server listen.
+# The guest's gateway is the boot network's bridge (tests/e2e/dnsmasq.py); through it the
+# guest reaches the test address, where the monitor, the OSD and the HTTP server listen.
 GUEST_GATEWAY = "198.51.100.2"
 GUEST_ADDRESS_PREFIX = "198.51.100."
 GUEST_FIRST_HOST = 30
 # Where the hosts' own /boot folders are: outside the boot tree, which only the publisher writes.
 HOSTS_BOOT = "/e2e-hosts"
-# What `doit dnsmasq` serves on the boot network of the UEFI tests (tests/e2e/dnsmasq.py):
+# What `doit dnsmasq` serves on the boot network (tests/e2e/dnsmasq.py), for every site:
 # a DHCP server with a reservation per host and a pool for unlisted NICs.
 BOOT_NETWORK = "198.51.100.0/24"
 UNRESERVED = ["198.51.100.100", "198.51.100.150"]
@@ -120,7 +120,7 @@ class E2ESite:
     def add_host(self, name: str, macs: list[str], **data: Any) -> SiteHost:
         """Provision ``name`` on the cluster (RBD namespace, client, /boot directory)
         and write its host file. ``data`` is merged over the host file's keys; the
-        Ceph NIC gets a static address of its own in slirp's network (klibc's DHCP
+        Ceph NIC gets a static address of its own on the boot network (klibc's DHCP
         would cost a timed-out first round) unless ``nics`` says otherwise."""
         address = f"{GUEST_ADDRESS_PREFIX}{GUEST_FIRST_HOST + len(self.hosts)}/24"
         nics = {"ceph": {"macs": macs, "address": address, "gateway": GUEST_GATEWAY}}

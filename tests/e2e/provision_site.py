@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,15 @@ import yaml
 from tasks import examplekeys, rootfs
 from tasks.schema import ROOTFS_PACKAGES
 
+from .boot_tree import WEB_GROUP, NginxServer, WebServerView
 from .ceph_cluster import FS_NAME, CephClient, CephCluster
+from .dnsmasq import BootNetwork
+from .e2e_site import BOOT_NETWORK, UNRESERVED
 from .netns import NetworkNamespace
 from .root_image import build_root_tree
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
-
-# The guest's side of slirp (tests/e2e/qemu_vm.py): its gateway reaches the test address.
-GUEST_GATEWAY = "198.51.100.2"
 
 
 def rootfs_cache() -> Path:
@@ -70,7 +72,8 @@ class ProvisionSite:
     """A site folder whose inventory points at the test cluster; doit runs inside the namespace.
 
     ``settings`` are merged over the site.yaml written here (the cluster, its admin keyring,
-    ``boot_tree``, the test pool); the rootfs cache is the suite's.
+    ``boot_tree``, the test pool, `doit dnsmasq` as the DHCP server of the boot network with a
+    reservation per host); the rootfs cache is the suite's.
     """
 
     def __init__(self, cluster: CephCluster, netns: NetworkNamespace, root: Path, boot_tree: str,
@@ -85,6 +88,7 @@ class ProvisionSite:
             "ceph": {"fsid": cluster.fsid, "mon_host": [cluster.address], "fs_name": FS_NAME,
                      "boot_tree": boot_tree, "admin_keyring": str(cluster.admin_keyring)},
             "pxe": {"http_base": http_base},
+            "dhcp": {"network": BOOT_NETWORK, "mode": "server", "range": UNRESERVED},
             "defaults": {"secrets": {"mode": "clear"}, **defaults},  # keys as they are, said explicitly
             **settings,
         }
@@ -131,3 +135,23 @@ def said(out: str, task: str, host: str) -> list[str]:
             break
         found.append(line[4:])
     return found
+
+
+def publish_into(cluster: CephCluster, view: WebServerView, fs_path: str) -> dict[str, str]:
+    """``publish`` settings for a site whose tree is the CephFS folder ``fs_path``: the publisher
+    writes through the admin's mount, the web server and dnsmasq read ``view`` (read-only)."""
+    target = cluster.admin_fs().mountpoint / fs_path.lstrip("/")
+    return {"target": str(target), "web_root": str(view.mountpoint), "group": WEB_GROUP}
+
+
+@contextmanager
+def site_front_end(site: ProvisionSite, view: WebServerView, bridge: BootNetwork, name: str,
+                   port: int) -> Iterator[NginxServer]:
+    """The site's tree served as a site runs it, until the end: nginx with the generated server
+    block on ``port`` from the read-only ``view``, and the site's `doit dnsmasq` config as the
+    bridge's DHCP server (logging to ``bridge.log_of(name)``) in place of the standing one."""
+    site.doit("dnsmasq")
+    conf = site.root / "build" / "site" / "dnsmasq.conf"
+    with NginxServer(site.netns, view.mountpoint, site.root.parent / f"{name}-http", port=port) as http, \
+            bridge.replaced({name: conf}):
+        yield http

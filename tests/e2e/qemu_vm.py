@@ -26,13 +26,6 @@ OVMF_SECBOOT_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 OVMF_MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 FIRMWARES = ("bios", "uefi", "secureboot")
 
-# slirp's virtual network, in a documentation range so every address a script or a log
-# shows is one. It never leaves QEMU: a guest connection to the test address becomes a
-# connection from the QEMU process inside the namespace.
-GUEST_NET = "198.51.100.0/24"
-GUEST_HOST_ADDRESS = "198.51.100.2"
-GUEST_FIRST_ADDRESS = "198.51.100.15"
-
 _TERMINAL_NOISE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[c()][0-9A-Za-z]?|\x08 \x08|\r")
 
 
@@ -42,9 +35,8 @@ class QemuMachine(Service):
     ``firmware`` is SeaBIOS (``bios``, -machine pc), OVMF (``uefi``, -machine q35) or OVMF
     with Secure Boot enforced (``secureboot``: -machine q35,smm=on, Microsoft's keys).
     With ``nic_rom`` the first NIC's option ROM is iPXE; without it the firmware's own
-    PXE boots it (OVMF's virtio-net driver). Without ``taps`` every NIC is on slirp, whose
-    TFTP serves ``tftp_root``'s ``bootfile``; with ``taps`` (one per MAC) the NICs are on
-    those taps, and DHCP/TFTP come from whatever serves that network (tests/e2e/dnsmasq.py).
+    PXE boots it (OVMF's virtio-net driver). Each NIC is on its tap (one per MAC), and
+    DHCP/TFTP come from whatever serves that network (tests/e2e/dnsmasq.py).
 
     The serial console is the guest's only output; ``wait_for`` reads it as it grows.
     ``stop`` kills QEMU by PID.
@@ -54,32 +46,28 @@ class QemuMachine(Service):
         self,
         netns: NetworkNamespace,
         workdir: Path,
-        tftp_root: Path | None,
         macs: Sequence[str],
-        uuid: str | None = None,
+        uuid: str | None,
+        taps: Sequence[str],
         memory_mib: int = 1024,
-        bootfile: str = "boot.ipxe",
         cpu: str | None = "qemu64,+rdrand",
         firmware: str = "bios",
         nic_rom: bool = True,
-        taps: Sequence[str] | None = None,
     ) -> None:
         if not macs:
             raise ValueError("a machine needs at least one NIC")
         if firmware not in FIRMWARES:
             raise ValueError(f"firmware is one of {FIRMWARES}, not {firmware!r}")
-        if taps is not None and len(taps) != len(macs):
+        if len(taps) != len(macs):
             raise ValueError("one tap per NIC")
         self.firmware = firmware
         self.nic_rom = nic_rom
-        self.taps = list(taps) if taps is not None else None
+        self.taps = list(taps)
         self.netns = netns
         self.workdir = workdir
-        self.tftp_root = tftp_root
         self.macs = list(macs)
         self.uuid = uuid
         self.memory_mib = memory_mib
-        self.bootfile = bootfile
         self.cpu = cpu
         self.serial_log = workdir / "serial.log"
         self.process: StartedProcess | None = None
@@ -114,15 +102,9 @@ class QemuMachine(Service):
         if self.uuid:
             argv += ["-smbios", f"type=1,uuid={self.uuid}"]
         for index, mac in enumerate(self.macs):
-            if self.taps is not None:
-                netdev = f"tap,id=n{index},ifname={self.taps[index]},script=no,downscript=no"
-            else:
-                netdev = f"user,id=n{index},net={GUEST_NET},host={GUEST_HOST_ADDRESS}"
+            netdev = f"tap,id=n{index},ifname={self.taps[index]},script=no,downscript=no"
             nic = f"virtio-net-pci,disable-legacy=on,netdev=n{index},mac={mac}"
             if index == 0:
-                if self.taps is None:
-                    netdev += (f",dhcpstart={GUEST_FIRST_ADDRESS}"
-                               f",tftp={self.tftp_root},bootfile={self.bootfile}")
                 # without a ROM, OVMF's own virtio-net driver and PXE boot the NIC
                 nic += f",romfile={IPXE_ROM if self.nic_rom else ''},bootindex=0"
             else:

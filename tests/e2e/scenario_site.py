@@ -8,7 +8,6 @@ dnsmasq.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -19,7 +18,6 @@ from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
 from .dnsmasq import BootNetwork
 from .e2e_site import E2ESite
-from .netns import NetworkNamespace
 from .qemu_vm import QemuMachine
 
 # The wrong-key host's map deadline (its boot then panics: test_boot_scenarios.py).
@@ -70,15 +68,14 @@ def the_e2e_site(
 
 
 @pytest.fixture(scope="session")
-def a_boot_network(
-    the_e2e_site: E2ESite, a_network_namespace: NetworkNamespace,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[BootNetwork]:
-    """The site's dnsmasq (server mode, a reservation per host) on a bridge of its own."""
+def a_boot_network(the_e2e_site: E2ESite, a_boot_bridge: BootNetwork) -> Iterator[BootNetwork]:
+    """The bridge with the site's dnsmasq (server mode, a reservation per host) as its standing DHCP server."""
     the_e2e_site.doit("dnsmasq")  # build/site/dnsmasq.conf, and tftp/ in the boot tree
-    conf = the_e2e_site.root / "build" / "site" / "dnsmasq.conf"
-    with BootNetwork(a_network_namespace, conf, tmp_path_factory.mktemp("dnsmasq")) as network:
-        yield network
+    a_boot_bridge.use(the_e2e_site.root / "build" / "site" / "dnsmasq.conf")
+    try:
+        yield a_boot_bridge
+    finally:
+        a_boot_bridge.use(None)
 
 
 @dataclass
@@ -93,23 +90,15 @@ class NetworkBoot:
 @pytest.fixture
 def network_boot(
     a_boot_network: BootNetwork, an_http_server: NginxServer,
-    qemu_boot: Callable[..., QemuMachine],
-) -> Iterator[Callable[..., NetworkBoot]]:
-    """``network_boot(macs, uuid=None, firmware="bios", nic_rom=True)``: a guest whose NICs
-    are taps on the boot network (a random SMBIOS UUID unless given)."""
-    started: list[tuple[QemuMachine, list[str]]] = []
+    bridge_guest: Callable[..., QemuMachine],
+) -> Callable[..., NetworkBoot]:
+    """``network_boot(macs, uuid=None, firmware="bios", nic_rom=True)``: a guest on the boot
+    network (``bridge_guest``), with the session's HTTP and dnsmasq log marks."""
 
     def start(macs: list[str], machine_uuid: str | None = None, firmware: str = "bios",
               nic_rom: bool = True) -> NetworkBoot:
-        taps = [a_boot_network.tap() for _ in macs]
         http_mark, dnsmasq_mark = an_http_server.mark(), a_boot_network.mark()
-        guest = qemu_boot(None, macs, machine_uuid or str(uuid.uuid4()),
-                          firmware=firmware, nic_rom=nic_rom, taps=taps)
-        started.append((guest, taps))
+        guest = bridge_guest(macs, machine_uuid, firmware=firmware, nic_rom=nic_rom)
         return NetworkBoot(guest, http_mark, dnsmasq_mark)
 
-    yield start
-    for guest, taps in started:  # the guest first: its taps go with it
-        guest.stop()
-        for tap in taps:
-            a_boot_network.release(tap)
+    return start

@@ -2,7 +2,8 @@
 
 `doit image:base` writes a small busybox root (tests/e2e/root_image.py) once into `golden-base`;
 `doit provision` clones it for two hosts with their own files; `doit` publishes them into a boot
-tree of this site's own, served by nginx of its own from a read-only view. Each guest PXE-boots its clone;
+tree of this site's own, served by nginx of its own from a read-only view, with the site's
+`doit dnsmasq` config as the boot network's DHCP server. Each guest PXE-boots its clone;
 the root's init (tests/e2e/rootfs/sbin/init) prints its host name, the golden version it was
 cloned from and what earlier boots of the same root wrote, then writes one line more.
 """
@@ -17,11 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .boot_tree import WEB_GROUP, NginxServer, WebServerView
+from .boot_tree import NginxServer, WebServerView
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
+from .dnsmasq import BootNetwork
+from .e2e_site import GUEST_GATEWAY
 from .netns import NetworkNamespace
-from .provision_site import GUEST_GATEWAY, ProvisionSite, said
+from .provision_site import ProvisionSite, publish_into, said, site_front_end
 from .qemu_vm import QemuMachine
 from .root_image import build_root_tree
 
@@ -41,20 +44,31 @@ STATELESS = ("gold-s", "52:54:00:e9:00:03", "198.51.100.53/24")  # boots the fir
 
 
 class GoldenSite:
-    def __init__(self, site: ProvisionSite, tree: Path, http: NginxServer, served: Path) -> None:
-        self.site, self.tree, self.http, self.served = site, tree, http, served
+    def __init__(self, site: ProvisionSite, tree: Path, bridge: BootNetwork) -> None:
+        self.site, self.tree, self.bridge = site, tree, bridge
+        self.http: NginxServer | None = None
         self.runs: dict[str, str] = {}
 
     def set_version(self, version: str) -> None:
         (self.tree / "etc" / "e2e-version").write_text(f"{version}\n")
 
-    def boot(self, qemu_boot: Callable[..., QemuMachine], host: str) -> str:
+    def boot(self, bridge_guest: Callable[..., QemuMachine], host: str) -> str:
+        """Boot ``host`` on the bridge: its reserved address from the site's dnsmasq, its files
+        from the site's nginx at that address; its console."""
+        assert self.http is not None
         stateless = host == STATELESS[0]
-        guest = qemu_boot(self.served, [STATELESS[1] if stateless else HOSTS[host][0]])
+        mac, address = (STATELESS[1:] if stateless else HOSTS[host])
+        address = address.split("/")[0]
+        mark = self.http.mark()
+        guest = bridge_guest([mac])
         guest.wait_for(rf"CEPHBOOT-E2E-(OK|FAIL) host={host}", BOOT_TIMEOUT)
         console = guest.console()
         # init mounts a stateless host's root as the overlay local-top prepared (its source is "overlay")
         assert f"CEPHBOOT-E2E-OK host={host} root={'overlay' if stateless else '/dev/rbd0'}" in console, console[-3000:]
+        guest.wait_exit(60)  # off the bridge before the next guest of the same MAC comes
+        assert self.bridge.acks("golden", mac)[-1:] == [address]
+        fetched = [(r.path, r.status, r.client) for r in self.http.requests_since(mark)]
+        assert (f"/hosts/{host}/overlay.cpio", 200, address) in fetched, fetched
         return console
 
 
@@ -72,43 +86,43 @@ def _version(console: str, host: str) -> str:
 
 @pytest.fixture(scope="module")
 def a_golden_site(
-    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, a_boot_bridge: BootNetwork,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GoldenSite]:
     """Golden image `base` (v1) built, two hosts cloned from it, provisioned and published."""
     work = tmp_path_factory.mktemp("golden")
     a_ceph_cluster.make_fs_dir(BOOT_TREE)
-    served = a_ceph_cluster.admin_fs().mountpoint / BOOT_TREE.lstrip("/")
     empty = work / "no-rendered-files"
     empty.mkdir()
     tree = work / "tree"
     build_root_tree(tree, "template", empty)
     (tree / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
     (tree / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")  # initramfs-tools' entry point
-    site = ProvisionSite(
-        a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE, f"http://{a_network_namespace.address}:{HTTP_PORT}",
-        {"rbd": {"pool": RBD_POOL}, "kernel_args": ["console=ttyS0,115200n8", "panic=10"], "map": {"deadline": 90}},
-        publish={"target": str(served), "group": WEB_GROUP}, kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
-    )
-    (site.hosts / "images").mkdir()
-    (site.hosts / "images" / "base.yaml").write_text(yaml.safe_dump({"rootfs": {"source": str(tree)}, "size": "64M", "pool": RBD_POOL}))
-    for name, (mac, address) in HOSTS.items():
-        site.add_host(name, mac, root={"image": "base"}, nics={"ceph": {"macs": [mac], "address": address, "gateway": GUEST_GATEWAY}})
-    golden = GoldenSite(site, tree, None, served)  # type: ignore[arg-type]
-    golden.set_version("v1")
-    golden.runs["image"] = site.doit("image:base").stdout
-    golden.runs["image again"] = site.doit("image:base").stdout
-    # a stateless host names the version it boots: the one `doit image:base` just printed
-    built = re.search(r"^image:base: built \S+@([0-9a-f]{16}) ", golden.runs["image"], re.MULTILINE)
-    assert built, golden.runs["image"]
-    name, mac, address = STATELESS
-    site.add_host(name, mac, root={"image": "base", "mode": "stateless", "snapshot": built.group(1)},
-                  nics={"ceph": {"macs": [mac], "address": address, "gateway": GUEST_GATEWAY}})
-    golden.runs["provision"] = site.doit("provision").stdout
-    golden.runs["doit"] = site.doit().stdout
-    with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-golden") as view, \
-            NginxServer(a_network_namespace, view.mountpoint, work / "http", port=HTTP_PORT) as http:
-        golden.http = http
-        yield golden
+    with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-golden") as view:
+        site = ProvisionSite(
+            a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE, f"http://{a_network_namespace.address}:{HTTP_PORT}",
+            {"rbd": {"pool": RBD_POOL}, "kernel_args": ["console=ttyS0,115200n8", "panic=10"], "map": {"deadline": 90}},
+            publish=publish_into(a_ceph_cluster, view, BOOT_TREE), kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
+        )
+        (site.hosts / "images").mkdir()
+        (site.hosts / "images" / "base.yaml").write_text(yaml.safe_dump({"rootfs": {"source": str(tree)}, "size": "64M", "pool": RBD_POOL}))
+        for name, (mac, address) in HOSTS.items():
+            site.add_host(name, mac, root={"image": "base"}, nics={"ceph": {"macs": [mac], "address": address, "gateway": GUEST_GATEWAY}})
+        golden = GoldenSite(site, tree, a_boot_bridge)
+        golden.set_version("v1")
+        golden.runs["image"] = site.doit("image:base").stdout
+        golden.runs["image again"] = site.doit("image:base").stdout
+        # a stateless host names the version it boots: the one `doit image:base` just printed
+        built = re.search(r"^image:base: built \S+@([0-9a-f]{16}) ", golden.runs["image"], re.MULTILINE)
+        assert built, golden.runs["image"]
+        name, mac, address = STATELESS
+        site.add_host(name, mac, root={"image": "base", "mode": "stateless", "snapshot": built.group(1)},
+                      nics={"ceph": {"macs": [mac], "address": address, "gateway": GUEST_GATEWAY}})
+        golden.runs["provision"] = site.doit("provision").stdout
+        golden.runs["doit"] = site.doit().stdout
+        with site_front_end(site, view, a_boot_bridge, "golden", HTTP_PORT) as http:
+            golden.http = http
+            yield golden
     for name in HOSTS:
         for image in a_ceph_cluster.rbd("ls", f"{RBD_POOL}/{name}").stdout.split():
             a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{name}/{image}", check=False)
@@ -147,14 +161,14 @@ def test_a_golden_image_is_built_once_and_each_host_gets_a_clone_of_it(a_golden_
 
 
 def test_two_clones_boot_with_their_own_host_names_and_keep_their_own_writes(
-    a_golden_site: GoldenSite, qemu_boot: Callable[..., QemuMachine]
+    a_golden_site: GoldenSite, bridge_guest: Callable[..., QemuMachine]
 ) -> None:
-    first = a_golden_site.boot(qemu_boot, "gold-a")
+    first = a_golden_site.boot(bridge_guest, "gold-a")
     assert "CEPHBOOT-E2E-ROOT host=gold-a root=/dev/rbd0" in first
-    second = a_golden_site.boot(qemu_boot, "gold-a")
+    second = a_golden_site.boot(bridge_guest, "gold-a")
     assert len(_writes(second, "gold-a")) == len(_writes(first, "gold-a")) + 1, "the first boot's write survived the reboot"
     assert all(w.startswith("gold-a@") for w in _writes(second, "gold-a"))
-    other = a_golden_site.boot(qemu_boot, "gold-b")
+    other = a_golden_site.boot(bridge_guest, "gold-b")
     assert "CEPHBOOT-E2E-ROOT host=gold-b root=/dev/rbd0" in other
     assert not any(w.startswith("gold-a@") for w in _writes(other, "gold-b")), "a clone never sees another clone's writes"
 
@@ -179,10 +193,10 @@ def test_a_host_client_reads_its_golden_image_but_cannot_write_it_or_read_anothe
 
 
 def test_a_golden_update_moves_only_the_canary_and_a_rollback_brings_back_its_old_root(
-    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, qemu_boot: Callable[..., QemuMachine]
+    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, bridge_guest: Callable[..., QemuMachine]
 ) -> None:
     site = a_golden_site.site
-    before = a_golden_site.boot(qemu_boot, "gold-a")
+    before = a_golden_site.boot(bridge_guest, "gold-a")
     assert _version(before, "gold-a") == "v1"
     old_writes = _writes(before, "gold-a")
     old = _parent(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
@@ -203,12 +217,12 @@ def test_a_golden_update_moves_only_the_canary_and_a_rollback_brings_back_its_ol
     assert behind.returncode != 0 and re.search(
         rf"^MISMATCH image parent: {RBD_POOL}/gold-b/root is a clone of {re.escape(old)}; the current version is "
         rf"{re.escape(new.group(1))} \(`doit move-root --only gold-b`\)$", _of(behind.stdout, "verify", "gold-b"), re.MULTILINE), behind.stdout
-    after = a_golden_site.boot(qemu_boot, "gold-a")
+    after = a_golden_site.boot(bridge_guest, "gold-a")
     assert _version(after, "gold-a") == "v2" and _writes(after, "gold-a") == [], "the new clone is the new version, fresh"
     _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
     back = site.doit("rollback-root", "--only", "gold-a").stdout
     assert re.search(rf"^root was a clone of {re.escape(new.group(1))}, is again {RBD_POOL}/gold-a/root\.kept-", _of(back, "rollback-root", "gold-a"), re.MULTILINE), back
-    rolled = a_golden_site.boot(qemu_boot, "gold-a")
+    rolled = a_golden_site.boot(bridge_guest, "gold-a")
     assert _version(rolled, "gold-a") == "v1"
     assert _writes(rolled, "gold-a")[:len(old_writes) + 1] == old_writes + _writes(rolled, "gold-a")[len(old_writes):len(old_writes) + 1]
     assert len(_writes(rolled, "gold-a")) == len(old_writes) + 1, "the old root is back with its writes"
@@ -241,17 +255,17 @@ def test_a_stateless_host_gets_no_image_and_its_client_only_reads_the_golden_ima
 
 
 def test_a_stateless_host_boots_the_golden_snapshot_with_its_own_name_and_its_writes_vanish_on_reboot(
-    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, qemu_boot: Callable[..., QemuMachine]
+    a_golden_site: GoldenSite, a_ceph_cluster: CephCluster, bridge_guest: Callable[..., QemuMachine]
 ) -> None:
     name = STATELESS[0]
     snap = re.search(rf"^image:base: built ({RBD_POOL}/golden-base/base-[0-9a-f]{{16}})@([0-9a-f]{{16}}) ", a_golden_site.runs["image"], re.MULTILINE)
     assert snap, a_golden_site.runs["image"]
-    first = a_golden_site.boot(qemu_boot, name)
+    first = a_golden_site.boot(bridge_guest, name)
     assert "CEPHBOOT-E2E-ROOT host=gold-s root=overlay" in first, "its own /etc/hostname, from its layer, over the golden image's"
     assert "cephboot: stateless root: " in first and "read-only on /run/cephboot/lower" in first, first[-3000:]
     assert _version(first, name) == "v1", "it boots the version it names"
     assert _writes(first, name) == []
-    second = a_golden_site.boot(qemu_boot, name)
+    second = a_golden_site.boot(bridge_guest, name)
     assert _writes(second, name) == [], "a stateless host's writes are gone after a reboot"
     assert "CEPHBOOT-E2E-BOOT host=gold-s" in second, "its fstab and keyring (from its layer) mount its /boot"
     changed = a_ceph_cluster.rbd("diff", "--format", "json", "--from-snap", snap.group(2), snap.group(1)).stdout

@@ -3,16 +3,19 @@
 A copy of the suite's debootstrap root (initramfs-tools, the Debian kernel, ceph-common) is a
 host's `image_root`. `doit imagenative:<host>` installs the hook, the local-top script and the
 host's files into it and runs the root's own `update-initramfs` confined (tasks/confine.py). The initrd that
-lands in the root's /boot is read with lsinitramfs; then that kernel and initrd, fetched by iPXE
-over HTTP, boot a guest whose root is the RBD image provisioned from the same tree. A hook
+lands in the root's /boot is read with lsinitramfs; then that kernel and initrd, put in the site's
+boot tree on CephFS with a boot.ipxe that names them, boot a guest whose root is the RBD image
+provisioned from the same tree: the site's `doit dnsmasq` config on the boot network hands iPXE
+that boot.ipxe, nginx serves the tree from a read-only view. A hook
 planted in such a root, run by its real mkinitramfs, reaches nothing of the build machine.
 """
 from __future__ import annotations
 
+import grp
+import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +25,13 @@ import pytest
 from image_escape import bait
 from tasks.imagenative import update_initramfs
 
-from .boot_tree import NginxServer
+from .boot_tree import WEB_GROUP, NginxServer, WebServerView
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
+from .dnsmasq import BootNetwork
+from .e2e_site import GUEST_GATEWAY
 from .netns import NetworkNamespace
-from .provision_site import GUEST_GATEWAY, ProvisionSite, debian_root, kernel_of
+from .provision_site import ProvisionSite, debian_root, kernel_of, publish_into, site_front_end
 from .qemu_vm import QemuMachine
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +41,7 @@ MAC = "52:54:00:e7:00:01"
 BOOT_TREE = "/image-native-tree"
 HTTP_PORT = 8082
 BOOT_TIMEOUT = 300
+ADDRESS = "198.51.100.40"
 INIT = "sbin/cephboot-e2e-init"
 
 # PID 1 of the booted image: which host, on which root; then power off (minbase has no
@@ -57,6 +63,9 @@ class NativeHost:
     root: Path
     kver: str
     build: subprocess.CompletedProcess[str]
+    tree: Path  # the boot tree, as the publisher writes it
+    http: NginxServer
+    bridge: BootNetwork
 
     @property
     def initrd(self) -> Path:
@@ -68,25 +77,31 @@ class NativeHost:
 
 @pytest.fixture(scope="module")
 def a_native_host(
-    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, a_boot_bridge: BootNetwork,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[NativeHost]:
-    """A Debian root as `image_root`, after `doit imagenative:native`; its image provisioned from it."""
+    """A Debian root as `image_root`, after `doit imagenative:native`; its image provisioned from it;
+    the site's boot tree served by nginx and its dnsmasq on the bridge."""
     work = tmp_path_factory.mktemp("image-native")
     root = work / "root"
     subprocess.run(["cp", "-a", "--reflink=auto", f"{debian_root()}/.", f"{root}/"], check=True)
     (root / INIT).write_text(INIT_SCRIPT)
     (root / INIT).chmod(0o755)
-    site = ProvisionSite(
-        a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
-        f"http://{a_ceph_cluster.address}:{HTTP_PORT}",
-        {"rbd": {"pool": RBD_POOL, "size": "2G", "features": ["layering"]}},
-    )
-    site.add_host(HOST, MAC, image_root=str(root), rootfs={"source": str(root)},
-                  nics={"ceph": {"macs": [MAC], "address": "198.51.100.40/24", "gateway": GUEST_GATEWAY}},
-                  map={"deadline": 90})
-    build = site.doit(f"imagenative:{HOST}")
-    site.doit("provision", "--only", HOST)  # namespace, client, /boot; the image from the tree as it is now
-    yield NativeHost(site, root, kernel_of(root), build)
+    a_ceph_cluster.make_fs_dir(BOOT_TREE)
+    with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-native") as view:
+        publish = publish_into(a_ceph_cluster, view, BOOT_TREE)
+        site = ProvisionSite(
+            a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE,
+            f"http://{a_ceph_cluster.address}:{HTTP_PORT}",
+            {"rbd": {"pool": RBD_POOL, "size": "2G", "features": ["layering"]}}, publish=publish,
+        )
+        site.add_host(HOST, MAC, image_root=str(root), rootfs={"source": str(root)},
+                      nics={"ceph": {"macs": [MAC], "address": f"{ADDRESS}/24", "gateway": GUEST_GATEWAY}},
+                      map={"deadline": 90})
+        build = site.doit(f"imagenative:{HOST}")
+        site.doit("provision", "--only", HOST)  # namespace, client, /boot; the image from the tree as it is now
+        with site_front_end(site, view, a_boot_bridge, "native", HTTP_PORT) as http:
+            yield NativeHost(site, root, kernel_of(root), build, Path(publish["target"]), http, a_boot_bridge)
     a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{HOST}/root", check=False)
 
 
@@ -131,30 +146,31 @@ def test_a_second_run_has_nothing_to_do(a_native_host: NativeHost) -> None:
 
 
 def test_the_roots_kernel_and_initrd_boot_it_from_rbd(
-    a_native_host: NativeHost, a_network_namespace: NetworkNamespace,
-    qemu_boot: Callable[..., QemuMachine], tmp_path: Path,
+    a_native_host: NativeHost, a_network_namespace: NetworkNamespace, bridge_guest: Callable[..., QemuMachine],
 ) -> None:
     host = a_native_host
-    # nginx's workers (nobody) must reach it: not under the suite's 0700 folders.
-    served = Path(tempfile.mkdtemp(prefix="cephboot-native-"))
-    served.chmod(0o755)
-    shutil.copyfile(host.root / "boot" / f"vmlinuz-{host.kver}", served / "vmlinuz")
-    shutil.copyfile(host.initrd, served / "initrd.img")
+    # The root's own kernel and initrd in the boot tree, with the boot.ipxe the site's dnsmasq
+    # hands iPXE (pxe.http_base/boot.ipxe) naming them; the initrd holds the keyring: readable
+    # by the web server's group only, as the publisher leaves host layers.
     url = f"http://{a_network_namespace.address}:{HTTP_PORT}"
     args = f"root=/dev/rbd0 rootfstype=ext4 console=ttyS0,115200n8 panic=10 init=/{INIT}"
-    (served / "boot.ipxe").write_text(f"#!ipxe\nkernel {url}/vmlinuz {args}\ninitrd {url}/initrd.img\nboot\n")
-    for served_file in served.iterdir():
-        served_file.chmod(0o644)
-    try:
-        with NginxServer(a_network_namespace, served, tmp_path / "http", port=HTTP_PORT):
-            guest = qemu_boot(served, [MAC])
-            guest.wait_for(rf"^CEPHBOOT-E2E-OK host={HOST} root=/dev/rbd0$", BOOT_TIMEOUT)
-            guest.wait_exit(60)
-    finally:
-        shutil.rmtree(served)
+    files = {"vmlinuz": (host.root / "boot" / f"vmlinuz-{host.kver}").read_bytes(), "initrd.img": host.initrd.read_bytes(),
+             "boot.ipxe": f"#!ipxe\nkernel {url}/vmlinuz {args}\ninitrd {url}/initrd.img\nboot\n".encode()}
+    for name, data in files.items():
+        path = host.tree / name
+        path.write_bytes(data)
+        os.chown(path, 0, grp.getgrnam(WEB_GROUP).gr_gid)
+        path.chmod(0o640 if name == "initrd.img" else 0o644)
+    mark = host.http.mark()
+    guest = bridge_guest([MAC])
+    guest.wait_for(rf"^CEPHBOOT-E2E-OK host={HOST} root=/dev/rbd0$", BOOT_TIMEOUT)
+    guest.wait_exit(60)
     console = guest.console()
     assert f"Linux version {host.kver} " in console, "the root's own kernel booted"
     assert re.search(rf"^cephboot: mapped {RBD_POOL}/{HOST}/root at /dev/rbd0$", console, re.MULTILINE), console[-3000:]
+    assert host.bridge.acks("native", MAC)[-1:] == [ADDRESS]
+    fetched = [(r.path, r.status, r.client) for r in host.http.requests_since(mark)]
+    assert fetched == [(f"/{name}", 200, ADDRESS) for name in ("boot.ipxe", "vmlinuz", "initrd.img")], fetched
 
 
 def test_a_hook_in_the_image_reaches_nothing_of_the_build_machine(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 One LUKS host, `rot`, is provisioned from a busybox root whose init writes to its root once a
 second and says so on the console (`ROTATION-WRITE n`). The site publishes into a boot tree of
-its own, served by an nginx of its own; the guest PXE-boots through the iPXE chain (slirp).
+its own, served by an nginx of its own from a read-only view, with the site's `doit dnsmasq` config
+as the boot network's DHCP server; the guest (a tap on the bridge) PXE-boots through the iPXE chain.
 
 The monitors' ticket lifetimes are cut short for the module (`auth_mon_ticket_ttl`,
 `auth_service_ticket_ttl`), so that a running kernel client renews its tickets within a minute;
@@ -20,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from .boot_tree import WEB_GROUP, NginxServer, WebServerView
+from .boot_tree import NginxServer, WebServerView
 from .ceph_cluster import CephClient, CephCluster
 from .conftest import RBD_POOL
+from .dnsmasq import BootNetwork
+from .e2e_site import GUEST_GATEWAY
 from .netns import NetworkNamespace
-from .provision_site import GUEST_GATEWAY, ProvisionSite
+from .provision_site import ProvisionSite, publish_into, site_front_end
 from .qemu_vm import QemuMachine
 from .root_image import build_root_tree
 
@@ -69,11 +72,13 @@ class RotationSite:
     site: ProvisionSite
     served: Path
     http: NginxServer
+    bridge: BootNetwork
 
 
 @pytest.fixture(scope="module")
 def a_rotation_site(
-    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+    a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, a_boot_bridge: BootNetwork,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RotationSite]:
     """Host `rot` (LUKS) provisioned by `doit provision --only rot` and published by `doit`; short ticket lifetimes."""
     work = tmp_path_factory.mktemp("rotation")
@@ -86,27 +91,27 @@ def a_rotation_site(
     (tree / "sbin" / "init").write_text(INIT)
     (tree / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
     (tree / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")  # initramfs-tools' entry point
-    site = ProvisionSite(
-        a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE, f"http://{a_network_namespace.address}:{HTTP_PORT}",
-        {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]}, "rootfs": {"source": str(tree)},
-         "kernel_args": ["console=ttyS0,115200n8", "panic=10"], "map": {"deadline": 90}},
-        publish={"target": str(served), "group": WEB_GROUP}, kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
-    )
-    site.add_host(HOST, MAC, nics={"ceph": {"macs": [MAC], "address": ADDRESS, "gateway": GUEST_GATEWAY}},
-                  luks={"name": LUKS_NAME, "keyfile": f"keys/{HOST}.luks"})
-    site.doit("provision", "--only", HOST)
-    site.doit()
-    for name, value in (("auth_mon_ticket_ttl", MON_TICKET_TTL), ("auth_service_ticket_ttl", SERVICE_TICKET_TTL)):
-        a_ceph_cluster.ceph("config", "set", "mon", name, str(value))
-    try:
-        with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-rotation") as view, \
-                NginxServer(a_network_namespace, view.mountpoint, work / "http", port=HTTP_PORT) as http:
-            yield RotationSite(site, served, http)
-    finally:
-        for name in ("auth_mon_ticket_ttl", "auth_service_ticket_ttl"):
-            a_ceph_cluster.ceph("config", "rm", "mon", name)
-        for image in a_ceph_cluster.rbd("ls", f"{RBD_POOL}/{HOST}").stdout.split():
-            a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{HOST}/{image}", check=False)
+    with WebServerView(a_ceph_cluster, BOOT_TREE, work, "cephboot-web-rotation") as view:
+        site = ProvisionSite(
+            a_ceph_cluster, a_network_namespace, work / "site", BOOT_TREE, f"http://{a_network_namespace.address}:{HTTP_PORT}",
+            {"rbd": {"pool": RBD_POOL, "size": "64M", "features": ["layering"]}, "rootfs": {"source": str(tree)},
+             "kernel_args": ["console=ttyS0,115200n8", "panic=10"], "map": {"deadline": 90}},
+            publish=publish_into(a_ceph_cluster, view, BOOT_TREE), kernels={"nic_modules": ["virtio_net", "virtio_pci"]},
+        )
+        site.add_host(HOST, MAC, nics={"ceph": {"macs": [MAC], "address": ADDRESS, "gateway": GUEST_GATEWAY}},
+                      luks={"name": LUKS_NAME, "keyfile": f"keys/{HOST}.luks"})
+        site.doit("provision", "--only", HOST)
+        site.doit()
+        for name, value in (("auth_mon_ticket_ttl", MON_TICKET_TTL), ("auth_service_ticket_ttl", SERVICE_TICKET_TTL)):
+            a_ceph_cluster.ceph("config", "set", "mon", name, str(value))
+        try:
+            with site_front_end(site, view, a_boot_bridge, "rotation", HTTP_PORT) as http:
+                yield RotationSite(site, served, http, a_boot_bridge)
+        finally:
+            for name in ("auth_mon_ticket_ttl", "auth_service_ticket_ttl"):
+                a_ceph_cluster.ceph("config", "rm", "mon", name)
+            for image in a_ceph_cluster.rbd("ls", f"{RBD_POOL}/{HOST}").stdout.split():
+                a_ceph_cluster.rbd("rm", "--no-progress", f"{RBD_POOL}/{HOST}/{image}", check=False)
 
 
 def _writes(guest: QemuMachine) -> list[int]:
@@ -130,11 +135,25 @@ def _wait_writes_after(guest: QemuMachine, when: float, count: int, timeout: flo
         time.sleep(0.5)
 
 
-def _boot(qemu_boot: Callable[..., QemuMachine], served: Path) -> QemuMachine:
-    guest = qemu_boot(served, [MAC])
+def _boot(bridge_guest: Callable[..., QemuMachine], site: RotationSite) -> QemuMachine:
+    """Boot `rot` on the bridge: its reserved address from the site's dnsmasq, its layer from the site's nginx."""
+    address = ADDRESS.split("/")[0]
+    mark = site.http.mark()
+    guest = bridge_guest([MAC])
     guest.wait_for(r"^ROTATION-(ROOT|FAIL)", BOOT_TIMEOUT)
     guest.wait_for(r"^ROTATION-WRITE 1\r?$", 60)
+    assert site.bridge.acks("rotation", MAC)[-1:] == [address]
+    fetched = [(r.path, r.status, r.client) for r in site.http.requests_since(mark)]
+    assert (f"/hosts/{HOST}/overlay.cpio", 200, address) in fetched, fetched
     return guest
+
+
+def _power_off(guest: QemuMachine, cluster: CephCluster) -> None:
+    """Kill the guest, and close the Ceph daemons' ends of its connections, as a rebooting
+    machine's peers see them close (its kernel sends nothing more: the monitor would otherwise
+    keep its session until mon_session_timeout)."""
+    guest.stop()
+    cluster.netns.run(["ss", "-K", "-tn", "dst", ADDRESS.split("/")[0]])
 
 
 def _sessions(cluster: CephCluster) -> list[str]:
@@ -144,12 +163,13 @@ def _sessions(cluster: CephCluster) -> list[str]:
 
 
 def _osd_reconnect(cluster: CephCluster) -> None:
-    """Cut every TCP connection to the OSD in the namespace (`ss -K`): each client, the guest's
-    kernel among them (its slirp sockets live in the namespace), must connect again, presenting
+    """Cut every TCP connection to the OSD in the namespace (`ss -K` of both ends there; the
+    guest's kernel gets a reset from the OSD's end): each client must connect again, presenting
     an OSD ticket. (`ceph osd down` is no such test: the OSD keeps its public connections.)"""
     osd = cluster.ceph_json("osd", "dump")["osds"][0]
     ports = sorted({a["addr"].rsplit(":", 1)[1] for a in osd["public_addrs"]["addrvec"]})
-    cluster.netns.run(["ss", "-K", "-tn", "( " + " or ".join(f"dport = :{p}" for p in ports) + " )"])
+    ends = " or ".join(f"dport = :{p} or sport = :{p}" for p in ports)
+    cluster.netns.run(["ss", "-K", "-tn", f"( {ends} )"])
 
 
 def _stalled(guest: QemuMachine, quiet: float, timeout: float) -> float | None:
@@ -168,12 +188,12 @@ def _stalled(guest: QemuMachine, quiet: float, timeout: float) -> float | None:
 
 @pytest.mark.measurement
 def test_measure_a_running_krbd_client_when_its_key_changes(
-    a_rotation_site: RotationSite, a_ceph_cluster: CephCluster, qemu_boot: Callable[..., QemuMachine], tmp_path: Path,
+    a_rotation_site: RotationSite, a_ceph_cluster: CephCluster, bridge_guest: Callable[..., QemuMachine], tmp_path: Path,
 ) -> None:
     """The measurement behind the design (docs/security.md, Rotation): what the kernel client of a
     running host does when (1) another client entity with a new key appears for it, (2) its own
     key is replaced on the monitors; each time past a ticket renewal and an OSD reconnect."""
-    guest = _boot(qemu_boot, a_rotation_site.served)
+    guest = _boot(bridge_guest, a_rotation_site)
     t0 = time.monotonic()
     timeline: list[str] = []
 
@@ -258,7 +278,7 @@ def _opens(cluster: CephCluster, keyfile: Path, work: Path) -> bool:
 
 
 def test_a_rotated_host_keeps_running_boots_with_its_new_keys_and_its_old_keys_stop_working(
-    a_rotation_site: RotationSite, a_ceph_cluster: CephCluster, qemu_boot: Callable[..., QemuMachine], tmp_path: Path,
+    a_rotation_site: RotationSite, a_ceph_cluster: CephCluster, bridge_guest: Callable[..., QemuMachine], tmp_path: Path,
 ) -> None:
     site, served = a_rotation_site.site, a_rotation_site.served
     keys = site.hosts / "keys"
@@ -267,7 +287,7 @@ def test_a_rotated_host_keeps_running_boots_with_its_new_keys_and_its_old_keys_s
         dst.touch(mode=0o600)
         dst.write_bytes(src.read_bytes())
     old_key = re.search(r"key = (\S+)", old_keyring.read_text())[1]  # type: ignore[index]
-    guest = _boot(qemu_boot, served)
+    guest = _boot(bridge_guest, a_rotation_site)
     assert f"client.{HOST}" in _sessions(a_ceph_cluster)
 
     rotated = site.doit("rotate", "--only", HOST).stdout
@@ -291,9 +311,9 @@ def test_a_rotated_host_keeps_running_boots_with_its_new_keys_and_its_old_keys_s
     assert f"client.{HOST}" in _sessions(a_ceph_cluster), "the running host keeps its session with its old key"
 
     # reboot: the host maps its root with its new key
-    guest.stop()
+    _power_off(guest, a_ceph_cluster)
     _wait_no_session(a_ceph_cluster, f"client.{HOST}")
-    guest = _boot(qemu_boot, served)
+    guest = _boot(bridge_guest, a_rotation_site)
     assert f"client.{HOST}.r2" in _sessions(a_ceph_cluster) and f"client.{HOST}" not in _sessions(a_ceph_cluster)
 
     retired = site.doit("retire", "--only", HOST).stdout
