@@ -521,7 +521,7 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
         return None
     if stateless(cfg):
         say(f"stateless, root is {golden.namespace_of(cfg.root.image)}/{cfg.root.image}-{cfg.root.snapshot} "
-              f"read-only, nothing to move here: change root.snapshot ({host.origin('root.snapshot')}) and run `doit`", flush=True)
+              f"read-only, nothing to move here: change root.snapshot ({host.origin('root.snapshot')}) and run `doit`")
         return None
     try:
         admin = Admin(site)
@@ -569,7 +569,7 @@ def rollback_root(site: Site, host: Host) -> TaskFailed | None:
         admin.rbd("rename", spec, f"{base}/{aside}")
         admin.rbd("rename", f"{base}/{back}", spec)
         say(f"root was a clone of {was or '(no golden image)'}, is again {base}/{back}, "
-              f"a clone of {golden.parent_of(admin, spec) or '(no golden image)'}; the root it replaces is kept as {base}/{aside}", flush=True)
+              f"a clone of {golden.parent_of(admin, spec) or '(no golden image)'}; the root it replaces is kept as {base}/{aside}")
     except (Refused, CephError, rootfs.RootfsError, InventoryError) as e:
         return TaskFailed(f"{command('rollback-root', host.name)}: {e}")
     return None

@@ -188,7 +188,7 @@ def rotate(site: Site, host: Host) -> TaskFailed | None:
         flat = [w for kind in sorted(caps) for w in (kind, caps[kind])]
         admin.ceph("config-key", "set", CLIENT_MARK.format(entity=new), host.name)
         admin.ceph("auth", "add", new, *flat, "-i", "-", input=f"[{new}]\n\tkey = {key}\n".encode())
-        say(f"made {new} with a new key and {old}'s caps", flush=True)
+        say(f"made {new} with a new key and {old}'s caps")
         if cfg.luks:
             _rotate_luks(admin, site, host, spec)
         # the keyring file last: until here the host's files still name the old generation,

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.inventory import validate
+from tasks.model import host_view
 from tasks.provision import boot_namespace, tree_caps, wanted_caps
+from tasks.schema import HOST
 
 from .netns import NetworkNamespace
 from .procs import StartedProcess, wait_until
@@ -320,8 +323,12 @@ class CephCluster:
     ) -> CephClient:
         """Host ``host``'s client with the caps provisioning gives: its RBD namespace and its own /boot directory, no more."""
         self.make_fs_dir(boot_dir)
-        h = {"rbd": {"pool": pool, "namespace": namespace}, "boot_path": boot_dir}
-        return self.create_client(host, wanted_caps(h, FS_NAME, FS_DATA_POOL), keyring)
+        raw = {"nics": {"ceph": {"macs": ["52:54:00:00:00:01"], "address": "dhcp"}},
+               "rbd": {"pool": pool, "namespace": namespace}, "boot_path": boot_dir}
+        problems: list[str] = []
+        record = validate(HOST, raw, {}, f"(the e2e host {host})", problems)
+        assert not problems, problems
+        return self.create_client(host, wanted_caps(host_view(record), FS_NAME, FS_DATA_POOL), keyring)
 
     def create_publisher_client(self, boot_tree: str, keyring: Path) -> CephClient:
         """The publisher (docs/security.md): read-write on the boot tree and its one RADOS namespace only."""

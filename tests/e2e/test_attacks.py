@@ -161,7 +161,7 @@ def test_two_hosts_whose_namespaces_once_collided_cannot_read_each_others_boot_o
 def test_a_write_beyond_the_boot_quota_fails_with_edquot(an_attack_site: ProvisionSite, tmp_path: Path) -> None:
     """Last in this file: it fills atk-a's /boot (quota accounting lags the removal)."""
     verified = an_attack_site.doit("verify", "--only", "atk-a").stdout
-    assert f"ok       /boot quota: {BOOT_PATHS['atk-a']} ceph.quota.max_bytes {4 << 20}" in said(verified, "verify", "atk-a"), verified
+    assert f"ok       /boot quota: {BOOT_PATHS['atk-a']} ceph.quota.max_bytes {4 << 20}" in "\n".join(said(verified, "verify", "atk-a")), verified
     chunk = os.urandom(1 << 20)
     written = 0
     with CephFuseMount(an_attack_site.cluster, an_attack_site.client("atk-a"), BOOT_PATHS["atk-a"], tmp_path / "boot") as boot:

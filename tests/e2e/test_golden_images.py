@@ -211,7 +211,7 @@ def test_a_golden_update_moves_only_the_canary_and_a_rollback_brings_back_its_ol
     _wait_unmapped(a_ceph_cluster, f"{RBD_POOL}/gold-a/root")
     moved = site.doit("move-root", "--only", "gold-a").stdout
     assert re.search(rf"^root was a clone of {re.escape(old)}, is now a clone of {re.escape(new.group(1))}; "
-                     rf"the former root is kept as {RBD_POOL}/gold-a/root\.kept-\d{{8}}T\d{{6}}Z", moved, re.MULTILINE), moved
+                     rf"the former root is kept as {RBD_POOL}/gold-a/root\.kept-\d{{8}}T\d{{6}}Z", _of(moved, "move-root", "gold-a"), re.MULTILINE), moved
     assert _parent(a_ceph_cluster, f"{RBD_POOL}/gold-b/root") == old, "only the canary moved"
     behind = site.doit("verify", "--only", "gold-b", check=False)
     assert behind.returncode != 0 and re.search(
