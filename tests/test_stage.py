@@ -201,7 +201,7 @@ def test_provisionings_render_entry_point_keeps_the_stages_record(a_built_site: 
     monkeypatch.chdir(a_built_site.root)
     site = inventory.load(a_built_site.root, use_cache=False)
     render.render_hosts(site, ["zephyr"])
-    rendered = a_built_site.build / "hosts/zephyr/rootfs" / render.keyring_path(site.hosts["zephyr"].data).lstrip("/")
+    rendered = a_built_site.build / "hosts/zephyr/rootfs" / render.keyring_path(site.hosts["zephyr"].cfg).lstrip("/")
     assert key in rendered.read_text()
     run = a_built_site.doit("render:hosts")
     assert hosts_in(run.ran, "render") == {"notus"}, run.stdout

@@ -21,6 +21,7 @@ import pytest
 from .boot_tree import CephFuseMount, NginxServer
 from .ceph_cluster import CephCluster
 from .conftest import RBD_POOL
+from .dnsmasq import BootNetwork
 from .e2e_site import E2ESite, SubUrl, Subtree
 from .netns import NetworkNamespace
 from .qemu_vm import QemuMachine
@@ -62,8 +63,10 @@ class SealedSite:
 @pytest.fixture(scope="module")
 def a_sealed_site(
     a_ceph_cluster: CephCluster, a_boot_tree_mount: CephFuseMount, an_http_server: NginxServer,
-    tmp_path_factory: pytest.TempPathFactory,
+    a_boot_network: BootNetwork, tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SealedSite]:
+    """The sealed host's own site in a folder of the session's tree, served by the session's
+    nginx; its `doit dnsmasq` config is the bridge's DHCP server while the module runs."""
     workdir = tmp_path_factory.mktemp("machine-secret")
     tree = Subtree(f"{a_boot_tree_mount.fs_path}/{SUBTREE}", a_boot_tree_mount.mountpoint / SUBTREE)
     tree.mountpoint.mkdir(exist_ok=True)
@@ -82,27 +85,32 @@ def a_sealed_site(
     site.doit()
     assert (tree.mountpoint / "hosts" / HOST / "previous" / "initrd.img").is_file()
     site.install_root_image(HOST, tmp_path_factory.mktemp("sealed-image"))
-    yield SealedSite(site, tree, url)
+    site.doit("dnsmasq")
+    with a_boot_network.replaced({SUBTREE: workdir / "build" / "site" / "dnsmasq.conf"}):
+        yield SealedSite(site, tree, url)
 
 
 @pytest.fixture
-def start_guest(a_network_namespace: NetworkNamespace, a_sealed_site: SealedSite,
+def start_guest(a_network_namespace: NetworkNamespace, a_sealed_site: SealedSite, a_boot_network: BootNetwork,
                 tmp_path: Path) -> Iterator[Any]:
-    """``start_guest(asset)``: a guest with the host's MAC and UUID and that asset tag; killed by PID after the test."""
-    guests: list[AssetMachine] = []
+    """``start_guest(asset)``: a guest on a tap of the bridge with the host's MAC and UUID and that
+    asset tag; killed by PID after the test, then its tap goes."""
+    guests: list[tuple[AssetMachine, str]] = []
 
     def start(asset: str | None) -> AssetMachine:
-        guest = AssetMachine(a_network_namespace, tmp_path / f"guest{len(guests)}", a_sealed_site.tree.mountpoint,
-                             [MAC], UUID, asset=asset)
-        guests.append(guest)
+        tap = a_boot_network.tap()
+        guest = AssetMachine(a_network_namespace, tmp_path / f"guest{len(guests)}", [MAC], UUID,
+                             taps=[tap], asset=asset)
+        guests.append((guest, tap))
         guest.start()
         return guest
 
     try:
         yield start
     finally:
-        for guest in guests:
+        for guest, tap in guests:
             guest.stop()
+            a_boot_network.release(tap)
 
 
 def test_the_host_boots_with_its_secret_in_the_chassis_asset_tag(
