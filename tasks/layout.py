@@ -23,7 +23,6 @@ GOLDEN = BUILD / "golden"  # golden images' work folders (tasks/golden.py)
 ROOTFS = BUILD / "rootfs"  # debootstrap results kept between runs (unless CEPHBOOT_ROOTFS_CACHE)
 INVENTORY_CACHE = BUILD / ".inventory.json"  # the validated inventory (tasks/inventory.py)
 INVENTORY_SHARDS = BUILD / ".inventory"  # its shards of hosts and the index of unique values
-JINJA_CACHE = BUILD / ".jinja"  # compiled templates (Jinja's bytecode cache: each checked against its template's source)
 
 _HOSTS = str(HOSTS)
 _SITE = str(SITE)

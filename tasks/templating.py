@@ -6,14 +6,13 @@ anywhere in the code a stage runs redoes that stage and only the stages that run
 """
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .fileio import digest, files_digest
-from .layout import BUILD, JINJA_CACHE, TEMPLATES
+from .layout import TEMPLATES
 from .quoting import LANGS, quote
 
 if TYPE_CHECKING:
@@ -36,22 +35,10 @@ def env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
-        bytecode_cache=_bytecode_cache(jinja2),
     )
     for lang in LANGS:
         environment.filters[lang] = lambda v, _lang=lang: quote(v, _lang)
     return environment
-
-
-def _bytecode_cache(jinja2: Any) -> jinja2.BytecodeCache | None:
-    """Compiled templates kept in build/ (owner-only, checked by prepare_build): compiling the
-    templates a host uses costs more than everything else a one-host edit does at 1,000 hosts.
-    Jinja keys each entry by the template's name and checks it against the template's source
-    (and Python's bytecode version) before using it.  None outside a doit run's build/."""
-    if not BUILD.is_dir():
-        return None
-    os.makedirs(JINJA_CACHE, mode=0o700, exist_ok=True)
-    return jinja2.FileSystemBytecodeCache(str(JINJA_CACHE))
 
 
 def header(sources: list[str], template: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from .boot_tree import NginxServer
 from .dnsmasq import BRIDGE, BootNetwork
-from .e2e_site import BOOT_NETWORK, GUEST_GATEWAY, UNRESERVED, E2ESite
+from .e2e_site import BOOT_NETWORK, GUEST_GATEWAY, UNRESERVED, E2ESite, SiteHost
 from .scenario_site import NetworkBoot
 from .test_boot_scenarios import assert_booted, assert_fetched_host_chain, boot_path, fetched, hexhyp
 
@@ -84,12 +84,17 @@ def assert_booted_through_the_snippet(site: E2ESite, http: NginxServer, booted: 
     assert_booted(site, HOST)
 
 
+def reserved(site: E2ESite) -> tuple[SiteHost, str]:
+    """The test's host and the address its DHCP reservation gives its Ceph NIC."""
+    host = site.hosts[HOST]
+    return host, host.data["nics"]["ceph"]["address"].split("/")[0]
+
+
 def test_isc_dhcpd_with_the_generated_snippet_boots_a_host(
     the_e2e_site: E2ESite, a_boot_network: BootNetwork, network_boot: Callable[..., NetworkBoot],
     an_http_server: NginxServer, tmp_path: Path,
 ) -> None:
-    host = the_e2e_site.hosts[HOST]
-    address = host.data["nics"]["ceph"]["address"].split("/")[0]
+    host, address = reserved(the_e2e_site)
     conf = dhcpd_conf(the_e2e_site, tmp_path / "dhcpd.conf")
     leases = tmp_path / "dhcpd.leases"
     leases.touch()
@@ -107,8 +112,7 @@ def test_kea_with_the_generated_snippets_boots_a_host(
     the_e2e_site: E2ESite, a_boot_network: BootNetwork, network_boot: Callable[..., NetworkBoot],
     an_http_server: NginxServer, tmp_path: Path,
 ) -> None:
-    host = the_e2e_site.hosts[HOST]
-    address = host.data["nics"]["ceph"]["address"].split("/")[0]
+    host, address = reserved(the_e2e_site)
     conf = kea_conf(the_e2e_site, tmp_path / "kea-dhcp4.conf")
     log = tmp_path / "kea-dhcp4.log"
     # its PID and lock files in the test's folder, not the system's; the bridge running before
