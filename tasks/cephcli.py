@@ -23,6 +23,7 @@ from typing import Any
 from .fileio import write_if_changed
 from .checks import keyring_sections
 from .inventory import Site
+from .failures import ClusterWide
 from .layout import PROVISION
 
 CONNECT_TIMEOUT = 30  # seconds a ceph command waits for the monitors
@@ -49,6 +50,22 @@ def admin_entity(keyring_text: str) -> str:
     if not sections:
         raise ValueError("the admin keyring holds no [client.NAME] section")
     return sections[0]
+
+
+def connect(site: Site) -> Admin:
+    """The site's cluster as its admin, once it answered as the cluster the inventory names.
+
+    Raises ClusterWide when it cannot (monitors unreachable, the admin's key refused, another
+    cluster answering, no admin keyring): a per-host command stops there, since no other host
+    would get further (tasks/selection.py run_hosts)."""
+    try:
+        admin = Admin(site)
+        admin.check_fsid()
+    except CephError as e:
+        raise ClusterWide(f"the cluster did not answer its admin ({', '.join(site.settings['ceph']['mon_host'])}): {e}") from None
+    except SystemExit as e:
+        raise ClusterWide(str(e.code).removeprefix("cephboot: ")) from None
+    return admin
 
 
 class Admin:

@@ -16,6 +16,7 @@ from .layout import BUILD
 from .templating import code_digest, header
 from .templating import env as _env
 from .uptodate import config_changed
+from .failures import guarded
 
 # server -> {template: output}; each output is a fragment the site includes in its own config
 SNIPPETS: dict[str, dict[str, Path]] = {
@@ -71,6 +72,7 @@ def _code_digest() -> str:
     return code_digest(__name__, *(t for outputs in SNIPPETS.values() for t in sorted(outputs)))
 
 
+@guarded
 def task_dhcp_snippets() -> Iterator[dict[str, Any]]:
     """Snippets for an existing ISC dhcpd or Kea server (`doit dhcp-snippets:dhcpd`, `:kea`)."""
     site = inventory.load_for_tasks()

@@ -11,7 +11,7 @@ from doit.exceptions import TaskFailed
 
 from . import inventory
 from .bootnet import LOADERS, SHIM, TFTP_DIR, answers, grub_routes, tftp_exposes_keys, tftp_prefix
-from .fileio import describe, digest, write_if_changed
+from .fileio import digest, write_if_changed
 from .inventory import Site
 from .nginx import web_root
 from .publish import PUBLIC, PUBLIC_DIR, open_tree, put, tree_root
@@ -20,6 +20,7 @@ from .layout import BUILD
 from .templating import code_digest, header
 from .templating import env as _env
 from .uptodate import config_changed
+from .failures import failure, guarded
 
 TEMPLATE = "dnsmasq/dnsmasq.conf.j2"
 OUTPUT = BUILD / "site" / "dnsmasq.conf"
@@ -99,7 +100,7 @@ def publish_loaders(settings: dict[str, Any], sources: dict[str, Path]) -> TaskF
                 folder.fsync()
                 top.fsync()
     except OSError as e:
-        return TaskFailed(f"cephboot: publish:tftp: {describe(e, root / TFTP_DIR)}")
+        return failure("publish:tftp", e, str(root / TFTP_DIR))
     return None
 
 
@@ -115,6 +116,7 @@ def _code_digest() -> str:
     return code_digest(__name__, TEMPLATE)
 
 
+@guarded
 def task_dnsmasq() -> Iterator[dict[str, Any]]:
     """dnsmasq config (proxy-DHCP or DHCP server, TFTP) from the inventory: build/site/dnsmasq.conf."""
     site = inventory.load_for_tasks()

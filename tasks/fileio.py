@@ -49,11 +49,6 @@ def _named(e: OSError, path: str | Path) -> OSError:
     return OSError(e.errno, e.strerror or str(e), str(path))
 
 
-def describe(e: OSError, fallback: str | Path) -> str:
-    """`<path>: <reason>` for a `cephboot:` message (ENOSPC, EROFS, EACCES ...)."""
-    return f"{e.filename or fallback}: {e.strerror or e}"
-
-
 # --- build/ ----------------------------------------------------------------------------
 
 def write_if_changed(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> bool:

@@ -33,6 +33,7 @@ from .layout import GOLDEN
 from .inventory import Host, InventoryError, Problem, Site
 from .model import HostView, golden_namespace, golden_version, image_view, stateless
 from .schema import IMAGE, Invalid, host_name
+from .failures import guarded
 
 LAYOUT = "1"  # bump when a golden image's layout changes: every golden image is then a new version
 INPUTS_KEY = "cephboot.golden.inputs"  # image metadata of a version: what it was built from, input by input
@@ -497,6 +498,7 @@ def build_action(site: Site, name: str) -> Any:
     return None
 
 
+@guarded
 @create_after(executed=None, creates=["image"])
 def task_image() -> Iterator[dict[str, Any]]:
     """`doit image:NAME`: build golden image NAME (hosts/images/NAME.yaml) into RBD once per change of its inputs, frozen as a protected snapshot."""

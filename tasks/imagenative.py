@@ -21,6 +21,7 @@ from .inventory import Host
 from .layout import host_dir
 from .templating import code_digest
 from .initrd import STATIC_FILES
+from .failures import guarded
 
 Content = Union[Path, bytes]  # a build file, or the bytes themselves
 MAX_LINKS = 40
@@ -209,6 +210,7 @@ def _code_digest() -> str:
     return code_digest(__name__)
 
 
+@guarded
 def task_imagenative() -> Iterator[dict[str, Any]]:
     """Image-native mode: install the boot files into each image_root and run its update-initramfs."""
     site = inventory.load_for_tasks()

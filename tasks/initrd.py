@@ -19,6 +19,7 @@ from .inventory import Site
 from .layout import TEMPLATES, base_name
 from .templating import code_digest, header
 from .templating import env as _env
+from .failures import guarded
 
 KERNELS = layout.KERNELS
 STATIC = TEMPLATES / "initramfs-tools"
@@ -341,6 +342,7 @@ def _code_digest() -> str:
     return code_digest(__name__, CONF_TEMPLATE)
 
 
+@guarded
 def task_initrd() -> Iterator[dict[str, Any]]:
     """Build the verified base initrds of each kernel version in use, one per map method its hosts use (mkinitramfs, no host data)."""
     site = inventory.load_for_tasks()

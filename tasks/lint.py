@@ -21,6 +21,7 @@ from .render import HOST_GRUB, SITE_GRUB
 from .templating import code_digest
 from .stage import Stage, Unit, stage_task
 from .uptodate import config_changed
+from .failures import guarded
 
 STATIC_SCRIPTS = [
     TEMPLATES / "initramfs-tools/hooks/cephboot",
@@ -136,6 +137,7 @@ def lint_base_confs(bases: dict[str, list[str]], compress: str) -> bool:
     return ok
 
 
+@guarded
 def task_lint() -> Iterator[dict[str, Any]]:
     """Lint the static hook and local-top script, every rendered conf.d file and each base initrd's initramfs.conf with shellcheck (POSIX sh)."""
     site = inventory.load_for_tasks()

@@ -16,6 +16,7 @@ from .templating import code_digest, header
 from .templating import env as _env
 from .inventory import Site
 from .uptodate import config_changed
+from .failures import guarded
 
 TEMPLATE = "nginx/cephboot.conf.j2"
 OUTPUT = BUILD / "site" / "nginx.conf"
@@ -72,6 +73,7 @@ def _code_digest() -> str:
     return code_digest(__name__, TEMPLATE)
 
 
+@guarded
 def task_nginx() -> Iterator[dict[str, Any]]:
     """nginx config for serving the boot tree (build/site/nginx.conf)."""
     site = inventory.load_for_tasks()

@@ -14,6 +14,7 @@ from .inventory import Host
 from .stage import Stage, Unit, stage_task
 from .layout import host_dir, host_file
 from .templating import code_digest
+from .failures import guarded
 
 LAYER = artifacts.BY_NAME["layer"].build
 MONOLITHIC = artifacts.BY_NAME["monolithic initrd"].build
@@ -119,6 +120,7 @@ def _code_digest() -> str:
     return code_digest(__name__)
 
 
+@guarded
 def task_overlay() -> Iterator[dict[str, Any]]:
     """Pack each host's layer (overlay.cpio) from its rendered files; monolithic hosts also get base + layer."""
     site = inventory.load_for_tasks()

@@ -22,7 +22,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from . import golden, inventory, rootfs
-from .cephcli import Admin, CephError
+from .cephcli import Admin, CephError, connect
 from .golden import Refused  # provisioning stops here to keep data or to avoid guessing; the message says what would allow it
 from .fileio import tmp_name, write_if_changed
 from .inventory import Host, InventoryError, Site
@@ -30,6 +30,7 @@ from .layout import PROVISION
 from .model import HostView, stateless
 from .render import render_hosts
 from .selection import DETAIL, command, per_host_task, say
+from .failures import guarded
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
 INPUTS_KEY = "cephboot.root.inputs"  # image metadata: that digest input by input (JSON), to say what changed
@@ -444,8 +445,7 @@ def provision_host(site: Site, host: Host) -> TaskFailed | None:
         return TaskFailed(f"{command('provision', host.name)}: missing {', '.join(missing)} (scripts/setup installs them)")
     report = Report(host.name)
     try:
-        admin = Admin(site)
-        admin.check_fsid()
+        admin = connect(site)
         data_pool = admin.fs_data_pool()
         # Everything that would refuse is asked before anything changes.
         _check_pool(admin, host)
@@ -524,8 +524,7 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
               f"read-only, nothing to move here: change root.snapshot ({host.origin('root.snapshot')}) and run `doit`")
         return None
     try:
-        admin = Admin(site)
-        admin.check_fsid()
+        admin = connect(site)
         spec = _movable(admin, site, host)
         image = golden.image_of(site, host)
         assert image is not None
@@ -557,8 +556,7 @@ def rollback_root(site: Site, host: Host) -> TaskFailed | None:
     """Make the host's newest former root its root again; the root it replaces is kept in turn (nothing is removed)."""
     cfg = host.cfg
     try:
-        admin = Admin(site)
-        admin.check_fsid()
+        admin = connect(site)
         spec = _movable(admin, site, host)
         kept = golden.kept_roots(admin, cfg)
         if not kept:
@@ -589,8 +587,7 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
             problems.append(item)
 
     try:
-        admin = Admin(site)
-        admin.check_fsid()
+        admin = connect(site)
         data_pool = admin.fs_data_pool()
         pool, ns = cfg.rbd.pool, cfg.rbd.namespace
         if stateless(cfg):
@@ -664,24 +661,28 @@ def verify_host(site: Site, host: Host) -> TaskFailed | None:
 # None is a default task; each is one task whatever the number of hosts, named hosts by
 # `--only HOST,@PROFILE` (tasks/selection.py): `doit list` and a plain `doit` pay nothing for them.
 
+@guarded
 def task_provision() -> dict[str, Any]:
     """`doit provision [--only HOST,@PROFILE]`: create hosts' RBD namespace, root image, cephx client and CephFS /boot (changes the cluster: never a default task)."""
     return per_host_task("provision", "Create hosts on the Ceph cluster: namespace, root image, client, /boot (every host unless --only; not a default task).",
                          provision_host, "provision only these hosts", task_dep=("render:hosts",))  # its files go into its image and its stamp
 
 
+@guarded
 def task_verify() -> dict[str, Any]:
     """`doit verify [--only HOST,@PROFILE]`: check, read-only, that hosts' namespace, image, client caps and /boot match the inventory."""
     return per_host_task("verify", "Check hosts on the Ceph cluster against the inventory (every host unless --only; read-only).",
                          verify_host, "check only these hosts", task_dep=("render:hosts",))
 
 
+@guarded
 def task_move_root() -> dict[str, Any]:
     """`doit move-root --only HOST,@PROFILE`: a clone of its golden image's current version as each host's root, the former one kept."""
     return per_host_task("move-root", "Move hosts' roots to their golden image's current version, keeping the former root (not a default task).",
                          move_root, "move only these hosts' roots", task_dep=("render:hosts",))
 
 
+@guarded
 def task_rollback_root() -> dict[str, Any]:
     """`doit rollback-root --only HOST,@PROFILE`: each host's newest former root becomes its root again, the current one kept."""
     return per_host_task("rollback-root", "Give hosts back their former root (not a default task).",

@@ -17,7 +17,7 @@ from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
 from . import artifacts, inventory, selection
-from .fileio import (Folder, GroupError, describe, digest, file_sha256, identity_key,
+from .fileio import (Folder, GroupError, digest, file_sha256, identity_key,
                      identity_of, is_temp, kind, report, tmp_name)
 from .initrd import BASE_NAMES, base_path, bases_in_use, built_stamp, kernels_in_use, vmlinuz_path
 from .inventory import TREE_MARKER, Host
@@ -27,6 +27,7 @@ from .templating import code_digest
 from .bootnet import grub_routes
 from .render import SEALED_PATH, SITE_GRUB, routes_by_host, site_outputs
 from .stage import UNCHANGED, Stage, Unit, record_outputs, stage_task
+from .failures import failure, guarded
 
 PUBLIC = 0o644
 PUBLIC_DIR = 0o755
@@ -150,8 +151,9 @@ def _failed(what: str, e: Exception) -> TaskFailed:
     """A `cephboot: publish:` failure naming the path (ENOSPC, EROFS, a refused chown ...)."""
     if isinstance(e, GroupError):
         e = _group_problem(e)
-    why = describe(e, what) if isinstance(e, OSError) else str(e)
-    return TaskFailed(f"cephboot: publish: {what}: {why}")
+    if isinstance(e, OSError):
+        return failure(f"publish: {what}", e, what)
+    return TaskFailed(f"cephboot: publish: {what}: {e}")
 
 
 def publish_kernel(settings: dict[str, Any], kver: str, methods: list[str], kept: OutputsKept) -> TaskFailed | dict[str, Any]:
@@ -522,7 +524,7 @@ def rollback_action(only: str = "") -> TaskFailed | None:
         except PublishError as e:
             return TaskFailed(f"cephboot: rollback: {e}")
         except OSError as e:
-            return TaskFailed(f"cephboot: rollback: host {name}: {describe(e, name)}")
+            return failure(f"rollback: host {name}", e, name)
         # the swapped files are the publisher's own: the rollback holds
         outputs = host_outputs(str(tree_root(site.settings)), name, host_sources(site.hosts[name]), list(by_host[name]))
         record_outputs("publish", name, "|".join(identity_key(o) for o in outputs))
@@ -543,6 +545,7 @@ def _code_digest() -> str:
     return code_digest(__name__)
 
 
+@guarded
 def task_publish() -> Iterator[dict[str, Any]]:
     """Publish kernels, base initrds, host layers and scripts, and the routes into the boot tree."""
     site = inventory.load_for_tasks()
@@ -604,6 +607,7 @@ def task_publish() -> Iterator[dict[str, Any]]:
     }
 
 
+@guarded
 def task_rollback() -> dict[str, Any]:
     """`doit rollback --only HOST,@PROFILE`: swap each host's published generation with the previous one."""
     return {

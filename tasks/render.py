@@ -19,6 +19,7 @@ from .stage import Stage, Unit, stage_task
 from . import sealed
 from .layout import HOSTS, SITE, TEMPLATES, base_name, host_dir, host_file, site_file
 from .templating import code_digest, env, header
+from .failures import guarded
 
 # where some per-host outputs land under build/hosts/<host>/ (the table in tasks/artifacts.py owns them)
 CONFD = BY_NAME["conf.d"].build
@@ -213,6 +214,7 @@ def render_hosts(site: Site, names: list[str]) -> None:
         raise ValueError(failed.message)
 
 
+@guarded
 def task_render() -> Iterator[dict[str, Any]]:
     """Render the boot files of every host (conf.d, ceph.conf, keyring, fstab, crypttab, iPXE) and the site-wide routes."""
     site = inventory.load_for_tasks()

@@ -28,7 +28,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from . import examplekeys, luks, publish
-from .cephcli import Admin, CephError
+from .cephcli import Admin, CephError, connect
 from .checks import generation_of
 from .fileio import tmp_dir, write_if_changed
 from .layout import host_dir
@@ -38,6 +38,7 @@ from .model import HostView
 from .overlay import LAYER, MONOLITHIC
 from .provision import CLIENT_MARK, _auth, _mark, entity_of, image_spec, wanted_caps
 from .selection import command, per_host_task, say
+from .failures import guarded
 
 # image metadata of a LUKS host's root: the key slots that `retire` removes (those of the old key file)
 RETIRE_SLOTS = "cephboot.luks.retire"
@@ -169,8 +170,7 @@ def rotate(site: Site, host: Host) -> TaskFailed | None:
     if missing:
         return TaskFailed(f"{command('rotate', host.name)}: missing {', '.join(missing)} (scripts/setup installs them)")
     try:
-        admin = Admin(site)
-        admin.check_fsid()
+        admin = connect(site)
         old = _current(admin, site, host, "rotate")
         others = [g for g in generations(admin, host) if g != old]
         if others:
@@ -231,8 +231,7 @@ def retire(site: Site, host: Host) -> TaskFailed | None:
     """Remove the host's old key generations (clients, LUKS key slots) once no monitor session uses them."""
     cfg = host.cfg
     try:
-        admin = Admin(site)
-        admin.check_fsid()
+        admin = connect(site)
         current = _current(admin, site, host, "retire")
         old = [g for g in generations(admin, host) if g != current]
         spec = image_spec(cfg)
@@ -307,12 +306,14 @@ def _retire_luks(admin: Admin, site: Site, host: Host, spec: str, slots: str) ->
 
 # ---- tasks -----------------------------------------------------------------------------------
 
+@guarded
 def task_rotate() -> dict[str, Any]:
     """`doit rotate --only HOST,@PROFILE`: a new cephx key generation (and LUKS key slot) for each host; the old keys keep working until `doit retire --only HOST`."""
     return per_host_task("rotate", "Give hosts new keys; the old ones work until retired (not a default task).",
                          rotate, "give only these hosts new keys", task_dep=("render:hosts",))
 
 
+@guarded
 def task_retire() -> dict[str, Any]:
     """`doit retire --only HOST,@PROFILE`: remove each host's old key generations once it runs on its new key."""
     return per_host_task("retire", "Remove hosts' old keys once they run on their new ones (not a default task).",

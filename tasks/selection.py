@@ -16,6 +16,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
+from .failures import ClusterWide, environmental, failure
 from .inventory import load_for_tasks
 from .model import Host
 
@@ -106,7 +107,8 @@ def per_host_task(basename: str, doc: str, action: Callable[..., Any], what: str
                   task_dep: tuple[str, ...] = ()) -> dict[str, Any]:
     """The doit task `doit BASENAME [--only HOST,@PROFILE...]` that runs ``action(site, host)`` for
     each host named (every host when none is), in the inventory's order, every time (the cluster
-    is the state: look each run); the first failure stops it.  Loading it reads nothing."""
+    is the state: look each run); a host that fails fails alone, a cluster-wide error stops it
+    (run_hosts).  Loading it reads nothing."""
     return {
         "basename": basename,
         "doc": doc,
@@ -151,15 +153,43 @@ def names_unknown(basename: str, argv: list[str]) -> bool:
     return False
 
 
+def hosts_failed(task: str, failed: list[str], of: int) -> TaskFailed:
+    """The end of a per-host command or stage that went on past failing hosts: each one and why."""
+    rest = ", every other host is done" if len(failed) < of else ""
+    return TaskFailed(f"cephboot: {task}: {len(failed)} of {of} hosts failed{rest}:\n" + "\n".join(failed))
+
+
 def _run_hosts(basename: str, action: Callable[..., Any], only: str = "") -> TaskFailed | None:
     site = load_for_tasks()
     try:
         names = choose(basename, only, site.hosts, lambda: site.hosts) if only else list(site.hosts)
     except Unknown as e:
         return TaskFailed(str(e))
-    for name in names:
+    return run_hosts(basename, action, site, names)
+
+
+def run_hosts(basename: str, action: Callable[[Any, Host], TaskFailed | None], site: Any, names: list[str]) -> TaskFailed | None:
+    """Run ``action(site, host)`` for each host of ``names``, its line first.  A host the action
+    refuses (a TaskFailed: a client someone else made, an image with data ...) fails alone and
+    the others go on; an error no other host would escape (ClusterWide: the cluster unreachable,
+    the admin refused; the machine refusing, failures.environmental) stops at once.  The end
+    names each failed host and why.  ``site``: the inventory (``site.hosts``)."""
+    failed: list[str] = []
+    for i, name in enumerate(names):
         print(line(basename, name), flush=True)
-        result = action(site, site.hosts[name])
-        if isinstance(result, TaskFailed):
-            return result
-    return None
+        try:
+            result = action(site, site.hosts[name])
+        except ClusterWide as e:
+            stop = TaskFailed(f"cephboot: {basename}: {e}")
+        except OSError as e:
+            if not environmental(e):
+                raise
+            stop = failure(command(basename, name), e)
+        else:
+            if isinstance(result, TaskFailed):
+                failed.append(result.message.strip())
+            continue
+        left = names[i + 1:]
+        after = f"; stopped before {_listed(left)}" if left else ""
+        return TaskFailed(stop.message + after + ("\n" + hosts_failed(basename, failed, i).message if failed else ""))
+    return hosts_failed(basename, failed, len(names)) if failed else None

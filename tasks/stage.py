@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from doit.exceptions import TaskFailed
 
 from . import engine, selection
+from .failures import environmental, failure
 from .layout import STATE
 from .fileio import file_key, remembered_key, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
 
@@ -337,36 +338,45 @@ class Stage:
     def _do(self, todo: list[str], due: set[str], now: dict[str, str], outs: dict[str, str], outside: bool = False) -> TaskFailed | dict[str, str]:
         """Work on ``todo`` and save the record: ``now`` of the hosts done and of those not ``due``."""
         done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
-        out = sys.stdout
-        ok = False
-        failed: list[str] = []
+        failed: TaskFailed | None = None
         try:
-            if self.batch is not None:
-                result = self.batch(todo) if todo else None
-                if isinstance(result, TaskFailed):
-                    return result
-                for name in todo:
-                    done[name], outs[name] = now[name], self._outputs_now(name)
-                ok = True
-                return {"records": state_path(self.name)}
-            for name, result in self._work(todo):
-                if isinstance(result, TaskFailed):
-                    if not self.keep_going:
-                        return result
-                    failed.append(result.message.strip())
-                    continue
-                # the record taken before the work: an input edited meanwhile is seen next run
+            failed = self._work_on(todo, done, now, outs, outside)
+        finally:  # also after ^C: what was finished stays finished
+            try:
+                save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs},
+                           self._ok if outside else failed is None)
+            except OSError as e:  # the record as it was stays: the hosts done now are redone next run
+                if not environmental(e):
+                    raise
+                unsaved = failure(f"{self.task}: its record (the hosts done now are done again next run)", e)
+                failed = TaskFailed(f"{failed.message}\n{unsaved.message}") if failed else unsaved
+            sys.stdout.flush()
+        return failed or {"records": state_path(self.name)}
+
+    def _work_on(self, todo: list[str], done: dict[str, str], now: dict[str, str], outs: dict[str, str], outside: bool) -> TaskFailed | None:
+        """Do the work of ``todo``, entering each host done in ``done`` and ``outs``; what failed, or None."""
+        if self.batch is not None:
+            result = self.batch(todo) if todo else None
+            if isinstance(result, TaskFailed):
+                return result
+            for name in todo:
                 done[name], outs[name] = now[name], self._outputs_now(name)
-                if result != UNCHANGED and not outside:
-                    out.write(f"{LINE}{self.task}{ONLY}{name}\n")
-            if failed:
-                rest = ", every other host is done" if len(failed) < len(todo) else ""
-                return TaskFailed(f"cephboot: {self.name}: {len(failed)} of {len(todo)} hosts failed{rest}:\n" + "\n".join(failed))
-            ok = True
-        finally:
-            save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs}, self._ok if outside else ok)
-            out.flush()
-        return {"records": state_path(self.name)}
+            return None
+        out = sys.stdout
+        failed: list[str] = []
+        for name, result in self._work(todo):
+            if isinstance(result, TaskFailed):
+                if not self.keep_going:
+                    return result
+                failed.append(result.message.strip())
+                continue
+            # the record taken before the work: an input edited meanwhile is seen next run
+            done[name], outs[name] = now[name], self._outputs_now(name)
+            if result != UNCHANGED and not outside:
+                out.write(f"{LINE}{self.task}{ONLY}{name}\n")
+        if failed:
+            return selection.hosts_failed(self.name, failed, len(todo))
+        return None
 
     def choose(self, only: str) -> list[str]:
         """The hosts `--only` names (selection.choose)."""
@@ -389,10 +399,15 @@ class Stage:
 
         def work(name: str) -> Any:
             unit = self.units[name]
-            if not self.pass_recorded:
-                return unit.action(*unit.args)
-            keys = recorded.get(name, "").split("|")
-            return unit.action(*unit.args, recorded=dict(zip(unit.outputs, keys)) if len(keys) == len(unit.outputs) else {})
+            try:
+                if not self.pass_recorded:
+                    return unit.action(*unit.args)
+                keys = recorded.get(name, "").split("|")
+                return unit.action(*unit.args, recorded=dict(zip(unit.outputs, keys)) if len(keys) == len(unit.outputs) else {})
+            except OSError as e:  # a full disk, a read-only mount ...: one line naming the host and the path
+                if not environmental(e):
+                    raise
+                return failure(f"{self.task}: {name}", e)
 
         if self.workers <= 1 or len(todo) <= 1:
             for name in todo:

@@ -191,3 +191,25 @@ def test_a_client_made_by_hand_is_adopted_only_deliberately_then_keeps_its_key_a
                               capture_output=True, text=True, check=True).stdout
     assert key in in_image
     assert "nothing to change" in site.doit("provision", "--only", "prov-d").stdout
+
+
+def test_of_two_hosts_a_refused_one_fails_alone_and_the_other_is_provisioned(a_provisioned_site: ProvisionSite) -> None:
+    """`doit provision --only prov-e,prov-f`: prov-e's client exists with other caps, made by
+    someone else, so provisioning refuses to take it over; prov-f after it is still provisioned,
+    and the run ends non-zero naming prov-e and why."""
+    site, cluster = a_provisioned_site, a_provisioned_site.cluster
+    cluster.ceph("auth", "get-or-create", "client.prov-e", "mon", "allow r")
+    site.add_host("prov-e", _mac(14))
+    site.add_host("prov-f", _mac(15))
+    run = site.doit("provision", "--only", "prov-e,prov-f", check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "Traceback" not in out, out
+    assert "cephboot: provision: 1 of 2 hosts failed, every other host is done:\n" in out, out
+    assert ("provision --only prov-e: host prov-e: client.prov-e exists on the cluster and cephboot did not create it; "
+            "provisioning never changes such a client") in out, out
+    assert _said(run.stdout, "provision", "prov-f", "created client.prov-f with the key from hosts/keys/prov-f.keyring"), out
+    assert _said(run.stdout, "provision", "prov-f", f"wrote root image {RBD_POOL}/prov-f/root (64M)"), out
+    assert cluster.ceph_json("auth", "get", "client.prov-e")[0]["caps"] == {"mon": "allow r"}, "the refused client is untouched"
+    namespaces = set(cluster.rbd("namespace", "ls", RBD_POOL).stdout.split())
+    assert "prov-f" in namespaces and "prov-e" not in namespaces, "nothing was made for the refused host"
+    assert "MISMATCH" not in site.doit("verify", "--only", "prov-f").stdout

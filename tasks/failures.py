@@ -1,0 +1,108 @@
+"""What a task's action does when the machine refuses it (a full disk, a read-only mount, EIO ...): one `cephboot:` line, never a traceback.
+
+Every task's actions are wrapped (``guarded`` on each ``task_*`` generator), so an OSError of
+the environment that escapes any action, whichever stage or command raised it, becomes a
+TaskFailed: doit then ends non-zero with one line naming the task, the host where there is
+one, the path and what failed (``cephboot: render:hosts: zephyr: build/hosts/zephyr/...: No
+space left on device``).  Everything cephboot writes is written atomically (tasks/fileio.py),
+so what was there before stays as it was; the stages keep the record of what they finished.
+Other exceptions are bugs and keep their traceback.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+# The machine's refusals, not cephboot's mistakes: the same run succeeds once someone frees
+# space, remounts, fixes permissions or raises a limit.
+ENVIRONMENTAL = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EMFILE,
+    errno.ENFILE, errno.ENOMEM, errno.EFBIG, errno.ESTALE, errno.EBUSY, errno.ETXTBSY, errno.ENOLCK,
+    errno.ENXIO, errno.ENODEV, errno.EAGAIN,
+})
+GUARDED = "_cephboot_guarded"  # set on every wrapped action (tests check that no action lacks it)
+
+
+class ClusterWide(Exception):
+    """An error that no other host of a per-host command would escape (the cluster unreachable,
+    its admin refused, another cluster answering): the command stops at once (selection.run_hosts)."""
+
+
+def environmental(e: BaseException) -> bool:
+    """Whether ``e`` is the machine refusing (ENOSPC, EROFS, EACCES ...), not a bug."""
+    return isinstance(e, OSError) and e.errno in ENVIRONMENTAL
+
+
+def why(e: OSError, fallback: str = "") -> str:
+    """`<path>: <reason>`, the way every `cephboot:` message names a refused file."""
+    path = e.filename or fallback
+    reason = e.strerror or str(e)
+    return f"{path}: {reason}" if path else reason
+
+
+def failure(where: str, e: OSError, fallback: str = "") -> TaskFailed:
+    """The one line that reports ``e`` for ``where`` (`render:hosts: zephyr`, `publish: host zephyr`, `nginx`)."""
+    return TaskFailed(f"cephboot: {where}: {why(e, fallback)}")
+
+
+def guard(where: str, action: Callable[..., Any]) -> Callable[..., Any]:
+    """``action`` with the machine's refusals turned into a TaskFailed for ``where``."""
+    if getattr(action, GUARDED, False):
+        return action
+
+    @functools.wraps(action)  # doit reads the signature (task, only, targets ...) through __wrapped__
+    def guarded_action(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return action(*args, **kwargs)
+        except OSError as e:
+            if not environmental(e):
+                raise
+            return failure(where, e)
+
+    setattr(guarded_action, GUARDED, True)
+    return guarded_action
+
+
+def _name(task: dict[str, Any]) -> str:
+    name = task.get("name")
+    return f"{task['basename']}:{name}" if name else str(task.get("basename", ""))
+
+
+def guard_task(task: dict[str, Any]) -> dict[str, Any]:
+    """The task with each of its Python actions (and clean actions) guarded."""
+    where = _name(task)
+    for key in ("actions", "clean"):
+        actions = task.get(key)
+        if not isinstance(actions, list):
+            continue
+        wrapped: list[Any] = []
+        for a in actions:
+            if callable(a):
+                a = guard(where, a)
+            elif isinstance(a, tuple) and a and callable(a[0]):
+                a = (guard(where, a[0]), *a[1:])
+            wrapped.append(a)  # a shell command: its exit status says it already
+        task[key] = wrapped
+    return task
+
+
+def guarded(creator: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``task_*`` generator whose tasks' actions are guarded (put on every task generator)."""
+
+    @functools.wraps(creator)  # doit orders and finds creators through the wrapped function
+    def create(*args: Any, **kwargs: Any) -> Any:
+        made = creator(*args, **kwargs)
+        if isinstance(made, dict):
+            return guard_task(made)
+        return _each(made)
+
+    return create
+
+
+def _each(tasks: Iterable[Any]) -> Iterator[Any]:
+    for t in tasks:
+        yield guard_task(t) if isinstance(t, dict) else t
