@@ -103,12 +103,54 @@ def say(text: str) -> None:
     print(f"{DETAIL}{text}", flush=True)
 
 
+# doit's own commands: after them, task names are no request to run (`doit forget publish:zephyr`)
+DOIT_COMMANDS = frozenset({"list", "info", "clean", "forget", "ignore", "help", "strace", "dumpdb", "auto", "tabcompletion", "reset-dep"})
+
+
+# the names of the subtasks the stages have besides their per-host one (`render:site`, `lint:static`
+# ...; kernels are named by version): `render:site` is that task even if a host is called site
+SUBTASKS = frozenset({"hosts", "rendered", "site", "tftp", "static", "base", "grub", "dhcpd", "kea"})
+
+
+def old_forms(basename: str, argv: list[str], hosts: Callable[[], Iterable[str]]) -> list[str]:
+    """The hosts that doit's command line ``argv`` names for ``basename`` the old ways, which doit
+    rejects as unknown tasks: `BASENAME:HOST` (`provision:zephyr`, `render:zephyr`) and
+    `BASENAME HOST ...` (`rollback zephyr`).  ``hosts`` (the inventory's names) is called only
+    when a word could be one."""
+    if argv and argv[0] in DOIT_COMMANDS:
+        return []
+    words: list[str] = []
+    after = False  # the word before was the task, or a host named after it
+    for w in argv:
+        if w.startswith(f"{basename}:"):
+            words.append(w.split(":", 1)[1])
+        elif after and not w.startswith("-"):
+            words.append(w)
+            continue
+        after = w == basename
+    words = [w for w in words if w not in SUBTASKS]
+    if not words:
+        return []
+    known = set(hosts())
+    return [w for w in words if w in known or (w.startswith(PROFILE_MARK) and len(w) > 1)]
+
+
+def refuse_old_forms(basename: str, task: str, argv: list[str]) -> None:
+    """Stop doit with the one line that says the form to use when ``argv`` names hosts of
+    ``basename`` the old way (old_forms), e.g. ``cephboot: use `doit provision --only zephyr` ...``."""
+    named = old_forms(basename, argv, lambda: load_for_tasks().hosts)
+    if named:
+        raise SystemExit(f"cephboot: use `doit {task}{ONLY}{','.join(dict.fromkeys(named))}` "
+                         f"(a per-host command names its hosts with --{OPTION} HOST[,HOST...], @PROFILE for a profile's hosts)")
+
+
 def per_host_task(basename: str, doc: str, action: Callable[..., Any], what: str,
                   task_dep: tuple[str, ...] = ()) -> dict[str, Any]:
     """The doit task `doit BASENAME [--only HOST,@PROFILE...]` that runs ``action(site, host)`` for
     each host named (every host when none is), in the inventory's order, every time (the cluster
     is the state: look each run); a host that fails fails alone, a cluster-wide error stops it
-    (run_hosts).  Loading it reads nothing."""
+    (run_hosts).  Loading it reads nothing (unless doit's command line names hosts)."""
+    refuse_old_forms(basename, basename, sys.argv[1:])
     return {
         "basename": basename,
         "doc": doc,

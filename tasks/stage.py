@@ -461,6 +461,7 @@ def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean
     """The doit task `<basename>:<name>` that runs ``stage``; ``clean``: `doit clean` removes
     its outputs (never for publish: `doit clean` must not empty the boot tree)."""
     stage.task = f"{basename}:{name}"
+    selection.refuse_old_forms(basename, stage.task, sys.argv[1:])  # `doit render:zephyr`: one line saying the form to use
     if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv[1:]):
         extra = {**extra, "task_dep": []}  # fail at once, before the stages it depends on run
     return {

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from doit.exceptions import TaskFailed
 
+from conftest import PROJECT, Site, copy_site
 from tasks.failures import ClusterWide
-from tasks.selection import run_hosts
+from tasks.selection import SUBTASKS, old_forms, run_hosts
 
 NAMES = ["a", "b", "c", "d"]
 
@@ -78,3 +79,62 @@ def test_the_machine_refusing_stops_at_once_and_a_bug_is_not_hidden() -> None:
 
     with pytest.raises(KeyError):
         run_hosts("provision", bug, a_site(), NAMES)
+
+
+@pytest.fixture(scope="module")
+def the_example_site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """The example site, copied (nothing built: these runs stop while doit loads the tasks)."""
+    return copy_site(PROJECT, tmp_path_factory.mktemp("old-forms") / "site")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (["provision:zephyr"], "provision --only zephyr"),
+    (["verify:notus"], "verify --only notus"),
+    (["move-root:zephyr"], "move-root --only zephyr"),
+    (["rollback-root:zephyr"], "rollback-root --only zephyr"),
+    (["rotate:boreas", "rotate:notus"], "rotate --only boreas,notus"),
+    (["retire:zephyr"], "retire --only zephyr"),
+    (["render:zephyr"], "render:hosts --only zephyr"),
+    (["lint:zephyr"], "lint:rendered --only zephyr"),
+    (["overlay:zephyr"], "overlay:hosts --only zephyr"),
+    (["publish:zephyr"], "publish:hosts --only zephyr"),
+    (["rollback", "zephyr", "notus"], "rollback --only zephyr,notus"),
+    (["provision", "zephyr"], "provision --only zephyr"),
+])
+def test_an_old_way_of_naming_a_host_gets_one_line_with_the_form_to_use(the_example_site: Site, old: list[str], new: str) -> None:
+    run = the_example_site.doit(*old, check=False)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[0].startswith(f"cephboot: use `doit {new}` ("), run.stderr
+    assert len(run.stderr.splitlines()) == 1 and not run.stdout.strip(), run.stdout + run.stderr
+
+
+def test_the_form_a_message_names_is_one_doit_takes(the_example_site: Site) -> None:
+    """What the line says to use runs (render touches neither the cluster nor the tree)."""
+    run = the_example_site.doit("render:zephyr", check=False)
+    new = run.stderr.split("`doit ")[1].split("`")[0].split()
+    done = the_example_site.doit(*new)
+    assert "  - render:hosts --only zephyr" in done.stdout.splitlines(), done.stdout
+
+
+def test_old_forms_reads_only_what_doit_would_reject() -> None:
+    hosts = ["zephyr", "site", "notus"]
+    assert old_forms("render", ["render:site", "render:hosts", "--only", "zephyr"], lambda: hosts) == []  # tasks, and the new form
+    assert old_forms("publish", ["forget", "publish:zephyr"], lambda: hosts) == []  # doit's own command: its own message
+    assert old_forms("rollback", ["rollback", "--only", "zephyr"], lambda: hosts) == []
+    assert old_forms("rollback", ["rollback", "zephyr", "-v", "2"], lambda: hosts) == ["zephyr"]
+    assert old_forms("provision", ["provision:@compute", "provision:nobody"], lambda: hosts) == ["@compute"]
+
+    def unread() -> list[str]:
+        raise AssertionError("the inventory is read only when a word could be a host")
+
+    assert old_forms("render", ["render:hosts", "lint", "publish:site"], unread) == []
+
+
+def test_no_subtask_the_dodo_defines_is_read_as_a_host(the_example_site: Site) -> None:
+    """selection.SUBTASKS holds every subtask name but kernels' (`render:site` stays that task for
+    a site with a host called site); a new subtask name must be added there."""
+    from builtsite import kver
+
+    out = the_example_site.doit("list", "--all", "--quiet").stdout
+    subs = {line.split()[0].split(":", 1)[1] for line in out.splitlines() if ":" in line.split()[0]}
+    assert subs and subs - {kver()} <= SUBTASKS, subs - SUBTASKS
