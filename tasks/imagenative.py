@@ -10,15 +10,15 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Union
 
 from doit.exceptions import TaskFailed
-from .uptodate import config_changed
 
 from . import artifacts, confine, inventory
-from .fileio import digest, write_if_changed
+from .fileio import write_if_changed
 from .inventory import Host
 from .layout import host_dir
+from .stage import Stage, Unit, stage_task
 from .templating import code_digest
 from .initrd import STATIC_FILES
 from .failures import guarded
@@ -201,7 +201,7 @@ def build_in_image(host: Host) -> TaskFailed | None:
     try:
         update_initramfs(install(host))
     except (OutsideRoot, ImageError) as e:
-        return TaskFailed(f"cephboot: imagenative:{host.name}: {e}")
+        return TaskFailed(f"cephboot: imagenative: {host.name}: {e}")
     return None
 
 
@@ -210,21 +210,29 @@ def _code_digest() -> str:
     return code_digest(__name__)
 
 
+def imagenative_stage(site: inventory.Site) -> Stage:
+    """The image-native stage: a unit per host that has an image_root (made when first needed)."""
+    def units() -> dict[str, Unit]:
+        out: dict[str, Unit] = {}
+        for host in site.hosts.values():
+            if not host.cfg.image_root:
+                continue
+            sources = [str(src) for src, _ in image_files(host).values() if isinstance(src, Path)]
+            # what it writes is in the image (its /boot): the image is the state, its inputs the record
+            out[host.name] = Unit(sources, [], host.cfg.image_root, build_in_image, (host,))
+        return out
+
+    return Stage("imagenative", units, _code_digest())
+
+
 @guarded
-def task_imagenative() -> Iterator[dict[str, Any]]:
+def task_imagenative() -> dict[str, Any]:
     """Image-native mode: install the boot files into each image_root and run its update-initramfs."""
     site = inventory.load_for_tasks()
-    yield {"basename": "imagenative", "name": None, "doc": "Install boot files into hosts' mounted root images (image_root) and run update-initramfs there."}
-    for host in site.hosts.values():
-        if not host.cfg.image_root:
-            continue
-        sources = [str(src) for src, _ in image_files(host).values() if isinstance(src, Path)]
-        yield {
-            "basename": "imagenative",
-            "name": host.name,
-            "doc": f"install into {host.cfg.image_root} and run update-initramfs there",
-            "actions": [(build_in_image, [host])],
-            "file_dep": sources,
-            "task_dep": ["render:hosts"],  # its rendered conf.d, fstab and keys (and sealed keys) go into the image
-            "uptodate": [config_changed(digest(host.cfg.image_root, _code_digest()))],
-        }
+    return stage_task(
+        "imagenative",
+        "Install boot files into hosts' mounted root images (image_root) and run update-initramfs there (each host whose inputs changed).",
+        imagenative_stage(site),
+        name="",
+        task_dep=["render:hosts"],  # its rendered conf.d, fstab and keys (and sealed keys) go into the image
+    )

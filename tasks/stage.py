@@ -459,14 +459,15 @@ class Stage:
 
 def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean: bool = True, **extra: Any) -> dict[str, Any]:
     """The doit task `<basename>:<name>` that runs ``stage``; ``clean``: `doit clean` removes
-    its outputs (never for publish: `doit clean` must not empty the boot tree)."""
-    stage.task = f"{basename}:{name}"
+    its outputs (never for publish: `doit clean` must not empty the boot tree).  ``name`` "": the
+    task is `<basename>` itself (`doit imagenative --only zephyr`)."""
+    stage.task = f"{basename}:{name}" if name else basename
     selection.refuse_old_forms(basename, stage.task, sys.argv[1:])  # `doit render:zephyr`: one line saying the form to use
     if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv[1:]):
         extra = {**extra, "task_dep": []}  # fail at once, before the stages it depends on run
     return {
         "basename": basename,
-        "name": name,
+        **({"name": name} if name else {}),
         "doc": doc,
         "actions": [stage.run],
         "uptodate": [stage],

@@ -179,6 +179,6 @@ def test_doit_imagenative_without_bubblewrap_fails_with_a_cephboot_message(the_e
     the_example_site.edit("nodes/zephyr.yaml", "profiles: [rack-a]", f"profiles: [rack-a]\nimage_root: {a_busybox_image}")
     run = the_example_site.doit("imagenative", check=False, env={"PATH": str(a_busybox_image / "usr/sbin")})
     assert run.returncode != 0
-    assert "cephboot: imagenative:zephyr: bubblewrap is not installed" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert "cephboot: imagenative: zephyr: bubblewrap is not installed" in run.stdout + run.stderr, run.stdout + run.stderr
     assert not (a_busybox_image / "boot/calls").exists(), "nothing of the image ran"
     assert (a_busybox_image / "etc/initramfs-tools/conf.d/cephboot").exists(), "the boot files went in"

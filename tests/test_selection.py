@@ -6,6 +6,10 @@ import errno
 from types import SimpleNamespace
 from typing import Any
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from doit.exceptions import TaskFailed
 
@@ -138,3 +142,100 @@ def test_no_subtask_the_dodo_defines_is_read_as_a_host(the_example_site: Site) -
     out = the_example_site.doit("list", "--all", "--quiet").stdout
     subs = {line.split()[0].split(":", 1)[1] for line in out.splitlines() if ":" in line.split()[0]}
     assert subs and subs - {kver()} <= SUBTASKS, subs - SUBTASKS
+
+
+# Every per-host command, as `doit list` names it: one task taking --only (imagenative's hosts have image_root).
+PER_HOST = {"render:hosts", "lint:rendered", "overlay:hosts", "publish:hosts", "imagenative",
+            "provision", "verify", "move-root", "rollback-root", "rotate", "retire", "rollback"}
+LOAD = (
+    "import os, runpy, sys\n"
+    "from doit.loader import load_tasks\n"
+    "os.chdir(sys.argv[1])\n"
+    "tasks = load_tasks(runpy.run_path(sys.argv[2]), (), allow_delayed=False)\n"
+)
+
+
+def test_every_per_host_line_pastes_back_into_doit(the_example_site: Site) -> None:
+    """For every task that takes --only, the line selection.line() prints for a host is parsed by
+    doit, with that task's own options, as that task with --only HOST and nothing left over."""
+    script = LOAD + (
+        "from doit.cmdparse import CmdOption, TaskParse\n"
+        "from tasks.selection import OPTION, line\n"
+        "for t in tasks:\n"
+        "    if any(p['name'] == OPTION for p in t.params):\n"
+        "        words = line(t.name, 'zephyr').split()\n"
+        "        assert words[0] == '-' and words[1] == t.name, words\n"
+        "        opts, rest = TaskParse([CmdOption(p) for p in t.params]).parse(words[2:])\n"
+        "        print(t.name, opts[OPTION], rest)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(the_example_site.root), str(the_example_site.dodo)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    parsed = {line.split()[0]: line.split(None, 1)[1] for line in done.stdout.splitlines()}
+    assert set(parsed) == PER_HOST, "a new per-host command: add it to PER_HOST (and to this test's runs)"
+    assert set(parsed.values()) == {"zephyr []"}
+
+
+def test_every_say_call_in_tasks_binds_to_say() -> None:
+    """say() takes one line; a call that would raise TypeError (say(..., flush=True) did, in
+    paths only a cluster reaches) is found here, whatever the path."""
+    import ast
+    import inspect
+
+    from tasks.selection import say
+
+    calls = 0
+    for path in sorted((PROJECT / "tasks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "say":
+                calls += 1
+                args = [None] * len(node.args)
+                kwargs = {k.arg: None for k in node.keywords if k.arg}
+                try:
+                    inspect.signature(say).bind(*args, **kwargs)
+                except TypeError as e:
+                    raise AssertionError(f"{path.name}:{node.lineno}: say() {e}") from None
+    assert calls >= 10
+
+
+def test_each_host_line_comes_before_what_is_said_of_it_through_a_pipe(tmp_path: Path) -> None:
+    """doit's stdout is a pipe under tests, CI and `| tee`: each host's line and what is said of
+    it come out in order, also when a program the action runs writes to the same stdout."""
+    script = (
+        "import subprocess, sys\n"
+        "from types import SimpleNamespace\n"
+        "from tasks.selection import run_hosts, say\n"
+        "def act(site, host):\n"
+        "    say(f'found {host.name}')\n"
+        "    subprocess.run(['echo', f'    a program ran for {host.name}'], check=True)\n"
+        "site = SimpleNamespace(hosts={n: SimpleNamespace(name=n) for n in ('zephyr', 'notus')})\n"
+        "run_hosts('verify', act, site, ['zephyr', 'notus'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "  - verify --only zephyr", "    found zephyr", "    a program ran for zephyr",
+        "  - verify --only notus", "    found notus", "    a program ran for notus",
+    ]
+
+
+def test_stage_and_command_lines_are_printed_and_run_as_pasted(tmp_path: Path) -> None:
+    """Real runs: the render stage prints a line per host it rendered; move-root of hosts without
+    a golden image says so under each host's line (no cluster needed); each printed line, pasted
+    back, runs."""
+    site = copy_site(PROJECT, tmp_path / "site")
+    render = site.doit("render:hosts")
+    lines = [line for line in render.stdout.splitlines() if line.startswith("  - render:hosts")]
+    assert lines == [f"  - render:hosts --only {h}" for h in ("boreas", "notus", "zephyr")], render.stdout
+    moved = site.doit("move-root", "--only", "@rack-a")
+    out = moved.stdout.splitlines()
+    for host in ("boreas", "zephyr"):
+        head = out.index(f"  - move-root --only {host}")
+        assert out[head + 1] == f"    no root.image (hosts/nodes/{host}.yaml): its root is its own, nothing to move", moved.stdout
+    site.edit("site.yaml", "192.0.2.13", "192.0.2.99")  # every host due again
+    again = site.doit(*lines[2].split()[1:])
+    assert [line for line in again.stdout.splitlines() if line.startswith("  - ")] == [lines[2]], again.stdout
+    head = out.index("  - move-root --only zephyr")
+    pasted = site.doit(*out[head].split()[1:]).stdout.splitlines()
+    at = pasted.index(out[head])
+    assert pasted[at:at + 2] == out[head:head + 2] and "  - move-root --only boreas" not in pasted

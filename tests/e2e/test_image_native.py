@@ -1,7 +1,7 @@
 """Image-native mode for real (issue 3): a Debian root's own update-initramfs makes an initrd that boots it.
 
 A copy of the suite's debootstrap root (initramfs-tools, the Debian kernel, ceph-common) is a
-host's `image_root`. `doit imagenative:<host>` installs the hook, the local-top script and the
+host's `image_root`. `doit imagenative --only <host>` installs the hook, the local-top script and the
 host's files into it and runs the root's own `update-initramfs` confined (tasks/confine.py). The initrd that
 lands in the root's /boot is read with lsinitramfs; then that kernel and initrd, put in the site's
 boot tree on CephFS with a boot.ipxe that names them, boot a guest whose root is the RBD image
@@ -80,7 +80,7 @@ def a_native_host(
     a_ceph_cluster: CephCluster, a_network_namespace: NetworkNamespace, a_boot_bridge: BootNetwork,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[NativeHost]:
-    """A Debian root as `image_root`, after `doit imagenative:native`; its image provisioned from it;
+    """A Debian root as `image_root`, after `doit imagenative --only native`; its image provisioned from it;
     the site's boot tree served by nginx and its dnsmasq on the bridge."""
     work = tmp_path_factory.mktemp("image-native")
     root = work / "root"
@@ -98,7 +98,7 @@ def a_native_host(
         site.add_host(HOST, MAC, image_root=str(root), rootfs={"source": str(root)},
                       nics={"ceph": {"macs": [MAC], "address": f"{ADDRESS}/24", "gateway": GUEST_GATEWAY}},
                       map={"deadline": 90})
-        build = site.doit(f"imagenative:{HOST}")
+        build = site.doit("imagenative", "--only", HOST)
         site.doit("provision", "--only", HOST)  # namespace, client, /boot; the image from the tree as it is now
         with site_front_end(site, view, a_boot_bridge, "native", HTTP_PORT) as http:
             yield NativeHost(site, root, kernel_of(root), build, Path(publish["target"]), http, a_boot_bridge)
@@ -118,7 +118,7 @@ def _listing(initrd: Path) -> dict[str, str]:
 
 def test_the_roots_own_update_initramfs_builds_an_initrd_with_the_host_inside(a_native_host: NativeHost, tmp_path: Path) -> None:
     host = a_native_host
-    assert f"imagenative:{HOST}" in host.build.stdout
+    assert f"  - imagenative --only {HOST}" in host.build.stdout.splitlines(), host.build.stdout
     assert oct(host.initrd.stat().st_mode & 0o777) == "0o600", "the initrd holds the keyring: UMASK=0077"
     members = _listing(host.initrd)
     keyring = f"etc/ceph/ceph.client.{HOST}.keyring"
@@ -141,8 +141,8 @@ def test_the_roots_own_update_initramfs_builds_an_initrd_with_the_host_inside(a_
 
 
 def test_a_second_run_has_nothing_to_do(a_native_host: NativeHost) -> None:
-    again = a_native_host.site.doit(f"imagenative:{HOST}")
-    assert f"imagenative:{HOST}" not in again.stdout
+    again = a_native_host.site.doit("imagenative", "--only", HOST)
+    assert f"  - imagenative --only {HOST}" not in again.stdout.splitlines(), again.stdout
 
 
 def test_the_roots_kernel_and_initrd_boot_it_from_rbd(
