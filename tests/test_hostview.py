@@ -92,3 +92,42 @@ def test_every_key_tasks_read_from_a_host_view_is_in_the_schema() -> None:
 def test_the_chain_check_finds_a_misspelt_key() -> None:
     text = "x = host.cfg.nics.ceph.mac\ny = cfg.secrets.mode.upper()\nz = site.hosts[n].cfg.luks.keyfiles\nt = 'grub.cfg.j2'\nimage.cfg.pools"
     assert _bad_chains(text) == ["host.cfg.nics.ceph.mac", "cfg.luks.keyfiles", "image.cfg.pools"]
+
+
+# Site settings stay the validated mapping (README, "Site settings are a mapping"): every key that
+# tasks/ reads from them, `settings["a"]["b"]`, `s["a"]`, and through a name bound to a section
+# (`ceph = site.settings["ceph"]`, then `ceph["fsid"]`), is checked against schema.SITE here.
+_SETTINGS = re.compile(r"(?<![\w.])(?:site\.)?(?P<root>settings|s)((?:\[\"\w+\"\])+)")
+_SECTION = re.compile(r"(?<![\w.])(?P<alias>\w+) = (?:site\.)?(?:settings|s)\[\"(?P<key>\w+)\"\]$", re.M)
+_KEYS = re.compile(r"\[\"(\w+)\"\]")
+
+
+def _bad_settings(text: str) -> list[str]:
+    uses_s = re.search(r"(?<![\w.])s = site\.settings|cfg, s = host\.cfg, site\.settings", text) is not None
+    chains = [(m.group(0), _KEYS.findall(m.group(2))) for m in _SETTINGS.finditer(text) if m.group("root") == "settings" or uses_s]
+    for alias in _SECTION.finditer(text):
+        rx = re.compile(rf"(?<![\w.]){alias['alias']}((?:\[\"\w+\"\])+)")
+        chains += [(m.group(0), [alias["key"], *_KEYS.findall(m.group(1))]) for m in rx.finditer(text)]
+    bad = []
+    for shown, keys in chains:
+        section: Any = schema.SITE
+        for key in keys:
+            if not isinstance(section, schema.Section):
+                break  # past a leaf value
+            if key not in section.fields:
+                bad.append(shown)
+                break
+            section = section.fields[key]
+    return bad
+
+
+def test_every_key_tasks_read_from_the_site_settings_is_in_the_schema() -> None:
+    found = {p.name: _bad_settings(p.read_text()) for p in sorted(TASKS.glob("*.py")) if p.name != "schema.py"}
+    assert {name: bad for name, bad in found.items() if bad} == {}
+    assert sum(len(_SETTINGS.findall(p.read_text())) for p in TASKS.glob("*.py")) > 30, "the check reads the settings' uses"
+
+
+def test_the_settings_check_finds_a_misspelt_key() -> None:
+    text = ('a = settings["ceph"]["mon_hosts"]\nb = site.settings["pxe"]["http_base"]\n'
+            'p = settings["publish"]\nc = p["grup"]\nd = settings["kernel"]\n')
+    assert _bad_settings(text) == ['settings["ceph"]["mon_hosts"]', 'settings["kernel"]', 'p["grup"]']
