@@ -14,7 +14,7 @@ from typing import Any, Union
 
 from doit.exceptions import TaskFailed
 
-from . import artifacts, confine, inventory
+from . import artifacts, confine, inventory, selection
 from .fileio import write_if_changed
 from .inventory import Host
 from .layout import host_dir
@@ -229,10 +229,11 @@ def imagenative_stage(site: inventory.Site) -> Stage:
 def task_imagenative() -> dict[str, Any]:
     """Image-native mode: install the boot files into each image_root and run its update-initramfs."""
     site = inventory.load_for_tasks()
+    doc = "Install boot files into hosts' mounted root images (image_root) and run update-initramfs there (each host whose inputs changed)."
+    if not any(host.cfg.image_root for host in site.hosts.values()):  # nothing to do, and no record to keep
+        return {"basename": "imagenative", "doc": doc, "actions": None, "params": [selection.param("only these hosts (none has image_root)")]}
     return stage_task(
-        "imagenative",
-        "Install boot files into hosts' mounted root images (image_root) and run update-initramfs there (each host whose inputs changed).",
-        imagenative_stage(site),
+        "imagenative", doc, imagenative_stage(site),
         name="",
         task_dep=["render:hosts"],  # its rendered conf.d, fstab and keys (and sealed keys) go into the image
     )

@@ -120,8 +120,7 @@ def test_retire_refuses_while_the_host_still_runs_on_its_old_key(the_example_sit
     s = inventory.load(the_example_site.root, use_cache=False)
     cluster = _FakeCluster(["client.notus", "client.notus.r2"], {_mark("client.notus"): "notus", _mark("client.notus.r2"): "notus"},
                            sessions=["client.notus", "client.admin"])
-    monkeypatch.setattr(rotate, "Admin", lambda site: cluster)
-    monkeypatch.setattr(cluster, "check_fsid", lambda: None, raising=False)
+    monkeypatch.setattr(rotate, "connect", lambda site: cluster)  # the cluster as its admin, once it answered
     monkeypatch.setattr(rotate, "_served_with_other_keys", lambda site, host: [])
     failed = rotate.retire(s, s.hosts["notus"])
     assert failed is not None
@@ -139,8 +138,7 @@ def test_rotate_refuses_a_second_rotation_before_the_first_is_retired(the_exampl
     keyring.write_text(before)
     s = inventory.load(the_example_site.root, use_cache=False)
     cluster = _FakeCluster(["client.notus", "client.notus.r2"], {_mark("client.notus"): "notus", _mark("client.notus.r2"): "notus"})
-    monkeypatch.setattr(rotate, "Admin", lambda site: cluster)
-    monkeypatch.setattr(cluster, "check_fsid", lambda: None, raising=False)
+    monkeypatch.setattr(rotate, "connect", lambda site: cluster)  # the cluster as its admin, once it answered
     failed = rotate.rotate(s, s.hosts["notus"])
     assert failed is not None
     assert ("rotate --only notus: host notus: an earlier rotation is not retired yet (client.notus still on the cluster besides client.notus.r2); "
