@@ -339,12 +339,13 @@ class Stage:
         """Work on ``todo`` and save the record: ``now`` of the hosts done and of those not ``due``."""
         done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
         failed: TaskFailed | None = None
+        ok = False  # stays so after an exception (^C) too
         try:
             failed = self._work_on(todo, done, now, outs, outside)
+            ok = failed is None
         finally:  # also after ^C: what was finished stays finished
             try:
-                save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs},
-                           self._ok if outside else failed is None)
+                save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs}, self._ok if outside else ok)
             except OSError as e:  # the record as it was stays: the hosts done now are redone next run
                 if not environmental(e):
                     raise
