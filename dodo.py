@@ -4,13 +4,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tasks import listing  # noqa: E402
+from tasks import listing, quiet  # noqa: E402
+
+# A plain `doit` whose every input, output and record is as the last run left them (one stat
+# of each path in build/state/quiet) loads neither the inventory nor a task per host (tasks/quiet.py).
+_QUIET = quiet.fast(sys.argv)
 
 # A plain `doit list` prints top-level names and docs, which depend on the code and
 # hosts/site.yaml only: from the last run's summary while those are unchanged, it loads
 # neither the inventory nor a task per host (tasks/listing.py).
 _LISTED = listing.read(os.getcwd()) if listing.plain_list(sys.argv) else None
-if _LISTED is not None:
+if _QUIET is not None:
+    task_quiet = quiet.creator(_QUIET)
+    DOIT_CONFIG = quiet.config(_QUIET)
+elif _LISTED is not None:
     task_listed = listing.creator(_LISTED)
     DOIT_CONFIG = {"backend": "sqlite3", "dep_file": "build/doit.sqlite3", "verbosity": 1}
 else:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from . import quiet
 from .fileio import prepare_build, stat_memo_off, stat_memo_on
 
 _state = {"handed_off": False}
@@ -38,6 +39,7 @@ def setup() -> None:
     gc.disable()
     stat_memo_on()
     prepare_build()
+    quiet.full_begins()
 
 
 def run_starts() -> None:
@@ -68,4 +70,5 @@ def files_may_change(task: Any) -> None:
     for stage in stages:
         stage.forget_outputs()
     if not stages:
+        quiet.untracked(f"{task.name} did work")
         stat_memo_off()

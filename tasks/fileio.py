@@ -202,8 +202,8 @@ def remove_stale_temps(folder: str | Path, locked: bool) -> None:
 # Plain JSON (never a format that runs code when loaded): written owner-only and atomically,
 # read only when the file is ours, nobody else may write it, and it is no link.
 
-def read_private_json(path: Path) -> Any:
-    """JSON from ``path`` if it is a regular file of ours that nobody else may write; else None."""
+def read_private(path: Path | str) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of ours that nobody else may write; else None."""
     try:
         fd = os.open(path, _READ)  # no link, and a planted FIFO does not block
     except OSError:
@@ -213,11 +213,18 @@ def read_private_json(path: Path) -> Any:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
-            raw = f.read()
+            return f.read()
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def read_private_json(path: Path) -> Any:
+    """JSON from ``path`` if it is a regular file of ours that nobody else may write; else None."""
+    raw = read_private(path)
+    if raw is None:
+        return None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
@@ -226,9 +233,17 @@ def read_private_json(path: Path) -> Any:
 
 def write_private_json(path: Path, data: Any) -> bool:
     """Write ``data`` to ``path`` as JSON, owner-only (0600; build/ is made 0700), atomically; a failure only costs the cache."""
-    tmp = path.parent / tmp_name(path.name)
     try:
         text = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError):
+        return False
+    return write_private(path, text)
+
+
+def write_private(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path``, owner-only (0600), atomically; False when that failed (a cache is only lost)."""
+    tmp = path.parent / tmp_name(path.name)
+    try:
         for folder in (path.parent.parent, path.parent) if path.parent.name == layout.INVENTORY_SHARDS.name else (path.parent,):
             try:
                 os.mkdir(folder, 0o700)
@@ -238,12 +253,12 @@ def write_private_json(path: Path, data: Any) -> bool:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, text)
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         return True
-    except (OSError, TypeError, ValueError):
+    except OSError:
         try:
             os.unlink(tmp)
         except OSError:
@@ -293,6 +308,10 @@ def file_sha256(path: str | Path) -> str:
 
 _KEYS: dict[str, str] = {}
 _memo_on = False  # dodo.py turns it on for a doit process; a library user gets plain stats
+# what the quiet manifest (tasks/quiet.py) needs besides _KEYS while the memo is on: the
+# identity_key of each entry looked at, and the paths forgotten since (written by a stage)
+_IDENTS: dict[str, str] = {}
+_FORGOTTEN: set[str] = set()
 
 
 def stat_memo_on() -> None:
@@ -325,9 +344,12 @@ def identity_key(path: str) -> str:
     wrote where others can write: someone else's change, even one that restores size and
     mtime, gives another key ("" when there is no entry)."""
     try:
-        return identity_of(os.lstat(path))
+        key = identity_of(os.lstat(path))
     except (FileNotFoundError, NotADirectoryError):
-        return ""
+        key = ""
+    if _memo_on:
+        _IDENTS[path] = key
+    return key
 
 
 def identity_of(st: os.stat_result | None) -> str:
@@ -351,12 +373,24 @@ def stat_memo_off() -> None:
     global _memo_on
     _memo_on = False
     _KEYS.clear()
+    _IDENTS.clear()
+    _FORGOTTEN.clear()
 
 
 def stat_memo_forget(paths: list[str]) -> None:
     """Forget what is remembered of ``paths`` (the caller has just written them)."""
+    if not _memo_on:
+        return
     for p in paths:
         _KEYS.pop(p, None)
+        _IDENTS.pop(p, None)
+    _FORGOTTEN.update(paths)
+
+
+def stat_memo_seen() -> tuple[dict[str, str], dict[str, str], set[str]] | None:
+    """While the memo is on: (file_key, identity_key) of every path looked at since it went on,
+    and the paths forgotten since (tasks/quiet.py's manifest); None once it went off."""
+    return (_KEYS, _IDENTS, _FORGOTTEN) if _memo_on else None
 
 
 # --- folders others can write ---------------------------------------------------------------

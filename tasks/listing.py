@@ -37,26 +37,25 @@ def _key(site: str) -> list[Any]:
     return out
 
 
-def plain_list(argv: list[str]) -> str | None:
-    """The site folder when ``argv`` (doit's command line) is a plain `doit list` (or `list -q`);
-    else None.  Only doit's own command line counts (not a test runner that calls doit)."""
+def doit_args(argv: list[str]) -> list[str] | None:
+    """What follows doit's loader options (-f/-d ...) on ``argv`` when it is doit's own command
+    line (not a test runner that calls doit) and the site is the folder doit runs in; else None."""
     if not argv or os.path.basename(argv[0]) not in ("doit", "__main__.py") or (
             os.path.basename(argv[0]) == "__main__.py" and os.path.basename(os.path.dirname(argv[0])) != "doit"):
         return None
-    site = "."
     args = argv[1:]
     i = 0
     while i < len(args) and args[i] in _LOADER_OPTIONS | {"-k", "--seek-file"} or (i < len(args) and args[i].startswith(("--file=", "--dir="))):
-        if args[i] in ("-d", "--dir"):
-            site = args[i + 1] if i + 1 < len(args) else site
-        elif args[i].startswith("--dir="):
-            site = args[i].split("=", 1)[1]
+        if args[i] in ("-k", "--seek-file"):
+            return None  # the site is wherever doit finds dodo.py: load as usual
         i += 2 if args[i] in _LOADER_OPTIONS else 1
-    if i >= len(args) or args[i] != "list" or not set(args[i + 1:]) <= _QUIET:
-        return None
-    if any(a in ("-k", "--seek-file") for a in args[:i]):
-        return None  # the site is wherever doit finds dodo.py: load as usual
-    return site
+    return args[i:]
+
+
+def plain_list(argv: list[str]) -> bool:
+    """Whether ``argv`` (doit's command line) is a plain `doit list` (or `list -q`)."""
+    args = doit_args(argv)
+    return bool(args) and args[0] == "list" and set(args[1:]) <= _QUIET  # type: ignore[index]
 
 
 def read(site: str) -> list[list[str]] | None:

@@ -5,7 +5,7 @@ from typing import Any
 
 from doit.reporter import ExecutedOnlyReporter
 
-from . import engine, listing
+from . import engine, listing, quiet
 
 
 class Reporter(ExecutedOnlyReporter):
@@ -18,8 +18,13 @@ class Reporter(ExecutedOnlyReporter):
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         engine.run_starts()
         listing.write(tasks)  # the names and docs a plain `doit list` prints next time
+        quiet.run_starts(tasks, selected_tasks)  # and the files a plain `doit` looks at first next time
         super().initialize(tasks, selected_tasks)
 
     def execute_task(self, task: Any) -> None:
         engine.files_may_change(task)
         super().execute_task(task)
+
+    def complete_run(self) -> None:
+        quiet.finish(not self.failures and not self.runtime_errors)  # doit has saved its records by now
+        super().complete_run()
