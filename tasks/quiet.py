@@ -103,7 +103,7 @@ def _weak_of(key: str) -> bytes:
 
 def _context() -> bytes:
     """doit's records of every task and the environment: what the stat keys do not show."""
-    h = hashlib.blake2b(digest_size=32)
+    h = hashlib.blake2b(os.fsencode(os.getcwd()), digest_size=32)  # a copied or moved site loads as usual
     for k, v in sorted(os.environ.items()):
         if k not in _NOISE:
             h.update(f"{k}={v}\0".encode("utf-8", "surrogateescape"))
