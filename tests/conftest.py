@@ -99,10 +99,12 @@ class Site:
         return run
 
     def snapshot(self) -> dict[str, tuple[int, bytes]]:
-        """(mtime_ns, content) of every file under build/ (but doit's own state)."""
+        """(mtime_ns, content) of every file under build/ (but doit's own state, and the no-op's
+        manifest and its note of how the last run loaded: tasks/quiet.py)."""
         out = {}
         for p in sorted(self.build.rglob("*")):
-            if p.is_file() and not p.name.startswith(("doit.sqlite3", ".inventory")):
+            if p.is_file() and not p.name.startswith(("doit.sqlite3", ".inventory")) and not (
+                    p.parent == self.build / "state" and p.name.startswith("quiet")):
                 out[str(p.relative_to(self.root))] = (p.stat().st_mtime_ns, p.read_bytes())
         return out
 

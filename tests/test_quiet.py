@@ -69,6 +69,10 @@ def _host_added(site: Site) -> None:
     examplekeys.ensure(site.root)
 
 
+def _link_planted(site: Site) -> None:
+    (site.build / "publish/hosts/boreas/leak").symlink_to("/etc/passwd")
+
+
 CHANGES: dict[str, tuple[Callable[[Site], None], set[str]]] = {
     "host edited": (lambda s: s.edit("nodes/notus.yaml", "net.ifnames=0", "net.ifnames=0, nomodeset"), {"render:notus"}),
     "host added": (_host_added, {"render:eurus", "publish:eurus"}),
@@ -79,6 +83,7 @@ CHANGES: dict[str, tuple[Callable[[Site], None], set[str]]] = {
     "build output deleted": (lambda s: (s.build / "hosts/notus/boot.ipxe").unlink(), {"render:notus"}),
     "build output rewritten": (_output_rewritten, {"overlay:notus"}),
     "published file tampered": (_published_tampered, {"publish:notus"}),
+    "link planted in a published folder": (_link_planted, {"publish:boreas"}),
     "doit forgot a stage": (lambda s: s.doit("forget", "render:hosts"), {"render:notus", "render:zephyr", "render:boreas"}),
 }
 
