@@ -33,9 +33,8 @@ import hashlib
 import os
 import sqlite3
 import struct
-from array import array
 import sys
-from pathlib import Path
+from array import array
 from typing import Any, Callable, Iterator
 
 from doit.exceptions import TaskFailed
