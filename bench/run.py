@@ -561,6 +561,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def repeat_per_key(spec: str) -> dict[str, int]:
+    """``host=3,noop=2`` -> {"host": 3, "noop": 2}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        key, sep, count = part.partition("=")
+        if not sep or key not in SCENARIOS or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"expected KEY=N with KEY one of {', '.join(SCENARIOS)} and N at least 1, got {part!r}")
+        out[key] = int(count)
+    return out
+
+
+def repeat_per_key_arg(spec: str) -> str:
+    try:
+        repeat_per_key(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return spec
+
+
 def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespace, workdir: Path, template: Path,
                   kernels: tuple[str, str], log: Callable[[str], None]) -> dict[int, Site]:
     """Every scenario at every size, and a profile of each target missed; returns the sites kept for later steps."""
@@ -573,11 +592,12 @@ def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespa
         per: dict[str, Any] = {}
         repeat = a.repeat_large if a.repeat_large and n >= 10000 else a.repeat
         skip = set(a.skip_large.split(",")) if n >= 100000 and a.skip_large else set()
+        per_key = repeat_per_key(a.repeat_scenario)
         for sc in scenarios(site, template):
             if sc.key in skip:
                 log(f"  {n:>6} {sc.key:<8} not run (--skip-large)")
                 continue
-            per[sc.key] = measure(site, sc, repeat, log).as_dict()
+            per[sc.key] = measure(site, sc, per_key.get(sc.key, repeat) if n >= 10000 else repeat, log).as_dict()
             if sc.key == "noop":  # right after a build, as the no-op: the floors of the same files
                 for floor in floor_scenarios(site, workdir):
                     per[floor.key] = measure(site, floor, repeat, log).as_dict()
@@ -647,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10,100,1000,10000", help="host counts, comma-separated (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per scenario and size; the median is reported (default: %(default)s)")
     ap.add_argument("--repeat-large", type=int, help="runs per scenario at 10,000 hosts and more (default: --repeat)")
+    ap.add_argument("--repeat-scenario", default="", type=repeat_per_key_arg,
+                    help="runs of some scenarios at 10,000 hosts and more, overriding --repeat-large: KEY=N,... (e.g. host=3)")
     ap.add_argument("--skip-large", default="", help="scenarios not run at 100,000 hosts and more, comma-separated (e.g. site,profile)")
     ap.add_argument("--merge", type=Path, help="an earlier results.json: take from it the sizes (and baseline, shellcheck) not measured now")
     ap.add_argument("--workdir", type=Path, help="where the sites go (default: a new temporary folder, removed at the end)")
