@@ -547,7 +547,7 @@ def with_kept_sections(text: str) -> str:
 
 def main(argv: list[str]) -> int:
     """Redo BENCHMARKS.md and the chart from a results file; with ``--merge OTHER``, first take from
-    OTHER the sizes the results file lacks (e.g. a separate 100,000-host run) and save the merge;
+    OTHER its sizes (e.g. a separate 100,000-host run), replacing those the results file had, and save the merge;
     ``--boots``: only the per-boot section."""
     from bench.run import merge_earlier
 
@@ -561,7 +561,7 @@ def main(argv: list[str]) -> int:
     src = Path(rest[0]) if rest else PROJECT / "bench" / "results.json"
     res = json.loads(src.read_text())
     for other in merge:
-        merge_earlier(res, json.loads(other.read_text()))
+        merge_earlier(res, json.loads(other.read_text()), replace=True)  # a newer run of those sizes replaces the one merged before
     if merge:
         src.write_text(json.dumps(res, indent=1) + "\n")
     png = chart(res, PROJECT / "bench" / "scaling.png")

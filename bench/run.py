@@ -640,26 +640,48 @@ def results_from_log(log: str, machine_of: dict[str, Any], date: str, commit: st
             "total_seconds": max(float(s) for s in re.findall(r"^\[ *([\d.]+) s\]", log, re.M)), "partial": note}
 
 
-def merge_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
-    """Fill in what this run did not measure from another run's results (an earlier one, or a separate run of a larger size), and say so."""
-    taken = [n for n in earlier["results"] if n not in results["results"]]
-    for n in taken:
+def _merged_entries(results: dict[str, Any]) -> list[dict[str, Any]]:
+    before = results.get("merged") or []
+    return [before] if isinstance(before, dict) else list(before)
+
+
+EXTRAS = ("baseline", "shellcheck", "monolithic")  # what a run measures besides its sizes
+
+
+def merge_earlier(results: dict[str, Any], earlier: dict[str, Any], replace: bool = False) -> None:
+    """Fill in what this run did not measure from another run's results (an earlier one, or a separate run of a larger
+    size), and say from which run each part is: a part ``earlier`` had itself taken from a third run keeps that run's
+    date, commit and note. ``replace``: ``earlier``'s sizes (and extras) also replace those ``results`` has, e.g. a
+    newer 100,000-host run added to results.json by ``bench.report --merge``; the older run is then no longer named for them."""
+    sizes = [n for n in earlier["results"] if replace or n not in results["results"]]
+    extras = [k for k in EXTRAS if earlier.get(k) and (replace or not results.get(k))]
+    for n in sizes:
         results["results"][n] = earlier["results"][n]
         results["generate_seconds"][n] = earlier["generate_seconds"][n]
+        results["profiles"] = {k: v for k, v in results["profiles"].items() if not k.endswith(f"@{n}")}
         results["profiles"].update({k: v for k, v in earlier["profiles"].items() if k.endswith(f"@{n}")})
-    parts = [f"{int(n):,} hosts" for n in taken] + [k for k in ("baseline", "shellcheck", "monolithic") if k not in results and k in earlier]
-    for k in ("baseline", "shellcheck", "monolithic"):
-        results.setdefault(k, earlier.get(k))
+    for k in EXTRAS:
+        results[k] = earlier[k] if k in extras else results.get(k)
     if results["initrd"].get("fake") or "seconds" not in results["initrd"]:
         results["initrd"] = earlier["initrd"]
     results["results"] = dict(sorted(results["results"].items(), key=lambda kv: int(kv[0])))
     results["sizes"] = [int(n) for n in results["results"]]
-    before = results.get("merged") or []
-    results["merged"] = ([before] if isinstance(before, dict) else before) + [
-        {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": parts,
-         "total_seconds": earlier["total_seconds"], "load": earlier["machine"].get("load", []),
-         "note": "; ".join(x for x in ("stand-in base initrds" if earlier.get("initrd", {}).get("fake") and taken else "",
-                                       earlier.get("partial", "")) if x)}]
+
+    parts = [f"{int(n):,} hosts" for n in sizes] + extras
+    inherited = {x for g in _merged_entries(earlier) for x in g["parts"]}
+    entries = [{**g, "parts": [x for x in g["parts"] if x not in parts]} for g in _merged_entries(results)]  # parts replaced now
+    own = {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": [],
+           "total_seconds": earlier["total_seconds"], "load": earlier["machine"].get("load", []),
+           "note": "; ".join(x for x in ("stand-in base initrds" if earlier.get("initrd", {}).get("fake") and set(parts[:len(sizes)]) - inherited else "",
+                                         earlier.get("partial", "")) if x)}
+    for part in parts:
+        source = next((g for g in _merged_entries(earlier) if part in g["parts"]), own)
+        entry = next((e for e in entries if (e["date"], e["commit"]) == (source["date"], source["commit"])), None)
+        if entry is None:
+            entry = {**source, "parts": []}
+            entries.append(entry)
+        entry["parts"].append(part)
+    results["merged"] = [e for e in entries if e["parts"]]
 
 
 def main(argv: list[str] | None = None) -> int:
