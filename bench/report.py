@@ -317,6 +317,16 @@ def relative_section(results: dict[str, Any], sizes: list[int]) -> list[str]:
     return out + [""]
 
 
+def with_stand_ins(results: dict[str, Any]) -> set[str]:
+    """The sizes measured with stand-in base initrds (``--fake-initrd``), in this run or in one merged into it."""
+    merged = results.get("merged")
+    entries = [merged] if isinstance(merged, dict) else merged or []
+    taken = {part: g for g in entries for part in g["parts"]}
+    fake_here = results["initrd"].get("fake", False)
+    return {n for n in results["results"]
+            if (g := taken.get(f"{int(n):,} hosts")) and "stand-in base initrds" in g.get("note", "") or not g and fake_here}
+
+
 def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path) -> str:
     m = results["machine"]
     sizes = [int(n) for n in results["results"]]
@@ -423,7 +433,8 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
                 continue
             written = f"{plural(med(r['files']), 'file')}, {size_bytes(med(r['bytes']))}" if r["files"] else "bytes not recorded"
             cells.append(f"{plural(med(r['tasks_ran']), 'step')}, {written}")
-        out.append(f"| {n:,} | " + " | ".join(cells) + " |")
+        stand_in = " (stand-in base initrds: a monolithic host's initrd.img is ~0.5 KB here, not ~24 MB)" if str(n) in with_stand_ins(results) else ""
+        out.append(f"| {n:,}{stand_in} | " + " | ".join(cells) + " |")
     problems = [(n, k, p) for n, per in results["results"].items() for k, r in per.items() for p in r["problems"]]
     out += [""]
     if problems:
