@@ -509,11 +509,12 @@ def shellcheck_compare(files: list[str], repeat: int, log: Callable[[str], None]
 
 # --- the whole run ---------------------------------------------------------------------
 
-def freeze_code(workdir: Path) -> Path:
-    """Copy the code doit runs (dodo.py, tasks/, templates/) so that edits made during a long run do not mix versions."""
-    dst = workdir / "code"
+def freeze_code(workdir: Path, source: Path = PROJECT, name: str = "code") -> Path:
+    """Copy the code doit runs (dodo.py, tasks/, templates/) of the checkout ``source`` to ``workdir``/``name``, so
+    that edits made during a long run do not mix versions; the copy's dodo.py."""
+    dst = workdir / name
     for name in CODE:
-        src = PROJECT / name
+        src = source / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():

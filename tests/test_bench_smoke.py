@@ -68,6 +68,14 @@ def test_the_runner_completes_at_10_hosts_without_base_initrds(tmp_path: Path) -
     assert results["machine"]["cores"] >= 1
     assert PROJECT.joinpath("bench", "README.md").is_file()
 
+    # the kept site takes another measured no-op with a fresh copy of the code, put where the run's copy was
+    from bench import noop
+
+    assert noop.main([str(tmp_path / "work" / "site-10"), "--warm", "0", "--json", str(out / "noop.json")]) == 0
+    again = json.loads((out / "noop.json").read_text())
+    assert len(again["noop"]["cpu"]) == 1 and again["statfloor"]["cpu"][0] > 0
+    assert len(list((tmp_path / "work").glob("code.*"))) == 1  # the run's own copy, kept aside
+
 
 def test_the_nginx_benchmark_gets_the_generated_block_through_nginx() -> None:
     from bench import nginx_bound
