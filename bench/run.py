@@ -515,11 +515,12 @@ def shellcheck_compare(files: list[str], repeat: int, log: Callable[[str], None]
 
 # --- the whole run ---------------------------------------------------------------------
 
-def freeze_code(workdir: Path) -> Path:
-    """Copy the code doit runs (dodo.py, tasks/, templates/) so that edits made during a long run do not mix versions."""
-    dst = workdir / "code"
+def freeze_code(workdir: Path, source: Path = PROJECT, name: str = "code") -> Path:
+    """Copy the code doit runs (dodo.py, tasks/, templates/) of the checkout ``source`` to ``workdir``/``name``, so
+    that edits made during a long run do not mix versions; the copy's dodo.py."""
+    dst = workdir / name
     for name in CODE:
-        src = PROJECT / name
+        src = source / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
@@ -567,6 +568,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def repeat_per_key(spec: str) -> dict[str, int]:
+    """``host=3,noop=2`` -> {"host": 3, "noop": 2}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        key, sep, count = part.partition("=")
+        if not sep or key not in SCENARIOS or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"expected KEY=N with KEY one of {', '.join(SCENARIOS)} and N at least 1, got {part!r}")
+        out[key] = int(count)
+    return out
+
+
+def repeat_per_key_arg(spec: str) -> str:
+    try:
+        repeat_per_key(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return spec
+
+
 def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespace, workdir: Path, template: Path,
                   kernels: tuple[str, str], log: Callable[[str], None]) -> dict[int, Site]:
     """Every scenario at every size, and a profile of each target missed; returns the sites kept for later steps."""
@@ -579,11 +599,12 @@ def measure_sizes(results: dict[str, Any], sizes: list[int], a: argparse.Namespa
         per: dict[str, Any] = {}
         repeat = a.repeat_large if a.repeat_large and n >= 10000 else a.repeat
         skip = set(a.skip_large.split(",")) if n >= 100000 and a.skip_large else set()
+        per_key = repeat_per_key(a.repeat_scenario)
         for sc in scenarios(site, template):
             if sc.key in skip:
                 log(f"  {n:>6} {sc.key:<8} not run (--skip-large)")
                 continue
-            per[sc.key] = measure(site, sc, repeat, log).as_dict()
+            per[sc.key] = measure(site, sc, per_key.get(sc.key, repeat) if n >= 10000 else repeat, log).as_dict()
             if sc.key == "noop":  # right after a build, as the no-op: the floors of the same files
                 for floor in floor_scenarios(site, workdir):
                     per[floor.key] = measure(site, floor, repeat, log).as_dict()
@@ -626,26 +647,48 @@ def results_from_log(log: str, machine_of: dict[str, Any], date: str, commit: st
             "total_seconds": max(float(s) for s in re.findall(r"^\[ *([\d.]+) s\]", log, re.M)), "partial": note}
 
 
-def merge_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
-    """Fill in what this run did not measure from another run's results (an earlier one, or a separate run of a larger size), and say so."""
-    taken = [n for n in earlier["results"] if n not in results["results"]]
-    for n in taken:
+def _merged_entries(results: dict[str, Any]) -> list[dict[str, Any]]:
+    before = results.get("merged") or []
+    return [before] if isinstance(before, dict) else list(before)
+
+
+EXTRAS = ("baseline", "shellcheck", "monolithic")  # what a run measures besides its sizes
+
+
+def merge_earlier(results: dict[str, Any], earlier: dict[str, Any], replace: bool = False) -> None:
+    """Fill in what this run did not measure from another run's results (an earlier one, or a separate run of a larger
+    size), and say from which run each part is: a part ``earlier`` had itself taken from a third run keeps that run's
+    date, commit and note. ``replace``: ``earlier``'s sizes (and extras) also replace those ``results`` has, e.g. a
+    newer 100,000-host run added to results.json by ``bench.report --merge``; the older run is then no longer named for them."""
+    sizes = [n for n in earlier["results"] if replace or n not in results["results"]]
+    extras = [k for k in EXTRAS if earlier.get(k) and (replace or not results.get(k))]
+    for n in sizes:
         results["results"][n] = earlier["results"][n]
         results["generate_seconds"][n] = earlier["generate_seconds"][n]
+        results["profiles"] = {k: v for k, v in results["profiles"].items() if not k.endswith(f"@{n}")}
         results["profiles"].update({k: v for k, v in earlier["profiles"].items() if k.endswith(f"@{n}")})
-    parts = [f"{int(n):,} hosts" for n in taken] + [k for k in ("baseline", "shellcheck", "monolithic") if k not in results and k in earlier]
-    for k in ("baseline", "shellcheck", "monolithic"):
-        results.setdefault(k, earlier.get(k))
+    for k in EXTRAS:
+        results[k] = earlier[k] if k in extras else results.get(k)
     if results["initrd"].get("fake") or "seconds" not in results["initrd"]:
         results["initrd"] = earlier["initrd"]
     results["results"] = dict(sorted(results["results"].items(), key=lambda kv: int(kv[0])))
     results["sizes"] = [int(n) for n in results["results"]]
-    before = results.get("merged") or []
-    results["merged"] = ([before] if isinstance(before, dict) else before) + [
-        {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": parts,
-         "total_seconds": earlier["total_seconds"], "load": earlier["machine"].get("load", []),
-         "note": "; ".join(x for x in ("stand-in base initrds" if earlier.get("initrd", {}).get("fake") and taken else "",
-                                       earlier.get("partial", "")) if x)}]
+
+    parts = [f"{int(n):,} hosts" for n in sizes] + extras
+    inherited = {x for g in _merged_entries(earlier) for x in g["parts"]}
+    entries = [{**g, "parts": [x for x in g["parts"] if x not in parts]} for g in _merged_entries(results)]  # parts replaced now
+    own = {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"], "parts": [],
+           "total_seconds": earlier["total_seconds"], "load": earlier["machine"].get("load", []),
+           "note": "; ".join(x for x in ("stand-in base initrds" if earlier.get("initrd", {}).get("fake") and set(parts[:len(sizes)]) - inherited else "",
+                                         earlier.get("partial", "")) if x)}
+    for part in parts:
+        source = next((g for g in _merged_entries(earlier) if part in g["parts"]), own)
+        entry = next((e for e in entries if (e["date"], e["commit"]) == (source["date"], source["commit"])), None)
+        if entry is None:
+            entry = {**source, "parts": []}
+            entries.append(entry)
+        entry["parts"].append(part)
+    results["merged"] = [e for e in entries if e["parts"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -653,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10,100,1000,10000", help="host counts, comma-separated (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per scenario and size; the median is reported (default: %(default)s)")
     ap.add_argument("--repeat-large", type=int, help="runs per scenario at 10,000 hosts and more (default: --repeat)")
+    ap.add_argument("--repeat-scenario", default="", type=repeat_per_key_arg,
+                    help="runs of some scenarios at 10,000 hosts and more, overriding --repeat-large: KEY=N,... (e.g. host=3)")
     ap.add_argument("--skip-large", default="", help="scenarios not run at 100,000 hosts and more, comma-separated (e.g. site,profile)")
     ap.add_argument("--merge", type=Path, help="an earlier results.json: take from it the sizes (and baseline, shellcheck) not measured now")
     ap.add_argument("--workdir", type=Path, help="where the sites go (default: a new temporary folder, removed at the end)")

@@ -63,9 +63,18 @@ def test_the_runner_completes_at_10_hosts_without_base_initrds(tmp_path: Path) -
     report = (out / "BENCHMARKS.md").read_text()
     assert "| one host file edited | " in report and "shellcheck" in report
     assert "## Cost that follows the change (issue 15)" in report and "| 10 | " in report
+    assert "| 10 (stand-in base initrds" in report  # its bytes written are not those of real monolithic initrds
     assert set(results["monolithic"]["rss_kb"]) == {"0", "2"} and "## Memory against monolithic hosts" in report
     assert results["machine"]["cores"] >= 1
     assert PROJECT.joinpath("bench", "README.md").is_file()
+
+    # the kept site takes another measured no-op with a fresh copy of the code, put where the run's copy was
+    from bench import noop
+
+    assert noop.main([str(tmp_path / "work" / "site-10"), "--warm", "0", "--json", str(out / "noop.json")]) == 0
+    again = json.loads((out / "noop.json").read_text())
+    assert len(again["noop"]["cpu"]) == 1 and again["statfloor"]["cpu"][0] > 0
+    assert len(list((tmp_path / "work").glob("code.*"))) == 1  # the run's own copy, kept aside
 
 
 def test_the_nginx_benchmark_gets_the_generated_block_through_nginx() -> None:
@@ -75,3 +84,39 @@ def test_the_nginx_benchmark_gets_the_generated_block_through_nginx() -> None:
     rows = result["rows"]
     assert [r["hosts"] for r in rows] == [0, 10] and rows[1]["bytes"] > rows[0]["bytes"]
     assert "## nginx config with address-bound hosts" in nginx_bound.section(result)
+
+
+def _results(date: str, sizes: dict[str, float], **extra: object) -> dict:
+    """A results.json as bench.run writes it, reduced to what merging reads: one CPU figure per size."""
+    return {"machine": {"date": date, "commit": date[-2:], "load": []}, "total_seconds": 60.0, "profiles": {},
+            "initrd": {"seconds": 1.0}, "results": {n: {"noop": {"cpu": [c]}} for n, c in sizes.items()},
+            "generate_seconds": {n: 0.1 for n in sizes}, **extra}
+
+
+def test_a_newer_run_merged_in_replaces_the_size_and_the_run_it_came_from() -> None:
+    partial = _results("run-02", {"100000": 2.0}, partial="the disk filled", initrd={"fake": True})
+    results = _results("run-01", {"10": 1.0}, baseline={"runs": [6.0]})
+    run.merge_earlier(results, partial, replace=True)
+    assert results["merged"][0]["parts"] == ["100,000 hosts"] and "the disk filled" in results["merged"][0]["note"]
+
+    newer = _results("run-03", {"100000": 3.0}, initrd={"fake": True})
+    run.merge_earlier(results, newer, replace=True)
+    assert results["results"]["100000"]["noop"]["cpu"] == [3.0] and results["results"]["10"]["noop"]["cpu"] == [1.0]
+    assert [(g["date"], g["parts"], g["note"]) for g in results["merged"]] == [("run-03", ["100,000 hosts"], "stand-in base initrds")]
+    assert results["baseline"] == {"runs": [6.0]}  # the newer run measured none: kept
+
+
+def test_a_size_taken_from_a_merged_file_keeps_the_run_it_came_from() -> None:
+    earlier = _results("run-01", {"10": 1.0, "100000": 2.0}, shellcheck={"files": 10},
+                       merged=[{"date": "run-00", "commit": "00", "parts": ["100,000 hosts"], "total_seconds": 9.0, "load": [], "note": "x"}])
+    fresh = _results("run-04", {"10": 4.0})
+    run.merge_earlier(fresh, earlier)  # bench.run --sizes 10 --merge bench/results.json
+    assert fresh["results"]["10"]["noop"]["cpu"] == [4.0]  # what this run measured is kept
+    assert sorted((g["date"], tuple(g["parts"])) for g in fresh["merged"]) == [("run-00", ("100,000 hosts",)), ("run-01", ("shellcheck",))]
+
+
+def test_repeat_scenario_counts_name_known_scenarios() -> None:
+    assert run.repeat_per_key("host=3, noop=2") == {"host": 3, "noop": 2} and run.repeat_per_key("") == {}
+    for bad in ("hots=3", "host", "host=0", "host=x"):
+        with pytest.raises(ValueError, match="KEY=N"):
+            run.repeat_per_key(bad)

@@ -1,0 +1,100 @@
+"""Measure no-ops on a site a benchmark run kept (``bench.run --workdir DIR --keep``), with any checkout's code,
+the way bench.run measures them, and the stat floor of the same files right after:
+
+    .venv/bin/python -m bench.noop /work/bench100k/site-100000 --code /work/wt/other --repeat 1
+
+The checkout's dodo.py, tasks/ and templates/ are copied to ``code/`` next to the site and byte-compiled, as bench.run
+does; the copy that was there is renamed ``code.<date-time>``, not removed. It must be that path: the base initrds'
+doit records name files under it (a copy elsewhere rebuilds them, for real, however the site was built, and then every
+monolithic host republishes a full initrd). doit runs with this interpreter, as in bench.run (``--python``: another; its venv's shellcheck
+is another binary, so lint:base and lint:rendered are due once). ``--warm`` runs (default 1, not
+measured) come first: code other than the one that built the site may first rewrite its own caches and records.
+Each measured run must run nothing (a no-op); what a run did is printed. These runs write the site's build/ state
+(doit's records, caches): the code that built the site may need a run of its own before its next no-op.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.run import PROJECT, STAT_FLOOR, freeze_code, run_process, steps
+
+
+def commit_of(checkout: Path) -> str:
+    r = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.noop", description=__doc__.splitlines()[0])
+    ap.add_argument("site", type=Path, help="a kept site folder (hosts/ and build/), e.g. /work/bench100k/site-100000")
+    ap.add_argument("--code", type=Path, default=PROJECT, help="the checkout whose code runs (default: this one)")
+    ap.add_argument("--python", type=Path, help="interpreter for doit (default: this one, as bench.run: another venv's "
+                    "shellcheck is another binary, which makes the lint stages due)")
+    ap.add_argument("--warm", type=int, default=1, help="unmeasured runs first (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=1, help="measured no-ops, and as many stat floors (default: %(default)s)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    a = ap.parse_args(argv)
+    site = a.site.resolve()
+    if not (site / "hosts").is_dir() or not (site / "build").is_dir():
+        ap.error(f"{site}: expected a built site (hosts/ and build/), as bench.run --keep leaves it")
+    if a.repeat < 1 or a.warm < 0:
+        ap.error("--repeat must be at least 1 and --warm at least 0")
+    checkout = a.code.resolve()
+    commit = commit_of(checkout)
+    code = site.parent / "code"  # where bench.run froze the code that built the site: doit's records name files under it
+    if code.exists():
+        aside = site.parent / f"code.{time.strftime('%Y%m%d-%H%M%S')}"
+        code.rename(aside)
+        print(f"the code copy that was there is now {aside}", flush=True)
+    dodo = freeze_code(site.parent, checkout, code.name)
+    python = a.python or Path(sys.executable)
+    cmd = [str(python), "-m", "doit", "-f", str(dodo), "-d", str(site)]
+    print(f"code of {checkout} at {commit}, copied to {code}; {' '.join(cmd)}", flush=True)
+
+    for i in range(a.warm):
+        r = run_process(cmd)
+        done = sorted(steps(r.ran))
+        print(f"warm-up {i + 1}/{a.warm}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, "
+              f"{len(done)} steps ran{': ' + ', '.join(done[:5]) if done else ''}", flush=True)
+        if r.returncode:
+            print(r.stdout[-2000:] + r.stderr[-2000:], file=sys.stderr)
+            return 1
+    noops = []
+    for i in range(a.repeat):
+        r = run_process(cmd)
+        done = sorted(steps(r.ran))
+        noops.append(r)
+        print(f"no-op {i + 1}/{a.repeat}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, {len(done)} steps ran"
+              f"{': NOT A NO-OP: ' + ', '.join(done[:5]) if done else ''}", flush=True)
+        if r.returncode or done:
+            print(r.stdout[-2000:] + r.stderr[-2000:], file=sys.stderr)
+            return 1
+    with tempfile.NamedTemporaryFile("w", prefix="bench-noop-files-", delete=False) as f:  # the files as they are now
+        f.write("\0".join(os.path.join(d, n) for top in (site / "hosts", site / "build") for d, _, names in os.walk(top) for n in names))
+    try:
+        floors = [run_process([sys.executable, "-c", STAT_FLOOR, f.name]) for _ in range(a.repeat)]
+    finally:
+        os.unlink(f.name)
+    for i, r in enumerate(floors):
+        print(f"stat floor {i + 1}/{a.repeat}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB", flush=True)
+    noop_cpu, floor_cpu = statistics.median(r.cpu for r in noops), statistics.median(r.cpu for r in floors)
+    print(f"no-op / stat floor: {noop_cpu / floor_cpu:.2f}x in CPU seconds ({noop_cpu:.3f} s / {floor_cpu:.3f} s; "
+          f"wall {statistics.median(r.seconds for r in noops):.3f} s / {statistics.median(r.seconds for r in floors):.3f} s); "
+          f"load average {os.getloadavg()[0]:.2f}")
+    if a.json:
+        a.json.write_text(json.dumps({"site": str(site), "code": str(checkout), "commit": commit,
+                                      "noop": {"runs": [r.seconds for r in noops], "cpu": [r.cpu for r in noops], "rss_kb": [r.rss_kb for r in noops]},
+                                      "statfloor": {"runs": [r.seconds for r in floors], "cpu": [r.cpu for r in floors]}}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
