@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from . import model
 from .model import HostView
@@ -139,27 +139,40 @@ def _fill(template: str, client: str) -> str:
     return template.replace("{client}", client) if "{" in template else template
 
 
-# Each projection is worked out once per kind of host and client: the stages ask for every
-# host on every run (at 10,000 hosts this must stay a dictionary lookup).  The results are
-# shared between callers: read them, never change them.
-@lru_cache(maxsize=None)
-def _built(flags: tuple[bool, ...], client: str, stage: str) -> dict[str, Artifact]:
-    return {_fill(a.build, client): a for a in _rows(flags) if a.stage == stage and a.build}
+# Each projection's rows are worked out once per kind of host: the stages ask for every host on
+# every run (at 10,000 hosts this must stay close to a dictionary lookup), and only the few paths
+# that name the host's client are filled in per host (a cache per client would miss for every host).
+def _project(rows: tuple[tuple[str, Any], ...], client: str) -> dict[str, Any]:
+    """{path: value} of ``rows`` (path template, value), ``{client}`` filled in."""
+    return {(path.replace("{client}", client) if "{" in path else path): v for path, v in rows}
 
 
 @lru_cache(maxsize=None)
+def _built_rows(flags: tuple[bool, ...], stage: str) -> tuple[tuple[str, Artifact], ...]:
+    return tuple((a.build, a) for a in _rows(flags) if a.stage == stage and a.build)
+
+
+@lru_cache(maxsize=None)
+def _layer_of(flags: tuple[bool, ...]) -> tuple[tuple[str, str, int], ...]:
+    return tuple((a.layer, a.build, a.mode) for a in _layer_rows(flags))  # type: ignore[misc]
+
+
 def _layer(flags: tuple[bool, ...], client: str) -> dict[str, tuple[str, int]]:
-    return {_fill(a.layer, client): (_fill(a.build, client), a.mode) for a in _layer_rows(flags)}
+    return {_fill(layer, client): (_fill(build, client), mode) for layer, build, mode in _layer_of(flags)}
 
 
 @lru_cache(maxsize=None)
+def _image_of(flags: tuple[bool, ...]) -> tuple[tuple[str, str, int], ...]:
+    return tuple((a.image, a.build, a.mode) for a in _rows(flags) if a.image and a.build)
+
+
 def _image(flags: tuple[bool, ...], client: str) -> dict[str, tuple[str, int]]:
-    return {_fill(a.image, client): (_fill(a.build, client), a.mode) for a in _rows(flags) if a.image and a.build}
+    return {_fill(image, client): (_fill(build, client), mode) for image, build, mode in _image_of(flags)}
 
 
 @lru_cache(maxsize=None)
-def _tree(flags: tuple[bool, ...], client: str) -> dict[str, str]:
-    return {a.tree: _fill(a.build, client) for a in _rows(flags) if a.tree and a.build}
+def _tree_rows(flags: tuple[bool, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((a.build, a.tree) for a in _rows(flags) if a.tree and a.build)
 
 
 # what the CONDITIONS read of a host, as plain flags: the plan's cache key
@@ -183,7 +196,7 @@ def of_host(cfg: HostView) -> tuple[Artifact, ...]:
 
 def built_by(stage: str, cfg: HostView) -> Mapping[str, Artifact]:
     """Path under the host's build folder -> row, for the files ``stage`` writes for the host ``cfg``."""
-    return _built(_flags(cfg), cfg.client, stage)
+    return _project(_built_rows(_flags(cfg), stage), cfg.client)
 
 
 def layer_members(cfg: HostView) -> Mapping[str, tuple[str, int]]:
@@ -204,7 +217,8 @@ def fresh_root_members(name: str, cfg: HostView) -> dict[str, tuple[bytes, int]]
 
 def tree_members(cfg: HostView) -> Mapping[str, str]:
     """Name in the host's tree folder -> file under its build folder, in table order."""
-    return _tree(_flags(cfg), cfg.client)
+    client = cfg.client
+    return {tree: _fill(build, client) for build, tree in _tree_rows(_flags(cfg))}
 
 
 def templates() -> list[str]:

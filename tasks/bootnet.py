@@ -59,7 +59,11 @@ def reservations(site: Site) -> list[Reservation]:
 
 def grub_routes(site: Site) -> list[tuple[str, str]]:
     """(MAC, host) for every MAC of every grub-secureboot host: the site grub.cfg's routes and
-    the MACs the DHCP server gives shim."""
+    the MACs the DHCP server gives shim (worked out once per site: read it, never change it)."""
+    return site.derived("grub_routes", lambda: _grub_routes(site))
+
+
+def _grub_routes(site: Site) -> list[tuple[str, str]]:
     grub = CONDITIONS["grub"]
     out = []
     for name in sorted(site.hosts):

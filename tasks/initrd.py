@@ -93,19 +93,27 @@ def built_stamp(kver: str) -> dict[str, str]:
 
 
 def bases_in_use(site: Site) -> dict[str, list[str]]:
-    """Each kernel version some host boots, with the map methods of its hosts (a base each)."""
-    out: dict[str, set[str]] = {}
-    for host in site.hosts.values():
-        out.setdefault(host.cfg.kernel_version, set()).add(host.cfg.map.method)
-    return {k: [m for m in METHODS if m in v] for k, v in sorted(out.items())}
+    """Each kernel version some host boots, with the map methods of its hosts (a base each;
+    worked out once per site, with kernels_in_use: read it, never change it)."""
+    return site.derived("kernels", lambda: _in_use(site))[0]
 
 
 def kernels_in_use(site: Site) -> dict[str, list[str]]:
-    """Each kernel version some host boots, with the root file systems used on it."""
-    out: dict[str, set[str]] = {}
+    """Each kernel version some host boots, with the root file systems used on it (once per site: read it, never change it)."""
+    return site.derived("kernels", lambda: _in_use(site))[1]
+
+
+def _in_use(site: Site) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(bases_in_use, kernels_in_use) of ``site``, in one pass over its hosts."""
+    methods: dict[str, set[str]] = {}
+    fstypes: dict[str, set[str]] = {}
     for host in site.hosts.values():
-        out.setdefault(host.cfg.kernel_version, set()).add(host.cfg.root_fs)
-    return {k: sorted(v) for k, v in sorted(out.items())}
+        cfg = host.cfg
+        kver = cfg.kernel_version
+        (methods.get(kver) or methods.setdefault(kver, set())).add(cfg.map.method)
+        (fstypes.get(kver) or fstypes.setdefault(kver, set())).add(cfg.root_fs)
+    return ({k: [m for m in METHODS if m in v] for k, v in sorted(methods.items())},
+            {k: sorted(v) for k, v in sorted(fstypes.items())})
 
 
 def nic_key(method: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import layout, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, keyring_entity, check_kernels, check_machine_secret, check_nics, check_root, check_secrets, check_site, cmdline_words, cross_check, site_path
-from .fileio import digest, file_key, shard_count
+from .fileio import digest, file_key, key_of, shard_count
 from .fileio import read_private_json as _read_private_json, write_private_json as _write_private_json
 from .templating import code_files
 from .model import Host, InventoryError, Problem, Site, kind
@@ -236,7 +236,7 @@ def _path_str(root: Path, rel: str) -> str:
 
 
 def _input_keys(paths: list[str]) -> str:
-    return "|".join([file_key(p) for p in paths])
+    return "|".join(map(key_of, paths))  # file_key of each, without a Python frame when remembered
 
 
 def _claims(h: Host) -> list[tuple[str, str, str]]:
@@ -273,6 +273,7 @@ class _Cache:
         self.root = root
         self.head: dict[str, Any] | None = None
         self.hosts: dict[str, list[Any]] = {}  # name -> [record, input paths, their keys, keyring check]
+        self.host_shards: list[dict[str, list[Any]]] = []  # each host shard as read: its part of ``hosts``
         self.index: dict[int, dict[str, str]] = {}  # index shards read so far
 
     def read(self) -> bool:
@@ -287,6 +288,7 @@ class _Cache:
                 if not isinstance(shard, dict) or shard.get("gen") != gens["hosts"][k] or not isinstance(shard.get("hosts"), dict):
                     return False
                 self.hosts.update(shard["hosts"])
+                self.host_shards.append(shard["hosts"])
             if not isinstance(head["settings"], dict) or len(self.hosts) != head["count"]:
                 return False
         except (KeyError, IndexError, TypeError, AttributeError):
@@ -342,17 +344,25 @@ def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str]
     whole = old is None or old["shards"] != count
     gen = int.from_bytes(os.urandom(6), "little")
     gens = {"hosts": [gen] * count, "index": [gen] * count} if whole else {k: list(v) for k, v in old["gens"].items()}  # type: ignore[union-attr]
-    entries = {} if whole else cache.hosts  # type: ignore[union-attr]
-    # host shards
-    dirty_hosts = set(range(count)) if whole else {_shard(n, count) for n in changed | removed}
-    shards: dict[int, dict[str, Any]] = {k: {} for k in dirty_hosts}
-    for name, h in site.hosts.items():
-        k = _shard(name, count)
-        if k in shards:
-            if whole or name in changed:
-                paths = _host_inputs(root, h)
-                entries[name] = [_host_record(h), paths, _input_keys(paths), checked.get(name, "")]
-            shards[k][name] = entries[name]
+    # host shards: every one when whole, else those of the changed hosts, updated in place
+    shards: dict[int, dict[str, Any]] = {}
+    if whole:
+        shards = {k: {} for k in range(count)}
+        for name, h in site.hosts.items():
+            paths = _host_inputs(root, h)
+            shards[_shard(name, count)][name] = [_host_record(h), paths, _input_keys(paths), checked.get(name, "")]
+    else:
+        assert cache is not None
+        for name in changed | removed:
+            k = _shard(name, count)
+            shard = shards[k] = cache.host_shards[k]
+            h = site.hosts.get(name)
+            if h is None:
+                shard.pop(name, None)
+                cache.hosts.pop(name, None)
+                continue
+            paths = _host_inputs(root, h)
+            shard[name] = cache.hosts[name] = [_host_record(h), paths, _input_keys(paths), checked.get(name, "")]
     # index shards: value -> host, and how many /boot paths lie below each folder
     index: dict[int, dict[str, str]] = {}
     if whole:

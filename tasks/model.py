@@ -189,6 +189,16 @@ class Site:
     # what the next load may reuse when some input changed: parsed files, resolved
     # hosts and checked secrets, each keyed by the stat of what it came from
     memo: dict[str, Any] = field(default_factory=dict)
+    _derived: dict[str, tuple[tuple[int, int], Any]] = field(default_factory=dict, repr=False, compare=False)
+
+    def derived(self, what: str, make: Callable[[], Any]) -> Any:
+        """make(), once while the hosts are the same: a table over every host that several task
+        generators ask for (routes, kernels in use).  Shared between callers: read it, never change it."""
+        stamp = (id(self.hosts), len(self.hosts))
+        known = self._derived.get(what)
+        if known is None or known[0] != stamp:
+            known = self._derived[what] = (stamp, make())
+        return known[1]
 
     def path(self, rel: str) -> Path:
         """A path from the inventory, relative to hosts/ unless absolute."""

@@ -132,16 +132,17 @@ def task_overlay() -> Iterator[dict[str, Any]]:
 
     def units() -> dict[str, Unit]:
         out: dict[str, Unit] = {}
-        for host in site.hosts.values():
+        members_of, built_by = artifacts.layer_members, artifacts.built_by
+        for name, host in site.hosts.items():
             cfg = host.cfg
-            members = layer_members(host)
-            deps = [host_file(host.name, rel) for rel, _ in members.values()]
+            base = host_file(name, "")
+            deps = [base + rel for rel, _ in members_of(cfg).values()]  # layer_members(host)'s files
             if cfg.monolithic:
                 deps.append(str(base_path(cfg.kernel_version, cfg.map.method)))
-            outputs = [host_file(host.name, o) for o in layer_outputs(host)]
+            outputs = [base + o for o in built_by("overlay", cfg)]  # layer_outputs(host), as paths
             # the members follow from the client name, LUKS and the mode; the rest is in the inputs
             config = f"{cfg.client}|{bool(cfg.luks)}|{cfg.monolithic}|{cfg.secrets.mode}"
-            out[host.name] = Unit(deps, outputs, config, build_layer, (host,))
+            out[name] = Unit(deps, outputs, config, build_layer, (host,))
         return out
 
     yield stage_task(

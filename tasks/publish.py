@@ -138,7 +138,8 @@ def web_gid(settings: dict[str, Any]) -> int | None:
 
 def host_sources(host: Host) -> dict[str, str]:
     """Published name -> build file (build/hosts/<host>/<name>), for one host's current generation."""
-    return {n: host_file(host.name, rel) for n, rel in artifacts.tree_members(host.cfg).items()}  # strings: built per host on every run
+    base = host_file(host.name, "")
+    return {n: base + rel for n, rel in artifacts.tree_members(host.cfg).items()}  # strings: built per host on every run
 
 
 def _mode(name: str, settings: dict[str, Any]) -> int:

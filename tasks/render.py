@@ -136,19 +136,18 @@ def host_routes(host: Host) -> dict[str, tuple[str, str]]:
     return out
 
 
-_ROUTES: dict[int, tuple[Site, dict[str, dict[str, tuple[str, str]]]]] = {}
-
-
 def routes_by_host(site: Site) -> dict[str, dict[str, tuple[str, str]]]:
-    """host_routes() of every host (once per site and process: several task generators ask)."""
-    known = _ROUTES.get(id(site))
-    if known is None or known[0] is not site:
-        known = _ROUTES[id(site)] = (site, {name: host_routes(host) for name, host in site.hosts.items()})
-    return known[1]
+    """host_routes() of every host (once per site: several task generators ask; read it, never change it)."""
+    return site.derived("routes", lambda: {name: host_routes(host) for name, host in site.hosts.items()})
 
 
 def site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
-    """Site-wide files under build/site/: boot.ipxe and one route per UUID and per MAC."""
+    """Site-wide files under build/site/: boot.ipxe and one route per UUID and per MAC (once per
+    site: read it, never change it)."""
+    return site.derived("site_outputs", lambda: _site_outputs(site))
+
+
+def _site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
     out: dict[str, tuple[str, Host | None, str]] = {"boot.ipxe": ("boot.ipxe", None, "")}
     for name, routes in routes_by_host(site).items():
         host = site.hosts[name]
@@ -189,16 +188,19 @@ def render_stage(site: Site) -> Stage:
     def units() -> dict[str, Unit]:
         out: dict[str, Unit] = {}
         routes = routes_by_host(site)
-        for host in site.hosts.values():
+        built_by = artifacts.built_by
+        site_dir = site_file("")
+        for name, host in site.hosts.items():
             cfg = host.cfg
             deps = [site.path_str(cfg.keyring)]
             if cfg.luks:
                 deps.append(site.path_str(cfg.luks.keyfile))
             if machine_mode(cfg):
                 deps.append(site.path_str(cfg.secrets.machine_secret))
-            outputs = [host_file(host.name, rel) for rel in host_outputs(host)]
-            outputs += [site_file(rel) for rel in routes[host.name]]
-            out[host.name] = Unit(deps, outputs, host.digest, render_host, (site, host))
+            base = host_file(name, "")
+            outputs = [base + rel for rel in built_by("render", cfg)]  # host_outputs(host), as paths
+            outputs += [site_dir + rel for rel in routes[name]]
+            out[name] = Unit(deps, outputs, host.digest, render_host, (site, host))
         return out
 
     return Stage("render", units, digest(templates_digest("host"), _code_digest(), site.site_digest))

@@ -24,6 +24,7 @@ site settings) are part of the record: when they change, every host is redone.
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
@@ -31,6 +32,7 @@ import shutil
 import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -39,7 +41,7 @@ from doit.exceptions import TaskFailed
 from . import engine, selection
 from .failures import environmental, failure
 from .layout import STATE
-from .fileio import file_key, remembered_key, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
+from .fileio import file_key, key_of, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
 
 STATE_DIR = str(STATE)
 LINE = selection.LINE  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
@@ -70,6 +72,23 @@ class Due(NamedTuple):
     def __repr__(self) -> str:
         shown = ", ".join(self.todo[:5]) + (", ..." if len(self.todo) > 5 else "")
         return f"<{len(self.todo)} of {len(self.now)} hosts due{': ' + shown if self.todo else ''}>"
+
+
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """No cyclic garbage collection while a stage is checked: its units and records are tables of
+    strings, no cycles, and a stage checked after another one ran (collection on since, see
+    tasks/engine.py) made tens of collections over them (a one-host edit cost more than a no-op
+    at 10,000 hosts); what the check keeps is then frozen out of sight of later collections."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def state_path(stage: str) -> str:
@@ -149,9 +168,27 @@ def _dump(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, str], ok: bool) -> None:
+def can_save_touched(stage: str, hosts: int) -> bool:
+    """Whether save_state may be given the touched hosts alone, for a record of ``hosts`` hosts:
+    this process knows the record's shards, and their number stays."""
+    before = _SHARDS.get(stage)
+    return before is not None and before[0] == shard_count(hosts, SHARD_HOSTS) > 1
+
+
+def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, str], ok: bool,
+               touched: set[str] | None = None, total: int | None = None) -> None:
+    """Write the record: ``hosts`` and ``outs`` of every host.  ``touched``: the only hosts whose
+    entries may differ from the record as this process last read or wrote it (every other host
+    in it, the same; a host gone from it, touched): then only their shards are looked at, and no
+    pass is made over the other hosts; ``hosts`` and ``outs`` may then hold only the touched
+    hosts, with ``total`` the number of hosts of the record (only when can_save_touched)."""
     os.makedirs(STATE_DIR, exist_ok=True)
-    count = shard_count(len(hosts), SHARD_HOSTS)
+    count = shard_count(len(hosts) if total is None else total, SHARD_HOSTS)
+    before = _SHARDS.get(stage)
+    if touched is not None and before is not None and before[0] == count > 1:
+        _save_touched(stage, config, hosts, outs, ok, touched, before)
+        return
+    assert total is None or total == len(hosts), "the touched hosts alone, but the record's shards are not known"
     if count == 1:
         _SHARDS.pop(stage, None)
         write_if_changed(Path(state_path(stage)), _dump({"config": config, "hosts": hosts, "outs": outs, "ok": ok}), 0o600)
@@ -162,7 +199,6 @@ def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, s
         split[k]["hosts"][name] = record
         if name in outs:
             split[k]["outs"][name] = outs[name]
-    before = _SHARDS.get(stage)
     same = before is not None and before[0] == count
     gen = int.from_bytes(os.urandom(6), "little")
     gens: list[Any] = list(before[1]) if same else [None] * count  # type: ignore[index]
@@ -179,13 +215,40 @@ def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, s
     _SHARDS[stage] = (count, gens, split)
 
 
+def _save_touched(stage: str, config: str, hosts: dict[str, str], outs: dict[str, str], ok: bool, touched: set[str],
+                  before: tuple[int, list[Any], list[dict[str, Any]]]) -> None:
+    """save_state of the hosts ``touched`` alone: their entries updated in the shards as this
+    process knows them, and the shards that changed written (with the record that names them)."""
+    count, gens, shards = before
+    _SHARDS.pop(stage)  # back once written: a failed write leaves nothing half-known
+    dirty: set[int] = set()
+    for name in touched:
+        k = zlib.crc32(name.encode()) % count
+        shard = shards[k]
+        for part, table in (("hosts", hosts), ("outs", outs)):
+            value = table.get(name)
+            if shard[part].get(name) == value:
+                continue
+            if value is None:
+                del shard[part][name]
+            else:
+                shard[part][name] = value
+            dirty.add(k)
+    gen = int.from_bytes(os.urandom(6), "little")
+    for k in sorted(dirty):
+        gens[k] = shards[k]["gen"] = gen
+        write_if_changed(Path(_shard_path(stage, k)), _dump({"gen": gen, "hosts": shards[k]["hosts"], "outs": shards[k]["outs"]}), 0o600)
+    write_if_changed(Path(state_path(stage)), _dump({"config": config, "shards": count, "gens": gens, "ok": ok}), 0o600)
+    _SHARDS[stage] = before
+
+
 def record_outputs(stage: str, name: str, keys: str) -> None:
     """Take ``keys`` as what the stage's work left of host ``name``'s outputs (`doit rollback`
     swaps published files: the swapped files are the publisher's own)."""
     saved = load_state(stage)
     if name in saved["outs"]:
         saved["outs"][name] = keys
-        save_state(stage, saved["config"], saved["hosts"], saved["outs"], saved.get("ok", True))
+        save_state(stage, saved["config"], saved["hosts"], saved["outs"], saved.get("ok", True), {name})
 
 
 class Stage:
@@ -217,6 +280,9 @@ class Stage:
         self._removed = False
         self._every = ""  # why every host is due, when it is
         self._ok = True  # what the record says of doit's last run of the stage
+        # the hosts not due whose entry in the record changes all the same (removed ones), as due()
+        # found them; None when every entry may change
+        self._touched: set[str] | None = None
 
     @property
     def units(self) -> dict[str, Unit]:
@@ -243,40 +309,35 @@ class Stage:
         todo: list[str] = []
         now: dict[str, str] = {}
         outs: dict[str, str] = {}
-        key = file_key
-        known = remembered_key  # a dictionary lookup first: ~250,000 files at 10,000 hosts
+        key = key_of  # file_key without a Python frame for a remembered file: ~250,000 files at 10,000 hosts
         okey = self.output_key
         memo = okey is file_key
         recorded = old.get
         left = saved["outs"].get if old else {}.get
-        for name, unit in self.units.items():  # ~10 us per host: written for speed
+        differs: list[str] = []  # hosts not due whose record is saved otherwise than it was read
+        for name, unit in self.units.items():  # a few us per host: written for speed
             # the record: the unit's config and the size, mtime and mode of each input
-            parts = [unit.config]
-            for f in unit.inputs:
-                k = known(f)
-                parts.append(key(f) if k is None else k)
-            s = now[name] = "|".join(parts)
+            s = now[name] = "|".join((unit.config, *map(key, unit.inputs)))
             if recorded(name) != s:
                 todo.append(name)
                 continue
             if okey is None:
-                for o in unit.outputs:
-                    k = known(o)
-                    if not (key(o) if k is None else k):
-                        todo.append(name)
-                        break
-                else:  # what _outputs_now records of it: without it, every shard of the record
-                    outs[name] = ""  # differed from the one read and was rewritten after any edit
+                if not all(map(key, unit.outputs)):
+                    todo.append(name)
+                    continue
+                outs[name] = ""  # what _outputs_now records of it: without it, every shard of the record
+                if left(name) != "":  # differed from the one read and was rewritten after any edit
+                    differs.append(name)  # recorded otherwise (by an earlier version): saved again
                 continue
-            if memo:
-                o = "|".join([(key(f) if k is None else k) for f in unit.outputs for k in (known(f),)])
-            else:
-                o = "|".join([okey(f) for f in unit.outputs])
+            o = "|".join(map(key if memo else okey, unit.outputs))
             if left(name) != o:  # an output changed, or went, since the work left it
                 todo.append(name)
                 continue
             outs[name] = o
-        self._removed = bool(set(old) - set(self.units)) or not same
+        gone = set(old) - set(self.units)
+        self._removed = bool(gone) or not same
+        # what save_state may look at alone (see _do); None: every host
+        self._touched = None if not old else gone.union(differs)
         return Due(todo, now, outs)
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
@@ -290,7 +351,8 @@ class Stage:
         """
         if not engine.memo_managed():  # nobody would end the memo before other tasks write files (tasks/engine.py)
             stat_memo_off()
-        self._due = self.due(forget=values.get("records") != state_path(self.name))
+        with _no_collection():
+            self._due = self.due(forget=values.get("records") != state_path(self.name))
         if task is not None:  # for run(), also in a child process (`doit -n N` sends it the task's meta)
             task.meta["due"] = self._due
         only = (getattr(task, "options", None) or {}).get(selection.OPTION)
@@ -337,15 +399,15 @@ class Stage:
 
     def _do(self, todo: list[str], due: set[str], now: dict[str, str], outs: dict[str, str], outside: bool = False) -> TaskFailed | dict[str, str]:
         """Work on ``todo`` and save the record: ``now`` of the hosts done and of those not ``due``."""
-        done = {name: now[name] for name in self.units if name not in due}  # up to date: their record as it is now
+        done: set[str] = set()  # the hosts of ``todo`` done (their outputs' keys now in ``outs``)
         failed: TaskFailed | None = None
         ok = False  # stays so after an exception (^C) too
         try:
-            failed = self._work_on(todo, done, now, outs, outside)
+            failed = self._work_on(todo, done, outs, outside)
             ok = failed is None
         finally:  # also after ^C: what was finished stays finished
             try:
-                save_state(self.name, self.config, done, {n: outs[n] for n in done if n in outs}, self._ok if outside else ok)
+                self._save(due, done, now, outs, self._ok if outside else ok)
             except OSError as e:  # the record as it was stays: the hosts done now are redone next run
                 if not environmental(e):
                     raise
@@ -354,14 +416,15 @@ class Stage:
             sys.stdout.flush()
         return failed or {"records": state_path(self.name)}
 
-    def _work_on(self, todo: list[str], done: dict[str, str], now: dict[str, str], outs: dict[str, str], outside: bool) -> TaskFailed | None:
+    def _work_on(self, todo: list[str], done: set[str], outs: dict[str, str], outside: bool) -> TaskFailed | None:
         """Do the work of ``todo``, entering each host done in ``done`` and ``outs``; what failed, or None."""
         if self.batch is not None:
             result = self.batch(todo) if todo else None
             if isinstance(result, TaskFailed):
                 return result
             for name in todo:
-                done[name], outs[name] = now[name], self._outputs_now(name)
+                outs[name] = self._outputs_now(name)
+                done.add(name)
             return None
         out = sys.stdout
         failed: list[str] = []
@@ -371,13 +434,29 @@ class Stage:
                     return result
                 failed.append(result.message.strip())
                 continue
-            # the record taken before the work: an input edited meanwhile is seen next run
-            done[name], outs[name] = now[name], self._outputs_now(name)
+            # the record taken before the work (_save): an input edited meanwhile is seen next run
+            outs[name] = self._outputs_now(name)
+            done.add(name)
             if result != UNCHANGED and not outside:
                 out.write(f"{LINE}{self.task}{ONLY}{name}\n")
         if failed:
             return selection.hosts_failed(self.name, failed, len(todo))
         return None
+
+    def _save(self, due: set[str], done: set[str], now: dict[str, str], outs: dict[str, str], ok: bool) -> None:
+        """Save the record: each host done and each host not ``due`` with its record ``now`` (the
+        record taken before the work: an input edited meanwhile is seen next run) and ``outs``.
+        When the check knew which hosts' entries change (the due ones, the removed ones), only
+        those are looked at: no pass over every host (a one-host edit at 10,000 hosts)."""
+        units = self.units
+        kept = len(units) - len(due) + len(done)
+        if self._touched is not None and can_save_touched(self.name, kept):
+            touched = self._touched | due
+            hosts = {n: now[n] for n in touched if n in done or (n in units and n not in due)}
+            save_state(self.name, self.config, hosts, {n: outs[n] for n in hosts if n in outs}, ok, touched, kept)
+            return
+        hosts = {n: now[n] for n in units if n not in due or n in done}
+        save_state(self.name, self.config, hosts, {n: outs[n] for n in hosts if n in outs}, ok)
 
     def choose(self, only: str) -> list[str]:
         """The hosts `--only` names (selection.choose)."""

@@ -251,3 +251,40 @@ def test_the_readme_documents_every_key_with_its_default() -> None:
 
     readme = (PROJECT / "README.md").read_text()
     assert update_readme(readme) == readme, "run: python -m tasks.schema --update-readme"
+
+
+def test_an_incremental_update_rewrites_only_the_changed_hosts_shard_and_keeps_the_index_true(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One host file edited: only its host shard is written again (the others are updated in
+    place, not rebuilt), and the index of unique values follows: a MAC the edited host took is
+    refused to another host, the one it gave up is free, and the result is a full load's."""
+    monkeypatch.setattr(inventory, "SHARD_HOSTS", 1)  # a shard per host: 4 shards for 3 hosts
+    site = copy_site(PROJECT, tmp_path)
+    inventory.load(site.root)
+    shards = {p: p.stat().st_mtime_ns for p in (site.root / inventory.SHARD_DIR).glob("hosts-*.json")}
+    assert len(shards) == 4
+    site.edit("nodes/notus.yaml", '"52:54:00:a3:00:01"', '"52:54:00:a3:00:09"')
+    loaded = inventory.load(site.root)
+    assert loaded.hosts["notus"].data["nics"]["ceph"]["macs"] == ["52:54:00:a3:00:09"]
+    rewritten = [p.name for p, mtime in shards.items() if p.stat().st_mtime_ns != mtime]
+    assert rewritten == [f"hosts-{inventory._shard('notus', 4)}.json"]
+    site.edit("nodes/boreas.yaml", '"52:54:00:a2:00:01"', '"52:54:00:a3:00:09"')  # the MAC notus took just now
+    with pytest.raises(InventoryError, match="MAC 52:54:00:a3:00:09 is already used by host") as refused:
+        inventory.load(site.root)
+    assert "notus" in str(refused.value) and "boreas" in str(refused.value)
+    site.edit("nodes/boreas.yaml", '"52:54:00:a3:00:09"', '"52:54:00:a3:00:01"')  # the one notus gave up
+    assert inventory.load(site.root).hosts["boreas"].data["nics"]["ceph"]["macs"] == ["52:54:00:a3:00:01"]
+    full = inventory.load(site.root, use_cache=False)
+    assert {n: h.data for n, h in inventory.load(site.root).hosts.items()} == {n: h.data for n, h in full.hosts.items()}
+
+
+def test_a_removed_host_frees_its_values_for_the_next_incremental_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inventory, "SHARD_HOSTS", 1)
+    site = copy_site(PROJECT, tmp_path)
+    inventory.load(site.root)
+    (site.hosts / "nodes/zephyr.yaml").unlink()
+    assert set(inventory.load(site.root).hosts) == {"boreas", "notus"}
+    site.edit("nodes/boreas.yaml", "192.0.2.22/24", "192.0.2.21/24")  # zephyr's address, checked through the cache
+    site.edit("nodes/notus.yaml", '"52:54:00:a3:00:01"', '"52:54:00:a1:00:01"')  # and one of its MACs
+    loaded = inventory.load(site.root)
+    assert loaded.hosts["boreas"].data["nics"]["ceph"]["address"] == "192.0.2.21/24"
+    assert loaded.hosts["notus"].data["nics"]["ceph"]["macs"] == ["52:54:00:a1:00:01"]

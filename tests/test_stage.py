@@ -187,6 +187,31 @@ def test_a_large_record_is_split_and_a_run_rewrites_only_the_shards_it_changed(t
     assert "damaged record (shard" in capsys.readouterr().err
 
 
+def test_a_record_saved_for_the_touched_hosts_alone_is_the_whole_record_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """save_state told which hosts changed (as a stage's run is) updates their shards in place,
+    with no pass over the other hosts: what it writes reads back as the record saved whole, a
+    host gone from it is gone, and only the touched hosts' shards are written."""
+    from tasks import stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stage, "SHARD_HOSTS", 4)
+    hosts = {f"h{i:03d}": f"record {i}" for i in range(40)}
+    outs = {name: f"out {name}" for name in hosts}
+    stage.save_state("render", "cfg", hosts, outs, True)
+    stage.load_state("render")  # what this process knows of the record: its shards as read
+    shards = sorted((tmp_path / "build/state/render").iterdir())
+    mtimes = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards}  # a write is a new file (a rename)
+    hosts = {**hosts, "h007": "changed", "h040": "new"}
+    del hosts["h011"]
+    outs = {**{n: o for n, o in outs.items() if n != "h011"}, "h007": "out changed", "h040": "out new"}
+    stage.save_state("render", "cfg", hosts, outs, False, touched={"h007", "h011", "h040"})
+    assert stage.load_state("render") == {"config": "cfg", "ok": False, "hosts": hosts, "outs": outs}
+    written = {p for p in shards if (p.stat().st_ino, p.stat().st_mtime_ns) != mtimes[p]}
+    assert written == {tmp_path / f"build/state/render/{zlib.crc32(n.encode()) % 16}.json" for n in ("h007", "h011", "h040")}
+    stage.save_state("render", "cfg", hosts, outs, False, touched={"h007"})  # nothing changed: nothing written
+    assert {p for p in shards if (p.stat().st_ino, p.stat().st_mtime_ns) != mtimes[p]} == written
+
+
 def test_provisionings_render_entry_point_keeps_the_stages_record(a_built_site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     """render.render_hosts (what provisioning calls once it wrote a host's keyring) renders the
     host and records it as `doit render:hosts --only HOST` would: the stage then has nothing left
