@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.run import PROJECT, STAT_FLOOR, freeze_code, run_process, steps
 
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                     "shellcheck is another binary, which makes the lint stages due)")
     ap.add_argument("--warm", type=int, default=1, help="unmeasured runs first (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=1, help="measured no-ops, and as many stat floors (default: %(default)s)")
+    ap.add_argument("--host-edits", type=int, default=0, help="then this many one-host edits (bench.run's), each "
+                    "followed by a no-op, all measured (default: %(default)s)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args(argv)
     site = a.site.resolve()
@@ -89,11 +93,52 @@ def main(argv: list[str] | None = None) -> int:
     print(f"no-op / stat floor: {noop_cpu / floor_cpu:.2f}x in CPU seconds ({noop_cpu:.3f} s / {floor_cpu:.3f} s; "
           f"wall {statistics.median(r.seconds for r in noops):.3f} s / {statistics.median(r.seconds for r in floors):.3f} s); "
           f"load average {os.getloadavg()[0]:.2f}")
+    edits, after = host_edits(site, cmd, a.host_edits)
     if a.json:
         a.json.write_text(json.dumps({"site": str(site), "code": str(checkout), "commit": commit,
-                                      "noop": {"runs": [r.seconds for r in noops], "cpu": [r.cpu for r in noops], "rss_kb": [r.rss_kb for r in noops]},
-                                      "statfloor": {"runs": [r.seconds for r in floors], "cpu": [r.cpu for r in floors]}}, indent=1) + "\n")
+                                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                      "hosts": sum(1 for _ in (site / "hosts" / "nodes").iterdir()),
+                                      "load": os.getloadavg()[0],
+                                      "noop": measured(noops), "statfloor": measured(floors),
+                                      "host": measured(edits), "noop_after_host": measured(after)}, indent=1) + "\n")
     return 0
+
+
+def measured(runs: list[Any]) -> dict[str, list[float]]:
+    return {"runs": [r.seconds for r in runs], "cpu": [r.cpu for r in runs], "rss_kb": [r.rss_kb for r in runs]}
+
+
+def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[Any]]:
+    """``count`` times: bench.run's one-host edit (a new Ceph address in one host file), a measured `doit`
+    that must redo that host alone, then a measured no-op."""
+    from bench.generate import Shape
+    from bench.run import EDITED_HOST
+
+    name = Shape(EDITED_HOST).name
+    path = site / "hosts" / "nodes" / f"{name}.yaml"
+    edits: list[Any] = []
+    after: list[Any] = []
+    for i in range(count):
+        text = path.read_text()
+        new = re.sub(r"(?m)^    address: .*$", f"    address: 198.19.251.{i % 250 + 1}/15", text)
+        if new == text:
+            raise SystemExit(f"{path}: no `    address:` line to edit")
+        path.write_text(new)
+        r = run_process(cmd)
+        others = sorted(t for t in steps(r.ran) if not t.endswith(f":{name}") and t != "lint:rendered")
+        print(f"host edit {i + 1}/{count}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, "
+              f"{len(steps(r.ran))} steps ran{': OTHER HOSTS OR TASKS: ' + ', '.join(others[:5]) if others else ''}", flush=True)
+        if r.returncode or others:
+            print(r.stdout[-2000:] + r.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(1)
+        edits.append(r)
+        r = run_process(cmd)
+        print(f"no-op after it: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, {len(steps(r.ran))} steps ran", flush=True)
+        after.append(r)
+    if edits:
+        extra = statistics.median(r.cpu for r in edits) - statistics.median(r.cpu for r in after)
+        print(f"one host edited - no-op: {1000 * extra:+.0f} ms in CPU seconds (medians of {count})")
+    return edits, after
 
 
 if __name__ == "__main__":

@@ -513,6 +513,10 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
             "A no-op must look at every input and output (~150,000 files at 10,000 hosts; a `stat` costs ~3.5 µs on this "
             "machine) and do little else. What it took (README, \"Per-host stages\"; `tasks/stage.py`):",
             "",
+            "- **A no-op loads no host at all** (tasks/quiet.py): a plain `doit` after a run that ended with everything done "
+            "stats the paths of that run's manifest (every file its checks looked at, with their keys, in one flat list) and, "
+            "when one digest of their keys, doit's records and the environment is unchanged, loads the default tasks from it "
+            "alone; anything else (any change, another command line, a failure, `doit forget`) loads every task as below.",
             "- **One doit task per step, not per host.** doit spends ~0.25 ms on every task of every run (a Task object, a state "
             "row, the uptodate callables): three tasks per host cost ~8 s at 10,000 hosts. `render:hosts`, `lint:rendered`, "
             "`overlay:hosts` and `publish:hosts` each keep their own record of every host (its settings and the size, mtime and "
@@ -584,7 +588,43 @@ def with_kept_sections(text: str) -> str:
     if nginx_results.exists():  # measured by bench/nginx_bound.py, kept across reports
         from bench import nginx_bound
         text = nginx_bound.update_benchmarks(text, json.loads(nginx_results.read_text()))
+    noop_results = PROJECT / "bench" / "noop-100k.json"
+    if noop_results.exists():  # measured by bench/noop.py on the kept 100,000-host site, kept across reports
+        text = put_section(text, NOOP_TITLE, "\n".join(noop_section(json.loads(noop_results.read_text()))) + "\n")
     return update_boot_paths(text, json.loads(BOOT_PATHS.read_text()) if BOOT_PATHS.exists() else {})
+
+
+NOOP_TITLE = "## The no-op from the manifest at 100,000 hosts (issue 15)"
+
+
+def noop_section(d: dict[str, Any]) -> list[str]:
+    """bench/noop.py's figures: no-ops, the stat floor of the same files and one-host edits on the kept site."""
+    noop, floor = cpu(d["noop"]), cpu(d["statfloor"])
+    ratio = noop / floor
+    out = [NOOP_TITLE, "",
+           f"Measured {d.get('date', '')} by `bench/noop.py` (bench/README.md) on the 100,000-host site the run above kept "
+           f"({d.get('hosts', 100000):,} hosts), with the code of cephboot {d['commit']}: the no-op that stats the last run's "
+           "manifest and loads no host (docs/layers-and-publish.md, \"A no-op `doit` from the manifest\"), the stat floor "
+           "of the same files right after it, then one-host edits (bench.run's edit), each followed by a no-op. "
+           f"CPU seconds, medians (wall in brackets); 1-minute load average {d.get('load', 0):.2f} at the end. "
+           "The 100,000-host row of the tables above is the earlier run, with the code that loaded every host for a no-op.",
+           "",
+           "| what | CPU seconds | runs | target |",
+           "| --- | --- | --- | --- |",
+           f"| no-op | {both(d['noop'])} | {len(cpu_runs(d['noop']))} | |",
+           f"| stat floor: every file under hosts/ and build/ | {both(d['statfloor'])} | {len(cpu_runs(d['statfloor']))} | |",
+           f"| no-op / stat floor | {ratio:.2f}× | | ≤ 1.3× {mark(ratio <= 1.3)} |",
+           f"| peak memory of a no-op | {max(d['noop']['rss_kb']) / 1024:.0f} MB | | ≤ 2048 MB {mark(max(d['noop']['rss_kb']) / 1024 <= 2048)} |"]
+    if d.get("host", {}).get("cpu"):
+        extra = cpu(d["host"]) - cpu(d["noop_after_host"])
+        out += [f"| one host edited | {both(d['host'])} | {len(cpu_runs(d['host']))} | |",
+                f"| the no-op after each | {both(d['noop_after_host'])} | {len(cpu_runs(d['noop_after_host']))} | |",
+                f"| one host edited − no-op | {1000 * extra:+.0f} ms | | ≤ +300 ms {mark(extra <= 0.3)} |",
+                "",
+                "A one-host edit still checks every host (the manifest says only that something changed, not what): it pays "
+                "the full check, which the no-op no longer does. The no-op after it is the fast one again (the manifest is "
+                "rewritten after a run in which only per-host stages did work)."]
+    return out
 
 
 def main(argv: list[str]) -> int:
