@@ -306,16 +306,21 @@ def file_sha256(path: str | Path) -> str:
 # (stat_memo_forget()); before any other task runs, the reporter calls
 # stat_memo_off(), and from then on every call is a real stat.
 
+def fresh_key(path: str) -> str:
+    """file_key's "size:mtime_ns:mode(octal)" from a stat now, never the memo ("" when there is no file)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
+
+
 class _Keys(dict):  # type: ignore[type-arg]
     """path -> file_key(path): a lookup of a remembered file stays in C (a stage's check makes
     ~150,000 at 10,000 hosts, through map()); a file not remembered is looked at here."""
 
     def __missing__(self, path: str) -> str:
-        try:
-            st = os.stat(path)
-            key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
-        except (FileNotFoundError, NotADirectoryError):
-            key = ""
+        key = fresh_key(path)
         if _memo_on:
             self[path] = key
         return key
@@ -370,10 +375,6 @@ def identity_of(st: os.stat_result | None) -> str:
 
 
 _MASK = (1 << 64) - 1
-
-
-# file_key(path) if it is remembered, else None (always None while the memo is off: it is empty)
-remembered_key = _KEYS.get
 
 
 def stat_memo_off() -> None:

@@ -41,7 +41,7 @@ from doit.exceptions import TaskFailed
 from doit.reporter import ExecutedOnlyReporter
 
 from . import layout, listing
-from .fileio import identity_of, read_private, stat_memo_seen, write_private
+from .fileio import fresh_key, identity_of, read_private, stat_memo_seen, write_private
 
 MANIFEST = layout.STATE / "quiet"
 TAKEN = layout.STATE / "quiet.last"
@@ -271,7 +271,7 @@ def finish(ok: bool) -> None:
     keys, idents, forgotten = seen
     for p in forgotten:  # written by a stage and not looked at since: as the run left them
         if p not in keys and p not in idents:
-            keys[p] = _file_key_now(p)
+            keys[p] = fresh_key(p)
     before = _state["before"]
     for p, key in before.items():
         if _strict_one(p) != key:
@@ -290,11 +290,3 @@ def finish(ok: bool) -> None:
     said = "".join(_state["said"]).replace("\n", "\1").encode()
     body = "\0".join([*weak_paths, *strict, *ident_paths]).encode("utf-8", "surrogateescape")  # os.fsencode, at once
     write_private(MANIFEST, b"\n".join([FORMAT, digest.encode(), f"{len(weak_paths)} {len(strict)}".encode(), rows, said, body]))
-
-
-def _file_key_now(path: str) -> str:
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return ""
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
