@@ -120,3 +120,17 @@ def test_repeat_scenario_counts_name_known_scenarios() -> None:
     for bad in ("hots=3", "host", "host=0", "host=x"):
         with pytest.raises(ValueError, match="KEY=N"):
             run.repeat_per_key(bad)
+
+
+def test_a_paired_comparison_shows_each_sides_median_and_each_pairs_ratio() -> None:
+    from bench import paired
+
+    def side(commit: str, cpus: list[float]) -> dict:
+        return {"commit": commit, "checkout": "/x", "runs": {"cold": [{"seconds": c + 1, "cpu": c, "load": 2.0} for c in cpus]}}
+
+    d = {"date": "run-05", "hosts": 10000, "command": "python -m bench.paired /old /new --workdir W", "note": "judged so",
+         "sides": {"A": side("aaa", [10.0, 12.0, 11.0]), "B": side("bbb", [20.0, 24.0, 33.0])}}
+    text = "\n".join(paired.section(d))
+    row = next(line for line in text.splitlines() if line.startswith("| cold build"))
+    assert row == "| cold build, base initrds present | 11.0 s [12.0 s] | 24.0 s [25.0 s] | 2.182 | 2.00, 2.00, 3.00 |"
+    assert text.startswith(paired.TITLE + ": aaa against bbb, 10,000 hosts") and "judged so" in text and "/old /new" in text
