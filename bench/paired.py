@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import generate, report
 from bench import run as bench
 from bench.noop import commit_of
 from bench.run import PROJECT
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", default=",".join(KEYS), help=f"of {', '.join(KEYS)}, in this order (default: %(default)s)")
     ap.add_argument("--workdir", type=Path, help="where both sides' code, base initrds and sites go (kept)")
     ap.add_argument("--json", type=Path, help="also write every run here")
+    ap.add_argument("--again", action="store_true", help="more runs on the sites an earlier run left in --workdir, "
+                    "added to its --json file")
     ap.add_argument("--report", type=Path, metavar="JSON",
                     help="write no new runs: put the section of this --json file into BENCHMARKS.md (kept across reports as "
                     f"bench/{SAVED}) and print it")
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("two checkouts and --workdir are needed (or --report JSON)")
     if a.repeat < 1 or a.hosts < 10 or not keys or set(keys) - set(KEYS):
         ap.error(f"--repeat at least 1, --hosts at least 10, --scenarios of {', '.join(KEYS)}")
-    if "site" in keys and keys[0] != "cold":
+    if a.again and not (a.json and a.json.exists()):
+        ap.error("--again adds to the runs of an earlier --json file: name it")
+    if "site" in keys and keys[0] != "cold" and not a.again:
         ap.error("the site-wide edit needs a built site: run cold first")
     started = time.perf_counter()
 
@@ -65,23 +69,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True)
 
     kernels, note = bench.kernels_to_use()
+    earlier = json.loads(a.json.read_text()) if a.again else {}
     sides: dict[str, dict[str, Any]] = {}
     for label, checkout in (("A", a.a.resolve()), ("B", a.b.resolve())):
         work = a.workdir.resolve() / label.lower()
-        work.mkdir(parents=True)
-        dodo = bench.freeze_code(work, checkout)
-        bench.DODO = dodo
-        template, _ = bench.base_template(work, kernels, False, log)
-        t = time.perf_counter()
-        site = bench.make_site(work / f"site-{a.hosts}", a.hosts, kernels)
-        log(f"{label}: {checkout} at {commit_of(checkout)}, code in {dodo.parent}, {a.hosts} hosts generated in {time.perf_counter() - t:.1f} s")
-        sides[label] = {"checkout": str(checkout), "commit": commit_of(checkout), "dodo": dodo, "site": site,
-                        "scenarios": {sc.key: sc for sc in bench.scenarios(site, template)}, "runs": {}}
+        if a.again:  # the code, base initrds and site as the earlier runs left them
+            before = earlier["sides"][label]
+            if before["checkout"] != str(checkout):
+                ap.error(f"{a.json}: side {label} was {before['checkout']}, not {checkout}")
+            dodo, template = work / "code" / "dodo.py", work / "template"
+            site = bench.Site(work / f"site-{a.hosts}", [generate.Shape(i) for i in range(a.hosts)], kernels)
+            commit, runs = before["commit"], before["runs"]
+        else:
+            work.mkdir(parents=True)
+            dodo = bench.freeze_code(work, checkout)
+            bench.DODO = dodo
+            template, _ = bench.base_template(work, kernels, False, log)
+            t = time.perf_counter()
+            site = bench.make_site(work / f"site-{a.hosts}", a.hosts, kernels)
+            commit, runs = commit_of(checkout), {}
+            log(f"{label}: generated {a.hosts} hosts in {time.perf_counter() - t:.1f} s")
+        log(f"{label}: {checkout} at {commit}, code in {dodo.parent}")
+        sides[label] = {"checkout": str(checkout), "commit": commit, "dodo": dodo, "site": site,
+                        "scenarios": {sc.key: sc for sc in bench.scenarios(site, template)}, "runs": runs}
     log(f"kernels {kernels[0]}, {kernels[1]}{' (' + note + ')' if note else ''}; load average {os.getloadavg()[0]:.2f}")
     for key in keys:
-        for rep in range(a.repeat):
+        first = len(sides["A"]["runs"].get(key, []))  # an edit's new value is numbered by the run: never the one before
+        for rep in range(first, first + a.repeat):
             for label, side in sides.items():
-                one(side, key, rep, label, a.repeat, log)
+                one(side, key, rep, label, first + a.repeat, log)
         if key == "cold":
             for label, side in sides.items():
                 stat_floor(side, a.workdir.resolve() / label.lower(), a.repeat, label, log)
@@ -102,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"PROBLEM: {p}")
     if a.json:
         a.json.write_text(json.dumps({
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "hosts": a.hosts, "repeat": a.repeat,
-            "command": " ".join(["python -m bench.paired", *(argv if argv is not None else sys.argv[1:])]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "hosts": a.hosts,
+            "commands": [*earlier.get("commands", []), " ".join(["python -m bench.paired", *(argv if argv is not None else sys.argv[1:])])],
             "machine": bench.machine(), "load_end": os.getloadavg()[0], "summary": summary,
             "sides": {label: {k: v for k, v in side.items() if k in ("checkout", "commit", "runs")} for label, side in sides.items()},
         }, indent=1) + "\n")
@@ -121,7 +137,7 @@ def section(d: dict[str, Any]) -> list[str]:
            "waited for (wall in brackets), medians; the stat floor of each site as its cold build left it. "
            f"1-minute load average {min(r['load'] for s in sides.values() for k in KEYS for r in s['runs'].get(k, [])):.1f} to "
            f"{max(r['load'] for s in sides.values() for k in KEYS for r in s['runs'].get(k, [])):.1f} during the runs (2 cores).",
-           "", "```sh", f".venv/bin/{d['command']}", "```", "",
+           "", "```sh", *(f".venv/bin/{c}" for c in d["commands"]), "```", "",
            f"| scenario | A: {a['commit']} | B: {b['commit']} | B / A (CPU) | each pair's B / A (CPU) |",
            "| --- | --- | --- | --- | --- |"]
     labels = {**bench.SCENARIOS, "statfloor": "stat floor: every file under hosts/ and build/"}

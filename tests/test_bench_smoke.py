@@ -128,7 +128,7 @@ def test_a_paired_comparison_shows_each_sides_median_and_each_pairs_ratio() -> N
     def side(commit: str, cpus: list[float]) -> dict:
         return {"commit": commit, "checkout": "/x", "runs": {"cold": [{"seconds": c + 1, "cpu": c, "load": 2.0} for c in cpus]}}
 
-    d = {"date": "run-05", "hosts": 10000, "command": "python -m bench.paired /old /new --workdir W", "note": "judged so",
+    d = {"date": "run-05", "hosts": 10000, "commands": ["python -m bench.paired /old /new --workdir W"], "note": "judged so",
          "sides": {"A": side("aaa", [10.0, 12.0, 11.0]), "B": side("bbb", [20.0, 24.0, 33.0])}}
     text = "\n".join(paired.section(d))
     row = next(line for line in text.splitlines() if line.startswith("| cold build"))
