@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -126,26 +127,45 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if problems else 0
 
 
+# two-sided 95 % quantiles of Student's t by degrees of freedom (pairs - 1); from 30 on, the normal's
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 11: 2.20, 12: 2.18,
+       13: 2.16, 14: 2.14, 15: 2.13, 16: 2.12, 17: 2.11, 18: 2.10, 19: 2.09, 20: 2.09, 25: 2.06, 30: 1.96}
+
+
+def pair_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """B / A over pairs: the geometric mean of each pair's ratio and its 95 % interval (t on the logs; (mean, nan, nan)
+    with one pair). The interval holding 1 means the pairs do not tell the two apart."""
+    logs = [math.log(y / x) for x, y in zip(a, b)]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), math.nan, math.nan
+    t = T95[max(k for k in T95 if k <= len(logs) - 1)]
+    half = t * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def section(d: dict[str, Any]) -> list[str]:
-    """The BENCHMARKS.md section of one comparison (``--json``'s file): medians of each side, B / A, and each pair's B / A."""
+    """The BENCHMARKS.md section of one comparison (``--json``'s file): medians of each side, and B / A over the pairs."""
     sides, hosts = d["sides"], d["hosts"]
     a, b = sides["A"], sides["B"]
-    out = [f"{TITLE}: {a['commit']} against {b['commit']}, {hosts:,} hosts" + (f" ({d['why']})" if d.get("why") else ""), "",
-           f"Measured {d['date']} by `bench/paired.py` at {hosts:,} hosts: A is cephboot {a['commit']}, B is {b['commit']}, "
+    loads = [r["load"] for s in sides.values() for k in KEYS for r in s["runs"].get(k, [])]
+    out = [f"{TITLE}: {d['why'] + ', ' if d.get('why') else ''}{a['commit']} vs {b['commit']}, {hosts:,} hosts", "",
+           f"Measured {d['date']} by `bench/paired.py` (bench/README.md): A is cephboot {a['commit']}, B is {b['commit']}, "
            "each with its own copy of a generated site and its own base initrds, runs interleaved (A, B, A, B, ...) so that "
            "both sides share the machine's load; the same interpreter for both. CPU seconds of doit and the children it "
-           "waited for (wall in brackets), medians; the stat floor of each site as its cold build left it. "
-           f"1-minute load average {min(r['load'] for s in sides.values() for k in KEYS for r in s['runs'].get(k, [])):.1f} to "
-           f"{max(r['load'] for s in sides.values() for k in KEYS for r in s['runs'].get(k, [])):.1f} during the runs (2 cores).",
+           "waited for (wall in brackets), medians; the stat floor of each site as its cold build left it; B / A as the "
+           "geometric mean of each pair's ratio with its 95 % interval (Student's t on the logs): an interval that holds 1 "
+           f"does not tell the two apart. 1-minute load average {min(loads):.1f} to {max(loads):.1f} during the runs (2 cores).",
            "", "```sh", *(f".venv/bin/{c}" for c in d["commands"]), "```", "",
-           f"| scenario | A: {a['commit']} | B: {b['commit']} | B / A (CPU) | each pair's B / A (CPU) |",
+           f"| scenario | A: {a['commit']} | B: {b['commit']} | B / A, CPU (95 % interval) | each pair's B / A, CPU |",
            "| --- | --- | --- | --- | --- |"]
     labels = {**bench.SCENARIOS, "statfloor": "stat floor: every file under hosts/ and build/"}
     for key in [k for k in (*KEYS, "statfloor") if k in a["runs"] and k in b["runs"]]:
         ra, rb = a["runs"][key], b["runs"][key]
         ma, mb = ({"runs": [r["seconds"] for r in rs], "cpu": [r["cpu"] for r in rs]} for rs in (ra, rb))
-        pairs = ", ".join(f"{y['cpu'] / x['cpu']:.2f}" for x, y in zip(ra, rb))
-        out.append(f"| {labels[key]} | {report.both(ma)} | {report.both(mb)} | {report.cpu(mb) / report.cpu(ma):.3f} | {pairs} |")
+        ratio, low, high = pair_ratio(ma["cpu"], mb["cpu"])
+        pairs = ", ".join(f"{y / x:.2f}" for x, y in zip(ma["cpu"], mb["cpu"]))
+        out.append(f"| {labels[key]} | {report.both(ma)} | {report.both(mb)} | {ratio:.3f} ({low:.2f} to {high:.2f}) | {pairs} |")
     return out + (["", d["note"]] if d.get("note") else [])
 
 
