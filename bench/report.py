@@ -591,6 +591,10 @@ def with_kept_sections(text: str) -> str:
     noop_results = PROJECT / "bench" / "noop-100k.json"
     if noop_results.exists():  # measured by bench/noop.py on the kept 100,000-host site, kept across reports
         text = put_section(text, NOOP_TITLE, "\n".join(noop_section(json.loads(noop_results.read_text()))) + "\n")
+    paired_results = PROJECT / "bench" / "paired.json"
+    if paired_results.exists():  # measured by bench/paired.py: two versions of the code, kept across reports
+        from bench import paired
+        text = put_section(text, paired.TITLE, "\n".join(paired.section(json.loads(paired_results.read_text()))) + "\n")
     return update_boot_paths(text, json.loads(BOOT_PATHS.read_text()) if BOOT_PATHS.exists() else {})
 
 

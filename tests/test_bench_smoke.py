@@ -120,3 +120,26 @@ def test_repeat_scenario_counts_name_known_scenarios() -> None:
     for bad in ("hots=3", "host", "host=0", "host=x"):
         with pytest.raises(ValueError, match="KEY=N"):
             run.repeat_per_key(bad)
+
+
+def test_a_paired_comparison_shows_each_sides_median_and_each_pairs_ratio() -> None:
+    from bench import paired
+
+    def side(commit: str, cpus: list[float]) -> dict:
+        return {"commit": commit, "checkout": "/x", "runs": {"cold": [{"seconds": c + 1, "cpu": c, "load": 2.0} for c in cpus]}}
+
+    d = {"date": "run-05", "hosts": 10000, "commands": ["python -m bench.paired /old /new --workdir W"], "note": "judged so",
+         "sides": {"A": side("aaa", [10.0, 12.0, 11.0]), "B": side("bbb", [20.0, 24.0, 33.0])}}
+    text = "\n".join(paired.section(d))
+    row = next(line for line in text.splitlines() if line.startswith("| cold build"))
+    assert row == "| cold build, base initrds present | 11.0 s [12.0 s] | 24.0 s [25.0 s] | 2.289 (1.28 to 4.09) | 2.00, 2.00, 3.00 |"
+    assert text.startswith(paired.TITLE + ": aaa vs bbb, 10,000 hosts") and "judged so" in text and "/old /new" in text
+
+
+def test_pairs_that_agree_tell_two_versions_apart_and_pairs_that_disagree_do_not() -> None:
+    from bench.paired import pair_ratio
+
+    ratio, low, high = pair_ratio([10.0, 20.0, 15.0, 12.0], [11.0, 22.1, 16.4, 13.3])
+    assert 1.09 < ratio < 1.11 and 1 < low < ratio < high
+    ratio, low, high = pair_ratio([10.0, 20.0, 15.0, 12.0], [13.0, 16.0, 18.0, 10.0])
+    assert low < 1 < high
