@@ -1,5 +1,6 @@
 """cephboot's tasks and DOIT_CONFIG, as dodo.py loads them for every command but a plain `doit list`; does no work while loading."""
 from . import engine
+from .scope import scoped_tasks
 from .dhcpsnippets import task_dhcp_snippets  # ISC dhcpd / Kea snippets: not a default task
 from .dnsmasq import task_dnsmasq  # DHCP/TFTP front end: `doit dnsmasq`, not a default task
 from .golden import task_image  # changes the cluster: never default
@@ -17,6 +18,13 @@ from .rotate import task_retire, task_rotate  # changes the cluster and hosts/ke
 # The process-wide setup, once, before any task loads: build/ made private and cleaned, garbage
 # collection paused and one stat per file while tasks load (its contract: tasks/engine.py)
 engine.setup()
+
+# In a run scoped to the hosts whose files changed (tasks/quiet.py), every task but the per-host
+# stages stands in, up to date (tasks/scope.py): every generator goes through scoped_tasks
+for _name, _creator in list(globals().items()):
+    if _name.startswith("task_"):
+        globals()[_name] = scoped_tasks(_creator)
+del _name, _creator
 
 DOIT_CONFIG = {
     "backend": "sqlite3",  # dbm and json lose records when two runs overlap

@@ -371,10 +371,16 @@ def identity_of(st: os.stat_result | None) -> str:
     stage's records at 10,000 hosts stay small, and a no-op fast)."""
     if st is None:
         return ""
-    return format(hash((st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns, st.st_uid, st.st_gid)) & _MASK, "x")
+    return format(identity_number(st), "x")
+
+
+def identity_number(st: os.stat_result) -> int:
+    """identity_of as a number below 2**64 (tasks/quiet.py packs them)."""
+    return hash((st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns, st.st_uid, st.st_gid)) & _MASK
 
 
 _MASK = (1 << 64) - 1
+NO_IDENTITY = _MASK  # identity_number's stand-in for no entry ("" in identity_of)
 
 
 def stat_memo_off() -> None:

@@ -8,9 +8,9 @@ import stat
 import sys
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from . import layout, schema, yamlfiles
+from . import layout, quiet, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, keyring_entity, check_kernels, check_machine_secret, check_nics, check_root, check_secrets, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key, key_of, shard_count
 from .fileio import read_private_json as _read_private_json, write_private_json as _write_private_json
@@ -273,35 +273,37 @@ class _Cache:
         self.root = root
         self.head: dict[str, Any] | None = None
         self.hosts: dict[str, list[Any]] = {}  # name -> [record, input paths, their keys, keyring check]
-        self.host_shards: list[dict[str, list[Any]]] = []  # each host shard as read: its part of ``hosts``
+        self.host_shards: dict[int, dict[str, list[Any]]] = {}  # each host shard read: its part of ``hosts``
         self.index: dict[int, dict[str, str]] = {}  # index shards read so far
 
-    def read(self) -> bool:
-        """The head and every host shard; False (nothing believed) when any is missing, damaged or not ours."""
+    def read(self, only: frozenset[str] | None = None) -> bool:
+        """The head and every host shard (``only``: the shards of those hosts, each of which must be
+        in them); False (nothing believed) when any is missing, damaged or not ours."""
         head = _read_private_json(self.root / CACHE_FILE)
         try:
             if not isinstance(head, dict) or head.get("format") != CACHE_FORMAT or head.get("root") != str(self.root):
                 return False
             count, gens = head["shards"], head["gens"]
-            for k in range(count):
+            for k in range(count) if only is None else sorted({_shard(n, count) for n in only}):
                 shard = _read_private_json(_shard_path(self.root, "hosts", k))
                 if not isinstance(shard, dict) or shard.get("gen") != gens["hosts"][k] or not isinstance(shard.get("hosts"), dict):
                     return False
                 self.hosts.update(shard["hosts"])
-                self.host_shards.append(shard["hosts"])
-            if not isinstance(head["settings"], dict) or len(self.hosts) != head["count"]:
+                self.host_shards[k] = shard["hosts"]
+            if not isinstance(head["settings"], dict) or (len(self.hosts) != head["count"] if only is None else not only <= set(self.hosts)):
                 return False
         except (KeyError, IndexError, TypeError, AttributeError):
             return False
         self.head = head
         return True
 
-    def site(self, hosts: dict[str, Host] | None = None) -> Site | None:
+    def site(self, only: frozenset[str] | None = None) -> Site | None:
+        """The cached site: every host, or those ``only``."""
         head = self.head
         assert head is not None
         try:
-            if hosts is None:
-                hosts = {name: Host(name, r[0][0], r[0][1], r[0][2], r[0][3], r[0][4]) for name, r in self.hosts.items()}
+            records = self.hosts if only is None else {name: self.hosts[name] for name in sorted(only)}
+            hosts = {name: Host(name, r[0][0], r[0][1], r[0][2], r[0][3], r[0][4]) for name, r in records.items()}
             return Site(self.root, head["settings"], hosts, head["kernels"], [], head["site_digest"])
         except (KeyError, IndexError, TypeError, AttributeError):
             return None
@@ -333,13 +335,14 @@ def _site_keys(root: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str], removed: set[str], keys: dict[str, Any],
-                 checked: dict[str, str], below: dict[str, int] | None = None) -> None:
+                 checked: dict[str, str], below: dict[str, int] | None = None, total: int | None = None) -> None:
     """Write what changed since ``cache`` (everything when it is None, or the shard count changed).
 
     Each write has a generation of its own (random), which the head names for every shard:
     a run killed between a shard and the head leaves shards the head does not name, and
     the next load starts again from the files."""
-    count = shard_count(len(site.hosts), SHARD_HOSTS)
+    total = len(site.hosts) if total is None else total  # a scoped site has only some of the hosts
+    count = shard_count(total, SHARD_HOSTS)
     old = cache.head if cache is not None else None
     whole = old is None or old["shards"] != count
     gen = int.from_bytes(os.urandom(6), "little")
@@ -387,7 +390,7 @@ def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str]
         return  # the head still names the shards as they were: the next load reads them or starts again
     _write_private_json(root / CACHE_FILE, {
         "format": CACHE_FORMAT, "root": str(root), "settings": site.settings, "kernels": site.kernels, "site_digest": site.site_digest,
-        "keys": keys, "shards": count, "gen": gen, "gens": gens, "count": len(site.hosts),
+        "keys": keys, "shards": count, "gen": gen, "gens": gens, "count": total,
         "below": below,
     })
     if whole:
@@ -477,10 +480,11 @@ class _Secrets:
         self.now[host] = item
 
 
-def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, Any]) -> Site | None:
+def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, Any], only: frozenset[str] | None = None) -> Site | None:
     """The cached site with only the ``changed`` hosts read, validated and checked against the
-    index of the others' values.  None when anything is wrong (or a shard cannot be read): the
-    full load then finds and names every problem, as it always has."""
+    index of the others' values (``only``: the site of those hosts alone, a scoped run's).  None
+    when anything is wrong (or a shard cannot be read): the full load then finds and names every
+    problem, as it always has."""
     head = cache.head
     assert head is not None
     problems: list[Problem] = []
@@ -491,7 +495,7 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
     profiles, profile_data = _read_profiles(root / "hosts", problems)
     if problems:
         return None
-    site = cache.site()
+    site = cache.site(only)
     if site is None:
         return None
     new: dict[str, Host] = {}
@@ -543,18 +547,83 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
         return None
     for host in new.values():
         _finish(host, site.kernels)
-    _write_cache(root, site, cache, changed, set(), keys, secrets.now, below)
+    _write_cache(root, site, cache, changed, set(), keys, secrets.now, below, head["count"] if only is not None else None)
     return site
+
+
+def load_scoped(root: Path | str, names: frozenset[str]) -> tuple[Site, dict[str, Host]] | str:
+    """The site of hosts ``names`` alone, for a run scoped to them (tasks/quiet.py: only their files
+    changed, and the listing of hosts/nodes/ did not), with each as the cache had it before; or why
+    not (the tasks then load as usual).  Only their cache shards are read; a changed one is read,
+    validated and checked against the index of the others' values, as load() does."""
+    root = Path(root).resolve()
+    cache = _Cache(root)
+    if not cache.read(names):
+        return "the inventory cache has no usable record of them"
+    head = cache.head
+    assert head is not None
+    keys = _site_keys(root, head["settings"])
+    old = head["keys"]
+    if keys["site"] != old.get("site") or keys["code"] != old.get("code") or keys.get("kernels") != old.get("kernels") or keys["profiles"] != old.get("profiles"):
+        return "site.yaml, a profile, the kernels or the code changed"
+    before = cache.site(names)
+    if before is None:
+        return "the inventory cache has no usable record of them"
+    changed = {n for n in names if _input_keys(cache.hosts[n][1]) != cache.hosts[n][2]}
+    site = _incremental(root, cache, changed, keys, names) if changed else before
+    if site is None:
+        return "a changed host does not load alone (the full load says why, if anything is wrong)"
+    for name, host in site.hosts.items():
+        if not _same_machine_secret(root, before.hosts[name], host, cache.hosts[name]):
+            return f"{host.source}: its machine secret changed (each is compared with every other host's: the full load does that)"
+    return site, before.hosts
+
+
+def _same_machine_secret(root: Path, before: Host, now: Host, record: list[Any]) -> bool:
+    """Whether ``now`` has no machine secret, or the one ``before`` had, as it was: the last full
+    load found it unlike every other host's, and a changed one is some scoped host's again."""
+    a, b = before.cfg.secrets, now.cfg.secrets
+    if a.mode != "machine" and b.mode != "machine":
+        return True
+    if a.mode != b.mode or a.machine_secret != b.machine_secret:
+        return False
+    path = _path_str(root, b.machine_secret)
+    paths, keys = record[1], record[2].split("|")
+    return path in paths and len(keys) == len(paths) and keys[paths.index(path)] == key_of(path)
+
+
+def host_paths(names: frozenset[str] | None) -> Iterator[tuple[str, list[str], bool]]:
+    """(host, the files of it that loading looked at, False: never written) of each loaded host (``names``: of those)."""
+    site = _LOADED.get(os.getcwd())
+    for name, h in site.hosts.items() if site is not None else ():
+        if names is None or name in names:
+            yield name, _host_inputs(site.root, h), False
 
 
 _LOADED: dict[str, Site] = {}
 
 
 def load_for_tasks() -> Site:
-    """load() for task generators, once per process: an invalid inventory ends the run with its problems, no traceback."""
+    """load() for task generators, once per process: an invalid inventory ends the run with its problems, no traceback.
+
+    In a run scoped to a few hosts (tasks/quiet.py), their site alone, when they load alone and
+    what the site-wide tasks read of each is as before (tasks/scope.py); otherwise the scope is
+    dropped and every host loads."""
     cwd = os.getcwd()
     if cwd in _LOADED:
         return _LOADED[cwd]
+    names = quiet.scoped()
+    if names is not None:
+        from .scope import differs_for_site_tasks  # above this module
+
+        got = load_scoped(".", names)
+        why = got if isinstance(got, str) else differs_for_site_tasks(*got)
+        if why is None:
+            assert not isinstance(got, str)
+            _LOADED[cwd] = got[0]
+            quiet.scope_taken()
+            return got[0]
+        quiet.scope_dropped(why)
     try:
         _LOADED[cwd] = load()
         return _LOADED[cwd]
