@@ -375,12 +375,12 @@ def identity_of(st: os.stat_result | None) -> str:
 
 
 def identity_number(st: os.stat_result) -> int:
-    """identity_of as a number below 2**64 (tasks/quiet.py packs them)."""
-    return hash((st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns, st.st_uid, st.st_gid)) & _MASK
+    """identity_of as a number below 2**64 (tasks/quiet.py packs them, with this body inline)."""
+    return hash((st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns, st.st_uid, st.st_gid)) & IDENTITY_MASK
 
 
-_MASK = (1 << 64) - 1
-NO_IDENTITY = _MASK  # identity_number's stand-in for no entry ("" in identity_of)
+IDENTITY_MASK = (1 << 64) - 1
+NO_IDENTITY = IDENTITY_MASK  # identity_number's stand-in for no entry ("" in identity_of)
 
 
 def stat_memo_off() -> None:
