@@ -569,12 +569,13 @@ def load_scoped(root: Path | str, names: frozenset[str]) -> tuple[Site, dict[str
     before = cache.site(names)
     if before is None:
         return "the inventory cache has no usable record of them"
-    changed = {n for n in names if _input_keys(cache.hosts[n][1]) != cache.hosts[n][2]}
+    records = {n: cache.hosts[n] for n in names}  # as the last load left them (_incremental replaces them)
+    changed = {n for n in names if _input_keys(records[n][1]) != records[n][2]}
     site = _incremental(root, cache, changed, keys, names) if changed else before
     if site is None:
         return "a changed host does not load alone (the full load says why, if anything is wrong)"
-    for name, host in site.hosts.items():
-        if not _same_machine_secret(root, before.hosts[name], host, cache.hosts[name]):
+    for name, host in site.hosts.items():  # (a refused host's new record is right: the full load checks its secret again)
+        if not _same_machine_secret(root, before.hosts[name], host, records[name]):
             return f"{host.source}: its machine secret changed (each is compared with every other host's: the full load does that)"
     return site, before.hosts
 
