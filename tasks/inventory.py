@@ -8,7 +8,7 @@ import stat
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import layout, quiet, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, keyring_entity, check_kernels, check_machine_secret, check_nics, check_root, check_secrets, check_site, cmdline_words, cross_check, site_path
@@ -480,11 +480,12 @@ class _Secrets:
         self.now[host] = item
 
 
-def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, Any], only: frozenset[str] | None = None) -> Site | None:
+def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, Any], only: frozenset[str] | None = None,
+                 accept: Callable[[Site], bool] | None = None) -> Site | None:
     """The cached site with only the ``changed`` hosts read, validated and checked against the
-    index of the others' values (``only``: the site of those hosts alone, a scoped run's).  None
-    when anything is wrong (or a shard cannot be read): the full load then finds and names every
-    problem, as it always has."""
+    index of the others' values (``only``: the site of those hosts alone, a scoped run's, which
+    ``accept`` must take before the cache is written).  None when anything is wrong (or a shard
+    cannot be read): the full load then finds and names every problem, as it always has."""
     head = cache.head
     assert head is not None
     problems: list[Problem] = []
@@ -547,15 +548,18 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
         return None
     for host in new.values():
         _finish(host, site.kernels)
+    if accept is not None and not accept(site):
+        return None
     _write_cache(root, site, cache, changed, set(), keys, secrets.now, below, head["count"] if only is not None else None)
     return site
 
 
-def load_scoped(root: Path | str, names: frozenset[str]) -> tuple[Site, dict[str, Host]] | str:
+def load_scoped(root: Path | str, names: frozenset[str], vet: Callable[[Site, dict[str, Host]], str | None]) -> Site | str:
     """The site of hosts ``names`` alone, for a run scoped to them (tasks/quiet.py: only their files
-    changed, and the listing of hosts/nodes/ did not), with each as the cache had it before; or why
-    not (the tasks then load as usual).  Only their cache shards are read; a changed one is read,
-    validated and checked against the index of the others' values, as load() does."""
+    changed, and the listing of hosts/nodes/ did not); or why not (the tasks then load as usual).
+    Only their cache shards are read; a changed one is read, validated and checked against the
+    index of the others' values, as load() does, and the cache written only once ``vet`` (given
+    the site and the hosts as the cache had them) found no reason against the scope."""
     root = Path(root).resolve()
     cache = _Cache(root)
     if not cache.read(names):
@@ -569,15 +573,22 @@ def load_scoped(root: Path | str, names: frozenset[str]) -> tuple[Site, dict[str
     before = cache.site(names)
     if before is None:
         return "the inventory cache has no usable record of them"
-    records = {n: cache.hosts[n] for n in names}  # as the last load left them (_incremental replaces them)
+    records = cache.hosts
     changed = {n for n in names if _input_keys(records[n][1]) != records[n][2]}
-    site = _incremental(root, cache, changed, keys, names) if changed else before
+    why: list[str] = []
+
+    def accept(site: Site) -> bool:
+        for name, host in site.hosts.items():
+            if not _same_machine_secret(root, before.hosts[name], host, records[name]):
+                why.append(f"{host.source}: its machine secret changed (each is compared with every other host's: the full load does that)")
+                return False
+        why.extend(filter(None, [vet(site, before.hosts)]))
+        return not why
+
+    site = _incremental(root, cache, changed, keys, names, accept) if changed else before if accept(before) else None
     if site is None:
-        return "a changed host does not load alone (the full load says why, if anything is wrong)"
-    for name, host in site.hosts.items():  # (a refused host's new record is right: the full load checks its secret again)
-        if not _same_machine_secret(root, before.hosts[name], host, records[name]):
-            return f"{host.source}: its machine secret changed (each is compared with every other host's: the full load does that)"
-    return site, before.hosts
+        return why[0] if why else "a changed host does not load alone (the full load says why, if anything is wrong)"
+    return site
 
 
 def _same_machine_secret(root: Path, before: Host, now: Host, record: list[Any]) -> bool:
@@ -617,14 +628,12 @@ def load_for_tasks() -> Site:
     if names is not None:
         from .scope import differs_for_site_tasks  # above this module
 
-        got = load_scoped(".", names)
-        why = got if isinstance(got, str) else differs_for_site_tasks(*got)
-        if why is None:
-            assert not isinstance(got, str)
-            _LOADED[cwd] = got[0]
+        got = load_scoped(".", names, differs_for_site_tasks)
+        if not isinstance(got, str):
+            _LOADED[cwd] = got
             quiet.scope_taken()
-            return got[0]
-        quiet.scope_dropped(why)
+            return got
+        quiet.scope_dropped(got)
     try:
         _LOADED[cwd] = load()
         return _LOADED[cwd]
