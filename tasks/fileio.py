@@ -96,7 +96,7 @@ def file_parts(path: Path) -> Iterator[bytes]:
             yield block
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -240,8 +240,9 @@ def write_private_json(path: Path, data: Any) -> bool:
     return write_private(path, text)
 
 
-def write_private(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path``, owner-only (0600), atomically; False when that failed (a cache is only lost)."""
+def write_private(path: Path, data: bytes | list[bytes | memoryview]) -> bool:
+    """Write ``data`` (or each of its parts, in order: no copy of them joined) to ``path``, owner-only
+    (0600), atomically; False when that failed (a cache is only lost)."""
     tmp = path.parent / tmp_name(path.name)
     try:
         for folder in (path.parent.parent, path.parent) if path.parent.name == layout.INVENTORY_SHARDS.name else (path.parent,):
@@ -253,7 +254,8 @@ def write_private(path: Path, data: bytes) -> bool:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, data)
+            for part in data if isinstance(data, list) else [data]:
+                _write_all(fd, part)
         finally:
             os.close(fd)
         os.replace(tmp, path)

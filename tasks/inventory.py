@@ -391,7 +391,7 @@ def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str]
     _write_private_json(root / CACHE_FILE, {
         "format": CACHE_FORMAT, "root": str(root), "settings": site.settings, "kernels": site.kernels, "site_digest": site.site_digest,
         "keys": keys, "shards": count, "gen": gen, "gens": gens, "count": total,
-        "below": below,
+        "below": below, "raw": site.memo.get("raw"),
     })
     if whole:
         for stale in (root / "build/.inventory-memo.json", root / "build/.inventory.pickle"):  # earlier formats, never loaded again
@@ -490,12 +490,21 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
     assert head is not None
     problems: list[Problem] = []
     site_rel = f"hosts/{SITE_FILE}"
-    settings, defaults = _read_site(root, problems)
-    if problems or settings != head["settings"]:
-        return None
-    profiles, profile_data = _read_profiles(root / "hosts", problems)
-    if problems:
-        return None
+    raw = head.get("raw") if keys["profiles"] == head["keys"].get("profiles") else None
+    try:  # site.yaml and the profiles as the last load parsed them (their stat keys are the same)
+        if os.path.lexists(root / "hosts/site.yml"):
+            raise KeyError("site.yml")  # _read_site says it is never read
+        settings, defaults = head["settings"], raw["defaults"]  # type: ignore[index]
+        profiles = {name: (rel, Path(p)) for name, (rel, p, _) in raw["profiles"].items()}  # type: ignore[index]
+        profile_data = {name: data for name, (_, _, data) in raw["profiles"].items()}  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        settings, defaults = _read_site(root, problems)
+        if problems or settings != head["settings"]:
+            return None
+        profiles, profile_data = _read_profiles(root / "hosts", problems)
+        if problems:
+            return None
+        raw = _raw(defaults, profiles, profile_data)
     site = cache.site(only)
     if site is None:
         return None
@@ -550,6 +559,7 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
         _finish(host, site.kernels)
     if accept is not None and not accept(site):
         return None
+    site.memo["raw"] = raw
     _write_cache(root, site, cache, changed, set(), keys, secrets.now, below, head["count"] if only is not None else None)
     return site
 
@@ -667,6 +677,17 @@ def _read_site(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dic
     return settings, defaults
 
 
+def _raw(defaults: dict[str, Any], profiles: dict[str, tuple[str, Path]], profile_data: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """site.yaml's host defaults and each profile as parsed, for the cache's head (an incremental
+    load merges a changed host with them, unparsed); None when JSON would not give them back
+    exactly (a YAML date, a number as a key): that load then parses the files."""
+    raw = {"defaults": defaults, "profiles": {name: [rel, str(p), profile_data[name]] for name, (rel, p) in profiles.items()}}
+    try:
+        return raw if json.loads(json.dumps(raw)) == raw else None
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
 def _read_profiles(hosts_dir: Path, problems: list[Problem]) -> tuple[dict[str, tuple[str, Path]], dict[str, dict[str, Any]]]:
     profiles = {name: (rel, Path(p)) for name, (p, rel) in _yaml_entries(hosts_dir, PROFILES_DIR, schema.profile_name, "profile", problems).items()}
     return profiles, {name: _read_yaml(p, rel, problems) for name, (rel, p) in profiles.items()}
@@ -715,6 +736,7 @@ def _load(root: Path, reuse: dict[str, tuple[Host, str]] | None = None) -> tuple
     for h in hosts.values():
         _finish(h, kernels)
     site.site_digest = digest(json.dumps(settings, sort_keys=True))
+    site.memo["raw"] = _raw(defaults, profiles, profile_data)
     return site, secrets.now
 
 

@@ -191,9 +191,9 @@ class _Manifest:
         self.strict: list[bytes] = []
         self.strict_keys = b""
         self.weak: list[bytes] = []
-        self.weak_keys = b""
+        self.weak_keys: bytes | list[bytes | memoryview] = b""  # bytes, or its parts in order (written without joining)
         self.ident: list[bytes] = []
-        self.ident_keys = b""
+        self.ident_keys: bytes | list[bytes | memoryview] = b""
 
     @classmethod
     def read(cls) -> "_Manifest":
@@ -238,9 +238,11 @@ class _Manifest:
                 return
         rows = b"\1".join(f"{n}\0{d}".replace("\n", " ").encode() for n, d in self.rows)
         counts = f"{len(self.groups)} {len(self.weak)} {len(self.ident)} {len(self.strict)}".encode()
-        blob = b"".join([self.strict_keys, self.weak_keys, self.ident_keys, self.wends.tobytes(), self.iends.tobytes(), self.flags])
-        write_private(MANIFEST, b"\n".join([FORMAT, self.gen.encode(), self.context.encode(), counts, rows,
-                                            self.said.replace("\n", "\1").encode(), self.names.encode(), blob]))
+        head = b"\n".join([FORMAT, self.gen.encode(), self.context.encode(), counts, rows, self.said.replace("\n", "\1").encode(), self.names.encode(), b""])
+        parts = [head, self.strict_keys]
+        for keys in (self.weak_keys, self.ident_keys):
+            parts += keys if isinstance(keys, list) else [keys]
+        write_private(MANIFEST, [*parts, self.wends.tobytes(), self.iends.tobytes(), self.flags])
 
     def group_range(self, ends: array, g: int) -> tuple[int, int]:
         return (ends[g - 1] if g else 0), ends[g]
@@ -583,20 +585,25 @@ def _finish_scoped(keys: dict[str, str], idents: dict[str, str]) -> None:
             return
         flags[g] = 0 if name in unscopable else 1
     same = all(new[g][0] == m.weak[slice(*m.group_range(m.wends, g))] and new[g][2] == m.ident[slice(*m.group_range(m.iends, g))] for g in new)
-    if same:
-        weak, ident = bytearray(m.weak_keys), bytearray(m.ident_keys)
-        for g, (_, wk, _, ik) in new.items():
-            a, b = m.group_range(m.wends, g)
-            weak[a * _WEAK:b * _WEAK] = wk
-            a, b = m.group_range(m.iends, g)
-            ident[a * _IDENT:b * _IDENT] = ik
-        m.weak_keys, m.ident_keys = bytes(weak), bytes(ident)
+    if same:  # each key array as fast() found it, the scoped groups' slices replaced (parts: no copy)
+        m.weak_keys = _patched(m.weak_keys, [(m.group_range(m.wends, g), v[1]) for g, v in sorted(new.items())], _WEAK)
+        m.ident_keys = _patched(m.ident_keys, [(m.group_range(m.iends, g), v[3]) for g, v in sorted(new.items())], _IDENT)
     else:
         _splice(m, new)
     m.flags = bytes(flags)
     m.strict_keys = b"".join(strict)
     m.context, m.names = _context(), _names_digest()
     m.write(paths_too=not same)
+
+
+def _patched(keys: Any, slices: list[tuple[tuple[int, int], bytes]], size: int) -> list[bytes | memoryview]:
+    """``keys`` with each ((start, end), new keys) of ``slices`` (in order, the same length) in place, as parts."""
+    view, at, out = memoryview(keys), 0, []
+    for (a, b), new in slices:
+        out += [view[at * size:a * size], new]
+        at = b
+    out.append(view[at * size:])
+    return out
 
 
 def _splice(m: _Manifest, new: dict[int, tuple[list[bytes], bytes, list[bytes], bytes]]) -> None:
