@@ -578,13 +578,15 @@ def load_scoped(root: Path | str, names: frozenset[str], vet: Callable[[Site, di
     assert head is not None
     keys = _site_keys(root, head["settings"])
     old = head["keys"]
-    if keys["site"] != old.get("site") or keys["code"] != old.get("code") or keys.get("kernels") != old.get("kernels") or keys["profiles"] != old.get("profiles"):
-        return "site.yaml, a profile, the kernels or the code changed"
+    if keys["site"] != old.get("site") or keys["code"] != old.get("code") or keys.get("kernels") != old.get("kernels") or set(keys["profiles"]) != set(old.get("profiles") or ()):
+        return "site.yaml, the profiles there are, the kernels or the code changed"
     before = cache.site(names)
     if before is None:
         return "the inventory cache has no usable record of them"
     records = cache.hosts
-    changed = {n for n in names if _input_keys(records[n][1]) != records[n][2]}
+    # an edited profile: the manifest scoped the run to every host it reaches (tasks/quiet.py)
+    edited = {p for p, k in keys["profiles"].items() if old["profiles"][p] != k}
+    changed = {n for n in names if _input_keys(records[n][1]) != records[n][2] or not edited.isdisjoint(records[n][0][1])}
     why: list[str] = []
 
     def accept(site: Site) -> bool:
@@ -612,6 +614,19 @@ def _same_machine_secret(root: Path, before: Host, now: Host, record: list[Any])
     path = _path_str(root, b.machine_secret)
     paths, keys = record[1], record[2].split("|")
     return path in paths and len(keys) == len(paths) and keys[paths.index(path)] == key_of(path)
+
+
+def profile_users(names: frozenset[str] | None) -> dict[str, list[str]]:
+    """Each profile file (its path as the cache's check stats it) -> the loaded hosts it reaches (``names``: of those)."""
+    site = _LOADED.get(os.getcwd())
+    out: dict[str, list[str]] = {}
+    prefix = f"hosts/{PROFILES_DIR}/"
+    for name, h in site.hosts.items() if site is not None else ():
+        if names is None or name in names:
+            for source in h.sources:
+                if source.startswith(prefix):
+                    out.setdefault(f"{site.root}/{source}", []).append(name)
+    return out
 
 
 def host_paths(names: frozenset[str] | None) -> Iterator[tuple[str, list[str], bool]]:

@@ -188,6 +188,7 @@ class _Manifest:
         self.wends = array("Q")  # where each group's weak paths end
         self.iends = array("Q")  # and its identity paths
         self.flags = b""  # per group: 1 when a run may be scoped to it
+        self.users = b""  # which hosts each profile in group 0 reaches: "<its weak index>:<group> <group>...;..." (users())
         self.strict: list[bytes] = []
         self.strict_keys = b""
         self.weak: list[bytes] = []
@@ -203,7 +204,7 @@ class _Manifest:
             raise ValueError("no manifest")
         m = cls()
         try:
-            fmt, gen, context, counts, rows, said, names, blob = head.split(b"\n", 7)
+            fmt, gen, context, counts, rows, said, names, m.users, blob = head.split(b"\n", 8)
             pgen, groups, body = paths.split(b"\n", 2)
             n_groups, n_weak, n_ident, n_strict = (int(n) for n in counts.split())
             every = body.split(b"\0") if body else []
@@ -238,7 +239,8 @@ class _Manifest:
                 return
         rows = b"\1".join(f"{n}\0{d}".replace("\n", " ").encode() for n, d in self.rows)
         counts = f"{len(self.groups)} {len(self.weak)} {len(self.ident)} {len(self.strict)}".encode()
-        head = b"\n".join([FORMAT, self.gen.encode(), self.context.encode(), counts, rows, self.said.replace("\n", "\1").encode(), self.names.encode(), b""])
+        head = b"\n".join([FORMAT, self.gen.encode(), self.context.encode(), counts, rows, self.said.replace("\n", "\1").encode(), self.names.encode(),
+                           self.users, b""])
         parts = [head, self.strict_keys]
         for keys in (self.weak_keys, self.ident_keys):
             parts += keys if isinstance(keys, list) else [keys]
@@ -246,6 +248,17 @@ class _Manifest:
 
     def group_range(self, ends: array, g: int) -> tuple[int, int]:
         return (ends[g - 1] if g else 0), ends[g]
+
+    def profile_users(self) -> dict[int, list[int]]:
+        """weak index of each profile in group 0 -> the groups of the hosts it reaches (read when group 0 changed)."""
+        out: dict[int, list[int]] = {}
+        for item in self.users.split(b";") if self.users else []:
+            index, groups = item.split(b":")
+            out[int(index)] = [int(g) for g in groups.split()]
+        return out
+
+    def set_profile_users(self, users: dict[int, list[int]]) -> None:
+        self.users = ";".join(f"{i}:{' '.join(map(str, sorted(set(gs))))}" for i, gs in sorted(users.items())).encode()
 
 
 def _changed_groups(old: bytes, now: bytes, ends: array, size: int, limit: int) -> set[int] | None:
@@ -314,6 +327,17 @@ def fast(argv: list[str]) -> dict[str, Any] | None:
         _state["why"] = "changed since the manifest (too many hosts for a scoped run)"
         return None
     changed |= idents
+    if 0 in changed and 0 not in idents:  # profiles edited: the hosts they reach, when nothing else of group 0 changed
+        try:
+            users = m.profile_users()
+        except ValueError:
+            _state["why"] = "damaged manifest"
+            return None
+        a, b = m.group_range(m.wends, 0)
+        edited = [i for i in range(a, b) if weak[i * _WEAK:(i + 1) * _WEAK] != m.weak_keys[i * _WEAK:(i + 1) * _WEAK]]
+        if all(i in users for i in edited):
+            changed.discard(0)
+            changed.update(g for i in edited for g in users[i])
     if 0 in changed or not all(m.flags[g] for g in changed) or len(changed) > limit:
         return None
     m.weak_keys, m.ident_keys = weak, ident  # every other group as it is now (and was)
@@ -542,6 +566,11 @@ def _finish_full(keys: dict[str, str], idents: dict[str, str], before: dict[str,
         return
     m.weak, m.ident = [os.fsencode(p) for p in order_w], [os.fsencode(p) for p in order_i]
     m.context, m.names = _context(), _names_digest()
+    from .inventory import profile_users
+
+    where = {os.fsdecode(p): i for i, p in enumerate(m.weak[:m.wends[0]])}
+    group = {name: g for g, name in enumerate(m.groups)}
+    m.set_profile_users({where[p]: [group[h] for h in hosts if h in group] for p, hosts in profile_users(None).items() if p in where})
     m.rows = _state["tasks"]
     m.said = "".join(_state["said"])
     m.write(paths_too=True)
@@ -591,9 +620,29 @@ def _finish_scoped(keys: dict[str, str], idents: dict[str, str]) -> None:
     else:
         _splice(m, new)
     m.flags = bytes(flags)
+    if not _scoped_users(m, index):
+        _forget_manifest()
+        return
     m.strict_keys = b"".join(strict)
     m.context, m.names = _context(), _names_digest()
     m.write(paths_too=not same)
+
+
+def _scoped_users(m: _Manifest, index: dict[str, int]) -> bool:
+    """The scoped hosts' profiles taken again in ``m``'s profile users (index: host -> group); False when
+    a profile of theirs is not in group 0."""
+    from .inventory import profile_users
+
+    users = m.profile_users()
+    mine = set(index.values())
+    users = {i: [g for g in gs if g not in mine] for i, gs in users.items()}
+    where = {os.fsdecode(p): i for i, p in enumerate(m.weak[:m.wends[0]])}
+    for path, hosts in profile_users(frozenset(index)).items():
+        if path not in where:
+            return False
+        users.setdefault(where[path], []).extend(index[h] for h in hosts)
+    m.set_profile_users(users)
+    return True
 
 
 def _patched(keys: Any, slices: list[tuple[tuple[int, int], bytes]], size: int) -> list[bytes | memoryview]:

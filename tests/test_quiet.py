@@ -79,7 +79,7 @@ CHANGES: dict[str, tuple[Callable[[Site], None], str, set[str]]] = {
     "host edited": (lambda s: s.edit("nodes/notus.yaml", "net.ifnames=0", "net.ifnames=0, nomodeset"), "scoped: 1 hosts", {"render:notus"}),
     "host added": (_host_added, "full:", {"render:eurus", "publish:eurus"}),
     "host removed": (lambda s: (s.hosts / "nodes/notus.yaml").unlink(), "full:", {"render:site"}),
-    "profile edited": (lambda s: s.edit("profiles/secure.yaml", "ms_mode=secure", "ms_mode=crc"), "full:", {"render:boreas"}),
+    "profile edited": (lambda s: s.edit("profiles/secure.yaml", "ms_mode=secure", "ms_mode=crc"), "scoped: 1 hosts", {"render:boreas"}),
     "site.yaml edited": (lambda s: s.edit("site.yaml", "http_base: http://192.0.2.5/boot", "http_base: http://192.0.2.6/boot"), "full:",
                          {"render:notus", "render:site"}),
     "build output deleted": (lambda s: (s.build / "hosts/notus/boot.ipxe").unlink(), "scoped: 1 hosts", {"render:notus"}),

@@ -44,6 +44,8 @@ SCOPED: dict[str, tuple[Callable[[Site], None], set[str]]] = {
     "LUKS turned off": (lambda s: s.edit("nodes/boreas.yaml", "luks:\n  name: cryptroot\n  keyfile: keys/boreas.luks\n", ""),
                         {"render:boreas", "overlay:boreas", "publish:boreas"}),
     "editor's way: a new file in place of the old": (_replaced, {"render:notus", "publish:notus"}),
+    # a profile: the hosts it reaches (secure.yaml: boreas alone)
+    "profile edited": (lambda s: s.edit("profiles/secure.yaml", "ms_mode=secure", "ms_mode=crc"), {"render:boreas", "publish:boreas"}),
 }
 
 # change -> (what it does, how quiet.last begins)
@@ -53,6 +55,8 @@ FULL: dict[str, tuple[Callable[[Site], None], str]] = {
     "another map method (the base initrds in use)": (lambda s: s.edit("nodes/boreas.yaml", "method: sysfs", "method: cli"),
                                                      "full: hosts/nodes/boreas.yaml: what the site-wide tasks read of host boreas changed"),
     "two hosts edited (more than a quarter)": (_two_hosts_edited, "full: changed since the manifest (too many hosts"),
+    "a profile that reaches two hosts": (lambda s: s.edit("profiles/rack-a.yaml", "deadline: 180", "deadline: 170"), "full: changed since the manifest"),
+    "site.yaml edited": (lambda s: s.edit("site.yaml", "deadline: 120", "deadline: 110"), "full: changed since the manifest"),
     "a host file added": (lambda s: (s.hosts / "nodes/eurus.yaml").write_text((s.hosts / "nodes/notus.yaml").read_text()),
                           "full: changed since the manifest"),
 }
