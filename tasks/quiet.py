@@ -122,16 +122,20 @@ def _idents(paths: list[bytes]) -> bytes:
 
 
 def _weak_of(keys: list[str]) -> bytes:
-    """fileio.file_key's "size:mtime_ns:mode(octal)" of each path, as _weak packs them."""
-    out: list[int] = []
-    extend = out.extend
-    for key in keys:
-        if not key:
-            extend(_NONE)
-            continue
-        size, mtime, mode = key.split(":")
-        extend((int(size), int(mtime), int(mode, 8)))
-    return array("Q", out).tobytes()
+    """fileio.file_key's "size:mtime_ns:mode(octal)" of each path, as _weak packs them (in
+    chunks: no list of ~5 million numbers at 100,000 hosts)."""
+    packed = array("Q")
+    for start in range(0, len(keys), 65536):
+        out: list[int] = []
+        extend = out.extend
+        for key in keys[start:start + 65536]:
+            if not key:
+                extend(_NONE)
+                continue
+            size, mtime, mode = key.split(":")
+            extend((int(size), int(mtime), int(mode, 8)))
+        packed.extend(out)
+    return packed.tobytes()
 
 
 def _idents_of(keys: list[str]) -> bytes:
@@ -234,7 +238,11 @@ class _Manifest:
         """Both files (``paths_too``, with a new generation), or the header alone (the paths are the same)."""
         if paths_too:
             self.gen = os.urandom(8).hex()
-            body = b"\0".join([*self.strict, *self.weak, *self.ident])
+            lists = [self.strict, self.weak, self.ident]
+            if all(not x or isinstance(x[0], str) for x in lists):  # a full run's paths: one string encoded at once
+                body = "\0".join(p for x in lists for p in x).encode("utf-8", "surrogateescape")  # type: ignore[misc]
+            else:
+                body = b"\0".join([*self.strict, *self.weak, *self.ident])
             if not write_private(PATHS, b"\n".join([self.gen.encode(), "\0".join(self.groups).encode("utf-8", "surrogateescape"), body])):
                 return
         rows = b"\1".join(f"{n}\0{d}".replace("\n", " ").encode() for n, d in self.rows)
@@ -544,9 +552,10 @@ def _finish_full(keys: dict[str, str], idents: dict[str, str], before: dict[str,
         for p in table:
             g = get(p, "")
             (out.get(g) or out.setdefault(g, [])).append(p)
+    del owner  # (peak memory at 100,000 hosts: every table of this run is still alive)
     m = _Manifest()
     m.groups = ["", *sorted((set(weak) | set(ident)) - {""})]
-    m.strict = [os.fsencode(p) for p in strict]
+    m.strict = list(strict)  # type: ignore[arg-type]
     m.strict_keys = b"".join(strict.values())
     order_w: list[str] = []
     order_i: list[str] = []
@@ -558,17 +567,18 @@ def _finish_full(keys: dict[str, str], idents: dict[str, str], before: dict[str,
         m.wends.append(len(order_w))
         m.iends.append(len(order_i))
         flags.append(1 if g and g not in unscopable else 0)
+    del weak, ident
     m.flags = bytes(flags)
     try:
         m.weak_keys = _weak_of([keys[p] for p in order_w])
         m.ident_keys = _idents_of([idents[p] for p in order_i])
     except ValueError:
         return
-    m.weak, m.ident = [os.fsencode(p) for p in order_w], [os.fsencode(p) for p in order_i]
+    m.weak, m.ident = order_w, order_i  # str: encoded when joined (write)
     m.context, m.names = _context(), _names_digest()
     from .inventory import profile_users
 
-    where = {os.fsdecode(p): i for i, p in enumerate(m.weak[:m.wends[0]])}
+    where = {p: i for i, p in enumerate(order_w[:m.wends[0]])}
     group = {name: g for g, name in enumerate(m.groups)}
     m.set_profile_users({where[p]: [group[h] for h in hosts if h in group] for p, hosts in profile_users(None).items() if p in where})
     m.rows = _state["tasks"]
