@@ -600,7 +600,15 @@ def load_scoped(root: Path | str, names: frozenset[str], vet: Callable[[Site, di
     site = _incremental(root, cache, changed, keys, names, accept) if changed else before if accept(before) else None
     if site is None:
         return why[0] if why else "a changed host does not load alone (the full load says why, if anything is wrong)"
+    site.memo["sources before"] = {name: h.sources for name, h in before.hosts.items()}
     return site
+
+
+def scoped_sources_changed() -> bool:
+    """Whether a host of this run's scoped site (load_scoped) reaches other profiles than before (always, for any other site)."""
+    site = _LOADED.get(os.getcwd())
+    earlier = site.memo.get("sources before") if site is not None else None
+    return earlier is None or any(h.sources != earlier.get(name) for name, h in site.hosts.items())
 
 
 def _same_machine_secret(root: Path, before: Host, now: Host, record: list[Any]) -> bool:

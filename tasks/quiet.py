@@ -593,9 +593,9 @@ def _finish_scoped(keys: dict[str, str], idents: dict[str, str]) -> None:
     size = _STRICT.size
     strict = [_strict_one(p) for p in m.strict]
     state = os.fsencode(str(layout.STATE)) + b"/"
-    for i, key in enumerate(strict):
-        path = m.strict[i]
-        if key != m.strict_keys[i * size:(i + 1) * size] and not path.startswith(state) and path != NODES.encode():
+    changed_strict = [m.strict[i] for i, key in enumerate(strict) if key != m.strict_keys[i * size:(i + 1) * size]]
+    for path in changed_strict:
+        if not path.startswith(state) and path != NODES.encode():
             _forget_manifest()  # a site-wide task's file changed under a scoped run: the next run loads every task
             return
     site = {os.fsdecode(p) for p in m.weak[:m.wends[0]]} | {os.fsdecode(p) for p in m.ident[:m.iends[0]]}
@@ -634,15 +634,19 @@ def _finish_scoped(keys: dict[str, str], idents: dict[str, str]) -> None:
         _forget_manifest()
         return
     m.strict_keys = b"".join(strict)
-    m.context, m.names = _context(), _names_digest()
+    m.context = _context()
+    if m.names and any(p == NODES.encode() for p in changed_strict):
+        m.names = _names_digest()  # hosts/nodes/ changed (its names did not: fast() compared them)
     m.write(paths_too=not same)
 
 
 def _scoped_users(m: _Manifest, index: dict[str, int]) -> bool:
     """The scoped hosts' profiles taken again in ``m``'s profile users (index: host -> group); False when
     a profile of theirs is not in group 0."""
-    from .inventory import profile_users
+    from .inventory import profile_users, scoped_sources_changed
 
+    if not scoped_sources_changed():  # the profiles each scoped host reaches are as they were
+        return True
     users = m.profile_users()
     mine = set(index.values())
     users = {i: [g for g in gs if g not in mine] for i, gs in users.items()}
