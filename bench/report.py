@@ -629,9 +629,10 @@ def noop_section(runs: dict[int, dict[str, Any]]) -> list[str]:
         else:
             row += ["not run"] * 5
         out.append("| " + " | ".join(row) + " |")
+    out += [f"\n{n:,} hosts: {d['note']}" for n, d in sorted(runs.items()) if d.get("note")]
     out += ["", "Date, load and peak memory of each: " + "; ".join(
         f"{n:,} hosts {d.get('date', '')}, load {d.get('load', 0):.2f}, no-op {max(d['noop']['rss_kb']) / 1024:.0f} MB"
-        for n, d in sorted(runs.items())) + "."]
+        for n, d in sorted(runs.items())) + ".", ""]
     return out
 
 
