@@ -93,14 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"no-op / stat floor: {noop_cpu / floor_cpu:.2f}x in CPU seconds ({noop_cpu:.3f} s / {floor_cpu:.3f} s; "
           f"wall {statistics.median(r.seconds for r in noops):.3f} s / {statistics.median(r.seconds for r in floors):.3f} s); "
           f"load average {os.getloadavg()[0]:.2f}")
-    edits, after = host_edits(site, cmd, a.host_edits)
+    edits, after, ways = host_edits(site, cmd, a.host_edits)
     if a.json:
         a.json.write_text(json.dumps({"site": str(site), "code": str(checkout), "commit": commit,
                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "hosts": sum(1 for _ in (site / "hosts" / "nodes").iterdir()),
                                       "load": os.getloadavg()[0],
                                       "noop": measured(noops), "statfloor": measured(floors),
-                                      "host": measured(edits), "noop_after_host": measured(after)}, indent=1) + "\n")
+                                      "host": measured(edits), "noop_after_host": measured(after), "host_loaded": ways}, indent=1) + "\n")
     return 0
 
 
@@ -108,9 +108,10 @@ def measured(runs: list[Any]) -> dict[str, list[float]]:
     return {"runs": [r.seconds for r in runs], "cpu": [r.cpu for r in runs], "rss_kb": [r.rss_kb for r in runs]}
 
 
-def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[Any]]:
+def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[Any], list[str]]:
     """``count`` times: bench.run's one-host edit (a new Ceph address in one host file), a measured `doit`
-    that must redo that host alone, then a measured no-op."""
+    that must redo that host alone, then a measured no-op; and how each edit's run loaded
+    (build/state/quiet.last: "scoped: 1 hosts" when it loaded that host alone)."""
     from bench.generate import Shape
     from bench.run import EDITED_HOST
 
@@ -118,6 +119,7 @@ def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[
     path = site / "hosts" / "nodes" / f"{name}.yaml"
     edits: list[Any] = []
     after: list[Any] = []
+    ways: list[str] = []
     for i in range(count):
         text = path.read_text()
         new = re.sub(r"(?m)^    address: .*$", f"    address: 198.19.251.{i % 250 + 1}/15", text)
@@ -132,13 +134,14 @@ def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[
             print(r.stdout[-2000:] + r.stderr[-2000:], file=sys.stderr)
             raise SystemExit(1)
         edits.append(r)
+        ways.append((site / "build" / "state" / "quiet.last").read_text().strip())
         r = run_process(cmd)
         print(f"no-op after it: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, {len(steps(r.ran))} steps ran", flush=True)
         after.append(r)
     if edits:
         extra = statistics.median(r.cpu for r in edits) - statistics.median(r.cpu for r in after)
-        print(f"one host edited - no-op: {1000 * extra:+.0f} ms in CPU seconds (medians of {count})")
-    return edits, after
+        print(f"one host edited - no-op: {1000 * extra:+.0f} ms in CPU seconds (medians of {count}); loaded: {', '.join(sorted(set(ways)))}")
+    return edits, after, ways
 
 
 if __name__ == "__main__":

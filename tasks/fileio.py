@@ -96,7 +96,7 @@ def file_parts(path: Path) -> Iterator[bytes]:
             yield block
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -240,8 +240,9 @@ def write_private_json(path: Path, data: Any) -> bool:
     return write_private(path, text)
 
 
-def write_private(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path``, owner-only (0600), atomically; False when that failed (a cache is only lost)."""
+def write_private(path: Path, data: bytes | list[bytes | memoryview]) -> bool:
+    """Write ``data`` (or each of its parts, in order: no copy of them joined) to ``path``, owner-only
+    (0600), atomically; False when that failed (a cache is only lost)."""
     tmp = path.parent / tmp_name(path.name)
     try:
         for folder in (path.parent.parent, path.parent) if path.parent.name == layout.INVENTORY_SHARDS.name else (path.parent,):
@@ -253,7 +254,8 @@ def write_private(path: Path, data: bytes) -> bool:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, data)
+            for part in data if isinstance(data, list) else [data]:
+                _write_all(fd, part)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -371,10 +373,16 @@ def identity_of(st: os.stat_result | None) -> str:
     stage's records at 10,000 hosts stay small, and a no-op fast)."""
     if st is None:
         return ""
-    return format(hash((st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns, st.st_uid, st.st_gid)) & _MASK, "x")
+    return format(identity_number(st), "x")
 
 
-_MASK = (1 << 64) - 1
+def identity_number(st: os.stat_result) -> int:
+    """identity_of as a number below 2**64 (tasks/quiet.py packs them, with this body inline)."""
+    return hash((st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns, st.st_uid, st.st_gid)) & IDENTITY_MASK
+
+
+IDENTITY_MASK = (1 << 64) - 1
+NO_IDENTITY = IDENTITY_MASK  # identity_number's stand-in for no entry ("" in identity_of)
 
 
 def stat_memo_off() -> None:

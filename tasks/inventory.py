@@ -8,9 +8,9 @@ import stat
 import sys
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from . import layout, schema, yamlfiles
+from . import layout, quiet, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, keyring_entity, check_kernels, check_machine_secret, check_nics, check_root, check_secrets, check_site, cmdline_words, cross_check, site_path
 from .fileio import digest, file_key, key_of, shard_count
 from .fileio import read_private_json as _read_private_json, write_private_json as _write_private_json
@@ -273,35 +273,37 @@ class _Cache:
         self.root = root
         self.head: dict[str, Any] | None = None
         self.hosts: dict[str, list[Any]] = {}  # name -> [record, input paths, their keys, keyring check]
-        self.host_shards: list[dict[str, list[Any]]] = []  # each host shard as read: its part of ``hosts``
+        self.host_shards: dict[int, dict[str, list[Any]]] = {}  # each host shard read: its part of ``hosts``
         self.index: dict[int, dict[str, str]] = {}  # index shards read so far
 
-    def read(self) -> bool:
-        """The head and every host shard; False (nothing believed) when any is missing, damaged or not ours."""
+    def read(self, only: frozenset[str] | None = None) -> bool:
+        """The head and every host shard (``only``: the shards of those hosts, each of which must be
+        in them); False (nothing believed) when any is missing, damaged or not ours."""
         head = _read_private_json(self.root / CACHE_FILE)
         try:
             if not isinstance(head, dict) or head.get("format") != CACHE_FORMAT or head.get("root") != str(self.root):
                 return False
             count, gens = head["shards"], head["gens"]
-            for k in range(count):
+            for k in range(count) if only is None else sorted({_shard(n, count) for n in only}):
                 shard = _read_private_json(_shard_path(self.root, "hosts", k))
                 if not isinstance(shard, dict) or shard.get("gen") != gens["hosts"][k] or not isinstance(shard.get("hosts"), dict):
                     return False
                 self.hosts.update(shard["hosts"])
-                self.host_shards.append(shard["hosts"])
-            if not isinstance(head["settings"], dict) or len(self.hosts) != head["count"]:
+                self.host_shards[k] = shard["hosts"]
+            if not isinstance(head["settings"], dict) or (len(self.hosts) != head["count"] if only is None else not only <= set(self.hosts)):
                 return False
         except (KeyError, IndexError, TypeError, AttributeError):
             return False
         self.head = head
         return True
 
-    def site(self, hosts: dict[str, Host] | None = None) -> Site | None:
+    def site(self, only: frozenset[str] | None = None) -> Site | None:
+        """The cached site: every host, or those ``only``."""
         head = self.head
         assert head is not None
         try:
-            if hosts is None:
-                hosts = {name: Host(name, r[0][0], r[0][1], r[0][2], r[0][3], r[0][4]) for name, r in self.hosts.items()}
+            records = self.hosts if only is None else {name: self.hosts[name] for name in sorted(only)}
+            hosts = {name: Host(name, r[0][0], r[0][1], r[0][2], r[0][3], r[0][4]) for name, r in records.items()}
             return Site(self.root, head["settings"], hosts, head["kernels"], [], head["site_digest"])
         except (KeyError, IndexError, TypeError, AttributeError):
             return None
@@ -333,13 +335,14 @@ def _site_keys(root: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str], removed: set[str], keys: dict[str, Any],
-                 checked: dict[str, str], below: dict[str, int] | None = None) -> None:
+                 checked: dict[str, str], below: dict[str, int] | None = None, total: int | None = None) -> None:
     """Write what changed since ``cache`` (everything when it is None, or the shard count changed).
 
     Each write has a generation of its own (random), which the head names for every shard:
     a run killed between a shard and the head leaves shards the head does not name, and
     the next load starts again from the files."""
-    count = shard_count(len(site.hosts), SHARD_HOSTS)
+    total = len(site.hosts) if total is None else total  # a scoped site has only some of the hosts
+    count = shard_count(total, SHARD_HOSTS)
     old = cache.head if cache is not None else None
     whole = old is None or old["shards"] != count
     gen = int.from_bytes(os.urandom(6), "little")
@@ -387,8 +390,8 @@ def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str]
         return  # the head still names the shards as they were: the next load reads them or starts again
     _write_private_json(root / CACHE_FILE, {
         "format": CACHE_FORMAT, "root": str(root), "settings": site.settings, "kernels": site.kernels, "site_digest": site.site_digest,
-        "keys": keys, "shards": count, "gen": gen, "gens": gens, "count": len(site.hosts),
-        "below": below,
+        "keys": keys, "shards": count, "gen": gen, "gens": gens, "count": total,
+        "below": below, "raw": site.memo.get("raw"),
     })
     if whole:
         for stale in (root / "build/.inventory-memo.json", root / "build/.inventory.pickle"):  # earlier formats, never loaded again
@@ -477,21 +480,32 @@ class _Secrets:
         self.now[host] = item
 
 
-def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, Any]) -> Site | None:
+def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, Any], only: frozenset[str] | None = None,
+                 accept: Callable[[Site], bool] | None = None) -> Site | None:
     """The cached site with only the ``changed`` hosts read, validated and checked against the
-    index of the others' values.  None when anything is wrong (or a shard cannot be read): the
-    full load then finds and names every problem, as it always has."""
+    index of the others' values (``only``: the site of those hosts alone, a scoped run's, which
+    ``accept`` must take before the cache is written).  None when anything is wrong (or a shard
+    cannot be read): the full load then finds and names every problem, as it always has."""
     head = cache.head
     assert head is not None
     problems: list[Problem] = []
     site_rel = f"hosts/{SITE_FILE}"
-    settings, defaults = _read_site(root, problems)
-    if problems or settings != head["settings"]:
-        return None
-    profiles, profile_data = _read_profiles(root / "hosts", problems)
-    if problems:
-        return None
-    site = cache.site()
+    raw = head.get("raw") if keys["profiles"] == head["keys"].get("profiles") else None
+    try:  # site.yaml and the profiles as the last load parsed them (their stat keys are the same)
+        if os.path.lexists(root / "hosts/site.yml"):
+            raise KeyError("site.yml")  # _read_site says it is never read
+        settings, defaults = head["settings"], raw["defaults"]  # type: ignore[index]
+        profiles = {name: (rel, Path(p)) for name, (rel, p, _) in raw["profiles"].items()}  # type: ignore[index]
+        profile_data = {name: data for name, (_, _, data) in raw["profiles"].items()}  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        settings, defaults = _read_site(root, problems)
+        if problems or settings != head["settings"]:
+            return None
+        profiles, profile_data = _read_profiles(root / "hosts", problems)
+        if problems:
+            return None
+        raw = _raw(defaults, profiles, profile_data)
+    site = cache.site(only)
     if site is None:
         return None
     new: dict[str, Host] = {}
@@ -543,18 +557,116 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
         return None
     for host in new.values():
         _finish(host, site.kernels)
-    _write_cache(root, site, cache, changed, set(), keys, secrets.now, below)
+    if accept is not None and not accept(site):
+        return None
+    site.memo["raw"] = raw
+    _write_cache(root, site, cache, changed, set(), keys, secrets.now, below, head["count"] if only is not None else None)
     return site
+
+
+def load_scoped(root: Path | str, names: frozenset[str], vet: Callable[[Site, dict[str, Host]], str | None]) -> Site | str:
+    """The site of hosts ``names`` alone, for a run scoped to them (tasks/quiet.py: only their files
+    changed, and the listing of hosts/nodes/ did not); or why not (the tasks then load as usual).
+    Only their cache shards are read; a changed one is read, validated and checked against the
+    index of the others' values, as load() does, and the cache written only once ``vet`` (given
+    the site and the hosts as the cache had them) found no reason against the scope."""
+    root = Path(root).resolve()
+    cache = _Cache(root)
+    if not cache.read(names):
+        return "the inventory cache has no usable record of them"
+    head = cache.head
+    assert head is not None
+    keys = _site_keys(root, head["settings"])
+    old = head["keys"]
+    if keys["site"] != old.get("site") or keys["code"] != old.get("code") or keys.get("kernels") != old.get("kernels") or set(keys["profiles"]) != set(old.get("profiles") or ()):
+        return "site.yaml, the profiles there are, the kernels or the code changed"
+    before = cache.site(names)
+    if before is None:
+        return "the inventory cache has no usable record of them"
+    records = cache.hosts
+    # an edited profile: the manifest scoped the run to every host it reaches (tasks/quiet.py)
+    edited = {p for p, k in keys["profiles"].items() if old["profiles"][p] != k}
+    changed = {n for n in names if _input_keys(records[n][1]) != records[n][2] or not edited.isdisjoint(records[n][0][1])}
+    why: list[str] = []
+
+    def accept(site: Site) -> bool:
+        for name, host in site.hosts.items():
+            if not _same_machine_secret(root, before.hosts[name], host, records[name]):
+                why.append(f"{host.source}: its machine secret changed (each is compared with every other host's: the full load does that)")
+                return False
+        why.extend(filter(None, [vet(site, before.hosts)]))
+        return not why
+
+    site = _incremental(root, cache, changed, keys, names, accept) if changed else before if accept(before) else None
+    if site is None:
+        return why[0] if why else "a changed host does not load alone (the full load says why, if anything is wrong)"
+    site.memo["sources before"] = {name: h.sources for name, h in before.hosts.items()}
+    return site
+
+
+def scoped_sources_changed() -> bool:
+    """Whether a host of this run's scoped site (load_scoped) reaches other profiles than before (always, for any other site)."""
+    site = _LOADED.get(os.getcwd())
+    earlier = site.memo.get("sources before") if site is not None else None
+    return earlier is None or any(h.sources != earlier.get(name) for name, h in site.hosts.items())
+
+
+def _same_machine_secret(root: Path, before: Host, now: Host, record: list[Any]) -> bool:
+    """Whether ``now`` has no machine secret, or the one ``before`` had, as it was: the last full
+    load found it unlike every other host's, and a changed one is some scoped host's again."""
+    a, b = before.cfg.secrets, now.cfg.secrets
+    if a.mode != "machine" and b.mode != "machine":
+        return True
+    if a.mode != b.mode or a.machine_secret != b.machine_secret:
+        return False
+    path = _path_str(root, b.machine_secret)
+    paths, keys = record[1], record[2].split("|")
+    return path in paths and len(keys) == len(paths) and keys[paths.index(path)] == key_of(path)
+
+
+def profile_users(names: frozenset[str] | None) -> dict[str, list[str]]:
+    """Each profile file (its path as the cache's check stats it) -> the loaded hosts it reaches (``names``: of those)."""
+    site = _LOADED.get(os.getcwd())
+    out: dict[str, list[str]] = {}
+    prefix = f"hosts/{PROFILES_DIR}/"
+    for name, h in site.hosts.items() if site is not None else ():
+        if names is None or name in names:
+            for source in h.sources:
+                if source.startswith(prefix):
+                    out.setdefault(f"{site.root}/{source}", []).append(name)
+    return out
+
+
+def host_paths(names: frozenset[str] | None) -> Iterator[tuple[str, list[str], bool]]:
+    """(host, the files of it that loading looked at, False: never written) of each loaded host (``names``: of those)."""
+    site = _LOADED.get(os.getcwd())
+    for name, h in site.hosts.items() if site is not None else ():
+        if names is None or name in names:
+            yield name, _host_inputs(site.root, h), False
 
 
 _LOADED: dict[str, Site] = {}
 
 
 def load_for_tasks() -> Site:
-    """load() for task generators, once per process: an invalid inventory ends the run with its problems, no traceback."""
+    """load() for task generators, once per process: an invalid inventory ends the run with its problems, no traceback.
+
+    In a run scoped to a few hosts (tasks/quiet.py), their site alone, when they load alone and
+    what the site-wide tasks read of each is as before (tasks/scope.py); otherwise the scope is
+    dropped and every host loads."""
     cwd = os.getcwd()
     if cwd in _LOADED:
         return _LOADED[cwd]
+    names = quiet.scoped()
+    if names is not None:
+        from .scope import differs_for_site_tasks  # above this module
+
+        got = load_scoped(".", names, differs_for_site_tasks)
+        if not isinstance(got, str):
+            _LOADED[cwd] = got
+            quiet.scope_taken()
+            return got
+        quiet.scope_dropped(got)
     try:
         _LOADED[cwd] = load()
         return _LOADED[cwd]
@@ -586,6 +698,17 @@ def _read_site(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dic
     if not problems:
         check_site(root, settings, site_rel, problems)
     return settings, defaults
+
+
+def _raw(defaults: dict[str, Any], profiles: dict[str, tuple[str, Path]], profile_data: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """site.yaml's host defaults and each profile as parsed, for the cache's head (an incremental
+    load merges a changed host with them, unparsed); None when JSON would not give them back
+    exactly (a YAML date, a number as a key): that load then parses the files."""
+    raw = {"defaults": defaults, "profiles": {name: [rel, str(p), profile_data[name]] for name, (rel, p) in profiles.items()}}
+    try:
+        return raw if json.loads(json.dumps(raw)) == raw else None
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def _read_profiles(hosts_dir: Path, problems: list[Problem]) -> tuple[dict[str, tuple[str, Path]], dict[str, dict[str, Any]]]:
@@ -636,6 +759,7 @@ def _load(root: Path, reuse: dict[str, tuple[Host, str]] | None = None) -> tuple
     for h in hosts.values():
         _finish(h, kernels)
     site.site_digest = digest(json.dumps(settings, sort_keys=True))
+    site.memo["raw"] = _raw(defaults, profiles, profile_data)
     return site, secrets.now
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
-from . import artifacts, inventory
+from . import artifacts, inventory, quiet
 from .fileio import digest, file_key, file_parts, write_if_changed, write_parts_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
@@ -128,7 +128,8 @@ def task_overlay() -> Iterator[dict[str, Any]]:
     epoch = source_date_epoch()
     yield {"basename": "overlay", "name": None, "doc": "Host layers: a small cpio per host with its conf.d, ceph.conf and keys."}
     kernels = sorted({h.cfg.kernel_version for h in site.hosts.values() if h.cfg.monolithic})
-    sys.stderr.write(clear_hosts_warning(site))
+    if quiet.scoped() is None:  # a scoped run prints the last full load's warnings (the same: tasks/scope.py)
+        sys.stderr.write(clear_hosts_warning(site))
 
     def units() -> dict[str, Unit]:
         out: dict[str, Unit] = {}

@@ -17,7 +17,8 @@ class Reporter(ExecutedOnlyReporter):
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         engine.run_starts()
-        listing.write(tasks)  # the names and docs a plain `doit list` prints next time
+        if not quiet.partial():  # a scoped run has the default tasks alone, of some hosts, and stand-ins
+            listing.write(tasks)  # the names and docs a plain `doit list` prints next time
         quiet.run_starts(tasks, selected_tasks)  # and the files a plain `doit` looks at first next time
         super().initialize(tasks, selected_tasks)
 

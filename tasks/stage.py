@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from doit.exceptions import TaskFailed
 
-from . import engine, selection
+from . import engine, quiet, selection
 from .failures import environmental, failure
 from .layout import STATE
 from .fileio import file_key, key_of, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
@@ -96,32 +96,37 @@ def state_path(stage: str) -> str:
 
 
 SHARD_HOSTS = 256  # hosts per shard of a record: a record of more is split (see save_state)
-# what this process read or wrote of each stage's shards: save_state writes only those that changed
-_SHARDS: dict[str, tuple[int, list[Any], list[dict[str, Any]]]] = {}
+# what this process read or wrote of each stage's shards (all, or those of a scoped run's hosts):
+# save_state writes only those that changed
+_SHARDS: dict[str, tuple[int, list[Any], dict[int, dict[str, Any]]]] = {}
 
 
 def _shard_path(stage: str, k: int) -> str:
     return f"{STATE_DIR}/{stage.replace(':', '-')}/{k}.json"
 
 
-def load_state(stage: str) -> dict[str, Any]:
+def load_state(stage: str, only: frozenset[str] | None = None) -> dict[str, Any]:
     """The stage's record; none, or a damaged one (said in one line), means every host is redone.
 
     Up to SHARD_HOSTS hosts, it is one file; beyond, that file names the shards
     (build/state/<stage>/<k>.json, the hosts split by a hash of their names) by the
     generation each was last written at, so that a run that changes a few hosts rewrites
     their shards alone, and a shard the record does not name (a run killed between the
-    two) counts as damage."""
+    two) counts as damage.  ``only``: the shards of those hosts are read, no other (a run
+    scoped to them: the record then holds them and the hosts that share their shards)."""
     path = state_path(stage)
     _SHARDS.pop(stage, None)
     try:
         with open(path) as f:
             data = json.load(f)
         why = _damage(data)
+        if why is None and "shards" not in data and only is not None:  # one file: all of it, to save it whole
+            _SHARDS[stage] = (1, [None], {0: {"hosts": dict(data["hosts"]), "outs": dict(data["outs"])}})
         if why is None and "shards" in data:
-            count, gens, shards = data["shards"], data["gens"], []
+            count, gens, shards = data["shards"], data["gens"], {}
             data = {"config": data["config"], "ok": data.get("ok", True), "hosts": {}, "outs": {}}
-            for k in range(count):
+            wanted = range(count) if only is None else sorted({zlib.crc32(n.encode()) % count for n in only})
+            for k in wanted:
                 with open(_shard_path(stage, k)) as f:
                     shard = json.load(f)
                 why = _damage({"config": "", **shard}) if isinstance(shard, dict) else "a shard is not a JSON object"
@@ -129,7 +134,7 @@ def load_state(stage: str) -> dict[str, Any]:
                     why = f"shard {k} is not the one the record names"
                 if why is not None:
                     break
-                shards.append(shard)
+                shards[k] = shard
                 data["hosts"].update(shard["hosts"])
                 data["outs"].update(shard["outs"])
             if why is None:
@@ -204,7 +209,7 @@ def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, s
     gens: list[Any] = list(before[1]) if same else [None] * count  # type: ignore[index]
     os.makedirs(os.path.dirname(_shard_path(stage, 0)), mode=0o700, exist_ok=True)
     for k, shard in enumerate(split):
-        old = before[2][k] if same else None  # type: ignore[index]
+        old = before[2].get(k) if same else None  # type: ignore[union-attr]
         if old is not None and old["hosts"] == shard["hosts"] and old["outs"] == shard["outs"]:
             continue  # as this process read or wrote it
         gens[k] = gen
@@ -212,11 +217,29 @@ def save_state(stage: str, config: str, hosts: dict[str, str], outs: dict[str, s
     for k, shard in enumerate(split):
         shard["gen"] = gens[k]
     write_if_changed(Path(state_path(stage)), _dump({"config": config, "shards": count, "gens": gens, "ok": ok}), 0o600)
-    _SHARDS[stage] = (count, gens, split)
+    _SHARDS[stage] = (count, gens, dict(enumerate(split)))
+
+
+def save_scoped(stage: str, config: str, hosts: dict[str, str], outs: dict[str, str], ok: bool, touched: set[str]) -> None:
+    """save_state in a run scoped to a few hosts (load_state(only=...) read their part of the
+    record): the entries of ``touched`` updated, every other host's left as it is."""
+    before = _SHARDS.get(stage)
+    assert before is not None, "a scoped run saves only a record it read"
+    if before[0] > 1:
+        _save_touched(stage, config, hosts, outs, ok, touched, before)
+        return
+    whole = before[2][0]
+    for name in touched:
+        for part, table in (("hosts", hosts), ("outs", outs)):
+            if name in table:
+                whole[part][name] = table[name]
+            else:
+                whole[part].pop(name, None)
+    write_if_changed(Path(state_path(stage)), _dump({"config": config, "hosts": whole["hosts"], "outs": whole["outs"], "ok": ok}), 0o600)
 
 
 def _save_touched(stage: str, config: str, hosts: dict[str, str], outs: dict[str, str], ok: bool, touched: set[str],
-                  before: tuple[int, list[Any], list[dict[str, Any]]]) -> None:
+                  before: tuple[int, list[Any], dict[int, dict[str, Any]]]) -> None:
     """save_state of the hosts ``touched`` alone: their entries updated in the shards as this
     process knows them, and the shards that changed written (with the record that names them)."""
     count, gens, shards = before
@@ -251,8 +274,23 @@ def record_outputs(stage: str, name: str, keys: str) -> None:
         save_state(stage, saved["config"], saved["hosts"], saved["outs"], saved.get("ok", True), {name})
 
 
+_MADE: list["Stage"] = []  # every stage of this process (the quiet manifest groups their paths by host)
+
+
+def unit_paths() -> Iterator[tuple[str, list[str], bool]]:
+    """(host, paths, whether its work writes them) of each unit made so far in this process: its inputs, then its outputs."""
+    for stage in _MADE:
+        for name, unit in (stage._units or {}).items():
+            yield name, unit.inputs, False
+            yield name, unit.outputs, True
+
+
 class Stage:
-    """The units of one stage, their check (doit's uptodate) and their work (doit's action)."""
+    """The units of one stage, their check (doit's uptodate) and their work (doit's action).
+
+    In a run scoped to a few hosts (tasks/quiet.py: only their files changed since the last
+    run), the units are those hosts' alone: the check reads and the work saves only their part
+    of the record, and every other host stays as recorded."""
 
     def __init__(self, name: str, units: Callable[[], dict[str, Unit]], config: str,
                  batch: Callable[[list[str]], Any] | None = None, workers: int = 1,
@@ -283,6 +321,9 @@ class Stage:
         # the hosts not due whose entry in the record changes all the same (removed ones), as due()
         # found them; None when every entry may change
         self._touched: set[str] | None = None
+        self._scope = quiet.scoped()  # the hosts of a scoped run, or None
+        self._broken = ""  # why a scoped run cannot do this stage's work (its record says every host is due)
+        _MADE.append(self)
 
     @property
     def units(self) -> dict[str, Unit]:
@@ -297,7 +338,7 @@ class Stage:
     def due(self, forget: bool = False) -> Due:
         """(hosts to redo, in order; the record of every host's inputs as they are now; the
         keys of the outputs of every host that is not due)."""
-        saved = load_state(self.name)
+        saved = load_state(self.name, self._scope)
         self._ok = saved.get("ok", True)
         forgotten = forget and self._ok
         same = saved["config"] == self.config
@@ -306,6 +347,10 @@ class Stage:
         self._every = ("no records yet" if saved["config"] is None and "damaged" not in saved else "its record was damaged"
                        if "damaged" in saved else "the stage's settings, code or templates changed"
                        if not same else "doit forgot the stage" if forgotten else "")
+        if self._scope is not None:
+            if self._every:  # the other hosts too: not a scoped run's work (quiet.fast() rules it out; a record changed since)
+                self._broken = self._every
+            old = {n: old[n] for n in self._scope if n in old}
         todo: list[str] = []
         now: dict[str, str] = {}
         outs: dict[str, str] = {}
@@ -355,6 +400,8 @@ class Stage:
             self._due = self.due(forget=values.get("records") != state_path(self.name))
         if task is not None:  # for run(), also in a child process (`doit -n N` sends it the task's meta)
             task.meta["due"] = self._due
+        if self._broken:
+            return False  # the action says why
         only = (getattr(task, "options", None) or {}).get(selection.OPTION)
         if only:  # --only: up to date when those hosts are (an unknown name: run, to say so)
             try:
@@ -372,6 +419,10 @@ class Stage:
         Returns the values doit keeps for the next run's check (see __call__)."""
         # what the check found (task.meta reaches a child process too); not checked (doit -a): every host
         checked = task.meta.get("due")
+        if self._broken:
+            quiet.untracked("a scoped run found a stage to redo every host")
+            return TaskFailed(f"cephboot: {self.task}: every host is due ({self._broken}), but this run was scoped to the "
+                              f"{len(self._scope or ())} host(s) whose files changed: run doit again (it loads every host)")
         todo, now, outs = checked if checked is not None else self.due(forget=True)
         task.meta["due"] = self._due = None
         due = set(todo)
@@ -449,6 +500,11 @@ class Stage:
         When the check knew which hosts' entries change (the due ones, the removed ones), only
         those are looked at: no pass over every host (a one-host edit at 10,000 hosts)."""
         units = self.units
+        if self._scope is not None:
+            touched = (self._touched or set()) | due
+            hosts = {n: now[n] for n in touched if n in done or (n in units and n not in due)}
+            save_scoped(self.name, self.config, hosts, {n: outs[n] for n in hosts if n in outs}, ok, touched)
+            return
         kept = len(units) - len(due) + len(done)
         if self._touched is not None and can_save_touched(self.name, kept):
             touched = self._touched | due
