@@ -308,7 +308,8 @@ class Stage:
 
     def __init__(self, name: str, units: Callable[[], dict[str, Unit]], config: str,
                  batch: Callable[[list[str]], Any] | None = None, workers: int = 1,
-                 output_key: Callable[[str], str] | None = None, keep_going: bool = False, pass_recorded: bool = False):
+                 output_key: Callable[[str], str] | None = None, keep_going: bool = False, pass_recorded: bool = False,
+                 skipped: Callable[[], dict[str, str]] = dict):
         self.name = name
         self.task = name  # the doit task that runs it (stage_task sets it): what its per-host lines name
         # the key recorded of each output: None, only that it exists (make's way: a rendered
@@ -323,6 +324,7 @@ class Stage:
         # hosts worked on at once, in threads: for work that waits on the disk (publish's
         # fsyncs), not for Python work (render, overlay), which holds the interpreter lock
         self.workers = workers
+        self.skipped = skipped  # hosts that have no unit -> why (`--only` naming one is an error that says so)
         self._make_units = units  # called when the stage is first checked or run: `doit list` never pays for it
         self._units: dict[str, Unit] | None = None
         self.config = f"{FORMAT}|{config}"
@@ -530,7 +532,7 @@ class Stage:
 
     def choose(self, only: str) -> list[str]:
         """The hosts `--only` names (selection.choose)."""
-        return selection.choose(self.task, only, self.units)
+        return selection.choose(self.task, only, self.units, skipped=self.skipped)
 
     def _outputs_now(self, name: str) -> str:
         """The keys of a host's outputs as its work left them (fresh stats)."""
@@ -613,7 +615,7 @@ def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean
     task is `<basename>` itself (`doit imagenative --only zephyr`)."""
     stage.task = f"{basename}:{name}" if name else basename
     selection.refuse_old_forms(basename, stage.task, sys.argv[1:])  # `doit render:zephyr`: one line saying the form to use
-    if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv[1:]):
+    if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv[1:], stage.choose):
         extra = {**extra, "task_dep": []}  # fail at once, before the stages it depends on run
     return {
         "basename": basename,
