@@ -28,7 +28,7 @@ HEADING = "## nginx config with address-bound hosts (issue 13)"
 RUNS = 5
 # measured the same way on 2026-11-30 with one location per host folder and a nested exact location for
 # its boot.ipxe: nginx sorts the locations of a level by insertion, so the cost grows with the square
-PER_LOCATION = "0.149 s at 1,000 hosts and 4.22 s (154 MB) at 10,000"
+PER_LOCATION = "0.149 s at 1,000 hosts and 4.22 s (154 MiB) at 10,000"
 
 
 def bound(hosts: int) -> list[tuple[str, list[str]]]:
@@ -85,7 +85,7 @@ def section(r: dict[str, Any]) -> str:
            "| --- | --- | --- | --- | --- |"]
     for row in r["rows"]:
         out.append(f"| {row['hosts']:,} | {row['bytes'] / 1024:,.1f} KiB | {row['render_s'] * 1000:,.0f} ms | "
-                   f"{row['test_s']:.3f} s ({row['test_min_s']:.3f}-{row['test_max_s']:.3f}) | {row['rss_mb']:.1f} MB |")
+                   f"{row['test_s']:.3f} s ({row['test_min_s']:.3f}-{row['test_max_s']:.3f}) | {row['rss_mb']:.1f} MiB |")
     out += ["", "A request to a host folder tests two regex locations (dot files, the bound hosts) and looks the "
             "client up in the `geo` radix tree and the host in the `map` hash: its cost does not grow with the hosts. "
             "Past ~4,000 bound hosts (between 3,000 and 5,000 here) `nginx -t` warns `could not build optimal map_hash` and works; "

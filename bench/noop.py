@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(a.warm):
         r = run_process(cmd)
         done = sorted(steps(r.ran))
-        print(f"warm-up {i + 1}/{a.warm}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, "
+        print(f"warm-up {i + 1}/{a.warm}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MiB, "
               f"{len(done)} steps ran{': ' + ', '.join(done[:5]) if done else ''}", flush=True)
         if r.returncode:
             print(r.stdout[-2000:] + r.stderr[-2000:], file=sys.stderr)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         r = run_process(cmd)
         done = sorted(steps(r.ran))
         noops.append(r)
-        print(f"no-op {i + 1}/{a.repeat}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, {len(done)} steps ran"
+        print(f"no-op {i + 1}/{a.repeat}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MiB, {len(done)} steps ran"
               f"{': NOT A NO-OP: ' + ', '.join(done[:5]) if done else ''}", flush=True)
         if r.returncode or done:
             print(r.stdout[-2000:] + r.stderr[-2000:], file=sys.stderr)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.unlink(f.name)
     for i, r in enumerate(floors):
-        print(f"stat floor {i + 1}/{a.repeat}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB", flush=True)
+        print(f"stat floor {i + 1}/{a.repeat}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MiB", flush=True)
     noop_cpu, floor_cpu = statistics.median(r.cpu for r in noops), statistics.median(r.cpu for r in floors)
     print(f"no-op / stat floor: {noop_cpu / floor_cpu:.2f}x in CPU seconds ({noop_cpu:.3f} s / {floor_cpu:.3f} s; "
           f"wall {statistics.median(r.seconds for r in noops):.3f} s / {statistics.median(r.seconds for r in floors):.3f} s); "
@@ -128,7 +128,7 @@ def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[
         path.write_text(new)
         r = run_process(cmd)
         others = sorted(t for t in steps(r.ran) if not t.endswith(f":{name}") and t != "lint:rendered")
-        print(f"host edit {i + 1}/{count}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, "
+        print(f"host edit {i + 1}/{count}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MiB, "
               f"{len(steps(r.ran))} steps ran{': OTHER HOSTS OR TASKS: ' + ', '.join(others[:5]) if others else ''}", flush=True)
         if r.returncode or others:
             print(r.stdout[-2000:] + r.stderr[-2000:], file=sys.stderr)
@@ -136,7 +136,7 @@ def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[
         edits.append(r)
         ways.append((site / "build" / "state" / "quiet.last").read_text().strip())
         r = run_process(cmd)
-        print(f"no-op after it: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MB, {len(steps(r.ran))} steps ran", flush=True)
+        print(f"no-op after it: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MiB, {len(steps(r.ran))} steps ran", flush=True)
         after.append(r)
     if edits:
         extra = statistics.median(r.cpu for r in edits) - statistics.median(r.cpu for r in after)

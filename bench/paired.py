@@ -181,7 +181,7 @@ def one(side: dict[str, Any], key: str, rep: int, label: str, repeat: int, log: 
     if sc.count_bytes:
         out["bytes"], out["files"] = bench.bytes_written(before, bench.tree_state(site.publish))
     side["runs"].setdefault(key, []).append(out)
-    log(f"{key:<9} {label} run {rep + 1}/{repeat}: {r.seconds:8.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:6.1f} MB, "
+    log(f"{key:<9} {label} run {rep + 1}/{repeat}: {r.seconds:8.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:6.1f} MiB, "
         f"{out['steps']} steps ran{', ' + str(out.get('bytes', '')) + ' bytes published' if sc.count_bytes else ''}, load {out['load']:.2f}")
 
 

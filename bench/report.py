@@ -62,20 +62,24 @@ def spread(xs: list[float], unit: str = "s", repeat: int = 0) -> str:
 
 
 def size_bytes(b: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
+    """``b`` bytes in binary units (KiB, MiB, GiB: every size here is divided by 1024)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
         if b < 1024 or unit == "GB":
             return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
         b /= 1024
     return ""
 
 
+MIB_PER_MB = 1e6 / (1 << 20)  # the issues' memory targets are in MB; peak RSS is measured in MiB (ru_maxrss is in KiB)
+
+
 def peak_mb(per: dict[str, Any]) -> float:
-    """The largest max-RSS of any run at one size."""
+    """The largest max-RSS of any run at one size, in MiB."""
     return max(max(m["rss_kb"]) for m in per.values()) / 1024
 
 
 def value(results: dict[str, Any], key: str, n: int) -> float | None:
-    """The figure a target is judged on: peak RSS in MB, or the median CPU seconds of the scenario."""
+    """The figure a target is judged on: peak RSS in MiB, or the median CPU seconds of the scenario."""
     per = results["results"].get(str(n))
     if per is None or key != "rss" and key not in per:
         return None
@@ -91,9 +95,9 @@ def verdict(results: dict[str, Any], key: str, n: int) -> tuple[str, bool | None
     if v is None or limit is None:
         return "not run", None
     problems = results["results"][str(n)].get(key, {}).get("problems", []) if key != "rss" else []
-    ok = v <= limit and not problems
+    ok = v <= (limit * MIB_PER_MB if key == "rss" else limit) and not problems
     if key == "rss":
-        shown = f"{v:.0f} MB"
+        shown = f"{v:.0f} MiB"
     else:
         wall = med(results["results"][str(n)][key]["runs"])
         shown = f"{secs(v)} s [{secs(wall)} s wall{'' if wall <= limit else ', over'}]"
@@ -376,11 +380,11 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
             "| scenario | 1,000 hosts | target | 10,000 hosts | target | 100,000 hosts | target |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for key in ROWS:
         t = results["targets"][key]
-        unit = "MB" if key == "rss" else "s"
         cells = []
         for n in (1000, 10000, 100000):
             text, _ = verdict(results, key, n)
-            cells += [text if str(n) in t else "—", f"≤ {t[str(n)]:g} {unit}" if str(n) in t else "—"]
+            limit = (f"≤ {t[str(n)]:g} MB ({t[str(n)] * MIB_PER_MB:.0f} MiB)" if key == "rss" else f"≤ {t[str(n)]:g} s") if str(n) in t else "—"
+            cells += [text if str(n) in t else "—", limit]
         out.append(f"| {TARGET_LABELS[key]} | " + " | ".join(cells) + " |")
     missed = failures(results)
     out += ["", f"**{len(missed)} target(s) or check(s) missed.**" if missed else "**Every target that was run is met.**", ""]
@@ -405,7 +409,7 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
                                                        if key in results["results"][str(n)] else "not measured" for n in sizes) + " |")
     out.append("| cold build per host (CPU) | " + " | ".join(f"{1000 * cpu(results['results'][str(n)]['cold']) / n:.1f} ms"
                                                        if "cold" in results["results"][str(n)] else "not run" for n in sizes) + " |")
-    out.append("| peak memory (max RSS of any run) | " + " | ".join(f"{peak_mb(results['results'][str(n)]):.0f} MB" for n in sizes) + " |")
+    out.append("| peak memory (max RSS of any run) | " + " | ".join(f"{peak_mb(results['results'][str(n)]):.0f} MiB" for n in sizes) + " |")
     out.append("| generating the site (not timed above) | " + " | ".join(f"{results['generate_seconds'][str(n)]:.1f} s" for n in sizes) + " |")
     ini = results["initrd"]
     out += [""]
@@ -420,8 +424,8 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
 
     out += ["", "## What ran, and what reached the publish tree", "",
             "Steps run (median: each host a stage redid, e.g. `render:h00007`, and each other task that ran, e.g. `lint:rendered`) and bytes written to `build/publish/` by one edit (median; new or rewritten files, counted by inode: "
-            "the previous generation is kept by hard links, which write nothing). A host layer is ~3 KB; each monolithic host "
-            "(one in 500) also republishes its whole initrd.img, base included (~24 MB).", "",
+            "the previous generation is kept by hard links, which write nothing). A host layer is ~3 KiB; each monolithic host "
+            "(one in 500) also republishes its whole initrd.img, base included (~23 MiB).", "",
             "| hosts | host edit | profile edit | monitor edit |", "| --- | --- | --- | --- |"]
     for n in sizes:
         per = results["results"][str(n)]
@@ -433,7 +437,7 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
                 continue
             written = f"{plural(med(r['files']), 'file')}, {size_bytes(med(r['bytes']))}" if r["files"] else "bytes not recorded"
             cells.append(f"{plural(med(r['tasks_ran']), 'step')}, {written}")
-        stand_in = " (stand-in base initrds: a monolithic host's initrd.img is ~0.5 KB here, not ~24 MB)" if str(n) in with_stand_ins(results) else ""
+        stand_in = " (stand-in base initrds: a monolithic host's initrd.img is ~0.5 KiB here, not ~23 MiB)" if str(n) in with_stand_ins(results) else ""
         out.append(f"| {n:,}{stand_in} | " + " | ".join(cells) + " |")
     problems = [(n, k, p) for n, per in results["results"].items() for k, r in per.items() for p in r["problems"]]
     out += [""]
@@ -495,7 +499,7 @@ def markdown(results: dict[str, Any], chart_path: Path | None, relative_to: Path
                 "| monolithic hosts | peak RSS | above the floor |", "| --- | --- | --- |"]
         for count, rss in sorted(mono["rss_kb"].items(), key=lambda kv: int(kv[0])):
             mb = med(rss) / 1024
-            out.append(f"| {count} | {mb:.1f} MB ({min(rss) / 1024:.1f}–{max(rss) / 1024:.1f}) | {mb - floor:+.1f} MB |")
+            out.append(f"| {count} | {mb:.1f} MiB ({min(rss) / 1024:.1f}–{max(rss) / 1024:.1f}) | {mb - floor:+.1f} MiB |")
     else:
         out.append("Not measured in this run.")
 
@@ -631,7 +635,7 @@ def noop_section(runs: dict[int, dict[str, Any]]) -> list[str]:
         out.append("| " + " | ".join(row) + " |")
     out += [f"\n{n:,} hosts: {d['note']}" for n, d in sorted(runs.items()) if d.get("note")]
     out += ["", "Date, load and peak memory of each: " + "; ".join(
-        f"{n:,} hosts {d.get('date', '')}, load {d.get('load', 0):.2f}, no-op {max(d['noop']['rss_kb']) / 1024:.0f} MB"
+        f"{n:,} hosts {d.get('date', '')}, load {d.get('load', 0):.2f}, no-op {max(d['noop']['rss_kb']) / 1024:.0f} MiB"
         for n, d in sorted(runs.items())) + ".", ""]
     return out
 

@@ -291,8 +291,11 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
                 problems.append(Problem(file, where, f"{rel!r} leads out of hosts/ (to {shown(real)}); a secret that is published must be a file of the site's own inventory"))
                 return None
             st = os.stat(p)
-    except OSError:
+    except FileNotFoundError:
         problems.append(Problem(file, where, f"{rel!r}: file not found at {p}"))
+        return None
+    except OSError as e:  # a link that loops, ...
+        problems.append(Problem(file, where, f"{rel!r}: cannot read {p}: {e.strerror}; expected a regular file"))
         return None
     if not stat.S_ISREG(st.st_mode):
         problems.append(Problem(file, where, f"{rel!r}: is {kind(st.st_mode)}, not a regular file"))

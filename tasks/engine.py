@@ -30,7 +30,9 @@ import gc
 from typing import Any
 
 from . import quiet
+from .failures import loading
 from .fileio import prepare_build, stat_memo_off, stat_memo_on
+from .layout import BUILD
 
 _state = {"handed_off": False}
 
@@ -42,8 +44,11 @@ def setup() -> None:
     # with collection off and would walk every object of the run (~7% of a no-op at 10,000 hosts)
     atexit.register(gc.freeze)
     stat_memo_on()
-    prepare_build()
-    quiet.full_begins()
+    # build/ unusable (a file or a link to nothing in the place of one of its folders, a read-only
+    # mount ...): one line, exit 2, before any task loads (tasks/failures.py)
+    with loading(f"expected a folder that this user can write ({BUILD}/ and its folders are cephboot's own: move what is in the way)"):
+        prepare_build()
+        quiet.full_begins()
 
 
 def run_starts() -> None:

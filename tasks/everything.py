@@ -1,5 +1,5 @@
 """cephboot's tasks and DOIT_CONFIG, as dodo.py loads them for every command but a plain `doit list`; does no work while loading."""
-from . import engine, quiet
+from . import engine, layout, quiet
 from .imagenative import task_imagenative  # noqa: F401 (in __all__ below)
 from .initrd import task_initrd  # noqa: F401 (in __all__ below)
 from .lint import task_lint  # noqa: F401 (in __all__ below)
@@ -33,7 +33,7 @@ del _name
 
 DOIT_CONFIG = {
     "backend": "sqlite3",  # dbm and json lose records when two runs overlap
-    "dep_file": "build/doit.sqlite3",
+    "dep_file": str(layout.DOIT_DB),
     "default_tasks": DEFAULT,
     "verbosity": 1,
     # print what ran, not the thousands of tasks that were up to date

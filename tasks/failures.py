@@ -7,13 +7,19 @@ one, the path and what failed (``cephboot: render:hosts: zephyr: build/hosts/zep
 space left on device``).  Everything cephboot writes is written atomically (tasks/fileio.py),
 so what was there before stays as it was; the stages keep the record of what they finished.
 Other exceptions are bugs and keep their traceback.
+
+While the tasks load (before any task runs) there is no task to fail: ``stop`` ends doit with
+one line and exit status 2, as an invalid inventory does (tasks/inventory.load_for_tasks), and
+``loading`` turns an OSError of the work done then (build/ made and cleaned) into that line.
 """
 from __future__ import annotations
 
 import errno
 import functools
+import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from doit.exceptions import TaskFailed
 
@@ -47,6 +53,23 @@ def why(e: OSError, fallback: str = "") -> str:
 def failure(where: str, e: OSError, fallback: str = "") -> TaskFailed:
     """The one line that reports ``e`` for ``where`` (`render:hosts: zephyr`, `publish: host zephyr`, `nginx`)."""
     return TaskFailed(f"cephboot: {where}: {why(e, fallback)}")
+
+
+def stop(message: str) -> NoReturn:
+    """End doit while the tasks load: `cephboot: <message>` on stderr, exit status 2, no traceback;
+    no task has run, so nothing was written but build/'s own housekeeping."""
+    sys.stderr.write(f"cephboot: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+@contextmanager
+def loading(expected: str) -> Iterator[None]:
+    """While the tasks load: an OSError ends doit with `cephboot: <path>: <reason>; <expected>` (stop)."""
+    try:
+        yield
+    except OSError as e:
+        stop(f"{why(e)}; {expected}")
 
 
 def guard(where: str, action: Callable[..., Any]) -> Callable[..., Any]:

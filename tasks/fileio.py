@@ -138,13 +138,21 @@ def prepare_build() -> None:
     Each run holds build/tmp/<node>.<pid> while it runs.  Where one is left by a process that
     is gone, that run was killed: the whole of build/ is searched once for the temporaries of
     dead processes (a killed render leaves them among the hosts' files); otherwise only the
-    folders where big ones land (build/, build/state, build/kernels/*) are looked at."""
+    folders where big ones land (build/, build/state, build/kernels/*) are looked at.
+
+    An OSError names the path: build/ or a folder of it that is something else (a file, a link
+    to nothing or one that loops), or cannot be written (a read-only mount); the caller says
+    what was expected (engine.setup, while the tasks load)."""
     os.umask(0o077)
+    check_folders()
+    _check_doit_db()
     os.makedirs(BUILD, mode=0o700, exist_ok=True)
     st = os.stat(BUILD)
     if st.st_uid != os.geteuid():  # whoever owns it can put anything in it (a cache we load)
-        raise SystemExit(f"cephboot: {os.path.abspath(BUILD)}: owned by uid {st.st_uid}, not by the user running doit "
-                         f"(uid {os.geteuid()}): remove it, or chown -R it, after checking what is in it")
+        from .failures import stop  # above this module
+
+        stop(f"{os.path.abspath(BUILD)}: owned by uid {st.st_uid}, not by the user running doit "
+             f"(uid {os.geteuid()}): remove it, or chown -R it, after checking what is in it")
     if st.st_mode & 0o077:
         os.chmod(BUILD, 0o700)
         report(BUILD, f"was mode {stat.S_IMODE(st.st_mode):04o} (others could read or write it); now 0700")
@@ -162,6 +170,55 @@ def prepare_build() -> None:
             remove_stale_temps(folder, locked=False)
     mine = tmp_dir()
     atexit.register(shutil.rmtree, mine, True)
+
+
+def check_folders() -> None:
+    """Each of layout.FOLDERS that exists is a folder (a link to one too: build/ on another disk);
+    else an OSError naming it (os.stat's own for a link that loops)."""
+    for folder in layout.FOLDERS:
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            if os.path.lexists(folder):
+                raise OSError(errno.ENOENT, "is a symbolic link to nothing", str(folder)) from None
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.ENOTDIR, f"is {kind(st)}", str(folder))
+
+
+_SQLITE = b"SQLite format 3\0"  # how every SQLite database begins (an empty file is a new one)
+
+
+def doit_db_problem() -> str:
+    """What is wrong with doit's records (build/doit.sqlite3) where they exist ("" when nothing is): doit
+    itself would block on a FIFO there, or end with a traceback.  The file is opened non-blocking."""
+    try:
+        fd = os.open(layout.DOIT_DB, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return f"is {kind(st)}"
+        if st.st_size and os.pread(fd, len(_SQLITE), 0) != _SQLITE:
+            return "is not an SQLite database"
+        return ""
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        os.close(fd)
+
+
+def _check_doit_db() -> None:
+    """doit's records, where they exist, are an SQLite database; else one line and exit 2."""
+    what = doit_db_problem()
+    if what:
+        from .failures import stop  # above this module
+
+        stop(f"{layout.DOIT_DB}: {what}; expected doit's records of the tasks (an SQLite database): "
+             "move it away and run doit again (doit starts new records; the stages check every host again)")
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:
@@ -309,10 +366,11 @@ def file_sha256(path: str | Path) -> str:
 # stat_memo_off(), and from then on every call is a real stat.
 
 def fresh_key(path: str) -> str:
-    """file_key's "size:mtime_ns:mode(octal)" from a stat now, never the memo ("" when there is no file)."""
+    """file_key's "size:mtime_ns:mode(octal)" from a stat now, never the memo ("" when there is no
+    file, or it cannot be looked at: a link that loops ...; whoever reads it next says why)."""
     try:
         st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return ""
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
 
@@ -360,7 +418,7 @@ def identity_key(path: str) -> str:
     mtime, gives another key ("" when there is no entry)."""
     try:
         key = identity_of(os.lstat(path))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # none, or none that can be looked at (as fresh_key)
         key = ""
     if _memo_on:
         _IDENTS[path] = key

@@ -7,6 +7,7 @@ own code inside the sandbox of tasks/confine.py).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -222,7 +223,10 @@ def imagenative_stage(site: inventory.Site) -> Stage:
             out[host.name] = Unit(sources, [], host.cfg.image_root, build_in_image, (host,))
         return out
 
-    return Stage("imagenative", units, _code_digest())
+    def skipped() -> dict[str, str]:
+        return {name: f"has no image_root ({host.source})" for name, host in site.hosts.items() if not host.cfg.image_root}
+
+    return Stage("imagenative", units, _code_digest(), skipped=skipped)
 
 
 @guarded
@@ -230,7 +234,8 @@ def task_imagenative() -> dict[str, Any]:
     """Image-native mode: install the boot files into each image_root and run its update-initramfs."""
     site = inventory.load_for_tasks()
     doc = "Install boot files into hosts' mounted root images (image_root) and run update-initramfs there (each host whose inputs changed)."
-    if not any(host.cfg.image_root for host in site.hosts.values()):  # nothing to do, and no record to keep
+    # nothing to do, and no record to keep; but `--only` names hosts it does not work on: the stage says so
+    if not any(host.cfg.image_root for host in site.hosts.values()) and not selection.named("imagenative", sys.argv[1:]):
         return {"basename": "imagenative", "doc": doc, "actions": None, "params": [selection.param("only these hosts (none has image_root)")]}
     return stage_task(
         "imagenative", doc, imagenative_stage(site),

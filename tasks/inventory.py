@@ -5,13 +5,13 @@ import json
 import os
 import re
 import stat
-import sys
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import layout, quiet, schema, yamlfiles
 from .checks import TREE_MARKER, cephx_key, check_host_paths, keyring_entity, check_kernels, check_machine_secret, check_nics, check_root, check_secrets, check_site, cmdline_words, cross_check, site_path
+from .failures import stop
 from .fileio import digest, file_key, key_of, shard_count
 from .fileio import read_private_json as _read_private_json, write_private_json as _write_private_json
 from .templating import code_files
@@ -671,8 +671,7 @@ def load_for_tasks() -> Site:
         _LOADED[cwd] = load()
         return _LOADED[cwd]
     except InventoryError as e:
-        sys.stderr.write(f"cephboot: {e}\n")
-        raise SystemExit(2) from None
+        stop(str(e))
 
 
 # --- loading ----------------------------------------------------------------------
@@ -681,12 +680,15 @@ def _read_site(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dic
     """(the site's validated settings, its host defaults) from hosts/site.yaml; problems recorded."""
     hosts_dir = root / "hosts"
     site_rel = f"hosts/{SITE_FILE}"
+    expected = "expected the inventory folder (hosts/site.yaml, hosts/nodes/)"
     try:
         st = os.stat(hosts_dir)
         if not stat.S_ISDIR(st.st_mode):
-            raise InventoryError([Problem("hosts", "", f"is {kind(st.st_mode)}; expected the inventory folder (hosts/site.yaml, hosts/nodes/)")])
+            raise InventoryError([Problem("hosts", "", f"is {kind(st.st_mode)}; {expected}")])
     except FileNotFoundError:
         raise InventoryError([Problem("hosts", "", f"no inventory folder in {root} (expected hosts/site.yaml and hosts/nodes/)")]) from None
+    except OSError as e:  # a link that loops, ...
+        raise InventoryError([Problem("hosts", "", f"cannot read: {e.strerror}; {expected}")]) from None
     if os.path.lexists(hosts_dir / "site.yml"):
         problems.append(Problem("hosts/site.yml", "", f"is never read: the site's settings are in {site_rel}; merge the two and keep one"))
     raw_site = dict(_read_yaml(hosts_dir / SITE_FILE, site_rel, problems))

@@ -21,8 +21,11 @@ TMP = BUILD / "tmp"  # TMPDIR of the programs cephboot runs; leftovers are ours 
 PROVISION = BUILD / "provision"  # provisioning's work folders and the admin's files (tasks/cephcli.py)
 GOLDEN = BUILD / "golden"  # golden images' work folders (tasks/golden.py)
 ROOTFS = BUILD / "rootfs"  # debootstrap results kept between runs (unless CEPHBOOT_ROOTFS_CACHE)
+DOIT_DB = BUILD / "doit.sqlite3"  # doit's records of every task (DOIT_CONFIG's dep_file, tasks/everything.py)
 INVENTORY_CACHE = BUILD / ".inventory.json"  # the validated inventory (tasks/inventory.py)
 INVENTORY_SHARDS = BUILD / ".inventory"  # its shards of hosts and the index of unique values
+# build/ and every folder cephboot makes in it: folders wherever they exist (fileio.prepare_build checks)
+FOLDERS = (BUILD, STATE, TMP, HOSTS, SITE, KERNELS, PROVISION, GOLDEN, ROOTFS, INVENTORY_SHARDS)
 
 _HOSTS = str(HOSTS)
 _SITE = str(SITE)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .fileio import read_private_json, write_private_json
+from .fileio import doit_db_problem, read_private_json, write_private_json
 
 SUMMARY = "build/.tasks.json"
 CODE = Path(__file__).resolve().parent
@@ -59,7 +59,10 @@ def plain_list(argv: list[str]) -> bool:
 
 
 def read(site: str) -> list[list[str]] | None:
-    """[[name, doc], ...] of the top-level tasks, when the summary is there and still true."""
+    """[[name, doc], ...] of the top-level tasks, when the summary is there and still true (and doit's
+    records are usable: else the full load says what is wrong with them)."""
+    if doit_db_problem():
+        return None
     data = read_private_json(Path(site) / SUMMARY)
     try:
         if data["format"] != FORMAT or data["key"] != _key(os.path.abspath(site)):

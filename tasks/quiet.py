@@ -60,12 +60,12 @@ from doit.exceptions import TaskFailed
 from doit.reporter import ExecutedOnlyReporter
 
 from . import layout, listing
-from .fileio import IDENTITY_MASK, NO_IDENTITY, fresh_key, read_private, stat_memo_seen, write_private
+from .fileio import IDENTITY_MASK, NO_IDENTITY, check_folders, doit_db_problem, fresh_key, read_private, stat_memo_seen, write_private
 
 MANIFEST = layout.STATE / "quiet"
 PATHS = layout.STATE / "quiet.paths"
 TAKEN = layout.STATE / "quiet.last"
-DOIT_DB = layout.BUILD / "doit.sqlite3"  # DOIT_CONFIG's dep_file (tasks/everything.py)
+DOIT_DB = layout.DOIT_DB
 FORMAT = b"cephboot-quiet 2"
 CODE = layout.PROJECT / "tasks"
 NODES = os.path.join("hosts", "nodes")  # the folder whose names are the hosts (as _loading_inputs names it)
@@ -102,7 +102,7 @@ def _weak(paths: list[bytes]) -> bytes:
 def _strict_one(p: str | bytes) -> bytes:
     try:
         st = os.stat(p)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # none, or none that can be looked at (a link that loops): the load says why
         return _NONE_STRICT
     return _STRICT.pack(st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns)
 
@@ -152,6 +152,8 @@ def _context(records: dict[str, str] | None = None) -> str:
         if k not in _NOISE:
             h.update(f"{k}={v}\0".encode("utf-8", "surrogateescape"))
     try:
+        if doit_db_problem():  # a FIFO would block sqlite: the full load says what it is
+            raise sqlite3.Error
         with sqlite3.connect(f"file:{DOIT_DB}?mode=ro", uri=True) as db:
             for name, data in db.execute("SELECT task_id, task_data FROM doit ORDER BY task_id"):
                 if records is not None:
@@ -306,9 +308,13 @@ def fast(argv: list[str]) -> dict[str, Any] | None:
         _state["why"] = "not a plain doit"
         return None
     try:
+        check_folders()  # build/ in the way of the full load is said by it (tasks/engine.py), in every run
         m = _Manifest.read()
     except ValueError as e:
         _state["why"] = str(e)
+        return None
+    except OSError as e:
+        _state["why"] = f"{os.fsdecode(e.filename or '')}: {e.strerror}"
         return None
     try:
         weak, ident = _weak(m.weak), _idents(m.ident)

@@ -69,11 +69,14 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "") if names else "none"
 
 
-def choose(task: str, only: str, names: Iterable[str], hosts: Callable[[], Mapping[str, Host]] = lambda: load_for_tasks().hosts) -> list[str]:
-    """The hosts ``only`` names, in the order of ``names`` (every host there is); raises Unknown
-    for a name that is no host or a profile that no host uses.  ``hosts`` is called only when a
-    profile is named (it gives each host's sources; by default, the inventory the tasks were
-    loaded from)."""
+def choose(task: str, only: str, names: Iterable[str], hosts: Callable[[], Mapping[str, Host]] = lambda: load_for_tasks().hosts,
+           skipped: Callable[[], Mapping[str, str]] = dict) -> list[str]:
+    """The hosts ``only`` names, in the order of ``names`` (every host the task works on); raises
+    Unknown for a name that is no host, or a host the task does not work on (``skipped``: such
+    hosts -> why, `has no image_root (hosts/nodes/zephyr.yaml)`), or a profile that none of its
+    hosts uses.  ``hosts`` is called only when a profile is named (it gives each host's sources;
+    by default, the inventory the tasks were loaded from); ``skipped`` only when a name is not
+    among ``names``."""
     known = list(names)
     wanted = words(only)
     chosen: set[str] = set()
@@ -82,14 +85,23 @@ def choose(task: str, only: str, names: Iterable[str], hosts: Callable[[], Mappi
     missing = [w for w in wanted if not w.startswith(PROFILE_MARK) and w not in every]
     if missing:
         first = missing[0]
+        other = skipped()
+        if first in other:
+            raise Unknown(f"cephboot: {task}{ONLY}{only}: host {first!r} {other[first]}, and {task} works only on the hosts that do; "
+                          f"those are: {_listed(sorted(known))}")
         raise Unknown(f"cephboot: {task}{ONLY}{only}: no host {first!r} in hosts/nodes/ (no {first}.yaml); "
-                      f"the hosts are: {_listed(sorted(known))}")
+                      f"the hosts are: {_listed(sorted({*known, *other}))}")
     for w in wanted:
         if w.startswith(PROFILE_MARK):
             if w[1:] not in by_profile:
                 raise Unknown(f"cephboot: {task}{ONLY}{only}: no host takes values from a profile {w[1:]!r} "
                               f"(hosts/profiles/{w[1:]}.yaml); the profiles in use are: {_listed(list(by_profile))}")
-            chosen.update(by_profile[w[1:]])
+            reached = [n for n in by_profile[w[1:]] if n in every]
+            if not reached:
+                first = by_profile[w[1:]][0]
+                raise Unknown(f"cephboot: {task}{ONLY}{only}: none of the hosts of profile {w[1:]!r} (hosts/profiles/{w[1:]}.yaml) "
+                              f"is one {task} works on: host {first!r} {skipped().get(first, 'is not')}; those it works on: {_listed(sorted(known))}")
+            chosen.update(reached)
         else:
             chosen.add(w)
     return [n for n in known if n in chosen]
@@ -181,15 +193,21 @@ def named(basename: str, argv: list[str]) -> list[str]:
     return out
 
 
-def names_unknown(basename: str, argv: list[str]) -> bool:
-    """Whether `--only` names, for task ``basename``, a host or profile that no host has."""
+def names_unknown(basename: str, argv: list[str], chosen: Callable[[str], list[str]] | None = None) -> bool:
+    """Whether `--only` names, for task ``basename``, a host or profile that no host has (or that
+    the task does not work on: ``chosen``, the task's own choose, raises Unknown then)."""
     values = named(basename, argv)
     if not values:
         return False
-    hosts = load_for_tasks().hosts
+    if chosen is None:
+        hosts = load_for_tasks().hosts
+
+        def chosen(only: str) -> list[str]:
+            return choose(basename, only, hosts, lambda: hosts)
+
     try:
         for only in values:
-            choose(basename, only, hosts, lambda: hosts)
+            chosen(only)
     except Unknown:
         return True
     return False

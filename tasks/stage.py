@@ -29,6 +29,7 @@ import inspect
 import json
 import os
 import shutil
+import stat
 import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -41,7 +42,7 @@ from doit.exceptions import TaskFailed
 from . import engine, quiet, selection
 from .failures import environmental, failure
 from .layout import STATE
-from .fileio import file_key, key_of, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
+from .fileio import file_key, key_of, kind, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
 
 STATE_DIR = str(STATE)
 LINE = selection.LINE  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
@@ -117,8 +118,7 @@ def load_state(stage: str, only: frozenset[str] | None = None) -> dict[str, Any]
     path = state_path(stage)
     _SHARDS.pop(stage, None)
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = _read_record(path)
         why = _damage(data)
         if why is None and "shards" not in data and only is not None:  # one file: all of it, to save it whole
             _SHARDS[stage] = (1, [None], {0: {"hosts": dict(data["hosts"]), "outs": dict(data["outs"])}})
@@ -127,8 +127,7 @@ def load_state(stage: str, only: frozenset[str] | None = None) -> dict[str, Any]
             data = {"config": data["config"], "ok": data.get("ok", True), "hosts": {}, "outs": {}}
             wanted = range(count) if only is None else sorted({zlib.crc32(n.encode()) % count for n in only})
             for k in wanted:
-                with open(_shard_path(stage, k)) as f:
-                    shard = json.load(f)
+                shard = _read_record(_shard_path(stage, k))
                 why = _damage({"config": "", **shard}) if isinstance(shard, dict) else "a shard is not a JSON object"
                 if why is None and shard.get("gen") != gens[k]:
                     why = f"shard {k} is not the one the record names"
@@ -143,12 +142,27 @@ def load_state(stage: str, only: frozenset[str] | None = None) -> dict[str, Any]
         if e.filename == path:
             return {"config": None, "hosts": {}, "outs": {}}
         why = "a shard is missing"
+    except _NotAFile as e:
+        why = str(e)
     except (OSError, ValueError) as e:
         why = f"unreadable: {e.__class__.__name__}"
     if why is None:
         return data
     report(path, f"damaged record ({why}): every host of {stage} is redone")
     return {"config": None, "hosts": {}, "outs": {}, "damaged": why}
+
+
+class _NotAFile(ValueError):
+    """A record's path holds something else (a FIFO, a device, a folder)."""
+
+
+def _read_record(path: str) -> Any:
+    """The JSON of a record file; opened non-blocking: a FIFO in its place never blocks a run."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotAFile(f"is {kind(st)}, not a regular file")
+        return json.load(f)
 
 
 def _damage(data: Any) -> str | None:
@@ -294,7 +308,8 @@ class Stage:
 
     def __init__(self, name: str, units: Callable[[], dict[str, Unit]], config: str,
                  batch: Callable[[list[str]], Any] | None = None, workers: int = 1,
-                 output_key: Callable[[str], str] | None = None, keep_going: bool = False, pass_recorded: bool = False):
+                 output_key: Callable[[str], str] | None = None, keep_going: bool = False, pass_recorded: bool = False,
+                 skipped: Callable[[], dict[str, str]] = dict):
         self.name = name
         self.task = name  # the doit task that runs it (stage_task sets it): what its per-host lines name
         # the key recorded of each output: None, only that it exists (make's way: a rendered
@@ -309,6 +324,7 @@ class Stage:
         # hosts worked on at once, in threads: for work that waits on the disk (publish's
         # fsyncs), not for Python work (render, overlay), which holds the interpreter lock
         self.workers = workers
+        self.skipped = skipped  # hosts that have no unit -> why (`--only` naming one is an error that says so)
         self._make_units = units  # called when the stage is first checked or run: `doit list` never pays for it
         self._units: dict[str, Unit] | None = None
         self.config = f"{FORMAT}|{config}"
@@ -516,7 +532,7 @@ class Stage:
 
     def choose(self, only: str) -> list[str]:
         """The hosts `--only` names (selection.choose)."""
-        return selection.choose(self.task, only, self.units)
+        return selection.choose(self.task, only, self.units, skipped=self.skipped)
 
     def _outputs_now(self, name: str) -> str:
         """The keys of a host's outputs as its work left them (fresh stats)."""
@@ -599,7 +615,7 @@ def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean
     task is `<basename>` itself (`doit imagenative --only zephyr`)."""
     stage.task = f"{basename}:{name}" if name else basename
     selection.refuse_old_forms(basename, stage.task, sys.argv[1:])  # `doit render:zephyr`: one line saying the form to use
-    if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv[1:]):
+    if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv[1:], stage.choose):
         extra = {**extra, "task_dep": []}  # fail at once, before the stages it depends on run
     return {
         "basename": basename,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,25 @@ def test_pairs_that_agree_tell_two_versions_apart_and_pairs_that_disagree_do_not
     assert 1.09 < ratio < 1.11 and 1 < low < ratio < high
     ratio, low, high = pair_ratio([10.0, 20.0, 15.0, 12.0], [13.0, 16.0, 18.0, 10.0])
     assert low < 1 < high
+
+
+def test_sizes_are_labelled_in_the_binary_units_they_are_computed_in() -> None:
+    """Bytes are divided by 1024 and RSS (KiB) by 1024: the labels say KiB and MiB; a memory target
+    (MB, as the issues give them) is compared in the same units."""
+    from bench import report
+
+    mib = 1 << 20
+    assert report.size_bytes(int(22.9 * mib)) == "22.9 MiB" and report.size_bytes(2560) == "2.5 KiB"
+    boot = {"kernel_bytes": 8 * mib, "base_bytes": 23 * mib, "layer_bytes": 2560, "root_seconds": 80.0, "script_seconds": 3.0,
+            "map_seconds": 2.5, "date": "2026-11-30 07:10 UTC"}
+    row = next(line for line in report.boots_section({"cli": boot}) if line.startswith("| cli |"))
+    assert row.startswith("| cli | 8.0 MiB | 23.0 MiB | 2.5 KiB | 31.0 MiB |"), row
+    results = {"targets": {"rss": {"1000": 150.0}}, "results": {"1000": {"noop": {"rss_kb": [150 * 1024]}}}}
+    text, ok = report.verdict(results, "rss", 1000)
+    assert text.startswith("150 MiB") and ok is False, "150 MiB is more than 150 MB (143 MiB)"
+    results["results"]["1000"]["noop"]["rss_kb"] = [143 * 1024]
+    assert report.verdict(results, "rss", 1000)[1] is True
+    benchmarks = (PROJECT / "BENCHMARKS.md").read_text()
+    for title in ("## Bytes and time per boot", "## Memory against monolithic hosts"):
+        section = benchmarks.split(title, 1)[1].split("\n## ", 1)[0]
+        assert "MiB" in section and not re.search(r"\d [KMG]B\b", section), section

@@ -239,3 +239,47 @@ def test_stage_and_command_lines_are_printed_and_run_as_pasted(tmp_path: Path) -
     pasted = site.doit(*out[head].split()[1:]).stdout.splitlines()
     at = pasted.index(out[head])
     assert pasted[at:at + 2] == out[head:head + 2] and "  - move-root --only boreas" not in pasted
+
+
+@pytest.mark.parametrize("task", sorted(PER_HOST))
+def test_every_per_host_task_refuses_a_name_that_is_no_host_alike(the_example_site: Site, task: str) -> None:
+    """`--only` naming no host: the same one line from every per-host task, before any task it
+    depends on runs (imagenative too, on a site where no host has image_root)."""
+    run = the_example_site.doit(task, "--only", "nobody", check=False)
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+    assert (f"cephboot: {task} --only nobody: no host 'nobody' in hosts/nodes/ (no nobody.yaml); "
+            "the hosts are: boreas, notus, zephyr") in run.stdout.splitlines(), run.stdout
+    assert run.tasks == {task}, "nothing ran before it"
+
+
+@pytest.mark.parametrize(("only", "line"), [
+    ("zephyr", "cephboot: imagenative --only zephyr: host 'zephyr' has no image_root (hosts/nodes/zephyr.yaml), "
+               "and imagenative works only on the hosts that do; those are: none"),
+    ("@rack-a", "cephboot: imagenative --only @rack-a: none of the hosts of profile 'rack-a' (hosts/profiles/rack-a.yaml) is one "
+                "imagenative works on: host 'boreas' has no image_root (hosts/nodes/boreas.yaml); those it works on: none"),
+])
+def test_imagenative_only_a_host_without_image_root_is_an_error(the_example_site: Site, only: str, line: str) -> None:
+    """No host of the example site has image_root: naming one (or its profile) says so, non-zero, nothing run."""
+    run = the_example_site.doit("imagenative", "--only", only, check=False)
+    assert run.returncode == 1 and line in run.stdout.splitlines(), run.stdout + run.stderr
+    assert run.tasks == {"imagenative"}
+
+
+def test_imagenative_only_names_the_hosts_with_image_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One host has image_root: another host named is refused (naming the one there is) before
+    render:hosts runs; its profile, shared with that host, chooses that host alone."""
+    site = copy_site(PROJECT, tmp_path / "site")
+    (tmp_path / "image").mkdir()
+    site.edit("nodes/zephyr.yaml", "profiles: [rack-a]", f"profiles: [rack-a]\nimage_root: {tmp_path / 'image'}")
+    run = site.doit("imagenative", "--only", "boreas", check=False)
+    assert run.returncode == 1 and run.tasks == {"imagenative"}, run.stdout + run.stderr
+    assert ("cephboot: imagenative --only boreas: host 'boreas' has no image_root (hosts/nodes/boreas.yaml), "
+            "and imagenative works only on the hosts that do; those are: zephyr") in run.stdout.splitlines(), run.stdout
+
+    from tasks import inventory
+    from tasks.imagenative import imagenative_stage
+
+    monkeypatch.chdir(site.root)  # the inventory a profile's hosts are taken from (load_for_tasks)
+    stage = imagenative_stage(inventory.load_for_tasks())
+    stage.task = "imagenative"
+    assert stage.choose("@rack-a") == ["zephyr"] and stage.choose("zephyr") == ["zephyr"]
