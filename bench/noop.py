@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="measured no-ops, and as many stat floors (default: %(default)s)")
     ap.add_argument("--host-edits", type=int, default=0, help="then this many one-host edits (bench.run's), each "
                     "followed by a no-op, all measured (default: %(default)s)")
+    ap.add_argument("--profile-edits", type=int, default=0, help="then this many edits of one rack's profile (bench.run's: "
+                    "a tenth of the hosts), each followed by a no-op, all measured (default: %(default)s)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args(argv)
     site = a.site.resolve()
@@ -94,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
           f"wall {statistics.median(r.seconds for r in noops):.3f} s / {statistics.median(r.seconds for r in floors):.3f} s); "
           f"load average {os.getloadavg()[0]:.2f}")
     edits, after, ways = host_edits(site, cmd, a.host_edits)
+    p_edits, p_after, p_ways = profile_edits(site, cmd, a.profile_edits)
     if a.json:
         a.json.write_text(json.dumps({"site": str(site), "code": str(checkout), "commit": commit,
                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "hosts": sum(1 for _ in (site / "hosts" / "nodes").iterdir()),
                                       "load": os.getloadavg()[0],
                                       "noop": measured(noops), "statfloor": measured(floors),
-                                      "host": measured(edits), "noop_after_host": measured(after), "host_loaded": ways}, indent=1) + "\n")
+                                      "host": measured(edits), "noop_after_host": measured(after), "host_loaded": ways,
+                                      **({"profile": measured(p_edits), "noop_after_profile": measured(p_after), "profile_loaded": p_ways,
+                                          "profile_hosts": len(rack_hosts(site))} if p_edits else {})}, indent=1) + "\n")
     return 0
 
 
@@ -116,21 +121,49 @@ def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[
     from bench.run import EDITED_HOST
 
     name = Shape(EDITED_HOST).name
-    path = site / "hosts" / "nodes" / f"{name}.yaml"
+    return edit_runs(site, cmd, count, site / "hosts" / "nodes" / f"{name}.yaml", r"(?m)^    address: .*$",
+                     lambda i: f"    address: 198.19.251.{i % 250 + 1}/15", "host edit", {name})
+
+
+def rack_hosts(site: Path) -> set[str]:
+    """The hosts whose file lists bench.run's edited rack profile (a tenth of them)."""
+    from bench.generate import EDITED_RACK
+
+    listed = re.compile(rf'(?m)^profiles: .*"rack-{EDITED_RACK:02d}"')
+    return {p.stem for p in (site / "hosts" / "nodes").iterdir() if listed.search(p.read_text())}
+
+
+def profile_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[Any], list[str]]:
+    """``count`` times: bench.run's profile edit (rack-NN's map deadline, reaching a tenth of the hosts),
+    a measured `doit` that must redo those hosts alone, then a measured no-op."""
+    from bench.generate import EDITED_RACK
+
+    if not count:
+        return [], [], []
+    return edit_runs(site, cmd, count, site / "hosts" / "profiles" / f"rack-{EDITED_RACK:02d}.yaml", r"(?m)^  deadline: \d+$",
+                     lambda i: f"  deadline: {400 + i}", "profile edit", rack_hosts(site))
+
+
+def edit_runs(site: Path, cmd: list[str], count: int, path: Path, pattern: str, new_line: Any, what: str,
+              hosts: set[str]) -> tuple[list[Any], list[Any], list[str]]:
+    """``count`` edits of ``path`` (``pattern``'s line becomes ``new_line(i)``), each run measured, which must
+    redo ``hosts`` alone, and each followed by a measured no-op."""
     edits: list[Any] = []
     after: list[Any] = []
     ways: list[str] = []
     for i in range(count):
         text = path.read_text()
-        new = re.sub(r"(?m)^    address: .*$", f"    address: 198.19.251.{i % 250 + 1}/15", text)
+        new = re.sub(pattern, new_line(i), text)
         if new == text:
-            raise SystemExit(f"{path}: no `    address:` line to edit")
+            raise SystemExit(f"{path}: no line matching {pattern!r} to edit")
         path.write_text(new)
         r = run_process(cmd)
-        others = sorted(t for t in steps(r.ran) if not t.endswith(f":{name}") and t != "lint:rendered")
-        print(f"host edit {i + 1}/{count}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MiB, "
-              f"{len(steps(r.ran))} steps ran{': OTHER HOSTS OR TASKS: ' + ', '.join(others[:5]) if others else ''}", flush=True)
-        if r.returncode or others:
+        others = sorted(t for t in steps(r.ran) if t.split(":", 1)[-1] not in hosts and t != "lint:rendered")
+        missing = sorted(hosts - {t.split(":", 1)[-1] for t in steps(r.ran)})
+        print(f"{what} {i + 1}/{count}: {r.seconds:.3f} s ({r.cpu:.3f} s CPU), {r.rss_kb / 1024:.1f} MiB, "
+              f"{len(steps(r.ran))} steps ran{': OTHER HOSTS OR TASKS: ' + ', '.join(others[:5]) if others else ''}"
+              f"{f'; NOT REDONE: {len(missing)} of {len(hosts)} hosts' if missing else ''}", flush=True)
+        if r.returncode or others or missing:
             print(r.stdout[-2000:] + r.stderr[-2000:], file=sys.stderr)
             raise SystemExit(1)
         edits.append(r)
@@ -140,7 +173,10 @@ def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[
         after.append(r)
     if edits:
         extra = statistics.median(r.cpu for r in edits) - statistics.median(r.cpu for r in after)
-        print(f"one host edited - no-op: {1000 * extra:+.0f} ms in CPU seconds (medians of {count}); loaded: {', '.join(sorted(set(ways)))}")
+        pairs = sorted(e.cpu - n.cpu for e, n in zip(edits, after))
+        print(f"{what} - no-op: {1000 * extra:+.0f} ms in CPU seconds (medians of {count}; median of the pairs' differences "
+              f"{1000 * statistics.median(pairs):+.0f} ms){f', {1000 * extra / len(hosts):.1f} ms per host' if len(hosts) > 1 else ''}; "
+              f"loaded: {', '.join(sorted(set(ways)))}")
     return edits, after, ways
 
 

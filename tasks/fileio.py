@@ -256,7 +256,8 @@ def remove_stale_temps(folder: str | Path, locked: bool) -> None:
 
 
 # --- caches in build/ -------------------------------------------------------------------
-# Plain JSON (never a format that runs code when loaded): written owner-only and atomically,
+# Plain JSON (never a format that runs code when loaded; the one exception, templates' compiled
+# code, is tasks/templating._code_cache, kept like the code itself): written owner-only and atomically,
 # read only when the file is ours, nobody else may write it, and it is no link.
 
 def read_private(path: Path | str) -> bytes | None:

@@ -29,7 +29,7 @@ NODES_DIR = "nodes"
 CACHE_FILE = str(layout.INVENTORY_CACHE)
 SHARD_DIR = str(layout.INVENTORY_SHARDS)
 CACHE_FORMAT = 2
-SHARD_HOSTS = 256  # hosts per shard of the cache (a power of two number of shards)
+SHARD_HOSTS = 32  # hosts per shard of the cache (a power of two number of shards): a host edit reads and writes ~1/32 of 1,000 hosts
 MAX_INCLUDE_DEPTH = 32  # profiles including profiles
 # keys whose origin the checks after validation name in messages (kept per host when not its own file)
 _BLAMED = ("uuid", "nics.ceph.macs", "nics.ceph.address", "nics.ceph.gateway", "nics.user.macs", "nics.user.address",

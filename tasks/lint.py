@@ -7,15 +7,14 @@ import re
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
 from doit.exceptions import TaskFailed
 
 from . import artifacts, initrd, inventory
-from .fileio import digest
-from .layout import TEMPLATES, host_file, site_file
+from .fileio import digest, read_private_json, write_private_json
+from .layout import CLEAN_SHAPES, TEMPLATES, host_file, site_file
 from .model import HostView
 from .render import HOST_GRUB, SITE_GRUB
 from .templating import code_digest
@@ -29,6 +28,7 @@ STATIC_SCRIPTS = [
 ]
 RCFILE = TEMPLATES.parent / ".shellcheckrc"
 BATCH = 400  # files per shellcheck process: one process per file costs ~40 ms each
+KEEP_SHAPES = 4096  # clean shapes remembered per checker (the most recent): a site has a few dozen
 
 
 def shellcheck_binary() -> str:
@@ -53,8 +53,13 @@ def shellcheck(files: list[str]) -> bool:
     def run(batch: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run([exe, *rc, "--shell=sh", "--severity=style", "--format=gcc", *batch], capture_output=True, text=True)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(run, batches))
+    if len(batches) == 1:  # one file of a host edit: no pool
+        results = [run(batches[0])]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(run, batches))
     ok = True
     for r in results:
         if r.returncode != 0:
@@ -84,38 +89,92 @@ def lint_changed(changed: list[str]) -> bool:
 
     Files of one shape (see shape()) get the same findings, so shellcheck reads
     one real file of each shape: a monitor change that rewrites every host's
-    conf.d costs one shellcheck run, not one per host (~10 ms each).
+    conf.d costs one shellcheck run, not one per host (~10 ms each).  A shape this
+    shellcheck found clean in an earlier run is clean again (CleanShapes): a host
+    edit that changes values alone runs no shellcheck.
     """
+    groups = _by_shape(changed)
+    clean = CleanShapes("shellcheck", shellcheck_key())
+    ok = True
+    for text, files in groups.items():
+        if clean.known(text):
+            continue
+        if shellcheck(files[:1]):
+            clean.add(text)
+            continue
+        ok = False
+        if len(files) > 1:
+            sys.stderr.write(f"cephboot: the same findings apply to {len(files) - 1} more rendered file(s) of this shape: {', '.join(files[1:6])}{' ...' if len(files) > 6 else ''}\n")
+    clean.save()
+    return ok
+
+
+def _by_shape(files: list[str]) -> dict[str, list[str]]:
+    """The files (sorted) by their shape(); a file gone since (a host removed) is left out."""
     groups: dict[str, list[str]] = {}
-    for f in sorted(changed):
+    for f in sorted(files):
         try:
             groups.setdefault(shape(Path(f).read_text()), []).append(f)
-        except FileNotFoundError:  # a host removed since
+        except FileNotFoundError:
             continue
-    ok = True
-    for files in groups.values():
-        if not shellcheck(files[:1]):
-            ok = False
-            if len(files) > 1:
-                sys.stderr.write(f"cephboot: the same findings apply to {len(files) - 1} more rendered file(s) of this shape: {', '.join(files[1:6])}{' ...' if len(files) > 6 else ''}\n")
-    return ok
+    return groups
+
+
+class CleanShapes:
+    """The shapes a checker found clean in earlier runs (build/state/clean-shapes: their
+    digests, per checker, owner-only JSON read only when it is ours and no link).
+
+    A shape's findings are its file's findings (shape()), so a shape found clean stays clean
+    for as long as the checker is the same: ``key`` covers its binary, its settings and this
+    module's code, and a new key forgets every shape.  Only clean shapes are kept: a file with
+    findings is checked again on every run until it is fixed."""
+
+    def __init__(self, checker: str, key: str):
+        self.checker, self.key = checker, digest(key, code_digest(__name__))
+        found = read_private_json(CLEAN_SHAPES)
+        self.all = found if isinstance(found, dict) else {}
+        mine = self.all.get(checker)
+        shapes = mine.get("shapes") if isinstance(mine, dict) and mine.get("key") == self.key else None
+        self.shapes = [d for d in shapes if isinstance(d, str)] if isinstance(shapes, list) else []
+        self.seen, self.new = set(self.shapes), False
+
+    def known(self, text: str) -> bool:
+        return digest(text) in self.seen
+
+    def add(self, text: str) -> None:
+        d = digest(text)
+        if d not in self.seen:
+            self.seen.add(d)
+            self.shapes.append(d)
+            self.new = True
+
+    def save(self) -> None:
+        """Write the shapes found clean now (the most recent KEEP_SHAPES); a failure costs a check later, nothing else."""
+        if self.new:
+            self.all[self.checker] = {"key": self.key, "shapes": self.shapes[-KEEP_SHAPES:]}
+            write_private_json(CLEAN_SHAPES, self.all)
 
 
 def grub_script_check(files: list[str]) -> TaskFailed | None:
     """doit action of lint:grub: grub-script-check (grub-common) over the rendered GRUB configs,
-    one file of each shape (shape(): GRUB's values are single-quoted literals too)."""
+    one file of each shape (shape(): GRUB's values are single-quoted literals too) that this
+    grub-script-check has not found clean before (CleanShapes)."""
     exe = shutil.which("grub-script-check")
     if not exe:
         return TaskFailed("cephboot: lint:grub: grub-script-check not found: apt-get install grub-common (scripts/setup installs it)")
-    groups: dict[str, list[str]] = {}
-    for f in sorted(files):
-        groups.setdefault(shape(Path(f).read_text()), []).append(f)
+    st = os.stat(exe)
+    clean = CleanShapes("grub-script-check", digest(exe, str(st.st_size), str(st.st_mtime_ns)))
     bad = []
-    for same in groups.values():
+    for text, same in _by_shape(files).items():
+        if clean.known(text):
+            continue
         r = subprocess.run([exe, same[0]], capture_output=True, text=True)
         if r.returncode != 0:
             sys.stderr.write(f"{same[0]}: {r.stdout}{r.stderr}")
             bad += same
+        else:
+            clean.add(text)
+    clean.save()
     if bad:
         return TaskFailed(f"cephboot: grub-script-check found syntax errors in rendered GRUB configs (above): {', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}")
     return None

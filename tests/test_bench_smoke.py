@@ -72,9 +72,12 @@ def test_the_runner_completes_at_10_hosts_without_base_initrds(tmp_path: Path) -
     # the kept site takes another measured no-op with a fresh copy of the code, put where the run's copy was
     from bench import noop
 
-    assert noop.main([str(tmp_path / "work" / "site-10"), "--warm", "0", "--json", str(out / "noop.json")]) == 0
+    assert noop.main([str(tmp_path / "work" / "site-10"), "--warm", "0", "--host-edits", "1", "--profile-edits", "1",
+                      "--json", str(out / "noop.json")]) == 0
     again = json.loads((out / "noop.json").read_text())
     assert len(again["noop"]["cpu"]) == 1 and again["statfloor"]["cpu"][0] > 0
+    assert again["host_loaded"] == ["scoped: 1 hosts"]  # each edit's run redid its host(s) alone, or noop.main failed
+    assert again["profile_loaded"] == [f"scoped: {again['profile_hosts']} hosts"] and again["profile_hosts"] >= 1
     assert len(list((tmp_path / "work").glob("code.*"))) == 1  # the run's own copy, kept aside
 
 
@@ -166,3 +169,21 @@ def test_sizes_are_labelled_in_the_binary_units_they_are_computed_in() -> None:
     for title in ("## Bytes and time per boot", "## Memory against monolithic hosts"):
         section = benchmarks.split(title, 1)[1].split("\n## ", 1)[0]
         assert "MiB" in section and not re.search(r"\d [KMG]B\b", section), section
+
+
+def test_the_noop_section_judges_edits_by_their_pairs_and_shows_profile_edits_per_host() -> None:
+    from bench.report import noop_section
+
+    def m(*cpu: float) -> dict[str, list[float]]:
+        return {"cpu": list(cpu), "runs": list(cpu), "rss_kb": [1024] * len(cpu)}
+
+    # each edit against the no-op right after it: +40 ms each, the machine slowing down between pairs
+    d = {"commit": "abc1234", "noop": m(0.10), "statfloor": m(0.05), "host": m(0.14, 0.15, 0.21), "noop_after_host": m(0.10, 0.11, 0.17),
+         "host_loaded": ["scoped: 1 hosts"], "profile": m(0.70, 0.80, 0.90), "noop_after_profile": m(0.10, 0.10, 0.10),
+         "profile_hosts": 100, "profile_loaded": ["scoped: 100 hosts"]}
+    text = "\n".join(noop_section({1000: d}))
+    assert "| +40 ms (+40 ms) | ≤ +50 ms  ✅ |" in text
+    d["noop_after_host"] = m(0.10, 0.09, 0.08)  # pairs +40, +60, +130 ms: median +60 ms, over the target
+    text = "\n".join(noop_section({1000: d}))
+    assert "| +60 ms (+60 ms) | ≤ +50 ms  ❌ |" in text
+    assert "| 1,000 | abc1234 | 100 | " in text and "| +700 ms | 7.0 ms | scoped: 100 hosts |" in text
