@@ -32,7 +32,6 @@ import shutil
 import stat
 import sys
 import zlib
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -565,6 +564,8 @@ class Stage:
             for name in todo:
                 yield name, work(name)
             return
+        from concurrent.futures import ThreadPoolExecutor, as_completed  # (with logging, ~3 ms: a one-host run never needs them)
+
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             running = {pool.submit(work, n): n for n in todo}
             try:
