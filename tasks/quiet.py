@@ -540,6 +540,9 @@ def _state_files() -> list[str]:
 def _finish_full(keys: dict[str, str], idents: dict[str, str], before: dict[str, bytes]) -> None:
     """The manifest of a run that loaded every task: every path in the group of the one host it
     belongs to, or the site's (also a site-wide task's file: its strict key is compared)."""
+    from .stage import release_records
+
+    release_records()  # (peak memory at 100,000 hosts: the stages' records are not needed any more)
     strict = {**before, **{p: _strict_one(p) for p in _state_files()}}
     owner: dict[str, str] = {}
     unscopable: set[str] = set()  # hosts whose work writes a site-wide task's file
