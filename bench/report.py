@@ -653,7 +653,8 @@ def noop_section(runs: dict[int, dict[str, Any]]) -> list[str]:
         for n, d in profiles.items():
             extra, reached = paired(d["profile"], d["noop_after_profile"]), d["profile_hosts"]
             out.append("| " + " | ".join([f"{n:,}", d["commit"], f"{reached:,}", f"{both(d['profile'])} ({len(cpu_runs(d['profile']))} runs)",
-                                          both(d["noop_after_profile"]), f"{1000 * extra:+.0f} ms", f"{1000 * extra / reached:.1f} ms",
+                                          both(d["noop_after_profile"]), f"{1000 * extra:+.0f} ms" if abs(extra) < 10 else f"{extra:+.1f} s",
+                                          f"{1000 * extra / reached:.1f} ms",
                                           ", ".join(sorted(set(d.get("profile_loaded") or ["(not recorded)"])))]) + " |")
     out += [f"\n{n:,} hosts: {d['note']}" for n, d in sorted(runs.items()) if d.get("note")]
     out += ["", "Date, load and peak memory of each: " + "; ".join(

@@ -298,9 +298,9 @@ def write_private_json(path: Path, data: Any) -> bool:
     return write_private(path, text)
 
 
-def write_private(path: Path, data: bytes | list[bytes | memoryview]) -> bool:
-    """Write ``data`` (or each of its parts, in order: no copy of them joined) to ``path``, owner-only
-    (0600), atomically; False when that failed (a cache is only lost)."""
+def write_private(path: Path, data: bytes | Iterable[bytes | memoryview]) -> bool:
+    """Write ``data`` (or each of its parts, in order, as an iterable makes them: no copy of them
+    joined) to ``path``, owner-only (0600), atomically; False when that failed (a cache is only lost)."""
     tmp = path.parent / tmp_name(path.name)
     try:
         for folder in (path.parent.parent, path.parent) if path.parent.name == layout.INVENTORY_SHARDS.name else (path.parent,):
@@ -312,7 +312,7 @@ def write_private(path: Path, data: bytes | list[bytes | memoryview]) -> bool:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            for part in data if isinstance(data, list) else [data]:
+            for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
                 _write_all(fd, part)
         finally:
             os.close(fd)

@@ -240,12 +240,8 @@ class _Manifest:
         """Both files (``paths_too``, with a new generation), or the header alone (the paths are the same)."""
         if paths_too:
             self.gen = os.urandom(8).hex()
-            lists = [self.strict, self.weak, self.ident]
-            if all(not x or isinstance(x[0], str) for x in lists):  # a full run's paths: one string encoded at once
-                body = "\0".join(p for x in lists for p in x).encode("utf-8", "surrogateescape")  # type: ignore[misc]
-            else:
-                body = b"\0".join([*self.strict, *self.weak, *self.ident])
-            if not write_private(PATHS, b"\n".join([self.gen.encode(), "\0".join(self.groups).encode("utf-8", "surrogateescape"), body])):
+            head = b"\n".join([self.gen.encode(), "\0".join(self.groups).encode("utf-8", "surrogateescape"), b""])
+            if not write_private(PATHS, _joined([head], [self.strict, self.weak, self.ident])):
                 return
         rows = b"\1".join(f"{n}\0{d}".replace("\n", " ").encode() for n, d in self.rows)
         counts = f"{len(self.groups)} {len(self.weak)} {len(self.ident)} {len(self.strict)}".encode()
@@ -269,6 +265,20 @@ class _Manifest:
 
     def set_profile_users(self, users: dict[int, list[int]]) -> None:
         self.users = ";".join(f"{i}:{' '.join(map(str, sorted(set(gs))))}" for i, gs in sorted(users.items())).encode()
+
+
+def _joined(head: list[bytes], lists: list[list[str] | list[bytes]]) -> Iterator[bytes]:
+    """``head``, then every path of ``lists`` (str from a full run, bytes as read) with a NUL between
+    two, encoded 65,536 at a time: never one copy of them all (~150 MiB at 100,000 hosts, which
+    the full run's peak memory would pay twice)."""
+    yield from head
+    first = True
+    for paths in lists:
+        for start in range(0, len(paths), 65536):
+            chunk = paths[start:start + 65536]
+            joined = "\0".join(chunk).encode("utf-8", "surrogateescape") if isinstance(chunk[0], str) else b"\0".join(chunk)  # type: ignore[arg-type]
+            yield joined if first else b"\0" + joined
+            first = False
 
 
 def _changed_groups(old: bytes, now: bytes, ends: array, size: int, limit: int) -> set[int] | None:
@@ -540,6 +550,9 @@ def _state_files() -> list[str]:
 def _finish_full(keys: dict[str, str], idents: dict[str, str], before: dict[str, bytes]) -> None:
     """The manifest of a run that loaded every task: every path in the group of the one host it
     belongs to, or the site's (also a site-wide task's file: its strict key is compared)."""
+    from .stage import release_records
+
+    release_records()  # (peak memory at 100,000 hosts: the stages' records are not needed any more)
     strict = {**before, **{p: _strict_one(p) for p in _state_files()}}
     owner: dict[str, str] = {}
     unscopable: set[str] = set()  # hosts whose work writes a site-wide task's file
