@@ -114,9 +114,13 @@ def _write_parts(fd: int, parts: Iterable[bytes], size: int) -> None:
 
 
 def replace_tmp(tmp: Path, path: Path) -> None:
-    """Rename a finished temporary file over ``path`` (removing the temporary on failure)."""
+    """Rename a finished temporary file over ``path`` (removing the temporary on failure); an
+    OSError names ``path``, not the temporary (a folder there: `<path>: Is a directory`)."""
     try:
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _named(e, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
