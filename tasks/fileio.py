@@ -16,7 +16,7 @@ import stat
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from . import layout
 
@@ -82,7 +82,7 @@ def write_parts_if_changed(path: Path, parts: Callable[[], Iterable[bytes]], siz
 
 def _holds(path: Path, parts: Iterable[bytes]) -> bool:
     """True when ``path`` holds exactly the concatenation of ``parts`` (read as far as they go)."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for part in parts:
             if f.read(len(part)) != part:
                 return False
@@ -90,10 +90,38 @@ def _holds(path: Path, parts: Iterable[bytes]) -> bool:
 
 
 def file_parts(path: Path) -> Iterator[bytes]:
-    """The bytes of ``path`` in blocks of at most CHUNK."""
-    with open(path, "rb") as f:
+    """The bytes of ``path`` (a file cephboot wrote: open_regular) in blocks of at most CHUNK."""
+    with open_regular(path) as f:
         while block := f.read(CHUNK):
             yield block
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """``path``, a file cephboot wrote (under build/), open for reading: never through a link and
+    never blocking on a FIFO planted there.  Anything but a regular file is an OSError naming the
+    path (something in the way: one `cephboot:` line, failures.ENVIRONMENTAL)."""
+    try:
+        fd = os.open(path, _READ)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW: the last part is a link (or one that loops)
+            raise OSError(errno.ELOOP, "a symbolic link where a file belongs (not followed)", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "a folder where a file belongs", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.ENXIO, f"{kind(st)} where a file belongs (not opened)", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path | str) -> bytes:
+    """The bytes of a file cephboot wrote (open_regular: no link followed, no FIFO blocking)."""
+    with open_regular(path) as f:
+        return f.read()
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Union
 from doit.exceptions import TaskFailed
 
 from . import artifacts, confine, inventory, selection
-from .fileio import write_if_changed
+from .fileio import read_regular, write_if_changed
 from .inventory import Host
 from .layout import host_dir
 from .stage import Stage, Unit, stage_task
@@ -107,7 +107,7 @@ def install_files(root: Path, files: Mapping[str, tuple[Content, int]]) -> None:
             if parent.is_symlink():  # resolve_in_root followed the links; a new one now is a race
                 raise OutsideRoot(f"{parent} became a symbolic link while installing")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        write_if_changed(dst, src if isinstance(src, bytes) else src.read_bytes(), mode, durable=True)
+        write_if_changed(dst, src if isinstance(src, bytes) else read_regular(src), mode, durable=True)
 
 
 def install(host: Host) -> Path:
