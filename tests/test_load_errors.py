@@ -174,3 +174,19 @@ def test_a_stage_record_that_is_a_fifo_never_blocks(the_built_example: Site, tmp
     done = run(site, "render:hosts")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cephboot: build/state/render.json: damaged record (is a special file, not a regular file): every host of render is redone" in done.stderr
+
+
+
+def test_a_stage_record_that_is_a_link_is_never_followed(the_built_example: Site, tmp_path: Path) -> None:
+    """A link in place of a record cephboot wrote (to a copy of the record itself) is damage, never read through."""
+    site = settled_copy(the_built_example, tmp_path / "site")
+    record = site.build / "state/render.json"
+    elsewhere = tmp_path / "render.json"
+    shutil.copy2(record, elsewhere)
+    kept = elsewhere.read_bytes()
+    record.unlink()
+    record.symlink_to(elsewhere)
+    done = run(site, "render:hosts")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cephboot: build/state/render.json: damaged record (is a symbolic link, not a regular file): every host of render is redone" in done.stderr
+    assert not record.is_symlink() and elsewhere.read_bytes() == kept, "the new record replaces the link, not written through it"
