@@ -691,7 +691,10 @@ def _read_site(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dic
         raise InventoryError([Problem("hosts", "", f"cannot read: {e.strerror}; {expected}")]) from None
     if os.path.lexists(hosts_dir / "site.yml"):
         problems.append(Problem("hosts/site.yml", "", f"is never read: the site's settings are in {site_rel}; merge the two and keep one"))
+    before = len(problems)
     raw_site = dict(_read_yaml(hosts_dir / SITE_FILE, site_rel, problems))
+    if len(problems) > before:
+        return {}, {}  # said once: what could not be read says nothing about missing keys
     defaults = raw_site.pop("defaults", None) or {}
     if not isinstance(defaults, dict):
         problems.append(Problem(site_rel, "defaults", "expected a mapping of host keys"))
