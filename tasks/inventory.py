@@ -115,7 +115,7 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
             continue
         if key not in data or data[key] is None:
             if spec.required:
-                problems.append(Problem(where(full), full, "missing; " + spec.doc[0].lower() + spec.doc[1:]))
+                problems.append(Problem(where(full), full, "missing; " + as_clause(spec.doc)))
             out[key] = spec.default
             continue
         try:
@@ -130,6 +130,14 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
 
 
 # --- reading files ----------------------------------------------------------------
+
+def as_clause(doc: str) -> str:
+    """A field's doc after "missing; ": its first letter lowercased, unless its first word starts
+    with two capitals (an acronym or a name: "URL under which ...", "RBD pool ...", "SMBIOS ...")."""
+    if doc[:1].isupper() and doc[1:2].isupper():
+        return doc
+    return doc[:1].lower() + doc[1:]
+
 
 def _read_yaml(path: Path | str, rel: str, problems: list[Problem]) -> dict[str, Any]:
     try:
