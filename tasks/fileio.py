@@ -103,7 +103,7 @@ def open_regular(path: Path | str) -> BinaryIO:
     try:
         fd = os.open(path, _READ)
     except OSError as e:
-        if e.errno == errno.ELOOP:  # O_NOFOLLOW: the last part is a link (or one that loops)
+        if e.errno == errno.ELOOP and _is_link(path):  # O_NOFOLLOW refused the file itself, not a folder on the way
             raise OSError(errno.ELOOP, "a symbolic link where a file belongs (not followed)", str(path)) from None
         raise
     try:
@@ -116,6 +116,13 @@ def open_regular(path: Path | str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _is_link(path: Path | str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def read_regular(path: Path | str) -> bytes:
