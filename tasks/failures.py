@@ -1,4 +1,5 @@
-"""What a task's action does when the machine refuses it (a full disk, a read-only mount, EIO ...): one `cephboot:` line, never a traceback.
+"""What a task's action does when the machine refuses it (a full disk, a read-only mount, EIO ...)
+or something is in the way (a file where a folder belongs, a link that loops): one `cephboot:` line, never a traceback.
 
 Every task's actions are wrapped (``guarded`` on each ``task_*`` generator), so an OSError of
 the environment that escapes any action, whichever stage or command raised it, becomes a
@@ -24,11 +25,12 @@ from typing import Any, NoReturn
 from doit.exceptions import TaskFailed
 
 # The machine's refusals, not cephboot's mistakes: the same run succeeds once someone frees
-# space, remounts, fixes permissions or raises a limit.
+# space, remounts, fixes permissions or raises a limit, or moves away what is in the way (a file
+# where a folder belongs, a folder where a file belongs, a link that loops).
 ENVIRONMENTAL = frozenset({
     errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EMFILE,
     errno.ENFILE, errno.ENOMEM, errno.EFBIG, errno.ESTALE, errno.EBUSY, errno.ETXTBSY, errno.ENOLCK,
-    errno.ENXIO, errno.ENODEV, errno.EAGAIN,
+    errno.ENXIO, errno.ENODEV, errno.EAGAIN, errno.ENOTDIR, errno.EISDIR, errno.ELOOP,
 })
 GUARDED = "_cephboot_guarded"  # set on every wrapped action (tests check that no action lacks it)
 

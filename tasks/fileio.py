@@ -16,7 +16,7 @@ import stat
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from . import layout
 
@@ -82,7 +82,7 @@ def write_parts_if_changed(path: Path, parts: Callable[[], Iterable[bytes]], siz
 
 def _holds(path: Path, parts: Iterable[bytes]) -> bool:
     """True when ``path`` holds exactly the concatenation of ``parts`` (read as far as they go)."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for part in parts:
             if f.read(len(part)) != part:
                 return False
@@ -90,10 +90,45 @@ def _holds(path: Path, parts: Iterable[bytes]) -> bool:
 
 
 def file_parts(path: Path) -> Iterator[bytes]:
-    """The bytes of ``path`` in blocks of at most CHUNK."""
-    with open(path, "rb") as f:
+    """The bytes of ``path`` (a file cephboot wrote: open_regular) in blocks of at most CHUNK."""
+    with open_regular(path) as f:
         while block := f.read(CHUNK):
             yield block
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """``path``, a file cephboot wrote (under build/), open for reading: never through a link and
+    never blocking on a FIFO planted there.  Anything but a regular file is an OSError naming the
+    path (something in the way: one `cephboot:` line, failures.ENVIRONMENTAL)."""
+    try:
+        fd = os.open(path, _READ)
+    except OSError as e:
+        if e.errno == errno.ELOOP and _is_link(path):  # O_NOFOLLOW refused the file itself, not a folder on the way
+            raise OSError(errno.ELOOP, "a symbolic link where a file belongs (not followed)", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "a folder where a file belongs", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.ENXIO, f"{kind(st)} where a file belongs (not opened)", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_link(path: Path | str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_regular(path: Path | str) -> bytes:
+    """The bytes of a file cephboot wrote (open_regular: no link followed, no FIFO blocking)."""
+    with open_regular(path) as f:
+        return f.read()
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -114,9 +149,13 @@ def _write_parts(fd: int, parts: Iterable[bytes], size: int) -> None:
 
 
 def replace_tmp(tmp: Path, path: Path) -> None:
-    """Rename a finished temporary file over ``path`` (removing the temporary on failure)."""
+    """Rename a finished temporary file over ``path`` (removing the temporary on failure); an
+    OSError names ``path``, not the temporary (a folder there: `<path>: Is a directory`)."""
     try:
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _named(e, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -195,7 +195,7 @@ def image_inputs(site: Site, image: Image) -> dict[str, str]:
     if "directory" in spec:
         parts["rootfs.source content"] = [tree_digest(Path(spec["directory"]))]
     for rel, (content, mode) in sorted(imagenative.static_files().items()):
-        parts[f"/{rel}"] = [oct(mode), content.read_bytes() if isinstance(content, Path) else content]
+        parts[f"/{rel}"] = [oct(mode), imagenative.content_bytes(content)]
     return {name: digest(*p) for name, p in parts.items()}
 
 
@@ -214,7 +214,7 @@ def clone_inputs(host: Host, parent: str) -> dict[str, str]:
     """What a host's clone is made of: its parent snapshot and its own files."""
     parts: dict[str, list[str | bytes]] = {"parent": [parent]}
     for rel, (content, mode) in sorted(clone_files(host).items()):
-        parts[f"/{rel}"] = [oct(mode), content.read_bytes() if isinstance(content, Path) else content]
+        parts[f"/{rel}"] = [oct(mode), imagenative.content_bytes(content)]
     return {name: digest(*p) for name, p in parts.items()}
 
 
@@ -386,7 +386,7 @@ def write_files(image_file: Path, files: Mapping[str, tuple[rootfs.Content, int]
         staged[rel] = stage / str(i)
         fd = os.open(staged[rel], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(content if isinstance(content, bytes) else content.read_bytes())
+            f.write(imagenative.content_bytes(content))
     try:
         done = subprocess.run(["debugfs", "-w", "-f", "-", str(image_file)], input=debugfs_script(files, staged).encode(),
                               capture_output=True, check=False)
@@ -394,7 +394,7 @@ def write_files(image_file: Path, files: Mapping[str, tuple[rootfs.Content, int]
             raise rootfs.RootfsError(f"debugfs -w on {image_file} failed: {done.stderr.decode(errors='replace').strip()}")
         for rel, (content, _) in sorted(files.items()):
             got = subprocess.run(["debugfs", "-R", f"cat /{rel}", str(image_file)], capture_output=True, check=False).stdout
-            want = content if isinstance(content, bytes) else content.read_bytes()
+            want = imagenative.content_bytes(content)
             if got != want:
                 raise rootfs.RootfsError(f"/{rel} in {image_file} does not hold what was written (debugfs: {done.stderr.decode(errors='replace').strip()[-500:]})")
     finally:

@@ -13,7 +13,7 @@ from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
 from . import inventory, layout
-from .fileio import (digest, file_key, file_sha256, remove_stale_temps, replace_tmp, tmp_dir, tmp_name,
+from .fileio import (digest, read_private_json, file_key, file_sha256, remove_stale_temps, replace_tmp, tmp_dir, tmp_name,
                      write_if_changed)
 from .inventory import Site
 from .layout import TEMPLATES, base_name
@@ -85,10 +85,7 @@ def stamp_path(kver: str) -> Path:
 
 def built_stamp(kver: str) -> dict[str, str]:
     """{file name: sha256} recorded when the kernel's files were built ({} if none or damaged)."""
-    try:
-        data = json.loads(stamp_path(kver).read_text())
-    except (OSError, ValueError):
-        return {}
+    data = read_private_json(stamp_path(kver))  # a FIFO or a link there is damage: never opened blocking, never followed
     return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
 
 

@@ -115,7 +115,7 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
             continue
         if key not in data or data[key] is None:
             if spec.required:
-                problems.append(Problem(where(full), full, "missing; " + spec.doc[0].lower() + spec.doc[1:]))
+                problems.append(Problem(where(full), full, "missing; " + as_clause(spec.doc)))
             out[key] = spec.default
             continue
         try:
@@ -130,6 +130,14 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
 
 
 # --- reading files ----------------------------------------------------------------
+
+def as_clause(doc: str) -> str:
+    """A field's doc after "missing; ": its first letter lowercased, unless its first word starts
+    with two capitals (an acronym or a name: "URL under which ...", "RBD pool ...", "SMBIOS ...")."""
+    if doc[:1].isupper() and doc[1:2].isupper():
+        return doc
+    return doc[:1].lower() + doc[1:]
+
 
 def _read_yaml(path: Path | str, rel: str, problems: list[Problem]) -> dict[str, Any]:
     try:
@@ -691,7 +699,10 @@ def _read_site(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dic
         raise InventoryError([Problem("hosts", "", f"cannot read: {e.strerror}; {expected}")]) from None
     if os.path.lexists(hosts_dir / "site.yml"):
         problems.append(Problem("hosts/site.yml", "", f"is never read: the site's settings are in {site_rel}; merge the two and keep one"))
+    before = len(problems)
     raw_site = dict(_read_yaml(hosts_dir / SITE_FILE, site_rel, problems))
+    if len(problems) > before:
+        return {}, {}  # said once: what could not be read says nothing about missing keys
     defaults = raw_site.pop("defaults", None) or {}
     if not isinstance(defaults, dict):
         problems.append(Problem(site_rel, "defaults", "expected a mapping of host keys"))

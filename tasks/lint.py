@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import artifacts, initrd, inventory
-from .fileio import digest, read_private_json, write_private_json
+from .fileio import digest, read_private_json, read_regular, write_private_json
 from .layout import CLEAN_SHAPES, TEMPLATES, host_file, site_file
 from .model import HostView
 from .render import HOST_GRUB, SITE_GRUB
@@ -114,7 +114,7 @@ def _by_shape(files: list[str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for f in sorted(files):
         try:
-            groups.setdefault(shape(Path(f).read_text()), []).append(f)
+            groups.setdefault(shape(read_regular(f).decode()), []).append(f)
         except FileNotFoundError:
             continue
     return groups

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 
 from . import artifacts, inventory, quiet
-from .fileio import digest, file_key, file_parts, write_if_changed, write_parts_if_changed
+from .fileio import digest, file_key, file_parts, read_regular, write_if_changed, write_parts_if_changed
 from .initrd import base_path, source_date_epoch
 from .inventory import Host
 from .stage import Stage, Unit, stage_task
@@ -51,7 +51,7 @@ def pack(members: dict[str, tuple[Path, int]], epoch: int) -> bytes:
             _append(out, name, ino, 0o040000 | dirs[name], 2 + subdirs, epoch, b"")
         else:
             src, mode = members[name]
-            _append(out, name, ino, 0o100000 | mode, 1, epoch, src.read_bytes())
+            _append(out, name, ino, 0o100000 | mode, 1, epoch, read_regular(src))
     _append(out, "TRAILER!!!", 0, 0, 1, 0, b"")
     out += bytes(-len(out) % 512)
     return bytes(out)

@@ -17,7 +17,7 @@ from doit.exceptions import TaskFailed
 from .uptodate import OutputsKept, config_changed
 
 from . import artifacts, inventory, selection
-from .fileio import (Folder, GroupError, digest, file_sha256, identity_key,
+from .fileio import (Folder, GroupError, digest, file_sha256, identity_key, open_regular, read_regular,
                      identity_of, is_temp, kind, report, tmp_name)
 from .initrd import BASE_NAMES, base_path, bases_in_use, built_stamp, kernels_in_use, vmlinuz_path
 from .inventory import TREE_MARKER, Host
@@ -222,12 +222,12 @@ def layer_complete(layer: str, prefix_of: str | None = None) -> bool:
     """True when the host layer ``layer`` is one complete archive (and, with ``prefix_of``,
     when that file starts with exactly this layer: a monolithic initrd)."""
     try:
-        data = Path(layer).read_bytes()
+        data = read_regular(layer)
         if newc_members(data)[1] != len(data):
             return False
         if prefix_of is None:
             return True
-        with open(prefix_of, "rb") as f:
+        with open_regular(prefix_of) as f:
             return f.read(len(data)) == data
     except OSError:
         return False
@@ -340,7 +340,7 @@ def _key_rotated(folder: Folder, layer: str) -> bool:
     if not old:
         return False
     before = layer_secrets(old)
-    return bool(before) and before != layer_secrets(Path(layer).read_bytes())
+    return bool(before) and before != layer_secrets(read_regular(layer))
 
 
 def _check_previous(folder: Folder, mine: dict[str, str], locked: bool, interrupted: bool) -> bool:

@@ -10,7 +10,7 @@ from .uptodate import config_changed
 
 from . import artifacts, inventory
 from .artifacts import BY_NAME, SEALED_STAMP
-from .fileio import digest, files_digest, write_if_changed
+from .fileio import digest, files_digest, read_regular, write_if_changed
 from .bootnet import grub_routes
 from .inventory import Host, Site
 from .model import STATELESS_FILES, HostView, mapped_root, stateless
@@ -106,9 +106,9 @@ def render_host(site: Site, host: Host) -> None:
             data = jinja.get_template(a.template).render(header=header(sources, a.template), **common).encode()
         write_if_changed(base / rel, data, a.mode)
     if machine_mode(cfg):
-        keys = {"keyring": (base / "rootfs" / keyring_path(cfg).lstrip("/")).read_bytes()}
+        keys = {"keyring": read_regular(base / "rootfs" / keyring_path(cfg).lstrip("/"))}
         if cfg.luks:
-            keys["luks"] = (base / LUKS_KEY).read_bytes()
+            keys["luks"] = read_regular(base / LUKS_KEY)
         sealed.seal_to_file(base / SEALED, base / SEALED_STAMP, host.name, keys,
                             site.path_str(cfg.secrets.machine_secret), s["ceph"]["fsid"])
     # files that this host no longer has (LUKS turned off, client renamed, clear mode)

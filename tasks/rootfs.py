@@ -250,7 +250,7 @@ def image_inputs(site: Site, host: Host) -> dict[str, str]:
     if cfg.luks:
         parts["luks.keyfile content"] = [Path(site.path_str(cfg.luks.keyfile)).read_bytes()]
     for rel, (content, mode) in sorted(host_files(host).items()):
-        parts[f"/{rel}"] = [oct(mode), content.read_bytes() if isinstance(content, Path) else content]
+        parts[f"/{rel}"] = [oct(mode), imagenative.content_bytes(content)]
     return {name: digest(*p) for name, p in parts.items()}
 
 

@@ -30,7 +30,7 @@ from doit.exceptions import TaskFailed
 from . import examplekeys, luks, publish
 from .cephcli import Admin, CephError, connect
 from .checks import generation_of
-from .fileio import tmp_dir, write_if_changed
+from .fileio import read_regular, tmp_dir, write_if_changed
 from .layout import host_dir
 from .golden import Refused
 from .inventory import Host, InventoryError, Site
@@ -267,7 +267,7 @@ def retire(site: Site, host: Host) -> TaskFailed | None:
 
 def _served_with_other_keys(site: Site, host: Host) -> list[str]:
     """The host's published layers (current and previous/) whose keys are not those of its layer built now."""
-    built = publish.layer_secrets((host_dir(host.name) / LAYER).read_bytes())
+    built = publish.layer_secrets(read_regular(host_dir(host.name) / LAYER))
     folder = publish.tree_root(site.settings) / "hosts" / host.name
     found = []
     for rel in (LAYER, MONOLITHIC, f"{publish.PREVIOUS}/{LAYER}", f"{publish.PREVIOUS}/{MONOLITHIC}"):

@@ -33,7 +33,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from .fileio import write_if_changed
+from .fileio import read_regular, write_if_changed
 
 FORMAT = "cephboot-sealed 1"
 ITERATIONS = 100_000  # ~60 ms per seal on the build machine (openssl does the same at boot); each guess at a secret costs as much
@@ -115,7 +115,7 @@ def seal_to_file(out: Path, stamp_file: Path, host: str, files: dict[str, bytes]
         secret = machine_secret(f.read())
     now = stamp(host, files, secret, context)
     try:
-        if stamp_file.read_bytes() == now and out.is_file():
+        if read_regular(stamp_file) == now and out.is_file():
             return
     except FileNotFoundError:
         pass

@@ -24,6 +24,7 @@ site settings) are part of the record: when they change, every host is redone.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import inspect
 import json
@@ -156,8 +157,15 @@ class _NotAFile(ValueError):
 
 
 def _read_record(path: str) -> Any:
-    """The JSON of a record file; opened non-blocking: a FIFO in its place never blocks a run."""
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+    """The JSON of a record file; opened non-blocking and not through a link: a FIFO in its place
+    never blocks a run, a link is never followed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _NotAFile("is a symbolic link, not a regular file") from None
+        raise
+    with open(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise _NotAFile(f"is {kind(st)}, not a regular file")

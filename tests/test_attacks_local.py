@@ -15,6 +15,7 @@ from tasks import inventory
 from builtsite import HOSTS, a_built_site, kver, the_built_example  # noqa: F401  (fixtures)
 from conftest import DoitRun, Site
 from mounts import doit_over_tmpfs
+from test_load_errors import run as doit_within  # ends with an error after 60 s instead of hanging
 
 SECRET = 0o640  # publish.secret_mode of the example
 
@@ -145,6 +146,54 @@ def test_a_fifo_in_place_of_a_script_neither_blocks_nor_stays(a_built_site: Site
     assert work(run) == {"publish:boreas"}
     assert "build/publish/hosts/boreas/boot.ipxe: a special file where a file belongs" in run.stderr
     is_published(a_built_site, "boreas")
+
+
+def test_a_fifo_or_a_link_in_place_of_a_built_file_neither_blocks_nor_is_followed(a_built_site: Site, tmp_path: Path) -> None:
+    """Files cephboot wrote under build/ and reads again: the kernel's built.json (publish:<kver>),
+    a rendered script (lint), a host layer (publish:hosts) and a base initrd (overlay packs a
+    monolithic initrd from it).  A FIFO there is never opened blocking, a link never followed:
+    one `cephboot:` line each (or the stamp taken as damage), and a plain doit recovers."""
+    site = a_built_site
+    stamp = site.build / "kernels" / kver() / "built.json"
+    stamp.unlink()
+    os.mkfifo(stamp)
+    site.doit("forget", f"publish:{kver()}")
+    done = doit_within(site, "-s", f"publish:{kver()}")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in out, out
+    assert f"cephboot: publish: kernel {kver()}: build/kernels/{kver()}/" in out and "is not what initrd" in out, out
+
+    script = site.build / "hosts/zephyr/initramfs-tools/conf.d/cephboot"
+    script.unlink()
+    os.mkfifo(script)
+    done = doit_within(site, "-s", "lint")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in out, out
+    assert f"cephboot: lint:rendered: {script.relative_to(site.root)}: a special file where a file belongs (not opened)" in out, out
+
+    outside = an_outside_folder(tmp_path)
+    before = state_of(outside)
+    layer = site.build / "hosts/boreas/overlay.cpio"
+    layer.unlink()
+    layer.symlink_to(outside / "passwd")
+    site.doit("forget", "publish:hosts")
+    done = doit_within(site, "-s", "publish:hosts")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in out, out
+    assert "cephboot: publish: host boreas: build/hosts/boreas/overlay.cpio: damaged build output" in out, out
+
+    base = site.build / "kernels" / kver() / "initrd.img"
+    base.unlink()
+    base.symlink_to(outside / "passwd")
+    site.edit("site.yaml", "192.0.2.13]", "192.0.2.14]")  # every layer packed again, notus's monolithic one too
+    site.doit("-s", "render")
+    done = doit_within(site, "-s", "overlay")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in out, out
+    assert f"cephboot: overlay:hosts: notus: build/kernels/{kver()}/initrd.img: a symbolic link where a file belongs (not followed)" in out, out
+
+    assert state_of(outside) == before
+    assert site.doit().returncode == 0
 
 
 def test_a_layer_made_a_link_to_a_password_file_is_replaced_not_followed(a_built_site: Site, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import inspect
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from doit.exceptions import TaskFailed
 
-from builtsite import HOSTS, a_built_site, the_built_example  # noqa: F401  (fixtures)
+from builtsite import HOSTS, a_built_site, kver, the_built_example  # noqa: F401  (fixtures)
 from conftest import PROJECT, Site, copy_site
 from mounts import doit_in_full_folder, doit_over_tmpfs
 from tasks import failures
@@ -64,6 +65,45 @@ def test_a_read_only_folder_fails_a_task_that_is_no_stage_in_one_line(a_built_si
     assert "cephboot: nginx: build/site/" in out and ": Read-only file system" in out, out
 
 
+def in_the_way(run_stdout: str, run_stderr: str, start: str, end: str) -> None:
+    """One `cephboot:` line starting with ``start`` and ending with ``end``; no traceback, exit non-zero."""
+    out = run_stdout + run_stderr
+    assert "Traceback" not in out and "PythonAction Error" not in out, out
+    said = [line for line in out.splitlines() if line.startswith(start)]
+    assert len(said) == 1 and said[0].endswith(end), out
+
+
+def test_something_in_the_way_of_a_task_is_one_line_naming_the_path(a_built_site: Site) -> None:
+    """A host's build folder a link that loops (render:hosts, overlay, publish:hosts: the other
+    hosts still published), a built initrd's path a folder (initrd:<kver>, the temporary not
+    named): ELOOP, EISDIR, ENOTDIR are a `cephboot:` line naming the path, never a traceback."""
+    site = a_built_site
+    loop = site.build / "hosts" / "boreas"  # the first host in the inventory's order
+    shutil.rmtree(loop)
+    loop.symlink_to("boreas")
+    site.edit("site.yaml", MONITOR[0], MONITOR[1])
+    run = site.doit("render:hosts", check=False)
+    assert run.returncode != 0
+    in_the_way(run.stdout, run.stderr, "cephboot: render:hosts: boreas: build/hosts/boreas/", ": Too many levels of symbolic links")
+    run = site.doit("-s", "overlay", check=False)
+    assert run.returncode != 0
+    in_the_way(run.stdout, run.stderr, "cephboot: overlay:hosts: boreas: build/hosts/boreas/", ": Too many levels of symbolic links")
+    site.doit("forget", "publish:hosts")  # every host due
+    run = site.doit("-s", "publish:hosts", check=False)
+    assert run.returncode != 0
+    in_the_way(run.stdout, run.stderr, "cephboot: publish:hosts: boreas: build/hosts/boreas/", ": Too many levels of symbolic links")
+    assert "cephboot: publish: 1 of 3 hosts failed, every other host is done:" in run.stdout + run.stderr
+
+    base = site.build / "kernels" / kver() / "initrd.img"
+    base.unlink()
+    (base / "in-the-way").mkdir(parents=True)
+    site.doit("forget", f"initrd:{kver()}")
+    run = site.doit("-s", f"initrd:{kver()}", check=False)
+    assert run.returncode != 0
+    in_the_way(run.stdout, run.stderr, f"cephboot: initrd:{kver()}: ", f"build/kernels/{kver()}/initrd.img: Is a directory")
+    assert (base / "in-the-way").is_dir() and not [p for p in base.parent.iterdir() if ".tmp" in p.name]
+
+
 def test_every_action_of_every_task_is_guarded(tmp_path: Path) -> None:
     """Each Python action (and clean action) of every task the dodo defines goes through
     failures.guard: a new task generator without @guarded fails here."""
@@ -90,7 +130,8 @@ def test_every_action_of_every_task_is_guarded(tmp_path: Path) -> None:
     assert int(done.stdout.split("actions ")[1]) >= 20, done.stdout
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EMFILE])
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EMFILE,
+                                  errno.ENOTDIR, errno.EISDIR, errno.ELOOP])
 def test_the_machine_refusing_is_a_line_and_a_bug_keeps_its_traceback(code: int) -> None:
     def write() -> None:
         raise OSError(code, os.strerror(code), "build/hosts/zephyr/x")

@@ -288,3 +288,21 @@ def test_a_removed_host_frees_its_values_for_the_next_incremental_update(tmp_pat
     loaded = inventory.load(site.root)
     assert loaded.hosts["boreas"].data["nics"]["ceph"]["address"] == "192.0.2.21/24"
     assert loaded.hosts["notus"].data["nics"]["ceph"]["macs"] == ["52:54:00:a1:00:01"]
+
+
+def test_a_missing_key_keeps_the_capitals_of_an_acronym_that_starts_its_doc(tmp_path: Path) -> None:
+    """"missing; " + the field's doc: its first letter lowercased ("cluster fsid"), but never the
+    first letter of an acronym ("URL under which ...", not "uRL under which ...")."""
+    site = copy_site(PROJECT, tmp_path / "site")
+    text = (site.hosts / "site.yaml").read_text()
+    pxe = "pxe:\n  http_base: http://192.0.2.5/boot\n"
+    fsid = "  fsid: 8f0c0a52-3c1e-4e8b-9a57-5d0b7f1e2a10\n"
+    assert pxe in text and fsid in text
+    (site.hosts / "site.yaml").write_text(text.replace(pxe, "pxe: {}\n").replace(fsid, ""))
+    with pytest.raises(InventoryError) as e:
+        inventory.load(site.root)
+    said = [str(p) for p in e.value.problems]
+    assert "hosts/site.yaml: pxe.http_base: missing; URL under which the web server serves the boot tree." in said, said
+    assert "hosts/site.yaml: ceph.fsid: missing; cluster fsid." in said, said
+    assert [inventory.as_clause(d) for d in ("RBD pool of the root image.", "SMBIOS field", "A host", "X")] == [
+        "RBD pool of the root image.", "SMBIOS field", "a host", "x"]

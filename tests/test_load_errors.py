@@ -167,6 +167,28 @@ def test_a_cached_inventory_file_that_loops_is_an_inventory_error(rel: str, tmp_
         assert "Too many levels of symbolic links; expected a regular file" in str(e.value)
 
 
+SITE_IN_THE_WAY: dict[str, tuple[Callable[[Path], None], str]] = {  # hosts/site.yaml that cannot be read -> the one problem
+    "loops": (a_link("hosts/site.yaml", "site.yaml"), "hosts/site.yaml: cannot read: Too many levels of symbolic links"),
+    "a-folder": (a_folder("hosts/site.yaml"), "hosts/site.yaml: is a folder, not a regular file"),
+    "a-fifo": (a_fifo("hosts/site.yaml"), "hosts/site.yaml: is a FIFO, not a regular file"),
+}
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["first-load", "cached"])
+@pytest.mark.parametrize("case", sorted(SITE_IN_THE_WAY))
+def test_a_site_file_that_cannot_be_read_is_said_once(case: str, cached: bool, tmp_path: Path) -> None:
+    """An unreadable site.yaml is that one problem: its settings, which were never read, are not
+    reported missing key by key (no "ceph.fsid: missing" after it)."""
+    site = copy_site(PROJECT, tmp_path / "site")
+    if cached:
+        inventory.load(site.root)  # writes the cache
+    apply, problem = SITE_IN_THE_WAY[case]
+    apply(site.root)
+    with pytest.raises(inventory.InventoryError) as e:
+        inventory.load(site.root)
+    assert [str(p) for p in e.value.problems] == [problem], str(e.value)
+
+
 def test_a_stage_record_that_is_a_fifo_never_blocks(the_built_example: Site, tmp_path: Path) -> None:
     """A stage's record in build/state is read while doit checks the tasks: a FIFO there is damage, said in one line."""
     site = settled_copy(the_built_example, tmp_path / "site")
@@ -174,3 +196,19 @@ def test_a_stage_record_that_is_a_fifo_never_blocks(the_built_example: Site, tmp
     done = run(site, "render:hosts")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cephboot: build/state/render.json: damaged record (is a special file, not a regular file): every host of render is redone" in done.stderr
+
+
+
+def test_a_stage_record_that_is_a_link_is_never_followed(the_built_example: Site, tmp_path: Path) -> None:
+    """A link in place of a record cephboot wrote (to a copy of the record itself) is damage, never read through."""
+    site = settled_copy(the_built_example, tmp_path / "site")
+    record = site.build / "state/render.json"
+    elsewhere = tmp_path / "render.json"
+    shutil.copy2(record, elsewhere)
+    kept = elsewhere.read_bytes()
+    record.unlink()
+    record.symlink_to(elsewhere)
+    done = run(site, "render:hosts")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cephboot: build/state/render.json: damaged record (is a symbolic link, not a regular file): every host of render is redone" in done.stderr
+    assert not record.is_symlink() and elsewhere.read_bytes() == kept, "the new record replaces the link, not written through it"
