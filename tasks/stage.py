@@ -30,7 +30,6 @@ import inspect
 import json
 import os
 import shutil
-import stat
 import sys
 import zlib
 from contextlib import contextmanager
@@ -42,7 +41,7 @@ from doit.exceptions import TaskFailed
 from . import engine, quiet, selection
 from .failures import environmental, failure
 from .layout import STATE
-from .fileio import file_key, key_of, kind, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
+from .fileio import file_key, key_of, open_regular, report, shard_count, stat_memo_forget, stat_memo_off, write_if_changed
 
 STATE_DIR = str(STATE)
 LINE = selection.LINE  # prefix of the per-host lines a stage prints (bench.run.tasks_ran reads them)
@@ -157,18 +156,17 @@ class _NotAFile(ValueError):
 
 
 def _read_record(path: str) -> Any:
-    """The JSON of a record file; opened non-blocking and not through a link: a FIFO in its place
-    never blocks a run, a link is never followed."""
+    """The JSON of a record file, opened as every file cephboot wrote is (fileio.open_regular): a
+    FIFO in its place never blocks a run, a link is never followed; either is damage."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise _NotAFile("is a symbolic link, not a regular file") from None
+        f = open_regular(path)
+    except FileNotFoundError:
         raise
-    with open(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotAFile(f"is {kind(st)}, not a regular file")
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise _NotAFile(e.strerror) from None
+        raise
+    with f:
         return json.load(f)
 
 

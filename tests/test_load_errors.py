@@ -30,31 +30,26 @@ def run(site: Site, *args: str) -> DoitRun:
     return DoitRun(p.returncode, p.stdout, p.stderr)
 
 
-def a_file(rel: str) -> Callable[[Path], None]:
+def in_place(rel: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Whatever is at ``root/rel`` removed, then ``make(path)`` puts something else there."""
     def apply(root: Path) -> None:
         p = root / rel
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
-        p.write_text("not a folder\n")
+        make(p)
 
     return apply
+
+
+def a_file(rel: str) -> Callable[[Path], None]:
+    return in_place(rel, lambda p: p.write_text("not a folder\n"))
 
 
 def a_link(rel: str, to: str) -> Callable[[Path], None]:
-    def apply(root: Path) -> None:
-        p = root / rel
-        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
-        p.symlink_to(to)
-
-    return apply
+    return in_place(rel, lambda p: p.symlink_to(to))
 
 
 def a_fifo(rel: str) -> Callable[[Path], None]:
-    def apply(root: Path) -> None:
-        p = root / rel
-        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
-        os.mkfifo(p)
-
-    return apply
+    return in_place(rel, os.mkfifo)
 
 
 def a_folder(rel: str) -> Callable[[Path], None]:
@@ -195,7 +190,7 @@ def test_a_stage_record_that_is_a_fifo_never_blocks(the_built_example: Site, tmp
     a_fifo("build/state/render.json")(site.root)
     done = run(site, "render:hosts")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "cephboot: build/state/render.json: damaged record (is a special file, not a regular file): every host of render is redone" in done.stderr
+    assert "cephboot: build/state/render.json: damaged record (a special file where a file belongs (not opened)): every host of render is redone" in done.stderr
 
 
 
@@ -210,5 +205,5 @@ def test_a_stage_record_that_is_a_link_is_never_followed(the_built_example: Site
     record.symlink_to(elsewhere)
     done = run(site, "render:hosts")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "cephboot: build/state/render.json: damaged record (is a symbolic link, not a regular file): every host of render is redone" in done.stderr
+    assert "cephboot: build/state/render.json: damaged record (a symbolic link where a file belongs (not followed)): every host of render is redone" in done.stderr
     assert not record.is_symlink() and elsewhere.read_bytes() == kept, "the new record replaces the link, not written through it"
