@@ -283,6 +283,7 @@ class _Cache:
         self.hosts: dict[str, list[Any]] = {}  # name -> [record, input paths, their keys, keyring check]
         self.host_shards: dict[int, dict[str, list[Any]]] = {}  # each host shard read: its part of ``hosts``
         self.index: dict[int, dict[str, str]] = {}  # index shards read so far
+        self.index_changed: set[int] = set()  # of those, the ones to write again
 
     def read(self, only: frozenset[str] | None = None) -> bool:
         """The head and every host shard (``only``: the shards of those hosts, each of which must be
@@ -316,7 +317,10 @@ class _Cache:
         except (KeyError, IndexError, TypeError, AttributeError):
             return None
 
-    def index_shard(self, k: int) -> dict[str, str] | None:
+    def index_shard(self, k: int, changing: bool = False) -> dict[str, str] | None:
+        """Index shard ``k`` (read once); ``changing``: the caller will change it, so it is written again."""
+        if changing:
+            self.index_changed.add(k)
         if k not in self.index:
             assert self.head is not None
             shard = _read_private_json(_shard_path(self.root, "index", k))
@@ -386,7 +390,7 @@ def _write_cache(root: Path, site: Site, cache: _Cache | None, changed: set[str]
                 below[up] = below.get(up, 0) + 1
     else:
         assert cache is not None and below is not None
-        index = cache.index  # the shards the incremental check read, updated
+        index = {k: cache.index[k] for k in sorted(cache.index_changed) if k in cache.index}  # the shards the incremental check changed
     ok = True
     for k, hosts in shards.items():
         gens["hosts"][k] = gen
@@ -524,30 +528,36 @@ def _incremental(root: Path, cache: _Cache, changed: set[str], keys: dict[str, A
         if host is None or problems:
             return None
         new[name] = host
-    # the changed hosts' values leave the index; their new ones must be nobody's
+    # the values a changed host no longer holds leave the index; the ones it holds now and did
+    # not before must be nobody's (a value it kept is its own already, and was checked when it
+    # came): only the index shards of the values that changed are read and written again
     count, below = head["shards"], dict(head["below"])
+    held = {name: {f"{kind_}\0{value}" for kind_, value, _ in _claims(site.hosts[name])} for name in changed}
+    moved = {name for name in changed if new[name].cfg.boot_path != site.hosts[name].cfg.boot_path}
     for name in changed:
-        for kind_, value, _ in _claims(site.hosts[name]):
-            key = f"{kind_}\0{value}"
-            shard = cache.index_shard(_shard(key, count))
+        for key in held[name] - {f"{kind_}\0{value}" for kind_, value, _ in _claims(new[name])}:
+            shard = cache.index_shard(_shard(key, count), changing=True)
             if shard is None:
                 return None
             if shard.get(key) == name:
                 del shard[key]
-        for up in _ancestors(site.hosts[name].cfg.boot_path):
+        for up in _ancestors(site.hosts[name].cfg.boot_path) if name in moved else ():
             below[up] = below.get(up, 1) - 1
             if not below[up]:
                 del below[up]
     for name, host in new.items():
         boot = host.cfg.boot_path
-        for kind_, value, field in _claims(host) + [("CephFS /boot path", up, "") for up in _ancestors(boot)]:
+        above = [("CephFS /boot path", up, "") for up in _ancestors(boot)] if name in moved else []
+        for kind_, value, field in _claims(host) + above:
             key = f"{kind_}\0{value}"
-            shard = cache.index_shard(_shard(key, count))
-            if shard is None or key in shard or below.get(boot):
+            if field and key in held[name]:
+                continue  # still its own
+            shard = cache.index_shard(_shard(key, count), changing=bool(field))
+            if shard is None or key in shard or (name in moved and below.get(boot)):
                 return None  # taken, or /boot folders nested: the full load says by whom
             if field:  # not a folder above the host's /boot
                 shard[key] = name
-        for up in _ancestors(boot):
+        for up in _ancestors(boot) if name in moved else ():
             below[up] = below.get(up, 0) + 1
     for name, host in new.items():
         site.hosts[name] = host

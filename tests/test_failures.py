@@ -163,3 +163,20 @@ def test_a_guarded_generator_keeps_what_doit_reads_of_it() -> None:
     first, second, shell = made["actions"]
     assert list(inspect.signature(first[0]).parameters) == ["task", "only"] and first[1] == [1]
     assert getattr(second, failures.GUARDED) and shell == "echo shell"
+
+
+def test_doit_reads_a_few_lines_of_a_scoped_creator_not_its_whole_body() -> None:
+    """The outermost wrapper (tasks/scope.py) keeps the creator's name, doc and doit's marks, but
+    doit finds its line in the wrapper's own few lines: it tokenizes what it reads (~20 us a line),
+    and a creator's body is tens of lines in every run that loads tasks."""
+    from tasks import render, scope
+
+    wrapped = scope.scoped_tasks(failures.guarded(render.task_render))
+    assert wrapped.__name__ == "task_render" and wrapped.__doc__ == render.task_render.__doc__
+    assert not hasattr(wrapped, "__wrapped__")
+    lines, _ = inspect.getsourcelines(wrapped)
+    body, _ = inspect.getsourcelines(render.task_render)
+    assert inspect.getsourcefile(wrapped) == inspect.getsourcefile(scope) and len(lines) < 10 < len(body)
+    marked = failures.guarded(render.task_render)
+    marked.doit_create_after = "marked"  # type: ignore[attr-defined]
+    assert scope.scoped_tasks(marked).doit_create_after == "marked"  # type: ignore[attr-defined]

@@ -277,6 +277,40 @@ def test_an_incremental_update_rewrites_only_the_changed_hosts_shard_and_keeps_t
     assert {n: h.data for n, h in inventory.load(site.root).hosts.items()} == {n: h.data for n, h in full.hosts.items()}
 
 
+def test_an_incremental_update_rewrites_the_index_shards_of_the_values_that_changed_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host edit that changes one value reads and writes the index shards of that value, the
+    one given up and the one taken, not of every value the host holds; values two changed hosts
+    trade in one load, or a value one keeps and the other wants, are judged as a full load judges them."""
+    monkeypatch.setattr(inventory, "SHARD_HOSTS", 1)
+    site = copy_site(PROJECT, tmp_path)
+    inventory.load(site.root)
+    index = {p: p.stat().st_mtime_ns for p in (site.root / inventory.SHARD_DIR).glob("index-*.json")}
+    count = len(index)
+    kept = [f"{kind}\0{value}" for kind, value, _ in inventory._claims(inventory.load(site.root).hosts["zephyr"])]
+    gone, taken = "MAC\x0052:54:00:a1:01:01", "MAC\x0052:54:00:a1:01:09"
+    changes = {f"index-{inventory._shard(k, count)}.json" for k in (gone, taken)}
+    assert gone in kept and {f"index-{inventory._shard(k, count)}.json" for k in kept} - changes  # the host's values lie in more shards than the change
+    site.edit("nodes/zephyr.yaml", '"52:54:00:a1:01:01"', '"52:54:00:a1:01:09"')
+    inventory.load(site.root)
+    assert {p.name for p, mtime in index.items() if p.stat().st_mtime_ns != mtime} == changes
+    # two hosts trade their addresses in one load: each takes the one the other gives up
+    site.edit("nodes/zephyr.yaml", "192.0.2.21/24", "192.0.2.22/24")
+    site.edit("nodes/boreas.yaml", "192.0.2.22/24", "192.0.2.21/24")
+    loaded = inventory.load(site.root)
+    assert [loaded.hosts[h].data["nics"]["ceph"]["address"] for h in ("zephyr", "boreas")] == ["192.0.2.22/24", "192.0.2.21/24"]
+    # notus changes and keeps its MAC; zephyr wants it too (in the same load): refused, as a full load refuses it
+    site.edit("nodes/notus.yaml", "panic=30", "panic=31")
+    site.edit("nodes/zephyr.yaml", '"52:54:00:a1:00:01"', '"52:54:00:a3:00:01"')
+    with pytest.raises(InventoryError, match="MAC 52:54:00:a3:00:01 is already used by host") as cached:
+        inventory.load(site.root)
+    with pytest.raises(InventoryError) as full:
+        inventory.load(site.root, use_cache=False)
+    assert [str(p) for p in cached.value.problems] == [str(p) for p in full.value.problems]
+    site.edit("nodes/zephyr.yaml", '"52:54:00:a3:00:01"', '"52:54:00:a1:00:01"')
+    full_hosts = inventory.load(site.root, use_cache=False).hosts
+    assert {n: h.data for n, h in inventory.load(site.root).hosts.items()} == {n: h.data for n, h in full_hosts.items()}
+
+
 def test_a_removed_host_frees_its_values_for_the_next_incremental_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inventory, "SHARD_HOSTS", 1)
     site = copy_site(PROJECT, tmp_path)
