@@ -7,6 +7,7 @@ import os
 import stat
 from typing import Any
 
+from . import plainyaml
 from .model import kind
 from .schema import shown
 
@@ -101,18 +102,25 @@ def _check_plain(data: Any) -> str | None:
     return None
 
 
-def read_yaml(path: str) -> dict[str, Any]:
-    """The top-level mapping of a YAML file (empty when the file is); Unreadable says why not."""
-    import yaml  # only when the cache missed: an unchanged inventory is never parsed
+def _pyyaml(raw: bytes) -> Any:
+    import yaml  # only when the cache missed and the file is not plain YAML: an unchanged inventory is never parsed
 
     try:
-        data = yaml.load(read_regular(path, MAX_FILE), Loader=_yaml_loader())
+        return yaml.load(raw, Loader=_yaml_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise Unreadable(f"not valid YAML{at}: {shown(str(getattr(e, 'problem', None) or e))[1:-1]}") from None
     except (ValueError, RecursionError, MemoryError) as e:  # an int of 5,000 digits, nesting too deep
         raise Unreadable(f"not usable YAML: {shown(str(e))[1:-1]}") from None
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty when the file is); Unreadable says why not."""
+    raw = read_regular(path, MAX_FILE)
+    data = plainyaml.read(raw)  # plain YAML, read as PyYAML reads it, without importing it (tasks/plainyaml.py)
+    if data is None:
+        data = _pyyaml(raw)
     if data is None:
         return {}
     why = _check_plain(data)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import re
 from pathlib import Path
 
@@ -79,6 +80,14 @@ def test_the_runner_completes_at_10_hosts_without_base_initrds(tmp_path: Path) -
     assert again["host_loaded"] == ["scoped: 1 hosts"]  # each edit's run redid its host(s) alone, or noop.main failed
     assert again["profile_loaded"] == [f"scoped: {again['profile_hosts']} hosts"] and again["profile_hosts"] >= 1
     assert len(list((tmp_path / "work").glob("code.*"))) == 1  # the run's own copy, kept aside
+
+    # two versions on host edits: a copy of the site, its own code next to it, the edits alternating
+    shutil.copytree(tmp_path / "work" / "site-10", tmp_path / "copy" / "site-10", symlinks=True)
+    assert noop.main([str(tmp_path / "work" / "site-10"), "--warm", "1", "--host-edits", "2", "--versus", str(tmp_path / "copy" / "site-10"),
+                      "--versus-code", str(PROJECT), "--json", str(out / "versus.json")]) == 0
+    versus = json.loads((out / "versus.json").read_text())
+    assert versus["host_loaded"] == versus["versus"]["host_loaded"] == ["scoped: 1 hosts"] * 2
+    assert len(versus["versus"]["noop_after_host"]["cpu"]) == 2 and (tmp_path / "copy" / "code" / "dodo.py").is_file()
 
 
 def test_the_nginx_benchmark_gets_the_generated_block_through_nginx() -> None:
