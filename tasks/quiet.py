@@ -336,18 +336,21 @@ def _holds(m: _Manifest) -> tuple[bool, bool, bytes, bytes, list[bytes], dict[st
     return same, context, weak, ident, strict, records
 
 
-def _still_holds() -> bool:
-    """Whether the manifest is there and every key of it is as it is now."""
+def _inventory_cache_key() -> bytes:
+    """The strict keys of the inventory cache (build/.inventory.json and its shards), which a scoped
+    run takes for what the hosts were at the last run (tasks/inventory.load_scoped)."""
+    paths = [str(layout.INVENTORY_CACHE), str(layout.INVENTORY_SHARDS)]
     try:
-        return _holds(_Manifest.read())[0]
-    except (ValueError, OSError):
-        return False
+        paths += sorted(e.path for e in os.scandir(layout.INVENTORY_SHARDS))
+    except OSError:
+        pass
+    return "\0".join(paths).encode("utf-8", "surrogateescape") + b"".join(_strict_one(p) for p in paths)
 
 
-def _kept_if_still_true() -> None:
-    """At the end of a command that changes nothing: the manifest it kept goes when something changed
-    meanwhile (its load may have taken the change into the inventory cache, which a scoped run compares with)."""
-    if not _still_holds():
+def _kept_unless_cache_changed(before: bytes) -> None:
+    """At the end of a command that changes nothing: the manifest it kept goes when its load rewrote
+    the inventory cache (it took an edit made since the last run, which a scoped run must see)."""
+    if _inventory_cache_key() != before:
         _forget_manifest()
 
 
@@ -514,11 +517,11 @@ def _forget_manifest() -> None:
 
 def full_begins() -> None:
     """The tasks load (engine.setup): as usual, the manifest goes (a scoped run keeps it, to update
-    it; a command that changes nothing keeps one that still holds, and looks again at its end);
+    it; a command that changes nothing keeps it unless its load rewrote the inventory cache);
     what loading reads is stat'd first."""
     if _state["scope"] is None:
-        if reads_only(sys.argv) and _still_holds():  # a command that changes nothing keeps a manifest that holds
-            atexit.register(_kept_if_still_true)
+        if reads_only(sys.argv):  # a command that changes nothing keeps the manifest (the next fast() compares every key)
+            atexit.register(_kept_unless_cache_changed, _inventory_cache_key())
         else:
             _forget_manifest()
         write_private(TAKEN, f"full: {_state['why']}\n".encode())

@@ -55,8 +55,10 @@ def test_each_form_is_read_as_doit_reads_it(args: list[str], monkeypatch: pytest
 
 
 def test_only_the_plain_forms_take_the_fast_paths() -> None:
-    """A plain `doit` (quiet.fast) and a plain `doit list` (listing): no option but -f/-d, no variable, no task."""
-    plain = {(), ("-f", "x/dodo.py", "-d", "site"), ("-fx/dodo.py", "--dir=site"), ("--fi", "x/dodo.py"), ("--",)}
+    """A plain `doit` (quiet.fast): no option but -f/-d and -v (which only prints more of what runs), no
+    variable, no task; a plain `doit list` (listing): -f/-d and -q alone."""
+    plain = {(), ("-f", "x/dodo.py", "-d", "site"), ("-fx/dodo.py", "--dir=site"), ("--fi", "x/dodo.py"), ("--",),
+             ("-v", "2"), ("-v2",), ("--verbosity=2",)}
     listed = {("list",), ("list", "-q"), ("list", "--quiet"), ("-d", "site", "list")}
     for args in FORMS:
         assert quiet.plain([DOIT, *args]) == (tuple(args) in plain), args
