@@ -122,14 +122,15 @@ def _single_runs_one() -> bool:
     return probe.init_options(["next"]) is None
 
 
-def single_drops(argv: list[str], named: list[tuple[str, dict[str, Any]]] | None) -> list[str]:
-    """The tasks of a `doit -s A B ...` command line (``named``: its tasks, ``tasks``) that this doit
-    would silently not run: every name after the first that is no pattern."""
+def single_drops(argv: list[str], named: list[tuple[str, dict[str, Any]]] | None, default: list[str]) -> tuple[str, list[str]] | None:
+    """For a `doit -s A B ...` command line (``named``: its tasks, ``tasks``; none: the ``default``
+    tasks), the task this doit would run and those it would silently not: every name after the
+    first that is no pattern.  None when it runs what was asked."""
     line = read(argv)
-    if line is None or line.command != "run" or not line.options.get("single") or not named:
-        return []
-    names = [n for n, _ in named]
+    if line is None or line.command != "run" or not line.options.get("single") or named is None:
+        return None
+    names = [n for n, _ in named] or list(default)
     first = next((i for i, n in enumerate(names) if "*" not in n), len(names))
     if first >= len(names) - 1 or not _single_runs_one():
-        return []
-    return names[first + 1:]
+        return None
+    return names[first], names[first + 1:]

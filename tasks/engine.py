@@ -38,9 +38,9 @@ from .layout import BUILD
 _state = {"handed_off": False}
 
 
-def setup() -> None:
-    """Once per doit process, before the tasks load (step 1 above)."""
-    _refuse_what_doit_would_drop()
+def setup(default: list[str]) -> None:
+    """Once per doit process, before the tasks load (step 1 above); ``default``: the default tasks."""
+    _refuse_what_doit_would_drop(default)
     gc.disable()
     # at exit, everything out of sight of the interpreter's last full collection, which runs even
     # with collection off and would walk every object of the run (~7% of a no-op at 10,000 hosts)
@@ -53,13 +53,15 @@ def setup() -> None:
         quiet.full_begins()
 
 
-def _refuse_what_doit_would_drop() -> None:
-    """`doit -s A B`: this doit would run A alone and say nothing of B (tasks/cmdline.single_drops):
-    one line and exit 2 before anything is touched, rather than a run that looks complete."""
-    dropped = cmdline.single_drops(sys.argv, selection.run_tasks(sys.argv))
-    if dropped:
-        stop(f"doit -s would run the first task named after it alone, not {', '.join(dropped)} (pydoit/doit#446): "
-             "run one `doit -s TASK` per task, or name them without -s")
+def _refuse_what_doit_would_drop(default: list[str]) -> None:
+    """`doit -s A B` (or `doit -s`, the default tasks): this doit would run A alone and say nothing
+    of B (tasks/cmdline.single_drops): one line and exit 2 before anything is touched, rather
+    than a run that looks complete."""
+    found = cmdline.single_drops(sys.argv, selection.run_tasks(sys.argv), default)
+    if found:
+        ran, dropped = found
+        stop(f"doit -s would run {ran} alone, not {', '.join(dropped)} (doit runs only the first task given to -s: "
+             "pydoit/doit#446): run one `doit -s TASK` per task, or name them without -s")
 
 
 def run_starts() -> None:

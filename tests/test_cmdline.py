@@ -99,10 +99,13 @@ def test_doit_s_with_several_tasks_stops_before_anything_is_touched(the_example_
     """doit 0.37 runs `doit -s render overlay` as `doit -s render` (pydoit/doit#446): one line, exit 2, nothing built."""
     run = the_example_site.doit("-s", "render", "overlay", check=False)
     assert run.returncode == 2 and run.stdout == "", run.stdout + run.stderr
-    assert run.stderr.splitlines() == ["cephboot: doit -s would run the first task named after it alone, not overlay "
-                                       "(pydoit/doit#446): run one `doit -s TASK` per task, or name them without -s"]
+    assert run.stderr.splitlines() == ["cephboot: doit -s would run render alone, not overlay (doit runs only the first "
+                                       "task given to -s: pydoit/doit#446): run one `doit -s TASK` per task, or name them without -s"]
     assert not (the_example_site.build / "hosts").exists()
     refused = the_example_site.doit("-s", "render:hosts", "--only", "zephyr", "overlay:hosts", "--only=zephyr", check=False)
     assert refused.returncode == 2 and "not overlay:hosts (" in refused.stderr
+    every = the_example_site.doit("-s", check=False)  # no task: the default tasks, of which doit would run render alone
+    assert every.returncode == 2 and "cephboot: doit -s would run render alone, not lint, initrd, overlay, publish, nginx, imagenative (" in every.stderr
+    assert not (the_example_site.build / "hosts").exists()
     one = the_example_site.doit("-s", "render:hosts", "--only", "zephyr")  # one task: as doit runs it
     assert one.ran == {"render:zephyr"}, one.stdout
