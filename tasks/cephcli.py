@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .fileio import write_if_changed
+from .fileio import open_to_write, read_regular, write_if_changed
 from .checks import keyring_sections
 from .inventory import Site
 from .failures import ClusterWide
@@ -166,7 +166,7 @@ class Admin:
             "--client_mount_timeout", str(CONNECT_TIMEOUT),
             str(mnt),
         ])
-        log = open(self.dir / "log" / f"{tag}.out", "wb")
+        log = open_to_write(self.dir / "log" / f"{tag}.out")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_mounted(proc, mnt, CONNECT_TIMEOUT + 10, self.dir / "log" / f"{tag}.out")
@@ -190,7 +190,7 @@ def wait_mounted(proc: subprocess.Popen[bytes], path: Path, timeout: float, log:
     while not os.path.ismount(path):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise CephError([str(a) for a in proc.args], proc.returncode if proc.returncode is not None else -1,
-                            log.read_text(errors="replace")[-2000:] or f"{path} was not mounted")
+                            read_regular(log).decode(errors="replace")[-2000:] or f"{path} was not mounted")
         time.sleep(0.1)
 
 

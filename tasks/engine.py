@@ -27,18 +27,20 @@ from __future__ import annotations
 
 import atexit
 import gc
+import sys
 from typing import Any
 
-from . import quiet
-from .failures import loading
+from . import cmdline, quiet, selection
+from .failures import loading, stop
 from .fileio import prepare_build, stat_memo_off, stat_memo_on
 from .layout import BUILD
 
 _state = {"handed_off": False}
 
 
-def setup() -> None:
-    """Once per doit process, before the tasks load (step 1 above)."""
+def setup(default: list[str]) -> None:
+    """Once per doit process, before the tasks load (step 1 above); ``default``: the default tasks."""
+    _refuse_what_doit_would_drop(default)
     gc.disable()
     # at exit, everything out of sight of the interpreter's last full collection, which runs even
     # with collection off and would walk every object of the run (~7% of a no-op at 10,000 hosts)
@@ -49,6 +51,17 @@ def setup() -> None:
     with loading(f"expected a folder that this user can write ({BUILD}/ and its folders are cephboot's own: move what is in the way)"):
         prepare_build()
         quiet.full_begins()
+
+
+def _refuse_what_doit_would_drop(default: list[str]) -> None:
+    """`doit -s A B` (or `doit -s`, the default tasks): this doit would run A alone and say nothing
+    of B (tasks/cmdline.single_drops): one line and exit 2 before anything is touched, rather
+    than a run that looks complete."""
+    found = cmdline.single_drops(sys.argv, selection.run_tasks(sys.argv), default)
+    if found:
+        ran, dropped = found
+        stop(f"doit -s would run {ran} alone, not {', '.join(dropped)} (doit runs only the first task given to -s: "
+             "pydoit/doit#446): run one `doit -s TASK` per task, or name them without -s")
 
 
 def run_starts() -> None:

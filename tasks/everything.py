@@ -22,7 +22,7 @@ if not quiet.partial():  # a run scoped to a few hosts (tasks/quiet.py) runs the
 
 # The process-wide setup, once, before any task loads: build/ made private and cleaned, garbage
 # collection paused and one stat per file while tasks load (its contract: tasks/engine.py)
-engine.setup()
+engine.setup(DEFAULT)
 
 # In a run scoped to the hosts whose files changed, every task but the per-host stages stands
 # in, up to date (tasks/scope.py): every generator goes through scoped_tasks

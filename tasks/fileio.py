@@ -100,11 +100,30 @@ def open_regular(path: Path | str) -> BinaryIO:
     """``path``, a file cephboot wrote (under build/), open for reading: never through a link and
     never blocking on a FIFO planted there.  Anything but a regular file is an OSError naming the
     path (something in the way: one `cephboot:` line, failures.ENVIRONMENTAL)."""
+    return os.fdopen(_open_file(path, _READ), "rb")
+
+
+def open_to_write(path: Path | str, truncate: bool = True) -> BinaryIO:
+    """``path``, a log or lock file cephboot keeps under build/, created (owner-only) or opened for
+    writing, emptied unless not ``truncate``: as open_regular, never through a link and never
+    blocking on a FIFO planted there (a FIFO without a reader refuses a non-blocking writer)."""
+    f = os.fdopen(_open_file(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY | _NO_FOLLOW), "wb")
+    if truncate:
+        f.truncate(0)
+    return f
+
+
+def _open_file(path: Path | str, flags: int) -> int:
+    """The descriptor of regular file ``path`` opened with ``flags``; anything else an OSError naming the path."""
     try:
-        fd = os.open(path, _READ)
+        fd = os.open(path, flags, 0o600)
     except OSError as e:
         if e.errno == errno.ELOOP and _is_link(path):  # O_NOFOLLOW refused the file itself, not a folder on the way
             raise OSError(errno.ELOOP, "a symbolic link where a file belongs (not followed)", str(path)) from None
+        if e.errno == errno.ENXIO:  # a FIFO no one reads, or a device that is not there
+            raise OSError(errno.ENXIO, f"{_kind_at(path)} where a file belongs (not opened)", str(path)) from None
+        if e.errno == errno.EISDIR:
+            raise OSError(errno.EISDIR, "a folder where a file belongs", str(path)) from None
         raise
     try:
         st = os.fstat(fd)
@@ -112,10 +131,29 @@ def open_regular(path: Path | str) -> BinaryIO:
             raise OSError(errno.EISDIR, "a folder where a file belongs", str(path))
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.ENXIO, f"{kind(st)} where a file belongs (not opened)", str(path))
-        return os.fdopen(fd, "rb")
+        return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _kind_at(path: Path | str) -> str:
+    try:
+        return kind(os.lstat(path))
+    except OSError:
+        return "a special file"
+
+
+def folder_there(path: Path) -> bool:
+    """Whether ``path``, a folder cephboot keeps under build/ (a cached tree), is there; something
+    else in its place (a file, a FIFO, a link) is an OSError naming the path, never taken for it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.ENOTDIR, f"{kind(st)} where a folder belongs", str(path))
+    return True
 
 
 def _is_link(path: Path | str) -> bool:

@@ -28,7 +28,7 @@ from doit import create_after
 
 from . import cephcli, imagenative, inventory, rootfs
 from .cephcli import Admin, CephError
-from .fileio import digest
+from .fileio import digest, open_to_write
 from .layout import GOLDEN
 from .inventory import Host, InventoryError, Problem, Site
 from .model import HostView, golden_namespace, golden_version, image_view, stateless
@@ -344,7 +344,7 @@ def exported(admin: Admin, spec: str, work: Path) -> Iterator[Path]:
     argv = ["qemu-storage-daemon",
             "--blockdev", f"driver=rbd,node-name=root,pool={pool},namespace={ns},image={name},conf={admin.conf},user={user}",
             "--export", f"type=fuse,id=root,node-name=root,mountpoint={target},writable=on"]
-    log = open(work / "qemu-storage-daemon.log", "wb")
+    log = open_to_write(work / "qemu-storage-daemon.log")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         cephcli.wait_mounted(proc, target, EXPORT_TIMEOUT, work / "qemu-storage-daemon.log")

@@ -240,7 +240,7 @@ def task_imagenative() -> dict[str, Any]:
     site = inventory.load_for_tasks()
     doc = "Install boot files into hosts' mounted root images (image_root) and run update-initramfs there (each host whose inputs changed)."
     # nothing to do, and no record to keep; but `--only` names hosts it does not work on: the stage says so
-    if not any(host.cfg.image_root for host in site.hosts.values()) and not selection.named("imagenative", sys.argv[1:]):
+    if not any(host.cfg.image_root for host in site.hosts.values()) and not selection.named("imagenative", sys.argv):
         return {"basename": "imagenative", "doc": doc, "actions": None, "params": [selection.param("only these hosts (none has image_root)")]}
     return stage_task(
         "imagenative", doc, imagenative_stage(site),

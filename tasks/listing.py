@@ -13,14 +13,12 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import cmdline
 from .fileio import doit_db_problem, read_private_json, write_private_json
 
 SUMMARY = "build/.tasks.json"
 CODE = Path(__file__).resolve().parent
 FORMAT = 1
-# doit's options that come before the command and take a value (its task loader's)
-_LOADER_OPTIONS = {"-f", "--file", "-d", "--dir"}
-_QUIET = {"-q", "--quiet"}
 
 
 def _key(site: str) -> list[Any]:
@@ -37,25 +35,12 @@ def _key(site: str) -> list[Any]:
     return out
 
 
-def doit_args(argv: list[str]) -> list[str] | None:
-    """What follows doit's loader options (-f/-d ...) on ``argv`` when it is doit's own command
-    line (not a test runner that calls doit) and the site is the folder doit runs in; else None."""
-    if not argv or os.path.basename(argv[0]) not in ("doit", "__main__.py") or (
-            os.path.basename(argv[0]) == "__main__.py" and os.path.basename(os.path.dirname(argv[0])) != "doit"):
-        return None
-    args = argv[1:]
-    i = 0
-    while i < len(args) and args[i] in _LOADER_OPTIONS | {"-k", "--seek-file"} or (i < len(args) and args[i].startswith(("--file=", "--dir="))):
-        if args[i] in ("-k", "--seek-file"):
-            return None  # the site is wherever doit finds dodo.py: load as usual
-        i += 2 if args[i] in _LOADER_OPTIONS else 1
-    return args[i:]
-
-
 def plain_list(argv: list[str]) -> bool:
-    """Whether ``argv`` (doit's command line) is a plain `doit list` (or `list -q`)."""
-    args = doit_args(argv)
-    return bool(args) and args[0] == "list" and set(args[1:]) <= _QUIET  # type: ignore[index]
+    """Whether ``argv`` (sys.argv) is, as doit reads it (tasks/cmdline.py), a plain `doit list` (or
+    `list -q`), with the site the folder doit runs in (-f/-d, not -k)."""
+    line = cmdline.read(argv)
+    return (line is not None and line.understood and line.command == "list" and not line.words and not line.variables
+            and set(line.options) <= cmdline.LOADER_PLAIN | {"quiet"})
 
 
 def read(site: str) -> list[list[str]] | None:

@@ -611,7 +611,7 @@ def task_publish() -> Iterator[dict[str, Any]]:
 @guarded
 def task_rollback() -> dict[str, Any]:
     """`doit rollback --only HOST,@PROFILE`: swap each host's published generation with the previous one."""
-    selection.refuse_old_forms("rollback", "rollback", sys.argv[1:])  # `doit rollback zephyr`
+    selection.refuse_old_forms("rollback", "rollback", sys.argv)  # `doit rollback zephyr`
     return {
         "basename": "rollback",
         "doc": "doit rollback --only HOST[,HOST...]: make the previous published generation of HOST current (again to undo)",

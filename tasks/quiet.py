@@ -47,6 +47,7 @@ next full no-op does.  ``build/state/quiet.last`` says which way the last load w
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -59,7 +60,7 @@ from typing import Any, Callable, Iterator
 from doit.exceptions import TaskFailed
 from doit.reporter import ExecutedOnlyReporter
 
-from . import layout, listing
+from . import cmdline, layout
 from .fileio import IDENTITY_MASK, NO_IDENTITY, check_folders, doit_db_problem, fresh_key, read_private, stat_memo_seen, write_private
 
 MANIFEST = layout.STATE / "quiet"
@@ -69,6 +70,10 @@ DOIT_DB = layout.DOIT_DB
 FORMAT = b"cephboot-quiet 2"
 CODE = layout.PROJECT / "tasks"
 NODES = os.path.join("hosts", "nodes")  # the folder whose names are the hosts (as _loading_inputs names it)
+# doit's run options that change only what is printed: a run with them is as plain as `doit`
+PRINTING = frozenset({"verbosity", "failure_verbosity"})
+# doit's commands that change nothing (they load the tasks and print): they keep a manifest that holds
+READ_ONLY = frozenset({"list", "info", "help", "dumpdb", "tabcompletion"})
 SCOPE_SHARE = 4  # a run is scoped to at most 1/SCOPE_SHARE of the hosts; more: the tasks load as usual
 # variables that change between shells, not what a task does
 _NOISE = {"_", "OLDPWD", "PWD", "SHLVL", "TERM", "COLUMNS", "LINES", "DISPLAY", "WINDOWID", "SSH_CLIENT",
@@ -306,8 +311,47 @@ def _changed_groups(old: bytes, now: bytes, ends: array, size: int, limit: int) 
 # --- the fast path and the scoped run ---------------------------------------------------------
 
 def plain(argv: list[str]) -> bool:
-    """Whether ``argv`` is a plain `doit`: the default tasks, no option that changes what runs or is printed."""
-    return listing.doit_args(argv) == []
+    """Whether ``argv`` (sys.argv) is, as doit reads it (tasks/cmdline.py), a plain `doit`: the default
+    tasks, no option that changes what runs or how it is checked (`-v 2` only prints more of what
+    runs), no variable, the site the folder doit runs in."""
+    line = cmdline.read(argv)
+    return (line is not None and line.understood and line.command == "run" and not line.words and not line.variables
+            and set(line.options) <= cmdline.LOADER_PLAIN | PRINTING)
+
+
+def reads_only(argv: list[str]) -> bool:
+    """Whether ``argv`` is one of doit's commands that change nothing (`doit info`, `doit list --all` ...)."""
+    line = cmdline.read(argv)
+    return line is not None and line.command in READ_ONLY
+
+
+def _holds(m: _Manifest) -> tuple[bool, bool, bytes, bytes, list[bytes], dict[str, str]]:
+    """Whether every key of ``m`` is as it is now, whether its context (doit's records, the
+    environment) is; the keys now (weak, identity, strict) and doit's records of each task."""
+    weak, ident = _weak(m.weak), _idents(m.ident)
+    strict = [_strict_one(p) for p in m.strict]
+    records: dict[str, str] = {}
+    context = _context(records) == m.context
+    same = context and weak == m.weak_keys and ident == m.ident_keys and b"".join(strict) == m.strict_keys
+    return same, context, weak, ident, strict, records
+
+
+def _inventory_cache_key() -> bytes:
+    """The strict keys of the inventory cache (build/.inventory.json and its shards), which a scoped
+    run takes for what the hosts were at the last run (tasks/inventory.load_scoped)."""
+    paths = [str(layout.INVENTORY_CACHE), str(layout.INVENTORY_SHARDS)]
+    try:
+        paths += sorted(e.path for e in os.scandir(layout.INVENTORY_SHARDS))
+    except OSError:
+        pass
+    return "\0".join(paths).encode("utf-8", "surrogateescape") + b"".join(_strict_one(p) for p in paths)
+
+
+def _kept_unless_cache_changed(before: bytes) -> None:
+    """At the end of a command that changes nothing: the manifest it kept goes when its load rewrote
+    the inventory cache (it took an edit made since the last run, which a scoped run must see)."""
+    if _inventory_cache_key() != before:
+        _forget_manifest()
 
 
 def fast(argv: list[str]) -> dict[str, Any] | None:
@@ -327,19 +371,16 @@ def fast(argv: list[str]) -> dict[str, Any] | None:
         _state["why"] = f"{os.fsdecode(e.filename or '')}: {e.strerror}"
         return None
     try:
-        weak, ident = _weak(m.weak), _idents(m.ident)
-        strict = [_strict_one(p) for p in m.strict]
+        same, context, weak, ident, strict, records = _holds(m)
     except OSError as e:  # a path cannot be looked at: the full load says why
         _state["why"] = f"{os.fsdecode(e.filename or '')}: {e.strerror}"
         return None
-    records: dict[str, str] = {}
-    context = _context(records)
     size = _STRICT.size
-    if context == m.context and weak == m.weak_keys and ident == m.ident_keys and b"".join(strict) == m.strict_keys:
+    if same:
         write_private(TAKEN, b"fast\n")
         return {"tasks": m.rows, "said": m.said}
     _state["why"] = "changed since the manifest"
-    if context != m.context:
+    if not context:
         return None
     for i, key in enumerate(strict):
         if key != m.strict_keys[i * size:(i + 1) * size] and not (m.strict[i] == NODES.encode() and _names_digest() == m.names):
@@ -476,9 +517,13 @@ def _forget_manifest() -> None:
 
 def full_begins() -> None:
     """The tasks load (engine.setup): as usual, the manifest goes (a scoped run keeps it, to update
-    it); what loading reads is stat'd first."""
+    it; a command that changes nothing keeps it unless its load rewrote the inventory cache);
+    what loading reads is stat'd first."""
     if _state["scope"] is None:
-        _forget_manifest()
+        if reads_only(sys.argv):  # a command that changes nothing keeps the manifest (the next fast() compares every key)
+            atexit.register(_kept_unless_cache_changed, _inventory_cache_key())
+        else:
+            _forget_manifest()
         write_private(TAKEN, f"full: {_state['why']}\n".encode())
     _state["before"] = {p: _strict_one(p) for p in _loading_inputs()}
     if plain(sys.argv):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts, imagenative, luks
-from .fileio import digest
+from .fileio import digest, folder_there, open_to_write, read_regular
 from .inventory import Host, Site
 from .layout import ROOTFS
 
@@ -128,7 +128,7 @@ def debootstrap_key(suite: str, pkgs: list[str]) -> str:
 def _locked(path: Path) -> Iterator[None]:
     """One builder of a cached tree at a time (two doit processes may want the same one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with open_to_write(path, truncate=False) as f:  # a FIFO planted there: one line, not a wait for a reader
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -138,7 +138,7 @@ def debootstrap_tree(cache: Path, suite: str, pkgs: list[str], say: Any = print)
     key = debootstrap_key(suite, pkgs)
     tree = cache / key
     with _locked(cache / f"{key}.lock"):
-        if tree.is_dir():
+        if folder_there(tree):  # a file or a FIFO in its place is said, not built over
             return tree
         if shutil.which("debootstrap") is None:
             raise RootfsError("rootfs.source is debootstrap but debootstrap is not installed (apt-get install debootstrap)")
@@ -151,11 +151,11 @@ def debootstrap_tree(cache: Path, suite: str, pkgs: list[str], say: Any = print)
         argv += [suite, str(tmp), mirror]
         say(f"rootfs: debootstrap {suite} with {', '.join(pkgs) or 'minbase only'} (once; kept in {tree})")
         log = cache / f"{key}.log"
-        with open(log, "wb") as out:
+        with open_to_write(log) as out:
             done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
         if done.returncode != 0:
             remove_tree(tmp)
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            tail = read_regular(log).decode(errors="replace").strip().splitlines()[-5:]
             raise RootfsError(f"debootstrap failed ({done.returncode}); the end of {log}:\n  " + "\n  ".join(tail))
         for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
             deb.unlink()  # what `apt-get clean` would drop: ~30% of the tree

@@ -16,6 +16,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
+from . import cmdline
 from .failures import ClusterWide, environmental, failure
 from .inventory import load_for_tasks
 from .model import Host
@@ -115,25 +116,34 @@ def say(text: str) -> None:
     print(f"{DETAIL}{text}", flush=True)
 
 
-# doit's own commands: after them, task names are no request to run (`doit forget publish:zephyr`)
-DOIT_COMMANDS = frozenset({"list", "info", "clean", "forget", "ignore", "help", "strace", "dumpdb", "auto", "tabcompletion", "reset-dep"})
-
-
 # the names of the subtasks the stages have besides their per-host one (`render:site`, `lint:static`
 # ...; kernels are named by version): `render:site` is that task even if a host is called site
 SUBTASKS = frozenset({"hosts", "rendered", "site", "tftp", "static", "base", "grub", "dhcpd", "kea"})
 
 
+def run_tasks(argv: list[str]) -> list[tuple[str, dict[str, Any]]] | None:
+    """The tasks doit's command line ``argv`` (sys.argv) asks `run` to run, each with the options
+    given to it, as doit reads them (tasks/cmdline.py); every name is read as a task that may take
+    --only (doit refuses the option to one that does not).  None when ``argv`` is not doit's `run`
+    command line, or doit would reject it before any task runs."""
+    line = cmdline.read(argv)
+    if line is None or not line.understood or line.command != "run":
+        return None
+    return cmdline.tasks(line.words, lambda name: [param("")])
+
+
 def old_forms(basename: str, argv: list[str], hosts: Callable[[], Iterable[str]]) -> list[str]:
-    """The hosts that doit's command line ``argv`` names for ``basename`` the old ways, which doit
-    rejects as unknown tasks: `BASENAME:HOST` (`provision:zephyr`, `render:zephyr`) and
-    `BASENAME HOST ...` (`rollback zephyr`).  ``hosts`` (the inventory's names) is called only
-    when a word could be one."""
-    if argv and argv[0] in DOIT_COMMANDS:
+    """The hosts that doit's command line ``argv`` (sys.argv) names for ``basename`` the old ways,
+    which doit rejects as unknown tasks: `BASENAME:HOST` (`provision:zephyr`, `render:zephyr`) and
+    `BASENAME HOST ...` (`rollback zephyr`), among the words doit reads as tasks and their options
+    (not those of its own commands: `doit forget publish:zephyr`).  ``hosts`` (the inventory's
+    names) is called only when a word could be one."""
+    line = cmdline.read(argv)
+    if line is None or line.command != "run":
         return []
     words: list[str] = []
     after = False  # the word before was the task, or a host named after it
-    for w in argv:
+    for w in line.words:
         if w.startswith(f"{basename}:"):
             words.append(w.split(":", 1)[1])
         elif after and not w.startswith("-"):
@@ -162,35 +172,24 @@ def per_host_task(basename: str, doc: str, action: Callable[..., Any], what: str
     each host named (every host when none is), in the inventory's order, every time (the cluster
     is the state: look each run); a host that fails fails alone, a cluster-wide error stops it
     (run_hosts).  Loading it reads nothing (unless doit's command line names hosts)."""
-    refuse_old_forms(basename, basename, sys.argv[1:])
+    refuse_old_forms(basename, basename, sys.argv)
     return {
         "basename": basename,
         "doc": doc,
         "actions": [(_run_hosts, [basename, action])],
         "params": [param(what)],
         # a name that is no host fails at once, not after the stages it depends on ran
-        "task_dep": [] if names_unknown(basename, sys.argv[1:]) else list(task_dep),
+        "task_dep": [] if names_unknown(basename, sys.argv) else list(task_dep),
         "uptodate": [False],
         "verbosity": 2,
     }
 
 
 def named(basename: str, argv: list[str]) -> list[str]:
-    """The values of `--only` given to task ``basename`` on doit's command line ``argv``
-    (doit hands a task's options to its actions only, after its dependencies ran)."""
-    out: list[str] = []
-    for i, word in enumerate(argv):
-        if word != basename:
-            continue
-        rest = argv[i + 1:]
-        for j, opt in enumerate(rest):
-            if not opt.startswith("-"):
-                break  # the next task
-            if opt == f"--{OPTION}" and j + 1 < len(rest):
-                out.append(rest[j + 1])
-            elif opt.startswith(f"--{OPTION}="):
-                out.append(opt.split("=", 1)[1])
-    return out
+    """The value of `--only` given to each mention of task ``basename`` on doit's command line
+    ``argv`` (sys.argv), as doit reads it (run_tasks: `--only=A`, `--on A`, the last of two wins;
+    doit hands a task's options to its actions only, after its dependencies ran)."""
+    return [opts[OPTION] for name, opts in run_tasks(argv) or () if name == basename and opts.get(OPTION)]
 
 
 def names_unknown(basename: str, argv: list[str], chosen: Callable[[str], list[str]] | None = None) -> bool:

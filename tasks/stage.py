@@ -631,8 +631,8 @@ def stage_task(basename: str, doc: str, stage: Stage, name: str = "hosts", clean
     its outputs (never for publish: `doit clean` must not empty the boot tree).  ``name`` "": the
     task is `<basename>` itself (`doit imagenative --only zephyr`)."""
     stage.task = f"{basename}:{name}" if name else basename
-    selection.refuse_old_forms(basename, stage.task, sys.argv[1:])  # `doit render:zephyr`: one line saying the form to use
-    if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv[1:], stage.choose):
+    selection.refuse_old_forms(basename, stage.task, sys.argv)  # `doit render:zephyr`: one line saying the form to use
+    if "task_dep" in extra and selection.names_unknown(stage.task, sys.argv, stage.choose):
         extra = {**extra, "task_dep": []}  # fail at once, before the stages it depends on run
     return {
         "basename": basename,

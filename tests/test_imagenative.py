@@ -182,3 +182,20 @@ def test_doit_imagenative_without_bubblewrap_fails_with_a_cephboot_message(the_e
     assert "cephboot: imagenative: zephyr: bubblewrap is not installed" in run.stdout + run.stderr, run.stdout + run.stderr
     assert not (a_busybox_image / "boot/calls").exists(), "nothing of the image ran"
     assert (a_busybox_image / "etc/initramfs-tools/conf.d/cephboot").exists(), "the boot files went in"
+
+
+def test_a_file_in_place_of_a_build_folder_is_one_line_naming_the_path(the_example_site: Site, a_busybox_image: Path) -> None:
+    """ENOTDIR while imagenative reads the host's build files (a file where build/hosts/<host>/ is):
+    one `cephboot:` line naming the path, never a traceback, and nothing of the image runs."""
+    site = the_example_site
+    site.edit("nodes/zephyr.yaml", "profiles: [rack-a]", f"profiles: [rack-a]\nimage_root: {a_busybox_image}")
+    site.doit("render")
+    folder = site.build / "hosts/zephyr"
+    shutil.rmtree(folder)
+    folder.write_text("not a folder\n")
+    run = site.doit("-s", "imagenative", check=False, env={"PATH": str(a_busybox_image / "usr/sbin")})
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "Traceback" not in out, out
+    assert any(line.endswith(": Not a directory") and line.startswith("cephboot: imagenative: zephyr: build/hosts/zephyr/")
+               for line in out.splitlines()), out
+    assert not (a_busybox_image / "boot/calls").exists(), "the image's update-initramfs did not run"

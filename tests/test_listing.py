@@ -22,12 +22,3 @@ def test_doit_list_prints_what_a_full_load_prints_and_follows_site_yaml(tmp_path
     listed = site.doit("list").stdout  # site.yaml changed: the summary is not used
     assert "http://192.0.2.6/boot/" in listed and "http://192.0.2.5/boot/" not in listed
     assert site.doit("list", "--all").stdout.count("\n") > listed.count("\n")
-
-
-def test_only_a_plain_doit_list_on_doits_command_line_uses_the_summary() -> None:
-    doit = "/venv/bin/doit"
-    assert listing.plain_list([doit, "list"]) and listing.plain_list([doit, "-f", "x/dodo.py", "-d", "site", "list", "-q"])
-    assert listing.plain_list(["/usr/lib/python3/site-packages/doit/__main__.py", "--dir=site", "list"])
-    for args in (["list", "--all"], ["list", "-s"], ["list", "render"], ["render"], [], ["-k", "list"], ["info", "list"]):
-        assert not listing.plain_list([doit, *args]), args
-    assert not listing.plain_list(["/venv/bin/pytest", "list"])  # doit called from another program

@@ -41,8 +41,34 @@ def test_a_noop_after_a_noop_loads_no_host_and_prints_what_the_full_noop_prints(
     assert taken(a_built_site) == "full: no manifest" and full.ran == set()
     assert (full.stdout, full.stderr) == (fast.stdout, fast.stderr)
     assert a_built_site.doit().returncode == 0 and taken(a_built_site) == "fast"
-    a_built_site.doit("-v", "2")  # another command line: loads as usual, and the manifest goes
+    a_built_site.doit("-v", "2")  # prints more of what runs (nothing): as plain
+    assert taken(a_built_site) == "fast" and manifest.exists()
+    a_built_site.doit("render")  # another command line that may run tasks: loads as usual, and the manifest goes
     assert taken(a_built_site) == "full: not a plain doit" and not manifest.exists()
+
+
+@pytest.mark.parametrize("command", [["info", "render:site"], ["list", "--all"], ["list", "render"], ["help", "render:site"]])
+def test_a_command_that_changes_nothing_keeps_a_manifest_that_holds(a_built_site: Site, command: list[str]) -> None:
+    quiet_site(a_built_site)
+    manifest = a_built_site.root / quiet.MANIFEST
+    before = manifest.read_bytes()
+    assert a_built_site.doit(*command).stdout
+    assert taken(a_built_site) == "full: not a plain doit" and manifest.read_bytes() == before
+    assert a_built_site.doit().returncode == 0 and taken(a_built_site) == "fast"
+
+
+@pytest.mark.parametrize("command", [["info", "render:site"], ["list", "--all"]])
+def test_a_command_that_changes_nothing_after_an_edit_drops_the_manifest(a_built_site: Site, command: list[str]) -> None:
+    """Its load takes the edit into the inventory cache, which a scoped run compares with: the next
+    plain doit must load every task and redo the routes the edit changed, leaving nothing for a full load."""
+    quiet_site(a_built_site)
+    a_built_site.edit("nodes/zephyr.yaml", '"52:54:00:b1:00:01"', '"52:54:00:b1:00:09"')
+    shown = a_built_site.doit(*command, check=False)  # `doit info` exits 1: the task is due
+    assert "render:site" in shown.stdout and "Traceback" not in shown.stderr, shown.stdout + shown.stderr
+    assert not (a_built_site.root / quiet.MANIFEST).exists()
+    run = a_built_site.doit()
+    assert taken(a_built_site) == "full: no manifest" and "render:site" in run.ran, run.stdout
+    assert quiet_site(a_built_site).ran == set()
 
 
 def _published_tampered(site: Site) -> None:

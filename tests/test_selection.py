@@ -122,16 +122,20 @@ def test_the_form_a_message_names_is_one_doit_takes(the_example_site: Site) -> N
 
 def test_old_forms_reads_only_what_doit_would_reject() -> None:
     hosts = ["zephyr", "site", "notus"]
-    assert old_forms("render", ["render:site", "render:hosts", "--only", "zephyr"], lambda: hosts) == []  # tasks, and the new form
-    assert old_forms("publish", ["forget", "publish:zephyr"], lambda: hosts) == []  # doit's own command: its own message
-    assert old_forms("rollback", ["rollback", "--only", "zephyr"], lambda: hosts) == []
-    assert old_forms("rollback", ["rollback", "zephyr", "-v", "2"], lambda: hosts) == ["zephyr"]
-    assert old_forms("provision", ["provision:@compute", "provision:nobody"], lambda: hosts) == ["@compute"]
+    doit = "/venv/bin/doit"
+    assert old_forms("render", [doit, "render:site", "render:hosts", "--only", "zephyr"], lambda: hosts) == []  # tasks, and the new form
+    assert old_forms("publish", [doit, "forget", "publish:zephyr"], lambda: hosts) == []  # doit's own command: its own message
+    assert old_forms("publish", [doit, "-d", "site", "x=1", "forget", "publish:zephyr"], lambda: hosts) == []  # however it is reached
+    assert old_forms("rollback", [doit, "rollback", "--only", "zephyr"], lambda: hosts) == []
+    assert old_forms("rollback", [doit, "rollback", "zephyr", "-v", "2"], lambda: hosts) == ["zephyr"]
+    assert old_forms("rollback", [doit, "-v", "2", "rollback", "x=1", "zephyr"], lambda: hosts) == ["zephyr"]
+    assert old_forms("provision", [doit, "provision:@compute", "provision:nobody"], lambda: hosts) == ["@compute"]
+    assert old_forms("provision", ["/venv/bin/pytest", "provision:zephyr"], lambda: hosts) == []  # not doit's command line
 
     def unread() -> list[str]:
         raise AssertionError("the inventory is read only when a word could be a host")
 
-    assert old_forms("render", ["render:hosts", "lint", "publish:site"], unread) == []
+    assert old_forms("render", [doit, "render:hosts", "lint", "publish:site"], unread) == []
 
 
 def test_no_subtask_the_dodo_defines_is_read_as_a_host(the_example_site: Site) -> None:
@@ -241,11 +245,15 @@ def test_stage_and_command_lines_are_printed_and_run_as_pasted(tmp_path: Path) -
     assert pasted[at:at + 2] == out[head:head + 2] and "  - move-root --only boreas" not in pasted
 
 
-@pytest.mark.parametrize("task", sorted(PER_HOST))
-def test_every_per_host_task_refuses_a_name_that_is_no_host_alike(the_example_site: Site, task: str) -> None:
+@pytest.mark.parametrize(("task", "only"), [(t, ["--only", "nobody"]) for t in sorted(PER_HOST)] + [
+    # every spelling doit takes (tasks/cmdline.py)
+    ("publish:hosts", ["--only=nobody"]), ("provision", ["--on", "nobody"]), ("verify", ["x=1", "--only", "nobody"]),
+    ("render:hosts", ["--only", "zephyr", "--only", "nobody"]),
+])
+def test_every_per_host_task_refuses_a_name_that_is_no_host_alike(the_example_site: Site, task: str, only: list[str]) -> None:
     """`--only` naming no host: the same one line from every per-host task, before any task it
-    depends on runs (imagenative too, on a site where no host has image_root)."""
-    run = the_example_site.doit(task, "--only", "nobody", check=False)
+    depends on runs (imagenative too, on a site where no host has image_root), however the option is spelled."""
+    run = the_example_site.doit(task, *only, check=False)
     assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
     assert (f"cephboot: {task} --only nobody: no host 'nobody' in hosts/nodes/ (no nobody.yaml); "
             "the hosts are: boreas, notus, zephyr") in run.stdout.splitlines(), run.stdout
