@@ -160,7 +160,11 @@ def host_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], list[
 
     name = Shape(EDITED_HOST).name
     return edit_runs(site, cmd, count, site / "hosts" / "nodes" / f"{name}.yaml", r"(?m)^    address: .*$",
-                     lambda i: f"    address: 198.19.251.{i % 250 + 1}/15", "host edit", {name})
+                     lambda text: f"    address: 198.19.251.{_after(_EDITED_ADDRESS, text, 1, 250)}/15", "host edit", {name})
+
+
+_EDITED_ADDRESS = r"(?m)^    address: 198\.19\.251\.(\d+)/15$"
+_EDITED_DEADLINE = r"(?m)^  deadline: (\d+)$"
 
 
 def host_edits_versus(site: Path, cmd: list[str], other: Path, other_cmd: list[str], count: int) -> tuple[Any, Any]:
@@ -175,8 +179,8 @@ def host_edits_versus(site: Path, cmd: list[str], other: Path, other_cmd: list[s
         for label in ("A", "B") if i % 2 == 0 else ("B", "A"):
             root, c, (edits, after, ways) = sides[label]
             path = root / "hosts" / "nodes" / f"{name}.yaml"
-            last = re.search(r"(?m)^    address: 198\.19\.253\.(\d+)/15$", path.read_text())  # never the address it has
-            e, n, way = edit_once(root, c, path, r"(?m)^    address: .*$", f"    address: 198.19.253.{int(last[1]) % 250 + 1 if last else 1}/15",
+            octet = _after(r"(?m)^    address: 198\.19\.253\.(\d+)/15$", path.read_text(), 1, 250)
+            e, n, way = edit_once(root, c, path, r"(?m)^    address: .*$", f"    address: 198.19.253.{octet}/15",
                                   f"{label}: host edit {i + 1}/{count}", {name})
             edits.append(e)
             after.append(n)
@@ -209,18 +213,25 @@ def profile_edits(site: Path, cmd: list[str], count: int) -> tuple[list[Any], li
     if not count:
         return [], [], []
     return edit_runs(site, cmd, count, site / "hosts" / "profiles" / f"rack-{EDITED_RACK:02d}.yaml", r"(?m)^  deadline: \d+$",
-                     lambda i: f"  deadline: {400 + i}", "profile edit", rack_hosts(site))
+                     lambda text: f"  deadline: {_after(_EDITED_DEADLINE, text, 400, 499)}", "profile edit", rack_hosts(site))
+
+
+def _after(pattern: str, text: str, first: int, last: int) -> int:
+    """The number after the one ``pattern`` finds in ``text``, from ``first`` to ``last`` and round again
+    (``first`` when it finds none): an edit never writes the value the file already has."""
+    found = re.search(pattern, text)
+    return first if found is None or not first <= int(found[1]) < last else int(found[1]) + 1
 
 
 def edit_runs(site: Path, cmd: list[str], count: int, path: Path, pattern: str, new_line: Any, what: str,
               hosts: set[str]) -> tuple[list[Any], list[Any], list[str]]:
-    """``count`` edits of ``path`` (``pattern``'s line becomes ``new_line(i)``), each run measured, which must
+    """``count`` edits of ``path`` (``pattern``'s line becomes ``new_line(the file's text)``), each run measured, which must
     redo ``hosts`` alone, and each followed by a measured no-op."""
     edits: list[Any] = []
     after: list[Any] = []
     ways: list[str] = []
     for i in range(count):
-        e, n, way = edit_once(site, cmd, path, pattern, new_line(i), f"{what} {i + 1}/{count}", hosts)
+        e, n, way = edit_once(site, cmd, path, pattern, new_line(path.read_text()), f"{what} {i + 1}/{count}", hosts)
         edits.append(e)
         after.append(n)
         ways.append(way)
@@ -239,7 +250,7 @@ def edit_once(site: Path, cmd: list[str], path: Path, pattern: str, line: str, w
     text = path.read_text()
     new = re.sub(pattern, line, text)
     if new == text:
-        raise SystemExit(f"{path}: no line matching {pattern!r} to edit")
+        raise SystemExit(f"{path}: no line matching {pattern!r} to edit, or it already reads {line!r}")
     path.write_text(new)
     r = run_process(cmd)
     others = sorted(t for t in steps(r.ran) if t.split(":", 1)[-1] not in hosts and t != "lint:rendered")

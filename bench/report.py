@@ -594,8 +594,9 @@ def with_kept_sections(text: str) -> str:
         from bench import nginx_bound
         text = nginx_bound.update_benchmarks(text, json.loads(nginx_results.read_text()))
     noops = {n: json.loads(p.read_text()) for n, p in NOOP_RESULTS.items() if p.exists()}
+    versus = json.loads(NOOP_VERSUS.read_text()) if NOOP_VERSUS.exists() else []
     if noops:  # measured by bench/noop.py on kept sites, kept across reports
-        text = put_section(text, NOOP_TITLE, "\n".join(noop_section(noops)) + "\n", old_titles=OLD_NOOP_TITLES)
+        text = put_section(text, NOOP_TITLE, "\n".join(noop_section(noops) + versus_section(versus)) + "\n", old_titles=OLD_NOOP_TITLES)
     paired_results = PROJECT / "bench" / "paired.json"
     if paired_results.exists():  # measured by bench/paired.py: two versions of the code, kept across reports
         from bench import paired
@@ -608,6 +609,28 @@ NOOP_RESULTS = {n: PROJECT / "bench" / f"noop-{label}.json" for n, label in ((10
 NOOP_TITLE = "## The no-op and one-host edits from the manifest (issue 15)"
 OLD_NOOP_TITLES = ["## The no-op from the manifest at 100,000 hosts (issue 15)"]
 HOST_EDIT_TARGET = {1000: 0.05, 10000: 0.1, 100000: 0.3}  # issue 15: one host edited - no-op, seconds
+NOOP_VERSUS = PROJECT / "bench" / "noop-versus.json"  # a list of bench/noop.py --versus runs (its --json), oldest first
+
+
+def versus_section(runs: list[dict[str, Any]]) -> list[str]:
+    """bench/noop.py --versus: two versions of the code on host edits, alternating between two copies of a kept site."""
+    if not runs:
+        return []
+    out = ["Two versions of the code on host edits (`bench/noop.py --versus`, bench/README.md): two copies of the kept "
+           "site, each with its own version's code, the edits alternating between them (A, B, then B, A), each edit "
+           "followed by its no-op; B − A is the median over the pairs, in CPU milliseconds. The machine's speed moves "
+           "between runs by more than these differences; within a pair both sides share it.", "",
+           "| hosts | A | B | date, load | pairs | A: edited − no-op | B: edited − no-op | B − A: edit | B − A: no-op | B − A: edited − no-op |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for d in runs:
+        b = d["versus"]
+        ea, na, eb, nb = cpu_runs(d["host"]), cpu_runs(d["noop_after_host"]), cpu_runs(b["host"]), cpu_runs(b["noop_after_host"])
+        out.append("| " + " | ".join([
+            f"{d['hosts']:,}", d["commit"], b["commit"], f"{d['date']}, {d['load']:.2f}", str(len(ea)),
+            f"{1000 * med([e - n for e, n in zip(ea, na)]):+.0f} ms", f"{1000 * med([e - n for e, n in zip(eb, nb)]):+.0f} ms",
+            f"{1000 * med([y - x for x, y in zip(ea, eb)]):+.1f} ms", f"{1000 * med([y - x for x, y in zip(na, nb)]):+.1f} ms",
+            f"{1000 * med([(y - v) - (x - u) for x, u, y, v in zip(ea, na, eb, nb)]):+.1f} ms"]) + " |")
+    return out + [""]
 
 
 def paired(edits: dict[str, Any], after: dict[str, Any]) -> float:

@@ -196,3 +196,18 @@ def test_the_noop_section_judges_edits_by_their_pairs_and_shows_profile_edits_pe
     text = "\n".join(noop_section({1000: d}))
     assert "| +60 ms (+60 ms) | ≤ +50 ms  ❌ |" in text
     assert "| 1,000 | abc1234 | 100 | " in text and "| +700 ms | 7.0 ms | scoped: 100 hosts |" in text
+
+
+def test_the_versus_section_judges_two_versions_by_their_pairs() -> None:
+    from bench.report import versus_section
+
+    def m(*cpu: float) -> dict[str, list[float]]:
+        return {"cpu": list(cpu), "runs": list(cpu), "rss_kb": [1024] * len(cpu)}
+
+    # B's edits cost 8 ms less than A's in each pair, its no-ops the same, while the machine slows down
+    d = {"hosts": 1000, "commit": "aaaaaaa", "date": "2026-11-30 20:44 UTC", "load": 0.8,
+         "host": m(0.160, 0.170, 0.250), "noop_after_host": m(0.110, 0.120, 0.200),
+         "versus": {"commit": "bbbbbbb", "host": m(0.152, 0.162, 0.242), "noop_after_host": m(0.110, 0.120, 0.200)}}
+    text = "\n".join(versus_section([d]))
+    assert "| 1,000 | aaaaaaa | bbbbbbb | 2026-11-30 20:44 UTC, 0.80 | 3 | +50 ms | +42 ms | -8.0 ms | +0.0 ms | -8.0 ms |" in text
+    assert versus_section([]) == []
