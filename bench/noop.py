@@ -121,13 +121,26 @@ def with_code(site: Path, checkout: Path, python: Path) -> tuple[Path, str, list
     commit = commit_of(checkout)
     code = site.parent / "code"  # where bench.run froze the code that built the site: doit's records name files under it
     if code.exists():
-        aside = site.parent / f"code.{time.strftime('%Y%m%d-%H%M%S')}"
-        code.rename(aside)
+        aside = set_aside(code)
         print(f"the code copy that was there is now {aside}", flush=True)
     dodo = freeze_code(site.parent, checkout, code.name)
     cmd = [str(python), "-m", "doit", "-f", str(dodo), "-d", str(site)]
     print(f"code of {checkout} at {commit}, copied to {code}; {' '.join(cmd)}", flush=True)
     return checkout, commit, cmd
+
+
+def set_aside(path: Path) -> Path:
+    """``path`` renamed to a free name beside it that carries the UTC time: two runs in one second each keep their own."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for n in range(1, 1000):
+        aside = path.with_name(f"{path.name}.{stamp}" + (f".{n}" if n > 1 else ""))
+        try:
+            aside.mkdir()  # claims the name: a rename onto an empty folder of ours replaces it
+        except FileExistsError:
+            continue
+        path.rename(aside)
+        return aside
+    raise SystemExit(f"{path}: no free name beside it to set it aside")
 
 
 def warm_up(cmd: list[str], count: int, settle: bool = False) -> bool:

@@ -416,7 +416,7 @@ def _clone(admin: Admin, site: Site, host: Host, names: set[str], report: Report
                           f"Set `rbd: {{reimage: true}}` in {host.source} to set it aside (it is kept as {golden.kept_name(cfg)}) and clone {parent}")
         if golden.in_use(admin, spec):
             raise Refused(f"host {host.name}: image {spec} is in use; shut the host down first")
-        aside = golden.kept_name(cfg)
+        aside = _aside(admin, cfg)  # a free name: a former root set aside in the same second keeps its own
         admin.rbd("rename", spec, f"{cfg.rbd.pool}/{cfg.rbd.namespace}/{aside}")
         report.did(f"set {spec} aside as {aside} (it was not written by cephboot)")
     golden.make_clone(admin, site, host, image, parent, image_spec(cfg, NEW))

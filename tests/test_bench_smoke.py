@@ -211,3 +211,18 @@ def test_the_versus_section_judges_two_versions_by_their_pairs() -> None:
     text = "\n".join(versus_section([d]))
     assert "| 1,000 | aaaaaaa | bbbbbbb | 2026-11-30 20:44 UTC, 0.80 | 3 | +50 ms | +42 ms | -8.0 ms | +0.0 ms | -8.0 ms |" in text
     assert versus_section([]) == []
+
+
+def test_a_code_copy_set_aside_twice_in_one_second_keeps_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the CI run of stop 23 failed here: two bench runs in one second named their copies alike, and the rename met the first
+    from bench import noop
+
+    monkeypatch.setattr(noop.time, "strftime", lambda *_: "20261130-225657")
+    asides = []
+    for n in range(3):
+        (tmp_path / "code").mkdir()
+        (tmp_path / "code" / "dodo.py").write_text(f"# copy {n}\n")
+        asides.append(noop.set_aside(tmp_path / "code"))
+    assert [a.name for a in asides] == ["code.20261130-225657", "code.20261130-225657.2", "code.20261130-225657.3"]
+    assert [(a / "dodo.py").read_text() for a in asides] == [f"# copy {n}\n" for n in range(3)]
+    assert not (tmp_path / "code").exists()
