@@ -14,12 +14,18 @@ command line in this order, and so does ``read``, with doit's own option tables:
 5. the words left: for `run`, the tasks to run, each task name followed by its own
    options (``tasks``).
 
+doit also takes options from its config files (doit.cfg, pyproject.toml's [tool.doit]) in the
+folder where it started: their GLOBAL section and the command's own set defaults, a
+``task:NAME`` section a task's options. ``read`` names them (``Line.configured``), found on the
+running DoitMain, so that a command line that looks plain but is not is never taken for one.
+
 A form this module does not know (a command line that is not doit's own, a plugin command)
 is never read as a plain one: the caller takes its normal path.
 """
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -46,6 +52,7 @@ class Line:
     variables: list[str] = field(default_factory=list)
     words: list[str] = field(default_factory=list)
     understood: bool = True  # False: a form read no further (a plugin command, options doit rejects)
+    configured: frozenset[str] = frozenset()  # options doit's config files set for the command (``configured``)
 
 
 def is_doit(argv: list[str]) -> bool:
@@ -54,6 +61,21 @@ def is_doit(argv: list[str]) -> bool:
         return False
     name = os.path.basename(argv[0])
     return name == "doit" or (name == "__main__.py" and os.path.basename(os.path.dirname(argv[0])) == "doit")
+
+
+def configured(command: str) -> frozenset[str]:
+    """The options that doit's config files, as the running doit read them (DoitMain.config), set
+    for ``command``: its GLOBAL section's and the command's; ``task:NAME`` for each task's section.
+    Empty when no DoitMain runs this process (then no config file was read)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        main = frame.f_locals.get("self")
+        if isinstance(main, DoitMain):
+            config = main.config
+            return frozenset([*config.get("GLOBAL", {}), *config.get(command, {}),
+                              *(name for name, values in config.items() if name.startswith("task:") and values)])
+        frame = frame.f_back
+    return frozenset()
 
 
 def _parser(command: str) -> CmdParse:
@@ -88,7 +110,7 @@ def read(argv: list[str]) -> Line | None:
         options, words = _parser(command).parse_only(rest)
     except CmdParseError:  # doit stops with its own message before any task loads
         return Line(command, dict(loader), variables, rest, understood=False)
-    return Line(command, {**loader, **options}, variables, words)
+    return Line(command, {**loader, **options}, variables, words, configured=configured(command))
 
 
 def tasks(words: list[str], params: Callable[[str], Iterable[dict[str, Any]] | None]) -> list[tuple[str, dict[str, Any]]] | None:

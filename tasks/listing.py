@@ -37,10 +37,10 @@ def _key(site: str) -> list[Any]:
 
 def plain_list(argv: list[str]) -> bool:
     """Whether ``argv`` (sys.argv) is, as doit reads it (tasks/cmdline.py), a plain `doit list` (or
-    `list -q`), with the site the folder doit runs in (-f/-d, not -k)."""
+    `list -q`), with the site the folder doit runs in (-f/-d, not -k); the same of what doit's config files set."""
     line = cmdline.read(argv)
     return (line is not None and line.understood and line.command == "list" and not line.words and not line.variables
-            and set(line.options) <= cmdline.LOADER_PLAIN | {"quiet"})
+            and set(line.options) | line.configured <= cmdline.LOADER_PLAIN | {"quiet"})
 
 
 def read(site: str) -> list[list[str]] | None:

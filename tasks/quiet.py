@@ -313,10 +313,10 @@ def _changed_groups(old: bytes, now: bytes, ends: array, size: int, limit: int) 
 def plain(argv: list[str]) -> bool:
     """Whether ``argv`` (sys.argv) is, as doit reads it (tasks/cmdline.py), a plain `doit`: the default
     tasks, no option that changes what runs or how it is checked (`-v 2` only prints more of what
-    runs), no variable, the site the folder doit runs in."""
+    runs), no variable, the site the folder doit runs in; the same of what doit's config files set."""
     line = cmdline.read(argv)
     return (line is not None and line.understood and line.command == "run" and not line.words and not line.variables
-            and set(line.options) <= cmdline.LOADER_PLAIN | PRINTING)
+            and set(line.options) | line.configured <= cmdline.LOADER_PLAIN | PRINTING)
 
 
 def reads_only(argv: list[str]) -> bool:

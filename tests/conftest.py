@@ -90,9 +90,10 @@ class Site:
         self.hosts = root / "hosts"
         self.build = root / "build"
 
-    def doit(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> DoitRun:
+    def doit(self, *args: str, check: bool = True, env: dict[str, str] | None = None, cwd: Path | None = None) -> DoitRun:
+        """`doit -f dodo.py -d SITE ARGS`, started in ``cwd`` (where doit reads doit.cfg and pyproject.toml)."""
         cmd = [sys.executable, "-m", "doit", "-f", str(self.dodo), "-d", str(self.root), *args]
-        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1800)
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1800, cwd=cwd)
         run = DoitRun(p.returncode, p.stdout, p.stderr)
         if check and p.returncode != 0:
             raise AssertionError(f"doit {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")

@@ -22,3 +22,17 @@ def test_doit_list_prints_what_a_full_load_prints_and_follows_site_yaml(tmp_path
     listed = site.doit("list").stdout  # site.yaml changed: the summary is not used
     assert "http://192.0.2.6/boot/" in listed and "http://192.0.2.5/boot/" not in listed
     assert site.doit("list", "--all").stdout.count("\n") > listed.count("\n")
+
+
+def test_doit_list_follows_what_doit_cfg_asks_of_it(tmp_path: Path) -> None:
+    """`doit list` where doit.cfg says `[list] subtasks = True` prints every subtask too, as `doit list
+    --all` does: the summary (top-level names and docs only) is not used then."""
+    site = copy_site(PROJECT, tmp_path / "site")
+    site.doit("render")  # a run writes the summary
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "doit.cfg").write_text("[list]\nsubtasks = True\n")  # the option `--all` sets
+    every = site.doit("list", cwd=here).stdout
+    assert every == site.doit("list", "--all").stdout and "render:site" in every
+    (here / "doit.cfg").write_text("[list]\nquiet = True\n")  # what a plain `doit list -q` prints
+    assert site.doit("list", cwd=here).stdout == site.doit("list", "-q").stdout

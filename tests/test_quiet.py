@@ -208,3 +208,23 @@ def test_a_copied_site_is_not_fast(a_built_site: Site, tmp_path: Path) -> None:
     shutil.copytree(a_built_site.root, copy.root, symlinks=True)
     copy.doit()
     assert taken(copy).startswith("full:")
+
+
+def test_doit_config_files_where_doit_starts_are_read_as_its_command_line(a_built_site: Site, tmp_path: Path) -> None:
+    """doit takes options from doit.cfg and pyproject.toml's [tool.doit] in the folder it starts in:
+    a plain `doit` whose config says `always` runs every task, as `doit -a` does, never the fast path."""
+    quiet_site(a_built_site)
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "doit.cfg").write_text("[GLOBAL]\nverbosity = 2\n")  # prints more: as plain
+    assert a_built_site.doit(cwd=here).ran == set() and taken(a_built_site) == "fast"
+    (here / "doit.cfg").write_text("[run]\nalways = True\n")
+    run = a_built_site.doit(cwd=here)
+    assert taken(a_built_site) == "full: not a plain doit"
+    assert {"render:site", f"initrd:{kver()}"} <= run.ran, run.stdout
+    (here / "doit.cfg").unlink()
+    (here / "pyproject.toml").write_text('[tool.doit.tasks."render:site"]\nonly = "zephyr"\n')  # a task's own option
+    a_built_site.doit(cwd=here)
+    assert taken(a_built_site).startswith("full: ")
+    (here / "pyproject.toml").unlink()
+    quiet_site(a_built_site)  # nothing configured any more: fast again
