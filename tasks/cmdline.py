@@ -52,7 +52,7 @@ class Line:
     variables: list[str] = field(default_factory=list)
     words: list[str] = field(default_factory=list)
     understood: bool = True  # False: a form read no further (a plugin command, options doit rejects)
-    configured: frozenset[str] = frozenset()  # options doit's config files set for the command (``configured``)
+    configured: dict[str, Any] = field(default_factory=dict)  # options doit's config files set for the command (``configured``)
 
 
 def is_doit(argv: list[str]) -> bool:
@@ -63,19 +63,33 @@ def is_doit(argv: list[str]) -> bool:
     return name == "doit" or (name == "__main__.py" and os.path.basename(os.path.dirname(argv[0])) == "doit")
 
 
-def configured(command: str) -> frozenset[str]:
+def configured(command: str) -> dict[str, Any]:
     """The options that doit's config files, as the running doit read them (DoitMain.config), set
-    for ``command``: its GLOBAL section's and the command's; ``task:NAME`` for each task's section.
-    Empty when no DoitMain runs this process (then no config file was read)."""
+    for ``command`` (its GLOBAL section's, then the command's), with their values as written;
+    ``task:NAME`` for each task's section. Empty when no DoitMain runs this process (then no
+    config file was read)."""
     frame = sys._getframe(1)
     while frame is not None:
         main = frame.f_locals.get("self")
         if isinstance(main, DoitMain):
             config = main.config
-            return frozenset([*config.get("GLOBAL", {}), *config.get(command, {}),
-                              *(name for name, values in config.items() if name.startswith("task:") and values)])
+            return {**config.get("GLOBAL", {}), **config.get(command, {}),
+                    **{name: values for name, values in config.items() if name.startswith("task:") and values}}
         frame = frame.f_back
-    return frozenset()
+    return {}
+
+
+def option(line: Line, name: str) -> Any:
+    """The value of option ``name`` for ``line``'s command: given on the line, else as doit's config
+    files set it (converted as doit converts it), else None."""
+    if name in line.options:
+        return line.options[name]
+    if name not in line.configured:
+        return None
+    try:
+        return _parser(line.command)._options[name].str2type(line.configured[name])
+    except (CmdParseError, KeyError):  # not an option of the command: doit ignores it too
+        return None
 
 
 def _parser(command: str) -> CmdParse:
@@ -149,7 +163,7 @@ def single_drops(argv: list[str], named: list[tuple[str, dict[str, Any]]] | None
     tasks), the task this doit would run and those it would silently not: every name after the
     first that is no pattern.  None when it runs what was asked."""
     line = read(argv)
-    if line is None or line.command != "run" or not line.options.get("single") or named is None:
+    if line is None or line.command != "run" or not option(line, "single") or named is None:
         return None
     names = [n for n, _ in named] or list(default)
     first = next((i for i, n in enumerate(names) if "*" not in n), len(names))

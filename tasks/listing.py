@@ -40,7 +40,7 @@ def plain_list(argv: list[str]) -> bool:
     `list -q`), with the site the folder doit runs in (-f/-d, not -k); the same of what doit's config files set."""
     line = cmdline.read(argv)
     return (line is not None and line.understood and line.command == "list" and not line.words and not line.variables
-            and set(line.options) | line.configured <= cmdline.LOADER_PLAIN | {"quiet"})
+            and set(line.options) | set(line.configured) <= cmdline.LOADER_PLAIN | {"quiet"})
 
 
 def read(site: str) -> list[list[str]] | None:

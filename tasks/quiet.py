@@ -316,7 +316,7 @@ def plain(argv: list[str]) -> bool:
     runs), no variable, the site the folder doit runs in; the same of what doit's config files set."""
     line = cmdline.read(argv)
     return (line is not None and line.understood and line.command == "run" and not line.words and not line.variables
-            and set(line.options) | line.configured <= cmdline.LOADER_PLAIN | PRINTING)
+            and set(line.options) | set(line.configured) <= cmdline.LOADER_PLAIN | PRINTING)
 
 
 def reads_only(argv: list[str]) -> bool:

@@ -109,3 +109,12 @@ def test_doit_s_with_several_tasks_stops_before_anything_is_touched(the_example_
     assert not (the_example_site.build / "hosts").exists()
     one = the_example_site.doit("-s", "render:hosts", "--only", "zephyr")  # one task: as doit runs it
     assert one.ran == {"render:zephyr"}, one.stdout
+    # doit.cfg where doit starts may say `single` as well: the same run, the same refusal
+    here = the_example_site.root.parent / "here"
+    here.mkdir()
+    (here / "doit.cfg").write_text("[run]\nsingle = yes\n")
+    configured = the_example_site.doit("render:hosts", "--only", "zephyr", "overlay:hosts", check=False, cwd=here)
+    assert configured.returncode == 2 and "cephboot: doit -s would run render:hosts alone, not overlay:hosts (" in configured.stderr
+    assert cmdline.option(cmdline.Line("run", configured={"single": "no"}), "single") is False  # as doit reads it
+    assert cmdline.option(cmdline.Line("run", {"single": False}, configured={"single": "yes"}), "single") is False  # the line wins
+    assert cmdline.option(cmdline.Line("run", configured={"no_such": "1"}), "no_such") is None
