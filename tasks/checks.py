@@ -14,7 +14,7 @@ from typing import Any
 from .layout import BUILD
 from .model import Host, Problem, Site, kind
 from .schema import Invalid, machine_secret, shown
-from .yamlfiles import MAX_FILE, Unreadable, read_regular
+from .yamlfiles import MAX_FILE, Unreadable, read_regular, read_secret
 
 # The publisher creates this file in an empty or new publish.target before it writes
 # anything there: a non-empty target without it is not a tree cephboot published.
@@ -22,6 +22,7 @@ TREE_MARKER = ".cephboot-tree"
 TREE_NAMES = frozenset({"boot.ipxe", "ipxe", "kernels", "hosts", "tftp", "grub", "shimx64.efi", "grubx64.efi"})  # what a published tree holds (tftp/: doit dnsmasq; grub/: grub-secureboot)
 MAX_KEYRING = 64 << 10
 MAX_LUKS_KEY = 8 << 20  # cryptsetup's own limit for a key file
+MAX_MACHINE_SECRET = 128  # bytes of a machine secret file (one line an SMBIOS field holds)
 # The kernel keeps COMMAND_LINE_SIZE (2048 on x86) bytes of its command line, the final
 # NUL included, and silently cuts the rest; iPXE passes the `initrd=` names before ours.
 CMDLINE_SIZE = 2048
@@ -274,15 +275,22 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
     p = site.path_str(rel)
     parts = rel.split("/")
     linked = False
-    for i in range(1, len(parts)):
-        folder = f"{site.root}/hosts/{'/'.join(parts[:i])}"
-        mode = folders.get(folder)
-        if mode is None:
+    for i in range(len(parts)):
+        folder = f"{site.root}/hosts/{'/'.join(parts[:i])}".rstrip("/")
+        found = folders.get(folder)
+        if found is None:
             try:
-                mode = folders[folder] = os.lstat(folder).st_mode
+                st = os.lstat(folder)
+                found = folders[folder] = (st.st_mode, st.st_uid)
             except OSError:
-                mode = folders[folder] = 0
+                found = folders[folder] = (0, -1)
+        mode, uid = found
         linked = linked or stat.S_ISLNK(mode)
+        if stat.S_ISDIR(mode) and (mode & 0o022 or uid not in _owners()):
+            # whoever may write the folder (or owns it, and so may chmod it) may put another key in place
+            problems.append(Problem(file, where, f"{rel!r}: its folder {folder} is {_whose(mode, uid)}: another user could swap the secret; "
+                                                 f"expected a folder of this user's that only it writes (chmod go-w, chown)"))
+            return None
     try:
         st = os.lstat(p)
         if linked or stat.S_ISLNK(st.st_mode):
@@ -303,7 +311,23 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
     if st.st_mode & 0o077:
         problems.append(Problem(file, where, f"{rel!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read a secret; expected 0600 (chmod 600 {p})"))
         return None
+    if st.st_uid not in _owners():
+        # its owner chooses the key that provision installs and render publishes
+        problems.append(Problem(file, where, f"{rel!r}: owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root: "
+                                             f"its owner could choose the key; expected a file of this user's (chown {os.geteuid()} {p})"))
+        return None
     return p, st
+
+
+def _owners() -> tuple[int, int]:
+    """Who may own a secret and the folders above it: the user cephboot runs as, and root."""
+    return (os.geteuid(), 0)
+
+
+def _whose(mode: int, uid: int) -> str:
+    if mode & 0o022:
+        return f"writable by {'group and others' if mode & 0o022 == 0o022 else 'group' if mode & 0o020 else 'others'} (mode {stat.S_IMODE(mode):04o})"
+    return f"owned by uid {uid}"
 
 
 def check_machine_secret(site: Site, host: Host, problems: list[Problem], seen: dict[bytes, Host], folders: dict[str, Any]) -> None:
@@ -319,7 +343,7 @@ def check_machine_secret(site: Site, host: Host, problems: list[Problem], seen: 
         problems[before:] = [Problem(p.file, p.key, p.message + (hint if "not found" in p.message else "")) for p in problems[before:]]
         return
     try:
-        secret = machine_secret(read_regular(checked[0], 128))
+        secret = machine_secret(read_secret(checked[0], MAX_MACHINE_SECRET))
     except (Invalid, Unreadable) as e:
         problems.append(Problem(host.origin("secrets.machine_secret"), "secrets.machine_secret", f"{rel!r}: {e}"))
         return
@@ -340,7 +364,7 @@ def check_secrets(site: Site, host: Host, problems: list[Problem], memo: Any, fo
         checked = f"{path}\0{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_mode}\0{cfg.client}"
     if keyring and not memo.secret_ok(checked):
         try:
-            cephx_key(read_regular(keyring[0], MAX_KEYRING).decode(errors="replace"), cfg.client)
+            cephx_key(read_secret(keyring[0], MAX_KEYRING).decode(errors="replace"), cfg.client)
         except Unreadable as e:
             problems.append(Problem(host.origin("keyring"), "keyring", f"{cfg.keyring!r}: {e}"))
             checked = None

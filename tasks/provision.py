@@ -31,6 +31,8 @@ from .model import HostView, stateless
 from .render import render_hosts
 from .selection import DETAIL, command, per_host_task, say
 from .failures import guarded
+from .checks import MAX_KEYRING
+from .yamlfiles import secret_bytes
 
 STAMP_KEY = "cephboot.root"  # image metadata: the digest of what the root image was built from
 INPUTS_KEY = "cephboot.root.inputs"  # image metadata: that digest input by input (JSON), to say what changed
@@ -213,9 +215,14 @@ def _auth(admin: Admin, entity: str) -> dict[str, Any] | None:
         raise
 
 
+def _keyring_text(site: Site, cfg: HostView) -> str:
+    """The host's keyring as the inventory's checks found it (a private file of this user's: yamlfiles.read_secret)."""
+    return secret_bytes(site.path_str(cfg.keyring), MAX_KEYRING).decode(errors="replace")
+
+
 def _key_on_file(site: Site, cfg: HostView) -> str:
     try:
-        return inventory.cephx_key(Path(site.path_str(cfg.keyring)).read_text(), cfg.client)
+        return inventory.cephx_key(_keyring_text(site, cfg), cfg.client)
     except (OSError, ValueError):
         return ""
 
@@ -223,7 +230,7 @@ def _key_on_file(site: Site, cfg: HostView) -> str:
 def entity_of(site: Site, cfg: HostView) -> str:
     """The host's cephx entity: its client, or the key generation its keyring holds after `doit rotate`."""
     try:
-        return "client." + inventory.keyring_entity(Path(site.path_str(cfg.keyring)).read_text(), cfg.client)[0]
+        return "client." + inventory.keyring_entity(_keyring_text(site, cfg), cfg.client)[0]
     except (OSError, ValueError):
         return f"client.{cfg.client}"
 
@@ -275,7 +282,10 @@ def _client(admin: Admin, site: Site, host: Host, current: dict[str, Any] | None
         # or by hand) becomes the client's key, so rendered files stay valid.  The mark
         # goes first: a run interrupted in between leaves a mark without a client, never
         # a client that the next run would refuse as someone else's.
-        key = inventory.cephx_key(keyring.read_text(), cfg.client)
+        try:
+            key = inventory.cephx_key(_keyring_text(site, cfg), cfg.client)
+        except OSError as e:
+            raise Refused(f"host {host.name}: {e.filename}: {e.strerror}") from None
         admin.ceph("config-key", "set", CLIENT_MARK.format(entity=entity), host.name)
         admin.ceph("auth", "add", entity, *flat, "-i", "-", input=f"[{entity}]\n\tkey = {key}\n".encode())
         report.did(f"created {entity} with the key from {site.display(cfg.keyring)}")

@@ -20,6 +20,8 @@ from . import sealed
 from .layout import HOSTS, SITE, TEMPLATES, base_name, host_dir, host_file, site_file
 from .templating import code_digest, env, header
 from .failures import guarded
+from .checks import MAX_KEYRING, MAX_LUKS_KEY
+from .yamlfiles import secret_bytes
 
 # where some per-host outputs land under build/hosts/<host>/ (the table in tasks/artifacts.py owns them)
 CONFD = BY_NAME["conf.d"].build
@@ -77,7 +79,7 @@ def render_host(site: Site, host: Host) -> None:
     base = host_dir(host.name)
     # the client of the keyring's current key generation (`doit rotate`): the boot maps as it;
     # the keyring's path on the host stays the one of the host's client
-    client, key = inventory.keyring_entity(site.path(cfg.keyring).read_text(), cfg.client)
+    client, key = inventory.keyring_entity(secret_bytes(site.path_str(cfg.keyring), MAX_KEYRING).decode(errors="replace"), cfg.client)
     common = {
         "h": {**host.data, "client": client},
         "s": s,
@@ -100,7 +102,7 @@ def render_host(site: Site, host: Host) -> None:
         if a.source == "seal":
             continue  # sealed from the keys below
         if a.source == "keyfile":  # the LUKS key is copied byte for byte
-            data = site.path(cfg.luks.keyfile).read_bytes()
+            data = secret_bytes(site.path_str(cfg.luks.keyfile), MAX_LUKS_KEY)
         else:
             sources = [host.source, site.display(cfg.keyring)] if a is BY_NAME["keyring"] else host.sources
             data = jinja.get_template(a.template).render(header=header(sources, a.template), **common).encode()

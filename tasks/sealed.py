@@ -34,6 +34,7 @@ import hmac
 from pathlib import Path
 
 from .fileio import read_regular, write_if_changed
+from .yamlfiles import secret_bytes
 
 FORMAT = "cephboot-sealed 1"
 ITERATIONS = 100_000  # ~60 ms per seal on the build machine (openssl does the same at boot); each guess at a secret costs as much
@@ -109,10 +110,10 @@ def stamp(host: str, files: dict[str, bytes], secret: bytes, context: str) -> by
 def seal_to_file(out: Path, stamp_file: Path, host: str, files: dict[str, bytes], secret_file: str, context: str) -> None:
     """Write the envelope to ``out`` (0600) unless it already holds these keys for this secret:
     a seal costs a KDF run (ITERATIONS), and most renders of a host change neither."""
+    from .checks import MAX_MACHINE_SECRET
     from .schema import machine_secret
 
-    with open(secret_file, "rb") as f:
-        secret = machine_secret(f.read())
+    secret = machine_secret(secret_bytes(secret_file, MAX_MACHINE_SECRET))  # as tasks/checks.py reads it
     now = stamp(host, files, secret, context)
     try:
         if read_regular(stamp_file) == now and out.is_file():

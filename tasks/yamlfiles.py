@@ -3,6 +3,7 @@ opened (a FIFO never blocks a run), sizes are bounded, and YAML that would silen
 (a duplicate key) or expand without bound (aliases) is refused with a message."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Any
@@ -19,11 +20,29 @@ class Unreadable(Exception):
     """A file that is not read: missing, not a regular file, too large or unreadable."""
 
 
-def read_regular(path: str, limit: int) -> bytes:
+def read_secret(path: str, limit: int) -> bytes:
+    """The bytes of a secret of the inventory (a keyring, a LUKS key, a machine secret) where it
+    is used: read_regular, and the open file must be owned by this user or root with no bit for
+    group or others, as the inventory's checks found it (tasks/checks.py) — whatever was put in
+    its place since (another user's file, a looser mode) is refused, not read."""
+    return read_regular(path, limit, private=True)
+
+
+def secret_bytes(path: str, limit: int) -> bytes:
+    """read_secret where a task uses the secret: what is wrong is a PermissionError naming the path
+    (one `cephboot:` line for the host, tasks/failures.py), never a traceback."""
+    try:
+        return read_secret(path, limit)
+    except Unreadable as e:
+        raise PermissionError(errno.EACCES, f"{e}; expected what the inventory's checks found (a file of this user's, 0600)", path) from None
+
+
+def read_regular(path: str, limit: int, private: bool = False) -> bytes:
     """The bytes of ``path`` if it is a regular file (a link to one is followed) of at most ``limit`` bytes.
 
     The type is checked before the file is opened and again on the open file, which
     is opened non-blocking: a FIFO or device named like an input never blocks a run.
+    ``private``: the open file must also be owner-only and this user's or root's (read_secret).
     """
     try:
         st = os.stat(path)
@@ -40,6 +59,10 @@ def read_regular(path: str, limit: int) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise Unreadable(f"is {kind(st.st_mode)}, not a regular file")
+        if private and st.st_uid not in (os.geteuid(), 0):
+            raise Unreadable(f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root: its owner could choose the key")
+        if private and st.st_mode & 0o077:
+            raise Unreadable(f"has mode {stat.S_IMODE(st.st_mode):04o}; expected 0600: a secret only its owner reads")
         data = os.read(fd, limit + 1)
     finally:
         os.close(fd)

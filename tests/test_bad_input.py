@@ -50,6 +50,10 @@ def chmod(rel: str, mode: int) -> Mutation:
     return lambda site: (site.hosts / rel).chmod(mode)
 
 
+def chown(rel: str, uid: int) -> Mutation:
+    return lambda site: os.lchown(site.hosts / rel, uid, -1)
+
+
 def remove(rel: str) -> Mutation:
     return lambda site: (site.hosts / rel).unlink()
 
@@ -272,6 +276,12 @@ LOAD: dict[str, Case] = {
     "site-url-injection": (url("http://192.0.2.5/boot${x}"), ["hosts/site.yaml: pxe.http_base", "URL"]),
     "luks-without-keyfile": (edit(B, "  keyfile: keys/boreas.luks\n", ""), ["boreas.yaml: luks.keyfile: missing"]),
     "luks-key-readable": (chmod("keys/boreas.luks", 0o604), ["boreas.yaml: luks.keyfile", "mode 0604"]),
+    # another local user who owns a key file, or may write a folder above it, chooses the key
+    "keyring-owned-by-another": (chown("keys/notus.keyring", 65534), ["notus.yaml: keyring", "owned by uid 65534", "its owner could choose the key"]),
+    "luks-key-owned-by-another": (chown("keys/boreas.luks", 65534), ["boreas.yaml: luks.keyfile", "owned by uid 65534"]),
+    "keys-folder-writable": (chmod("keys", 0o777), ["keyring", "/hosts/keys is writable by group and others (mode 0777)", "could swap the secret"]),
+    "hosts-folder-group-writable": (chmod(".", 0o775), ["keyring", "/hosts is writable by group (mode 0775)"]),
+    "keys-folder-owned-by-another": (chown("keys", 65534), ["keyring", "/hosts/keys is owned by uid 65534"]),
     "luks-key-empty": (write("keys/boreas.luks", b""), ["boreas.yaml: luks.keyfile", "the key file is empty"]),
     "image-root-is-slash": (to_notus("image_root: /\n"), ["notus.yaml: image_root", "build machine's own root"]),
     "boot-path-escape": (to_notus("boot_path: /hosts/../zephyr\n"), ["notus.yaml: boot_path", "'..'"]),
