@@ -30,10 +30,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def nginx_running(site: Site, prefix: Path) -> Iterator[None]:
+def nginx_running(site: Site, prefix: Path, http_extra: str = "") -> Iterator[None]:
     """nginx with the site's generated server block; workers as nobody:nogroup (the site's publish.group)."""
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_main_conf(prefix, site.build / "site/nginx.conf", "nogroup"))
+    conf.write_text(nginx_main_conf(prefix, site.build / "site/nginx.conf", "nogroup", http_extra))
     subprocess.run(["nginx", "-t", "-p", str(prefix), "-c", str(conf)], check=True, capture_output=True)
     subprocess.run(["nginx", "-p", str(prefix), "-c", str(conf)], check=True)
     pid_file = prefix / "nginx.pid"
@@ -180,6 +180,14 @@ def test_an_address_bound_hosts_keys_are_refused_to_every_other_address(a_built_
             assert b"echo cephboot: address refused: the keys of host zephyr are served only to its reserved address 192.0.2.21 " in body
             assert get(f"{base}/hosts/notus/overlay.cpio")[0] == 200  # a machine-mode host: sealed, served to anyone
             assert get(f"{base}/hosts/zephyr/.overlay.cpio.tmp.x")[0] == 403
+        # a site whose own http{} keeps slashes as sent: doubled ones reach the same files, and the same refusal
+        with nginx_running(site, tmp_path / "nginx-unmerged", "  merge_slashes off;\n"):
+            for path in ("/hosts/zephyr/overlay.cpio", "//hosts/zephyr/overlay.cpio", "/hosts//zephyr/overlay.cpio",
+                         "/hosts/zephyr//overlay.cpio", "//hosts//zephyr//previous//overlay.cpio", "/hosts/zephyr/previous//boot.ipxe"):
+                status, body, _ = get(base + path)
+                assert status == 403 and key not in body, (path, status)
+            assert get(f"{base}//hosts//zephyr/boot.ipxe")[0] == 200  # no key in it: served whichever way it is asked
+            assert get(f"{base}//hosts//notus//overlay.cpio")[0] == 200  # the slashes reach the file: the refusal above is the rule's
 
 
 def test_links_are_never_followed_beside_an_address_bound_host(a_built_site: Site, tmp_path: Path) -> None:

@@ -177,8 +177,9 @@ class NginxServer(Service):
         return self.requests()[mark:]
 
 
-def nginx_main_conf(prefix: Path, site_conf: Path, group: str) -> str:
-    """An nginx.conf around cephboot's server block: everything under ``prefix``, workers as nobody:``group``."""
+def nginx_main_conf(prefix: Path, site_conf: Path, group: str, http_extra: str = "") -> str:
+    """An nginx.conf around cephboot's server block: everything under ``prefix``, workers as
+    nobody:``group``; ``http_extra``: what a site's own http{} block may also say."""
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
     (prefix / "logs" / "access.log").touch()
     temp = "".join(f"  {k}_temp_path {prefix}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -189,6 +190,7 @@ def nginx_main_conf(prefix: Path, site_conf: Path, group: str) -> str:
         "  log_format cephboot '$request_method $request_uri $status $remote_addr';\n"
         f"  access_log {prefix}/logs/access.log cephboot;\n"
         f"{temp}"
+        f"{http_extra}"
         f"  include {site_conf};\n"
         "}\n"
     )
