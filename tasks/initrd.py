@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +44,14 @@ PROGRAMS = {"rbd": ["usr/bin/rbd", "--version"], "mount.ceph": ["usr/sbin/mount.
 # (librbd, librados, libceph-common: most of a base), which a sysfs map never runs.
 METHODS = ("cli", "sysfs")
 CLI_ONLY = ("rbd", "mount.ceph")
+# mkinitramfs also runs the build machine's own hooks (/usr/share/initramfs-tools/hooks, whatever
+# -d says), and some copy the machine's private keys in: dropbear-initramfs its SSH host keys and
+# authorized_keys, cryptsetup-initramfs the key files KEYFILE_PATTERN names.  The base is published
+# for any machine to fetch, so none of that may be in it: these folders, and any file holding a
+# private key or a cephx key (a file of at most PRIVATE_SCAN bytes is read; keys are small).
+PRIVATE_FOLDERS = ("etc/dropbear", "etc/ssh", "root/.ssh", "cryptroot/keyfiles", "etc/cryptsetup-initramfs")
+PRIVATE_MARKERS = (b"PRIVATE KEY-----", b"PuTTY-User-Key-File", b"\tkey = AQ", b"\nkey = AQ")
+PRIVATE_SCAN = 64 << 10
 # The lean base's budget against the full base of the same kernel (issue 15: a third), and
 # the compression level that helps reach it (mkinitramfs' COMPRESSLEVEL; the full base
 # keeps mkinitramfs' default, faster to build).  zstd -19 costs build time, not boot time:
@@ -261,6 +270,9 @@ def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path, m
         for secret in [root / "conf/conf.d/cephboot", *root.glob("etc/ceph/*.keyring"), root / "etc/cephboot/luks.key", root / "etc/cephboot/sealed"]:
             if secret.exists():
                 problems.append(f"host data in the shared base: /{secret.relative_to(root)}")
+        problems += [f"a private key of the build machine in the shared base, which any machine may fetch: /{rel} "
+                     "(a hook of this machine's initramfs-tools put it there: dropbear-initramfs, cryptsetup-initramfs's "
+                     "KEYFILE_PATTERN ...; remove that package or setting from the build machine)" for rel in private_files(root)]
         kernel_loadable, kernel_builtin = _modules_in(modules_dir / kver)
         have, builtin = _modules_in(root / "usr/lib/modules" / kver)
         problems += missing_dependencies(root / "usr/lib/modules" / kver, modules_dir / kver)
@@ -273,6 +285,30 @@ def verify_base(image: Path, kver: str, modules: list[str], modules_dir: Path, m
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return problems
+
+
+def private_files(root: Path) -> list[str]:
+    """The files under ``root`` (an unpacked base) that hold a private key: in PRIVATE_FOLDERS, or
+    with a PRIVATE_MARKERS line; paths relative to ``root``, sorted.  Links are not followed."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root)
+            if any(rel == f or rel.startswith(f + "/") for f in PRIVATE_FOLDERS):
+                found.append(rel)
+                continue
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > PRIVATE_SCAN:
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read(PRIVATE_SCAN)
+            except OSError:
+                continue
+            if any(m in data for m in PRIVATE_MARKERS):
+                found.append(rel)
+    return sorted(found)
 
 
 def _mkinitramfs_tmp() -> str:

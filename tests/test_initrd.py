@@ -126,6 +126,31 @@ def test_verification_names_everything_an_archive_lacks(the_built_example: Site,
         assert expected in problems
 
 
+def test_a_base_that_a_hook_of_the_build_machine_put_private_keys_in_is_refused(the_built_example: Site, tmp_path: Path) -> None:
+    """mkinitramfs runs the build machine's own hooks too: dropbear-initramfs copies its SSH host keys
+    in, cryptsetup-initramfs the key files KEYFILE_PATTERN names. The lean base, unpacked, with what
+    those hooks would add, packed again: verification names each, and the base is never published."""
+    root = tmp_path / "root"
+    subprocess.run(["unmkinitramfs", str(lean(the_built_example)), str(root)], check=True)
+    planted = {
+        "etc/dropbear/dropbear_ed25519_host_key": b"\x00\x00\x00\x0bssh-ed25519" + os.urandom(64),
+        "cryptroot/keyfiles/cryptdata.key": os.urandom(64),
+        "usr/share/stray/id_ed25519": b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n",
+        "etc/stray.keyring": b"[client.admin]\n\tkey = AQBQhgdr+jsFMhAAvvAmFd5c1M0g92SZSfVdGA==\n",
+    }
+    for rel, data in planted.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    names = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
+    packed = tmp_path / "planted.img"
+    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=names, check=True, capture_output=True).stdout
+    packed.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=archive, check=True, capture_output=True).stdout)  # as the site compresses
+    problems = verify_base(packed, kver(), CORE_MODULES, Path("/lib/modules"), "sysfs")
+    private = sorted(p.split("fetch: /")[1].split(" ")[0] for p in problems if "a private key of the build machine" in p)
+    assert private == sorted(planted), problems
+    assert initrd.private_files(tmp_path / "nothing-there") == []
+
+
 def test_a_complete_base_passes_verification(the_built_example: Site) -> None:
     assert verify_base(base(the_built_example), kver(), CORE_MODULES, Path("/lib/modules")) == []
 
