@@ -291,7 +291,7 @@ def private_files(root: Path) -> list[str]:
     """The files under ``root`` (an unpacked base) that hold a private key: in PRIVATE_FOLDERS, or
     with a PRIVATE_MARKERS line; paths relative to ``root``, sorted.  Links are not followed."""
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
             rel = os.path.relpath(path, root)
