@@ -184,11 +184,13 @@ def _rewrite_into(dir_fd: int, name: str, ns: str) -> bool:
             os.unlink(tmp, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
-        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(st.st_mode), dir_fd=dir_fd)
+        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
         try:
             while os.sendfile(dst, src, None, 1 << 20):
                 pass
             os.fchown(dst, st.st_uid, st.st_gid)
+            # its own mode, whatever the umask, and after the chown, which clears set-id bits
+            os.fchmod(dst, stat.S_IMODE(st.st_mode))
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(dst)

@@ -303,14 +303,21 @@ def test_moving_a_boot_folders_files_into_its_namespace_never_follows_a_link_the
     (outside / "passwd").write_text("the build machine's\n")
     (boot / "sub" / "vmlinuz").write_text("the host's kernel\n")
     (boot / "sub" / "vmlinuz").chmod(0o640)
+    (boot / "tool").write_text("#!/bin/sh\n")
+    (boot / "tool").chmod(0o4755)  # set-id: a chown clears it, the copy must keep it
     (boot / "leak").symlink_to(outside / "passwd")
     (boot / "sub" / ".vmlinuz.cephboot-ns").symlink_to(outside / "planted")
     (boot / "linked-dir").symlink_to(outside)
     moved = 0
-    for _, _, names, dir_fd in os.fwalk(boot, follow_symlinks=False):
-        moved += sum(provision._rewrite_into(dir_fd, name, "fs-boot") for name in names)
-    assert moved == 1, "only the regular file is rewritten"
+    old = os.umask(0o077)  # as under doit: the copies keep their own modes all the same
+    try:
+        for _, _, names, dir_fd in os.fwalk(boot, follow_symlinks=False):
+            moved += sum(provision._rewrite_into(dir_fd, name, "fs-boot") for name in names)
+    finally:
+        os.umask(old)
+    assert moved == 2, "only the regular files are rewritten"
     assert (boot / "sub" / "vmlinuz").read_text() == "the host's kernel\n"
     assert stat.S_IMODE((boot / "sub" / "vmlinuz").stat().st_mode) == 0o640
+    assert stat.S_IMODE((boot / "tool").stat().st_mode) == 0o4755
     assert sorted(p.name for p in outside.iterdir()) == ["passwd"] and (outside / "passwd").read_text() == "the build machine's\n"
     assert (boot / "leak").is_symlink() and not (boot / "sub" / ".vmlinuz.cephboot-ns").exists()
