@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -25,6 +26,7 @@ from .checks import keyring_sections
 from .inventory import Site
 from .failures import ClusterWide
 from .layout import PROVISION
+from .model import kind
 
 CONNECT_TIMEOUT = 30  # seconds a ceph command waits for the monitors
 COMMAND_TIMEOUT = 600  # a whole command, e.g. an `rbd import` of a large root image
@@ -68,6 +70,25 @@ def connect(site: Site) -> Admin:
     return admin
 
 
+def private_run_dir(path: Path) -> None:
+    """Make ``path`` (under the shared /tmp: the admin sockets' and ceph-fuse's pid files of every
+    admin tool) owner-only, or take it only as a folder of this user's that nobody else may
+    enter: another local user who made it first could read the admin's sockets, or block
+    provisioning with a file there.  Else SystemExit with one line naming it."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise SystemExit(f"cephboot: {path}: {e.strerror}; expected to make a folder there for the admin tools' sockets") from None
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        what = (kind(st.st_mode) if not stat.S_ISDIR(st.st_mode) else f"owned by uid {st.st_uid}" if st.st_uid != os.geteuid()
+                else f"mode {stat.S_IMODE(st.st_mode):04o}")
+        raise SystemExit(f"cephboot: {path} is {what}; expected a folder of this user's (uid {os.geteuid()}) that only it may enter, "
+                         "for the admin tools' sockets: another user may have made it first; remove it")
+
+
 class Admin:
     """The cluster as the admin sees it: ``ceph``/``rbd`` calls with a conf generated from the site."""
 
@@ -96,7 +117,7 @@ class Admin:
         )
         write_if_changed(self.conf, text.encode())
         (self.dir / "log").mkdir(exist_ok=True)
-        self.run_dir.mkdir(mode=0o700, exist_ok=True)
+        private_run_dir(self.run_dir)
 
     # ---- running the tools
 

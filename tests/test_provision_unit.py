@@ -321,3 +321,41 @@ def test_moving_a_boot_folders_files_into_its_namespace_never_follows_a_link_the
     assert stat.S_IMODE((boot / "tool").stat().st_mode) == 0o4755
     assert sorted(p.name for p in outside.iterdir()) == ["passwd"] and (outside / "passwd").read_text() == "the build machine's\n"
     assert (boot / "leak").is_symlink() and not (boot / "sub" / ".vmlinuz.cephboot-ns").exists()
+
+
+@pytest.mark.parametrize("planted, said", [
+    ("file", "is a regular file; expected a folder of this user's"),
+    ("nobody", "is owned by uid 65534; expected a folder of this user's"),
+    ("open", "is mode 0777; expected a folder of this user's"),
+    ("link", "is a link; expected a folder of this user's"),
+])
+def test_the_admin_tools_run_folder_in_tmp_is_never_another_users(the_example_site: Site, tmp_path: Path, planted: str, said: str) -> None:
+    """The admin's `ceph`/`rbd`/`ceph-fuse` put their sockets in $TMPDIR/cephboot-<uid>: one another
+    local user made first (a file, their folder, an open one, a link) stops the run before any Ceph I/O."""
+    site = the_example_site
+    keyring = site.hosts / "keys" / "admin.keyring"
+    keyring.write_text("[client.admin]\n\tkey = AQBQhgdr+jsFMhAAvvAmFd5c1M0g92SZSfVdGA==\n")
+    keyring.chmod(0o600)
+    site.edit("site.yaml", "  fsid:", "  admin_keyring: keys/admin.keyring\n  fsid:")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    run_dir = tmp / f"cephboot-{os.getuid()}"
+    if planted == "file":
+        run_dir.write_text("")
+    elif planted == "link":
+        (tmp / "elsewhere").mkdir(mode=0o700)
+        run_dir.symlink_to(tmp / "elsewhere")
+    else:
+        run_dir.mkdir()
+        run_dir.chmod(0o777)
+        if planted == "nobody":
+            os.chown(run_dir, 65534, 65534)
+    run = site.doit("verify", "--only", "zephyr", check=False, env={"TMPDIR": str(tmp)})
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and f"cephboot: verify: {run_dir} {said}" in out and "Traceback" not in out, out
+    assert not (site.build / "provision" / "log").exists() or not any((site.build / "provision" / "log").iterdir())
+    mine = tmp_path / "mine"
+    from tasks.cephcli import private_run_dir
+    private_run_dir(mine)  # none there: made owner-only
+    assert stat.S_IMODE(mine.lstat().st_mode) == 0o700 and mine.is_dir()
+    private_run_dir(mine)  # ours: taken as it is
