@@ -158,12 +158,35 @@ def _yaml_loader() -> Any:
 _PLAIN = (str, int, float, bool, type(None))
 
 
-def _check_plain(data: Any) -> tuple[str, str] | None:
-    """(key path, why) when ``data`` is not plain JSON-like data of a bounded size, else None.
+def _plain(data: Any) -> bool:
+    """Whether ``data`` is plain JSON-like data of at most MAX_VALUES values (_check_plain, without
+    the key paths a message needs: what every parsed file costs).
 
     An alias is counted each time it is used: a few lines of anchors can stand for
     billions of values ("billion laughs"), which printing, merging or hashing would expand.
     """
+    budget = MAX_VALUES
+    stack = [data]
+    while stack:
+        v = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return False
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                return False
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif not isinstance(v, _PLAIN):
+            return False
+    return True
+
+
+def _check_plain(data: Any) -> tuple[str, str] | None:
+    """(key path, why) when ``data`` is not plain JSON-like data of a bounded size (_plain), else None."""
+    if _plain(data):
+        return None
     budget = MAX_VALUES
     stack: list[tuple[Any, Any, Any]] = [(None, None, data)]  # (the parent's entry, key or list index, value)
     while stack:
