@@ -99,6 +99,7 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
         problems.append(Problem(where(prefix.rstrip(".")), prefix.rstrip("."), f"expected a mapping, got {type(data).__name__}"))
         return {}
     out: dict[str, Any] = {}
+    before = len(problems)
     for key in data:
         if key not in section.fields:
             name = prefix + str(key)
@@ -126,6 +127,9 @@ def validate(section: Section, data: Any, origins: dict[str, str], default_file:
             problems.append(Problem(blamed, full, str(e)))
         except Invalid as e:
             problems.append(Problem(where(full), full, f"{shown(data[key])}: {e}"))
+    if section.together is not None and len(problems) == before:  # each key valid: do they fit together?
+        for key, why in section.together(out):
+            problems.append(Problem(where(prefix + key), prefix + key, why))
     return out
 
 
@@ -143,7 +147,7 @@ def _read_yaml(path: Path | str, rel: str, problems: list[Problem]) -> dict[str,
     try:
         return yamlfiles.read_yaml(str(path))
     except yamlfiles.Unreadable as e:
-        problems.append(Problem(rel, "", str(e)))
+        problems.append(Problem(rel, e.key, str(e)))
         return {}
 
 
@@ -717,6 +721,7 @@ def _read_site(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dic
     if not isinstance(defaults, dict):
         problems.append(Problem(site_rel, "defaults", "expected a mapping of host keys"))
         defaults = {}
+    _no_name(defaults, site_rel, "defaults.name", problems)
     settings = validate(schema.SITE, raw_site, {}, site_rel, problems)
     if not problems:
         check_site(root, settings, site_rel, problems)
@@ -736,7 +741,17 @@ def _raw(defaults: dict[str, Any], profiles: dict[str, tuple[str, Path]], profil
 
 def _read_profiles(hosts_dir: Path, problems: list[Problem]) -> tuple[dict[str, tuple[str, Path]], dict[str, dict[str, Any]]]:
     profiles = {name: (rel, Path(p)) for name, (p, rel) in _yaml_entries(hosts_dir, PROFILES_DIR, schema.profile_name, "profile", problems).items()}
-    return profiles, {name: _read_yaml(p, rel, problems) for name, (rel, p) in profiles.items()}
+    data = {name: _read_yaml(p, rel, problems) for name, (rel, p) in profiles.items()}
+    for name, (rel, _) in profiles.items():
+        _no_name(data[name], rel, "name", problems)
+    return profiles, data
+
+
+def _no_name(layer: dict[str, Any], rel: str, key: str, problems: list[Problem]) -> None:
+    """A problem when a layer below the host file (site defaults, a profile) sets ``name``: the host file's always wins."""
+    if "name" in layer:
+        problems.append(Problem(rel, key, f"{shown(layer['name'])}: a host's name is its file name (hosts/nodes/NAME.yaml), "
+                                          "so a name here would be ignored; set `name` in a host's own file only, or not at all"))
 
 
 def _finish(host: Host, kernels: list[str]) -> None:

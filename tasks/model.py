@@ -31,12 +31,19 @@ class Problem:
         return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
 
 
+MAX_SAID = 50  # problems an InventoryError's message lists; the rest are counted
+
+
 class InventoryError(Exception):
-    """The inventory is invalid; ``problems`` says where and why."""
+    """The inventory is invalid; ``problems`` says where and why, each once (one bad value under
+    site.yaml's ``defaults:`` is found in every host), in the order found; the message lists the
+    first MAX_SAID (a file of 60,000 mistyped keys must not print 60,000 lines)."""
 
     def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        lines = [str(p) for p in problems]
+        self.problems = list(dict.fromkeys(problems))
+        lines = [str(p) for p in self.problems[:MAX_SAID]]
+        if len(self.problems) > MAX_SAID:
+            lines.append(f"... and {len(self.problems) - MAX_SAID} more problems")
         super().__init__("invalid inventory:\n  " + "\n  ".join(lines))
 
 

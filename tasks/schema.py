@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .quoting import UnsafeValue, quote
 
@@ -28,12 +28,14 @@ class Field:
 
 @dataclass(frozen=True)
 class Section:
-    """A mapping of keys; ``optional`` sections may be absent or null as a whole."""
+    """A mapping of keys; ``optional`` sections may be absent or null as a whole; ``together``
+    checks keys against each other once each is valid, yielding (key, why) of each that does not fit."""
 
     fields: dict[str, "Field | Section"]
     doc: str
     optional: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    together: Callable[[dict[str, Any]], Iterator[tuple[str, str]]] | None = None
 
 
 # --- checks -----------------------------------------------------------------
@@ -93,9 +95,16 @@ def expects(text: str) -> Callable[[Check], Check]:
 
 
 def _str(v: Any) -> str:
+    """A text value; an integer is the text it spells (``pool: 7`` is pool '7'): the loader takes only
+    plain decimal integers (tasks/yamlfiles.py), the one form YAML reads as what it says."""
     if isinstance(v, float):
         raise Invalid(f"expected a string, got the number {v!r} (YAML reads 6.10 as 6.1): write it in quotes")
-    if isinstance(v, bool) or not isinstance(v, (str, int)):
+    if isinstance(v, bool):
+        raise Invalid(f"expected a string, got the boolean {str(v).lower()} (YAML 1.1 reads yes, no, on, off, true and false, "
+                      "in any case, as booleans): write it in quotes")
+    if v is None:
+        raise Invalid("expected a string, got null (YAML reads ~, null and nothing as null): write it in quotes")
+    if not isinstance(v, (str, int)):
         raise Invalid(f"expected a string, got {type(v).__name__}")
     if isinstance(v, int) and v.bit_length() > 64:
         raise Invalid("expected a string, got a number too large for any key")
@@ -357,6 +366,14 @@ def safe_text(lang: str, what: str) -> Check:
 path = safe_text("word", "a file path")
 
 
+@expects("an absolute " + path.expects.removeprefix("a ") + "; no '.' or '..' parts")  # type: ignore[attr-defined]
+def absolute_path(v: Any) -> str:
+    s = path(v)
+    if not s.startswith("/") or any(p in (".", "..") for p in s.split("/")):
+        raise Invalid("expected an absolute path without '.' or '..' parts, like /srv/cephboot/tree: the web server takes it as it is")
+    return s
+
+
 _MACHINE_SECRET = re.compile(rb"[A-Za-z0-9._-]{16,64}")
 
 
@@ -385,6 +402,22 @@ def octal_mode(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0o770 or v & ~0o770:
         raise Invalid("expected a file mode like '0640' that grants nothing to others")
     return v
+
+
+def dhcp_in_network(dhcp: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """dhcp.range and dhcp.router must be host addresses of dhcp.network: dnsmasq serves that subnet only."""
+    if not dhcp.get("network"):
+        return
+    net = ipaddress.IPv4Network(dhcp["network"])
+    ends = {net.network_address: "network", net.broadcast_address: "broadcast"}
+    for key, addresses, serves, wanted in (
+            ("range", dhcp.get("range") or [], "dnsmasq would lease no address of this range to a machine there", "[first, last] host addresses"),
+            ("router", [dhcp["router"]] if dhcp.get("router") else [], "no machine there could reach it", "a gateway address")):
+        for a in map(ipaddress.IPv4Address, addresses):
+            why = f"outside dhcp.network {net}: {serves}" if a not in net else f"the {ends[a]} address of dhcp.network {net}" if a in ends else ""
+            if why:
+                yield key, f"{a} is {why}; expected {wanted} inside it"
+                break
 
 
 class ItemInvalid(Invalid):
@@ -450,7 +483,7 @@ ROOTFS = Section(
 
 HOST = Section(
     {
-        "name": Field(host_name, "Host name; always the file name (hosts/nodes/NAME.yaml); if given it must match.", default="(file name)"),
+        "name": Field(host_name, "Host name; always the file name (hosts/nodes/NAME.yaml): if given, in the host's own file only (not in `defaults:` or a profile), and it must match.", default="(file name)"),
         "uuid": Field(uuid, "SMBIOS system UUID, one per host; boot.ipxe routes by it before the MACs."),
         "nics": Section(
             {
@@ -558,18 +591,19 @@ SITE = Section(
             {
                 "network": Field(ipv4_network, "The subnet machines PXE-boot on (192.0.2.0/24); `doit dnsmasq` and `doit dhcp-snippets` need it.", default=None),
                 "mode": Field(one_of("proxy", "server"), "'proxy': dnsmasq only adds boot information next to the site's DHCP server; 'server': dnsmasq is the DHCP server, with a reservation for every static address in dhcp.network (the ISC/Kea snippets carry those reservations in server mode only).", default="proxy"),
-                "range": Field(ipv4_range, "Server mode: [first, last] address for machines without a reservation (unknown machines still get the unknown-machine message).", default=None),
-                "router": Field(ipv4, "Server mode: the gateway handed out (default: dnsmasq's own address).", default=None),
+                "range": Field(ipv4_range, "Server mode: [first, last] address for machines without a reservation (unknown machines still get the unknown-machine message); both inside `dhcp.network`, neither its network nor its broadcast address.", default=None),
+                "router": Field(ipv4, "Server mode: the gateway handed out (default: dnsmasq's own address); inside `dhcp.network`, not its network or broadcast address.", default=None),
                 "tftp_server": Field(server_ipv4, "For `doit dhcp-snippets` (ISC dhcpd, Kea): the TFTP server of the tree's tftp/, handed out as next-server (default: pxe.http_base's host when that is an IPv4 address).", default=None),
             },
             "DHCP/TFTP front end rendered by `doit dnsmasq` (build/site/dnsmasq.conf), or by `doit dhcp-snippets` for a site's existing ISC dhcpd or Kea server.",
+            together=dhcp_in_network,
         ),
         "publish": Section(
             {
                 "target": Field(path, "Folder of the boot tree (a mounted CephFS), relative to the site: empty, new, or holding the publisher's `.cephboot-tree` marker; never the site, hosts/, build/ or a folder above them.", default="build/publish"),
                 "group": Field(group, "Group (web server) that may read host layers.", default=None),
                 "secret_mode": Field(octal_mode, "Mode of files that hold keys.", default=0o640),
-                "web_root": Field(path, "Where the web server sees the boot tree, for the generated nginx config (default: the target's absolute path).", default=None),
+                "web_root": Field(absolute_path, "Where the web server sees the boot tree, for the generated nginx config (default: the target's absolute path).", default=None),
                 "parallel": Field(positive_int(64, "hosts"), "Hosts published at once: their fsyncs overlap (1: one after the other).", default=8),
             },
             "Where and how the boot tree is published.",

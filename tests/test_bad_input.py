@@ -235,6 +235,14 @@ RUN: dict[str, Case] = {
     "keyring-absolute": (to_notus("keyring: /etc/ssh/ssh_host_ed25519_key\n"), ["notus.yaml: keyring", "not an absolute one"]),
     "keyring-link-out-of-hosts": (planted_outside_key, ["notus.yaml: keyring", "leads out of hosts/"]),
     "luks-keyfile-dotdot": (edit(B, "keyfile: keys/boreas.luks", "keyfile: ../../root/.ssh/id_ed25519"), ["boreas.yaml: luks.keyfile", "no '..'"]),
+    # stop 24 audit: YAML 1.1 integers that became other names; problems said once, at most 50 of them
+    "image-name-in-octal": (to_notus("rbd:\n  image: 0100\n"),
+        ["\n  hosts/nodes/notus.yaml: rbd.image: 0100 (line 10) is read by YAML 1.1 as the octal number 64: write it as a decimal number, or in quotes for a name or a file mode\n"]),
+    "sixty-thousand-mistyped-keys": (write(N, "".join(f"k{i}: 1\n" for i in range(60_000))),
+        ["invalid inventory:\n  hosts/nodes/notus.yaml: k0: unknown key; expected one of: name, uuid,", "\n  ... and 59952 more problems\n"], ["k50: "]),
+    "dhcp-range-and-router-outside-the-network": (site_key("dhcp", "  mode: server\n  range: [10.0.0.1, 10.0.0.5]\n  router: 10.9.9.9\n"),
+        ["\n  hosts/site.yaml: dhcp.range: 10.0.0.1 is outside dhcp.network 192.0.2.0/24: dnsmasq would lease no address of this range to a machine there; expected [first, last] host addresses inside it\n",
+         "\n  hosts/site.yaml: dhcp.router: 10.9.9.9 is outside dhcp.network 192.0.2.0/24: no machine there could reach it; expected a gateway address inside it\n"]),
 }
 
 # --- cases checked by the loader alone (every doit run starts with it) ---------------------
@@ -438,6 +446,41 @@ LOAD: dict[str, Case] = {
     "address-mode-user-nic-only-on-the-boot-network": (
         lambda site: (site.edit(SITE, "  network: 192.0.2.0/24", "  network: 198.51.100.0/24"), append(Z, "secrets:\n  mode: address\n")(site)),
         ["zephyr.yaml: nics.ceph.address: '192.0.2.21/24'", "inside dhcp.network 198.51.100.0/24"]),
+    # stop 24 audit: an integer YAML 1.1 reads in another form than decimal is no name and no number
+    **{f"not-decimal-{key.replace('.', '-')}": (mutation, [line]) for key, mutation, line in [
+        ("rbd.pool", to_notus("rbd:\n  pool: 0x1f\n"), "notus.yaml: rbd.pool: 0x1f (line 10) is read by YAML 1.1 as the hexadecimal number 31: write it as a decimal number, or in quotes for a name"),
+        ("rbd.namespace", to_notus("rbd:\n  namespace: 1_000\n"), "notus.yaml: rbd.namespace: 1_000 (line 10) is read by YAML 1.1 as the number 1000: write it as a decimal number, or in quotes for a name"),
+        ("client", to_notus("client: 0b11\n"), "notus.yaml: client: 0b11 (line 9) is read by YAML 1.1 as the binary number 3: write it as a decimal number, or in quotes for a name"),
+        ("link_timeout", to_notus("link_timeout: 1:30\n"), "notus.yaml: link_timeout: 1:30 (line 9) is read by YAML 1.1 as the sexagesimal (base 60) number 90: write it as a decimal number, or in quotes for a name"),
+        ("map.deadline", edit(RACK, "deadline: 180", "deadline: 0100"), "hosts/profiles/rack-a.yaml: map.deadline: 0100 (line 4) is read by YAML 1.1 as the octal number 64: write it as a decimal number, or in quotes for a name or a file mode"),
+        ("defaults.map.deadline", edit(SITE, "deadline: 120", "deadline: 0100"), "hosts/site.yaml: defaults.map.deadline: 0100 (line 24) is read by YAML 1.1 as the octal number 64"),
+        ("kernel_args", edit(N, "panic=30, net.ifnames=0", "panic=30, 0100"), "notus.yaml: kernel_args: item 2: 0100 (line 7) is read by YAML 1.1 as the octal number 64: write it as a decimal number"),
+        ("publish.group", site_key("publish", "  group: +33\n"), "hosts/site.yaml: publish.group: +33 (line 14) is read by YAML 1.1 as the number 33: write it as a decimal number, or in quotes for a name"),
+        ("publish.secret_mode", site_key("publish", "  secret_mode: 0640\n"), "hosts/site.yaml: publish.secret_mode: 0640 (line 14) is read by YAML 1.1 as the octal number 416: write it as a decimal number, or in quotes for a name or a file mode"),
+    ]},
+    # other YAML 1.1 readings of what looks like a name
+    "name-yes": (to_notus("client: yes\n"), ["notus.yaml: client: True: expected a string, got the boolean true (YAML 1.1 reads yes, no, on, off, true and false, in any case, as booleans): write it in quotes"]),
+    "name-on-in-a-list": (edit(SECURE, "ms_mode=secure", "On"), ["hosts/profiles/secure.yaml: map.options: item 0 (True): expected a string, got the boolean true"]),
+    "name-null-in-a-list": (edit(N, "panic=30, net.ifnames=0", "panic=30, ~"), ["notus.yaml: kernel_args: item 2 (None): expected a string, got null (YAML reads ~, null and nothing as null): write it in quotes"]),
+    "name-a-date": (to_notus("rbd:\n  image: 2024-01-01\n"), ["hosts/nodes/notus.yaml: rbd.image: 2024-01-01 is read by YAML 1.1 as a date: write it in quotes if it is text"]),
+    # PyYAML's messages whole, on one line, with the line
+    "duplicate-key-said-whole": (append(N, "kernel_args: [quiet]\n"),
+        ["hosts/nodes/notus.yaml: not valid YAML (line 9, column 1): duplicate key 'kernel_args' (first at line 7): YAML would keep only the last one; merge the two"]),
+    "not-utf-8": (lambda site: (site.hosts / N).write_bytes((site.hosts / N).read_bytes() + b"client: caf\xff\n"),
+        ["hosts/nodes/notus.yaml: not valid YAML (line 9): unacceptable character #x00ff: invalid leading UTF-8 octet"]),
+    "duplicate-key-escaped": (to_notus('"k\u200b": 1\n"k\u200b": 2\n'), ["hosts/nodes/notus.yaml: not valid YAML (line 10, column 1): duplicate key 'k\\u200b' (first at line 9)"], ["\u200b"]),
+    "unknown-tag-very-long": (to_notus("client: !" + "x" * 5000 + " v\n"), ["hosts/nodes/notus.yaml: not valid YAML (line 9, column 9): could not determine a constructor for the tag '!xxx", "xxx... (5049 characters)"], ["x" * 1000]),
+    "flow-list-unclosed": (to_notus("client: [a\n"), ["hosts/nodes/notus.yaml: not valid YAML (line 10, column 1): did not find expected ',' or ']' (while parsing a flow sequence at line 9)"]),
+    # values that break the generated config
+    "dhcp-range-broadcast": (site_key("dhcp", "  range: [192.0.2.100, 192.0.2.255]\n"), ["hosts/site.yaml: dhcp.range: 192.0.2.255 is the broadcast address of dhcp.network 192.0.2.0/24; expected [first, last] host addresses inside it"]),
+    "dhcp-range-half-outside": (site_key("dhcp", "  range: [192.0.2.100, 192.0.3.5]\n"), ["hosts/site.yaml: dhcp.range: 192.0.3.5 is outside dhcp.network 192.0.2.0/24"]),
+    "dhcp-router-network-address": (site_key("dhcp", "  router: 192.0.2.0\n"), ["hosts/site.yaml: dhcp.router: 192.0.2.0 is the network address of dhcp.network 192.0.2.0/24; expected a gateway address inside it"]),
+    "web-root-dotdot": (site_key("publish", "  web_root: /srv/../etc\n"), ["hosts/site.yaml: publish.web_root: '/srv/../etc': expected an absolute path without '.' or '..' parts, like /srv/cephboot/tree"]),
+    "web-root-relative": (site_key("publish", "  web_root: srv/tree\n"), ["hosts/site.yaml: publish.web_root: 'srv/tree': expected an absolute path"]),
+    "web-root-dot": (site_key("publish", "  web_root: /srv/./tree\n"), ["hosts/site.yaml: publish.web_root: '/srv/./tree': expected an absolute path"]),
+    "name-in-defaults": (edit(SITE, "  kernel: latest\n", "  kernel: latest\n  name: zephyr\n"),
+        ["hosts/site.yaml: defaults.name: 'zephyr': a host's name is its file name (hosts/nodes/NAME.yaml), so a name here would be ignored; set `name` in a host's own file only, or not at all"]),
+    "name-in-a-profile": (append(RACK, "name: rack-a\n"), ["hosts/profiles/rack-a.yaml: name: 'rack-a': a host's name is its file name"]),
     # Debian's signed GRUB has only TFTP, which serves the tree to any address
     "address-mode-with-grub-secureboot": (append(Z, "secrets:\n  mode: address\nboot:\n  loader: grub-secureboot\n"),
         ["hosts/nodes/zephyr.yaml: boot.loader: grub-secureboot: secrets.mode: address", "by TFTP, which has no per-address rule",
@@ -517,3 +560,28 @@ def test_bad_inventory_is_refused_by_the_loader(case: str, the_example_site_fold
     for p in e.value.problems:  # every problem names a file of the inventory
         assert p.file.startswith("hosts"), p
     assert not (site.root / "build" / "publish").exists()
+
+
+def test_a_bad_default_is_said_once_not_once_per_host(the_example_site_folder: Path, tmp_path: Path) -> None:
+    shutil.copytree(the_example_site_folder, tmp_path / "site", symlinks=True)
+    site = Site(tmp_path / "site")
+    site.edit(SITE, "  kernel: latest\n", "  kernel: latest\n  link_timeout: soon\n  profiles: [rack-a]\n")  # every host gets both
+    with pytest.raises(inventory.InventoryError) as e:
+        inventory.load(site.root, use_cache=False)
+    assert len(list((site.hosts / "nodes").glob("*.yaml"))) == 3  # said once, not three times
+    assert str(e.value).splitlines() == [
+        "invalid inventory:",
+        "  hosts/site.yaml: profiles: unknown key; expected one of: " + ", ".join(inventory.schema.HOST.fields),
+        "  hosts/site.yaml: link_timeout: 'soon': expected a whole number of seconds from 1 to 600",
+    ]
+    assert len(e.value.problems) == 2
+
+
+def test_problems_past_the_first_fifty_are_counted_not_listed() -> None:
+    problems = [inventory.Problem(f"hosts/nodes/h{i % 70}.yaml", "client", "expected a Ceph name") for i in range(140)]  # each twice
+    e = inventory.InventoryError(problems)
+    assert e.problems == problems[:70]
+    lines = str(e).splitlines()
+    assert lines[:3] == ["invalid inventory:", "  hosts/nodes/h0.yaml: client: expected a Ceph name", "  hosts/nodes/h1.yaml: client: expected a Ceph name"]
+    assert lines[50:] == ["  hosts/nodes/h49.yaml: client: expected a Ceph name", "  ... and 20 more problems"]
+    assert str(inventory.InventoryError(problems[:50])).splitlines()[-1] == "  hosts/nodes/h49.yaml: client: expected a Ceph name"

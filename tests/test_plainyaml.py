@@ -1,6 +1,7 @@
-"""tasks/plainyaml.py reads plain YAML exactly as PyYAML's safe loader (with cephboot's duplicate-key
-check) does, and declines everything else: checked on every inventory file of the project and on tens
-of thousands of generated documents made of the shapes YAML 1.1 reads in surprising ways."""
+"""tasks/plainyaml.py reads plain YAML exactly as the PyYAML path of tasks/yamlfiles.py does (PyYAML's
+safe loader with cephboot's checks: duplicate keys, integers not written in decimal, dates), and declines
+everything else: checked on every inventory file of the project and on tens of thousands of generated
+documents made of the shapes YAML 1.1 reads in surprising ways."""
 from __future__ import annotations
 
 import random
@@ -8,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from conftest import PROJECT
 from tasks import plainyaml, yamlfiles
@@ -17,7 +17,7 @@ from tasks.yamlfiles import Unreadable, read_yaml
 # values YAML 1.1 reads as booleans, nulls, numbers, dates, or not at all; and plain text
 WORDS = [
     "yes", "No", "ON", "off", "True", "TRUE", "true", "false", "False", "null", "Null", "NULL", "~", "y", "n", "Y",
-    "0", "7", "007", "0640", "1_000", "1:30", "12:30:00", "0x1F", "0b101", "1e5", "1.5", "1.0e+5", "1.", ".5", ".inf", ".NaN",
+    "0", "7", "007", "0640", "1_000", "1:30", "12:30:00", "0x1F", "0b101", "0o17", "+7", "-0", "00", "0_0", "1e5", "1.5", "1.0e+5", "1.", ".5", ".inf", ".NaN",
     "2026-11-30", "2001-12-14t21:59:43.10-05:00", "2026-11-30T10:00:00Z", "99999999999999999999999", "-1", "+1", "-x",
     "192.0.2.1", "192.0.2.0/24", "198.19.251.15/15", "1.2", "1.2.3", "6.1.0-57-amd64", "40G", "40T", "4b", "3e", "12ab",
     "0d6f3e90-6a36-4f0e-b1d7-3c2a9e5f7b44", "c3b0b5e0-0000-4000-8000-000000000004", "0D6F3E90-6A36-4F0E-B1D7-3C2A9E5F7B44",
@@ -53,23 +53,35 @@ def _doc(rng: random.Random) -> str:
 
 
 def _pyyaml(text: bytes) -> Any:
+    """What read_yaml makes of ``text`` when the plain reader declines it: the data, or its refusal as (key, message)."""
     try:
-        return yaml.load(text, Loader=yamlfiles._yaml_loader())
-    except (yaml.YAMLError, ValueError):
-        return "refused"
+        return yamlfiles.checked(yamlfiles._pyyaml(text))
+    except Unreadable as e:
+        return ("refused", e.key, str(e))
+
+
+def _plain(text: bytes) -> Any:
+    """What read_yaml makes of ``text`` by the plain reader; None when that declines it."""
+    got = plainyaml.read(text)
+    try:
+        return None if got is None else yamlfiles.checked(got)
+    except Unreadable as e:
+        return ("refused", e.key, str(e))
 
 
 def test_every_generated_document_is_read_as_pyyaml_reads_it_or_left_to_it() -> None:
     rng = random.Random(15)
-    plain = 0
+    plain = not_decimal = 0
     for _ in range(30_000):
         text = _doc(rng).encode()
-        got = plainyaml.read(text)
+        got, want = _plain(text), _pyyaml(text)
+        not_decimal += "write it as a decimal number" in str(want)
         if got is None:
             continue
         plain += 1
-        assert repr(got) == repr(_pyyaml(text)), text  # repr: True is not 1, and the keys' order counts
+        assert repr(got) == repr(want), text  # repr: True is not 1, and the keys' order counts
     assert plain > 2_000  # the plain form is common, or this checks little
+    assert not_decimal > 100  # the integers the PyYAML path refuses are common too: the plain reader must decline each
 
 
 @pytest.mark.parametrize("text", [
@@ -89,8 +101,42 @@ def test_every_inventory_file_of_the_project_reads_alike() -> None:
     assert len(files) > 10
     for p in files:
         data = p.read_bytes()
-        got = plainyaml.read(data)
+        got = _plain(data)
         assert got is None or repr(got) == repr(_pyyaml(data)), p
+
+
+@pytest.mark.parametrize(("word", "form", "value"), [
+    ("0100", "octal", "64"), ("00", "octal", "0"), ("-0640", "octal", "-416"), ("0x1f", "hexadecimal", "31"), ("0b101", "binary", "5"),
+    ("1_000", "", "1000"), ("+7", "", "7"), ("1:30", "sexagesimal (base 60)", "90"), ("-1:00:00", "sexagesimal (base 60)", "-3600"),
+])
+def test_an_integer_not_written_in_decimal_is_refused_naming_the_key(word: str, form: str, value: str, tmp_path: Path) -> None:
+    path = tmp_path / "h.yaml"
+    for text, key, items in ((f"rbd:\n  image: {word}\n", "rbd.image", ""), (f"a: [x, {{b: [y, {word}]}}]\n", "a[1].b", "item 1: "),
+                             (f"link_timeout: !!int '{word}'\n", "link_timeout", "")):
+        path.write_text(text)
+        assert plainyaml.read(path.read_bytes()) is None  # left to PyYAML, which refuses it
+        with pytest.raises(Unreadable) as e:
+            read_yaml(str(path))
+        assert e.value.key == key
+        line = text.count("\n", 0, text.index(word)) + 1
+        assert str(e.value) == (f"{items}{word} (line {line}) is read by YAML 1.1 as the {form + ' ' if form else ''}number {value}: "
+                                f"write it as a decimal number, or in quotes for a name{' or a file mode' if form == 'octal' else ''}")
+
+
+@pytest.mark.parametrize(("word", "value"), [("0", 0), ("7", 7), ("-1", -1), ("-0", 0), ("100", 100), ("0o17", "0o17"), ("'0100'", "0100")])
+def test_a_decimal_integer_and_text_are_read_as_written(word: str, value: Any, tmp_path: Path) -> None:
+    path = tmp_path / "h.yaml"
+    path.write_text(f"k: {word}\n")
+    assert read_yaml(str(path)) == {"k": value}
+    assert _pyyaml(path.read_bytes()) == {"k": value}  # and the same by PyYAML when the plain reader reads it
+
+
+def test_a_message_pyyaml_composes_is_whole_on_one_line() -> None:
+    assert yamlfiles.one_line("duplicate key 'kernel_args' (first at line 7): YAML would keep only the last one; merge the two") == \
+        "duplicate key 'kernel_args' (first at line 7): YAML would keep only the last one; merge the two"
+    assert yamlfiles.one_line("a\nb\x01c\u200bd\te") == "a\\nb\\x01c\\u200bd\\te"
+    long = yamlfiles.one_line("t" * 5000)
+    assert len(long) <= yamlfiles.MAX_MESSAGE and long.endswith("... (5000 characters)")
 
 
 def test_read_yaml_gives_the_same_answers_and_errors_either_way(tmp_path: Path) -> None:
