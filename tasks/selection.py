@@ -208,9 +208,10 @@ def refuse_old_forms(basename: str, task: str, argv: list[str]) -> None:
 
 
 def without_hosts(basename: str, argv: list[str]) -> str | None:
-    """How doit's command line ``argv`` (sys.argv) runs task ``basename`` with no host named: ``basename``
-    itself given no `--only` (nor one in doit's config files, ``[task:BASENAME]``), or a task pattern
-    that matches it (doit gives a pattern's tasks no options); None when it does not."""
+    """How doit's command line ``argv`` (sys.argv) runs task ``basename`` with no host named: its
+    first mention (doit sets a task's options once, at the first) is ``basename`` itself given no
+    `--only`, or a task pattern that matches it (doit gives a pattern's tasks no options), and
+    doit's config files give it none (``[task:BASENAME]``); None when it does not run it so."""
     line = cmdline.read(argv)
     if line is None or not line.understood or line.command != "run":
         return None
@@ -219,8 +220,8 @@ def without_hosts(basename: str, argv: list[str]) -> str | None:
     if named is None or words(str(configured.get(OPTION) or "")):
         return None
     for name, opts in named:
-        if name == basename and not words(opts.get(OPTION, "")):
-            return name
+        if name == basename:
+            return None if words(opts.get(OPTION, "")) else name
         if "*" in name and fnmatchcase(basename, name):
             return name
     return None

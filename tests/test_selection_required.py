@@ -44,6 +44,7 @@ def _golden(site: Site, tmp_path: Path) -> None:
     (["rotate", "--only="], "rotate", ""), (["move-root", "--only", " , "], "move-root", ""),
     (["render:hosts", "rollback-root"], "rollback-root", ""),  # nothing before it runs either
     (["rot*"], "rotate", "rot*"),  # doit gives a pattern's tasks no options
+    (["rot*", "rotate", "--only", "zephyr"], "rotate", "rot*"),  # and sets a task's options once, at its first mention
     (["publish:hosts", "--only", "zephyr", "retire"], "retire", ""),
 ])
 def test_a_command_that_changes_hosts_without_only_is_one_line_and_touches_nothing(
