@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -24,16 +25,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from doit import create_after
-
-from . import cephcli, imagenative, inventory, rootfs
+from . import cephcli, imagenative, inventory, rootfs, selection
 from .cephcli import Admin, CephError
 from .fileio import digest, open_to_write
 from .layout import GOLDEN
 from .inventory import Host, InventoryError, Problem, Site
 from .model import HostView, golden_namespace, golden_version, image_view, stateless
 from .schema import IMAGE, Invalid, host_name
-from .failures import guarded
+from .failures import guarded, stop
 
 LAYOUT = "1"  # bump when a golden image's layout changes: every golden image is then a new version
 INPUTS_KEY = "cephboot.golden.inputs"  # image metadata of a version: what it was built from, input by input
@@ -498,14 +497,23 @@ def build_action(site: Site, name: str) -> Any:
     return None
 
 
+def refuse_unknown_images(images: list[str], argv: list[str]) -> None:
+    """Stop doit, before any task runs, with one line listing ``images`` (the names of
+    hosts/images/) when its command line ``argv`` (sys.argv) names `image:NAME` for no such image."""
+    for name, _ in selection.run_tasks(argv) or ():
+        base, _, sub = name.partition(":")
+        if base == "image" and sub and "*" not in sub and sub not in images:  # (a pattern that matches none: doit runs nothing)
+            stop(f"{name}: no golden image {sub!r} in hosts/images/ (no {sub}.yaml); the images are: {', '.join(images) or 'none'}")
+
+
 @guarded
-@create_after(executed=None, creates=["image"])
 def task_image() -> Iterator[dict[str, Any]]:
     """`doit image:NAME`: build golden image NAME (hosts/images/NAME.yaml) into RBD once per change of its inputs, frozen as a protected snapshot."""
     site = inventory.load_for_tasks()
+    names = [file.rsplit(".", 1)[0] for file in inventory._yaml_names(site.root / "hosts" / "images")]
+    refuse_unknown_images(names, sys.argv)  # `doit image:dekstop`: one line, not a run that builds nothing
     yield {"basename": "image", "name": None, "doc": "Build golden images into RBD, each version frozen as a protected snapshot (changes the cluster: not a default task)."}
-    for file in inventory._yaml_names(site.root / "hosts" / "images"):
-        name = file.rsplit(".", 1)[0]
+    for name in names:
         yield {
             "basename": "image",
             "name": name,

@@ -29,7 +29,7 @@ from .inventory import Host, InventoryError, Site
 from .layout import PROVISION
 from .model import HostView, stateless
 from .render import render_hosts
-from .selection import DETAIL, command, per_host_task, say
+from .selection import DETAIL, Reach, command, per_host_task, say
 from .failures import guarded
 from .checks import MAX_KEYRING
 from .yamlfiles import secret_bytes
@@ -498,16 +498,35 @@ def _golden_snapshot(admin: Admin, site: Site, host: Host) -> str:
 
 # ---- moving a clone to a newer golden version, and back ---------------------------
 
+def clones(site: Site) -> Reach:
+    """The hosts move-root and rollback-root work on: those with a root.image.  A stateless one has
+    no root of its own: a profile or `*` chooses it and the command says how it moves; named alone,
+    it is refused, as a host without root.image is (tasks/selection.py)."""
+    names: list[str] = []
+    skipped: dict[str, str] = {}
+    alone: dict[str, str] = {}
+    for name, host in site.hosts.items():
+        if not host.cfg.root.image:
+            skipped[name] = f"has no root.image ({host.source})"
+            continue
+        names.append(name)
+        if stateless(host.cfg):
+            alone[name] = (f"has no root of its own (stateless: it boots {_golden_root(host)} read-only; root.snapshot "
+                           f"({host.origin('root.snapshot')}) moves it and rolls it back, at its next boot after `doit`)")
+    return Reach(names, skipped, alone)
+
+
+def _golden_root(host: Host) -> str:
+    """What a stateless host boots: its golden image's version, as the pool's namespace/image."""
+    cfg = host.cfg
+    return f"{golden.namespace_of(cfg.root.image)}/{cfg.root.image}-{cfg.root.snapshot}"
+
+
 def _movable(admin: Admin, site: Site, host: Host) -> str:
-    """The host's root spec, once it is sure that it exists, is a clone and is not mapped."""
+    """The root spec of a host with a root of its own cloned from root.image (clones()), once it is
+    sure that it exists, is a clone and is not mapped."""
     cfg = host.cfg
     spec = image_spec(cfg)
-    if stateless(cfg):
-        raise Refused(f"host {host.name} is stateless: it boots {golden.namespace_of(cfg.root.image)}/{cfg.root.image}-{cfg.root.snapshot} "
-                      f"read-only and has no root of its own; change root.snapshot ({host.origin('root.snapshot')}) to move it, "
-                      "and back to roll it back (it takes effect at its next boot, after `doit`)")
-    if not cfg.root.image:
-        raise Refused(f"host {host.name} has no root.image ({host.source}): its root is no clone of a golden image")
     if cfg.rbd.image not in _image_names(admin, cfg):
         raise Refused(f"host {host.name}: {spec} does not exist: `doit provision --only {host.name}` clones it")
     users = golden.in_use(admin, spec)
@@ -528,12 +547,9 @@ def _aside(admin: Admin, cfg: HostView) -> str:
 def move_root(site: Site, host: Host) -> TaskFailed | None:
     """Give the host a clone of its golden image's current version; its former root is kept beside it, whole."""
     cfg = host.cfg
-    if not cfg.root.image:  # `doit move-root` moves every host that has a golden image
-        say(f"no root.image ({host.source}): its root is its own, nothing to move")
-        return None
-    if stateless(cfg):
-        say(f"stateless, root is {golden.namespace_of(cfg.root.image)}/{cfg.root.image}-{cfg.root.snapshot} "
-              f"read-only, nothing to move here: change root.snapshot ({host.origin('root.snapshot')}) and run `doit`")
+    if stateless(cfg):  # chosen by a profile or `*` (clones())
+        say(f"stateless, root is {_golden_root(host)} read-only, nothing to move here: "
+            f"change root.snapshot ({host.origin('root.snapshot')}) and run `doit`")
         return None
     try:
         admin = connect(site)
@@ -567,6 +583,10 @@ def move_root(site: Site, host: Host) -> TaskFailed | None:
 def rollback_root(site: Site, host: Host) -> TaskFailed | None:
     """Make the host's newest former root its root again; the root it replaces is kept in turn (nothing is removed)."""
     cfg = host.cfg
+    if stateless(cfg):  # chosen by a profile or `*` (clones())
+        say(f"stateless, root is {_golden_root(host)} read-only, nothing to roll back here: "
+            f"set root.snapshot ({host.origin('root.snapshot')}) back to the version it booted and run `doit`")
+        return None
     try:
         admin = connect(site)
         spec = _movable(admin, site, host)
@@ -689,16 +709,18 @@ def task_verify() -> dict[str, Any]:
 
 @guarded
 def task_move_root() -> dict[str, Any]:
-    """`doit move-root --only HOST,@PROFILE`: a clone of its golden image's current version as each host's root, the former one kept."""
-    return per_host_task("move-root", "Move hosts' roots to their golden image's current version, keeping the former root (not a default task).",
-                         move_root, "move only these hosts' roots", task_dep=("render:hosts",))
+    """`doit move-root --only HOST,@PROFILE,*`: a clone of its golden image's current version as each host's root, the former one kept."""
+    return per_host_task("move-root", "Move hosts' roots to their golden image's current version, keeping the former root (--only required; not a default task).",
+                         move_root, "the hosts whose roots to move (hosts with root.image)", task_dep=("render:hosts",),
+                         required=True, reach=clones)
 
 
 @guarded
 def task_rollback_root() -> dict[str, Any]:
-    """`doit rollback-root --only HOST,@PROFILE`: each host's newest former root becomes its root again, the current one kept."""
-    return per_host_task("rollback-root", "Give hosts back their former root (not a default task).",
-                         rollback_root, "give only these hosts their former root", task_dep=("render:hosts",))
+    """`doit rollback-root --only HOST,@PROFILE,*`: each host's newest former root becomes its root again, the current one kept."""
+    return per_host_task("rollback-root", "Give hosts back their former root (--only required; not a default task).",
+                         rollback_root, "the hosts to give their former root (hosts with root.image)", task_dep=("render:hosts",),
+                         required=True, reach=clones)
 
 
 if __name__ == "__main__":  # pragma: no cover - a debugging aid: python -m tasks.provision HOST

@@ -511,8 +511,8 @@ def _swap(folder: Folder, prev: Folder) -> None:
 
 def rollback_action(only: str = "") -> TaskFailed | None:
     """doit action of `doit rollback --only HOST[,HOST...]` (hosts named as every per-host command names them)."""
-    if not only.strip():
-        return TaskFailed("cephboot: rollback: name the host(s): doit rollback --only HOST[,HOST...] (@PROFILE: its hosts)")
+    if not selection.words(only):  # a way of running it that refuse_without_hosts did not see (`doit auto`)
+        return TaskFailed(f"cephboot: {selection.hosts_required('rollback')}")
     site = inventory.load_for_tasks()
     try:
         hosts = selection.choose("rollback", only, site.hosts, lambda: site.hosts)
@@ -612,10 +612,11 @@ def task_publish() -> Iterator[dict[str, Any]]:
 def task_rollback() -> dict[str, Any]:
     """`doit rollback --only HOST,@PROFILE`: swap each host's published generation with the previous one."""
     selection.refuse_old_forms("rollback", "rollback", sys.argv)  # `doit rollback zephyr`
+    selection.refuse_without_hosts("rollback", sys.argv)  # `doit rollback`: never every host by default
     return {
         "basename": "rollback",
         "doc": "doit rollback --only HOST[,HOST...]: make the previous published generation of HOST current (again to undo)",
         "actions": [(rollback_action,)],
-        "params": [selection.param("the hosts to roll back (required)")],
+        "params": [selection.param("the hosts to roll back", required=True)],
         "verbosity": 2,
     }

@@ -308,14 +308,14 @@ def _retire_luks(admin: Admin, site: Site, host: Host, spec: str, slots: str) ->
 
 @guarded
 def task_rotate() -> dict[str, Any]:
-    """`doit rotate --only HOST,@PROFILE`: a new cephx key generation (and LUKS key slot) for each host; the old keys keep working until `doit retire --only HOST`."""
-    return per_host_task("rotate", "Give hosts new keys; the old ones work until retired (not a default task).",
-                         rotate, "give only these hosts new keys", task_dep=("render:hosts",))
+    """`doit rotate --only HOST,@PROFILE,*`: a new cephx key generation (and LUKS key slot) for each host; the old keys keep working until `doit retire --only HOST`."""
+    return per_host_task("rotate", "Give hosts new keys; the old ones work until retired (--only required; not a default task).",
+                         rotate, "the hosts to give new keys", task_dep=("render:hosts",), required=True)
 
 
 @guarded
 def task_retire() -> dict[str, Any]:
-    """`doit retire --only HOST,@PROFILE`: remove each host's old key generations once it runs on its new key."""
-    return per_host_task("retire", "Remove hosts' old keys once they run on their new ones (not a default task).",
-                         retire, "retire only these hosts' old keys",
-                         task_dep=("publish",))  # the current keys published, the previous generation gone
+    """`doit retire --only HOST,@PROFILE,*`: remove each host's old key generations once it runs on its new key."""
+    return per_host_task("retire", "Remove hosts' old keys once they run on their new ones (--only required; not a default task).",
+                         retire, "the hosts whose old keys to retire",
+                         task_dep=("publish",), required=True)  # the current keys published, the previous generation gone

@@ -3,7 +3,11 @@
 Every command that works host by host (the stages `render:hosts` ... `publish:hosts`, and
 `provision`, `verify`, `move-root`, `rollback-root`, `rotate`, `retire`, `rollback`) is one doit
 task that takes `--only NAME[,NAME...]`, where `@PROFILE` stands for every host that takes values
-from hosts/profiles/PROFILE.yaml (its includes counted).  A task per host would cost doit
+from hosts/profiles/PROFILE.yaml (its includes counted) and `*` for every host the command works
+on.  The commands that change hosts one by one on the cluster or in the tree (`move-root`,
+`rollback-root`, `rotate`, `retire`, `rollback`) run only with `--only`: without it they stop
+before anything runs (``refuse_without_hosts``), so a slip of the keyboard never changes the
+whole fleet; the others take none as every host.  A task per host would cost doit
 ~0.25 ms per host on every run just to load (tasks/stage.py).  The per-host lines the commands
 print, `  - TASK --only NAME`, are commands doit takes back as they are.
 """
@@ -11,18 +15,21 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from doit.exceptions import TaskFailed
 
 from . import cmdline
-from .failures import ClusterWide, environmental, failure
+from .failures import ClusterWide, environmental, failure, stop
 from .inventory import load_for_tasks
 from .model import Host
 
 OPTION = "only"
 PROFILE_MARK = "@"  # no host name holds an '@' (tasks/schema.py)
+EVERY = "*"  # `--only '*'`: every host the command works on (no host or profile name holds a '*': tasks/schema.py)
 LINE = "  - "  # the prefix of a per-host line (bench.run.tasks_ran reads them)
 ONLY = f" --{OPTION} "
 SHOWN = 8  # names listed in an error; the rest are counted
@@ -32,10 +39,30 @@ class Unknown(Exception):
     """A name or profile that no host has; the message lists the valid ones."""
 
 
-def param(what: str) -> dict[str, Any]:
-    """The doit parameter of every per-host command; ``what`` says what naming hosts does there."""
+@dataclass(frozen=True)
+class Reach:
+    """The hosts a per-host command works on, and why it does not work on the others."""
+
+    names: list[str]  # in the inventory's order: those a profile or `*` chooses
+    skipped: dict[str, str] = field(default_factory=dict)  # every other host -> why (`has no root.image (hosts/nodes/zephyr.yaml)`)
+    # hosts of ``names`` that a profile or `*` chooses (the command says what it does not do
+    # there) but that are refused when named alone, as ``skipped`` ones are (why)
+    alone: dict[str, str] = field(default_factory=dict)
+
+
+def param(what: str, required: bool = False) -> dict[str, Any]:
+    """The doit parameter of every per-host command; ``what`` says what naming hosts does there;
+    ``required``: the command does not run without it (refuse_without_hosts)."""
     return {"name": OPTION, "long": OPTION, "type": str, "default": "",
-            "help": f"HOST[,HOST...] (@PROFILE: its hosts): {what}"}
+            "help": f"HOST[,HOST...] (@PROFILE: its hosts, '{EVERY}': every host it works on){' (required)' if required else ''}: {what}"}
+
+
+def hosts_required(task: str, pattern: str = "") -> str:
+    """What a command that runs only on hosts named says when it has none (after `cephboot: `);
+    ``pattern``: the task pattern that selected it (doit gives a pattern's tasks no options)."""
+    how = f" (the pattern {pattern!r} selects it with no --{OPTION})" if pattern else ""
+    return (f"{task}{how} changes each host it runs on, so it runs only on the hosts named: "
+            f"`doit {task}{ONLY}HOST[,HOST...]`, `{ONLY.strip()} @PROFILE` (a profile's hosts) or `{ONLY.strip()} '{EVERY}'` (every host it works on)")
 
 
 def line(task: str, name: str) -> str:
@@ -71,29 +98,43 @@ def _listed(names: list[str]) -> str:
 
 
 def choose(task: str, only: str, names: Iterable[str], hosts: Callable[[], Mapping[str, Host]] = lambda: load_for_tasks().hosts,
-           skipped: Callable[[], Mapping[str, str]] = dict) -> list[str]:
-    """The hosts ``only`` names, in the order of ``names`` (every host the task works on); raises
-    Unknown for a name that is no host, or a host the task does not work on (``skipped``: such
-    hosts -> why, `has no image_root (hosts/nodes/zephyr.yaml)`), or a profile that none of its
-    hosts uses.  ``hosts`` is called only when a profile is named (it gives each host's sources;
-    by default, the inventory the tasks were loaded from); ``skipped`` only when a name is not
-    among ``names``."""
+           skipped: Callable[[], Mapping[str, str]] = dict, alone: Callable[[], Mapping[str, str]] = dict) -> list[str]:
+    """The hosts ``only`` names, in the order of ``names`` (every host the task works on); `*`
+    names all of them.  Raises Unknown for a name that is no host, or a host the task does not
+    work on (``skipped``: such hosts -> why, `has no image_root (hosts/nodes/zephyr.yaml)`; or
+    ``alone``: hosts of ``names`` refused when named by their name, why), or a profile that
+    none of its hosts uses, or a profile or `*` that reaches no host the task works on.
+    ``hosts`` is called only when a profile is named (it gives each host's sources; by default,
+    the inventory the tasks were loaded from); ``skipped`` only when a name is not among
+    ``names`` (or nothing is), ``alone`` only when a host is named by its name."""
     known = list(names)
     wanted = words(only)
     chosen: set[str] = set()
     by_profile = members(hosts().values()) if any(w.startswith(PROFILE_MARK) for w in wanted) else {}
     every = set(known)
-    missing = [w for w in wanted if not w.startswith(PROFILE_MARK) and w not in every]
+    by_name = [w for w in wanted if not w.startswith(PROFILE_MARK) and w != EVERY]
+    missing = [w for w in by_name if w not in every]
+    refused = alone() if by_name else {}
     if missing:
         first = missing[0]
         other = skipped()
         if first in other:
             raise Unknown(f"cephboot: {task}{ONLY}{only}: host {first!r} {other[first]}, and {task} works only on the hosts that do; "
-                          f"those are: {_listed(sorted(known))}")
+                          f"those are: {_listed(sorted(every - set(refused)))}")
         raise Unknown(f"cephboot: {task}{ONLY}{only}: no host {first!r} in hosts/nodes/ (no {first}.yaml); "
                       f"the hosts are: {_listed(sorted({*known, *other}))}")
+    single = [w for w in by_name if w in refused]
+    if single:
+        raise Unknown(f"cephboot: {task}{ONLY}{only}: host {single[0]!r} {refused[single[0]]}, and {task} works only on the hosts that do; "
+                      f"those are: {_listed(sorted(every - set(refused)))}")
     for w in wanted:
-        if w.startswith(PROFILE_MARK):
+        if w == EVERY:
+            if not known:
+                other = skipped()
+                first = next(iter(sorted(other)), "")
+                raise Unknown(f"cephboot: {task}{ONLY}{only}: no host is one {task} works on" + (f": host {first!r} {other[first]}" if first else ""))
+            chosen.update(known)
+        elif w.startswith(PROFILE_MARK):
             if w[1:] not in by_profile:
                 raise Unknown(f"cephboot: {task}{ONLY}{only}: no host takes values from a profile {w[1:]!r} "
                               f"(hosts/profiles/{w[1:]}.yaml); the profiles in use are: {_listed(list(by_profile))}")
@@ -166,23 +207,64 @@ def refuse_old_forms(basename: str, task: str, argv: list[str]) -> None:
                          f"(a per-host command names its hosts with --{OPTION} HOST[,HOST...], @PROFILE for a profile's hosts)")
 
 
+def without_hosts(basename: str, argv: list[str]) -> str | None:
+    """How doit's command line ``argv`` (sys.argv) runs task ``basename`` with no host named: its
+    first mention (doit sets a task's options once, at the first) is ``basename`` itself given no
+    `--only`, or a task pattern that matches it (doit gives a pattern's tasks no options), and
+    doit's config files give it none (``[task:BASENAME]``); None when it does not run it so."""
+    line = cmdline.read(argv)
+    if line is None or not line.understood or line.command != "run":
+        return None
+    named = cmdline.tasks(line.words, lambda name: [param("")])
+    configured = line.configured.get(f"task:{basename}") or {}
+    if named is None or words(str(configured.get(OPTION) or "")):
+        return None
+    for name, opts in named:
+        if name == basename:
+            return None if words(opts.get(OPTION, "")) else name
+        if "*" in name and fnmatchcase(basename, name):
+            return name
+    return None
+
+
+def refuse_without_hosts(basename: str, argv: list[str]) -> None:
+    """Stop doit, before any task runs, with the one line that says how to name hosts when
+    ``argv`` runs task ``basename``, which changes each host it runs on, with none named."""
+    how = without_hosts(basename, argv)
+    if how is not None:
+        stop(hosts_required(basename, "" if how == basename else how))
+
+
 def per_host_task(basename: str, doc: str, action: Callable[..., Any], what: str,
-                  task_dep: tuple[str, ...] = ()) -> dict[str, Any]:
+                  task_dep: tuple[str, ...] = (), required: bool = False,
+                  reach: Callable[[Any], Reach] | None = None) -> dict[str, Any]:
     """The doit task `doit BASENAME [--only HOST,@PROFILE...]` that runs ``action(site, host)`` for
-    each host named (every host when none is), in the inventory's order, every time (the cluster
-    is the state: look each run); a host that fails fails alone, a cluster-wide error stops it
-    (run_hosts).  Loading it reads nothing (unless doit's command line names hosts)."""
+    each host named (every host when none is, unless ``required``: then a run with none stops
+    before any task runs), in the inventory's order, every time (the cluster is the state: look
+    each run); a host that fails fails alone, a cluster-wide error stops it (run_hosts).
+    ``reach``: the hosts the command works on (default: every host).  Loading it reads nothing
+    (unless doit's command line names hosts)."""
     refuse_old_forms(basename, basename, sys.argv)
+    if required:
+        refuse_without_hosts(basename, sys.argv)
     return {
         "basename": basename,
         "doc": doc,
-        "actions": [(_run_hosts, [basename, action])],
-        "params": [param(what)],
+        "actions": [(_run_hosts, [basename, action, reach, required])],
+        "params": [param(what, required)],
         # a name that is no host fails at once, not after the stages it depends on ran
-        "task_dep": [] if names_unknown(basename, sys.argv) else list(task_dep),
+        "task_dep": [] if names_unknown(basename, sys.argv, lambda only: _choose(basename, reach, load_for_tasks(), only)) else list(task_dep),
         "uptodate": [False],
         "verbosity": 2,
     }
+
+
+def _choose(basename: str, reach: Callable[[Any], Reach] | None, site: Any, only: str) -> list[str]:
+    """choose() for task ``basename`` among the hosts of the inventory ``site`` it works on (``reach``: every host if None)."""
+    if reach is None:
+        return choose(basename, only, site.hosts, lambda: site.hosts)
+    r = reach(site)
+    return choose(basename, only, r.names, lambda: site.hosts, lambda: r.skipped, lambda: r.alone)
 
 
 def named(basename: str, argv: list[str]) -> list[str]:
@@ -192,18 +274,12 @@ def named(basename: str, argv: list[str]) -> list[str]:
     return [opts[OPTION] for name, opts in run_tasks(argv) or () if name == basename and opts.get(OPTION)]
 
 
-def names_unknown(basename: str, argv: list[str], chosen: Callable[[str], list[str]] | None = None) -> bool:
+def names_unknown(basename: str, argv: list[str], chosen: Callable[[str], list[str]]) -> bool:
     """Whether `--only` names, for task ``basename``, a host or profile that no host has (or that
     the task does not work on: ``chosen``, the task's own choose, raises Unknown then)."""
     values = named(basename, argv)
     if not values:
         return False
-    if chosen is None:
-        hosts = load_for_tasks().hosts
-
-        def chosen(only: str) -> list[str]:
-            return choose(basename, only, hosts, lambda: hosts)
-
     try:
         for only in values:
             chosen(only)
@@ -218,10 +294,13 @@ def hosts_failed(task: str, failed: list[str], of: int) -> TaskFailed:
     return TaskFailed(f"cephboot: {task}: {len(failed)} of {of} hosts failed{rest}:\n" + "\n".join(failed))
 
 
-def _run_hosts(basename: str, action: Callable[..., Any], only: str = "") -> TaskFailed | None:
+def _run_hosts(basename: str, action: Callable[..., Any], reach: Callable[[Any], Reach] | None, required: bool,
+               only: str = "") -> TaskFailed | None:
+    if required and not words(only):  # a way of running it that refuse_without_hosts did not see (`doit auto`)
+        return TaskFailed(f"cephboot: {hosts_required(basename)}")
     site = load_for_tasks()
     try:
-        names = choose(basename, only, site.hosts, lambda: site.hosts) if only else list(site.hosts)
+        names = _choose(basename, reach, site, only) if only else list(site.hosts)
     except Unknown as e:
         return TaskFailed(str(e))
     return run_hosts(basename, action, site, names)

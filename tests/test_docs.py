@@ -27,8 +27,8 @@ _DOIT = re.compile(r"(?:^|[ \t(])(?:\.venv/bin/)?doit[ \t]+([^`\n]*)")
 _TASK = re.compile(r"^(?P<base>[a-z][a-z_-]*)(?::(?P<sub>[A-Za-z0-9<>$_.-]+))?$")
 _OPTION_VALUE = ("--only", "-n", "--reporter", "-f", "-d")
 DOIT_COMMANDS = ("list", "info", "clean", "forget", "ignore", "help", "run", "strace", "dumpdb", "auto", "tabcompletion")
-# tasks whose subtasks are made when they run
-# (image, create_after): `doit list --all` does not show them, so `<base>:<host or image>` is checked
+# tasks whose subtasks are named after files the example site does not have (image: one per
+# hosts/images/NAME.yaml): `doit list --all` does not show them, so `<base>:<image>` is checked
 # by its base.  Every other per-host command is one task that takes --only (tasks/selection.py).
 PER_HOST_LATER = {"image"}
 

@@ -224,25 +224,31 @@ def test_each_host_line_comes_before_what_is_said_of_it_through_a_pipe(tmp_path:
 
 
 def test_stage_and_command_lines_are_printed_and_run_as_pasted(tmp_path: Path) -> None:
-    """Real runs: the render stage prints a line per host it rendered; move-root of hosts without
-    a golden image says so under each host's line (no cluster needed); each printed line, pasted
-    back, runs."""
+    """Real runs: the render stage prints a line per host it rendered; move-root of a profile says
+    under a stateless host's line how it moves (no cluster needed); each printed line, pasted
+    back, runs: the stage's for that host alone, move-root's refuses the stateless host alone, saying why."""
     site = copy_site(PROJECT, tmp_path / "site")
     render = site.doit("render:hosts")
     lines = [line for line in render.stdout.splitlines() if line.startswith("  - render:hosts")]
     assert lines == [f"  - render:hosts --only {h}" for h in ("boreas", "notus", "zephyr")], render.stdout
+    (tmp_path / "src").mkdir()
+    (site.hosts / "images").mkdir()
+    (site.hosts / "images" / "base.yaml").write_text(f"rootfs: {{source: {tmp_path / 'src'}}}\n")
+    site.edit("nodes/zephyr.yaml", "profiles: [rack-a]", "profiles: [rack-a]\nroot: {image: base, mode: stateless, snapshot: '0123456789abcdef'}")
     moved = site.doit("move-root", "--only", "@rack-a")
     out = moved.stdout.splitlines()
-    for host in ("boreas", "zephyr"):
-        head = out.index(f"  - move-root --only {host}")
-        assert out[head + 1] == f"    no root.image (hosts/nodes/{host}.yaml): its root is its own, nothing to move", moved.stdout
+    assert [line for line in out if line.startswith("  - move-root")] == ["  - move-root --only zephyr"], moved.stdout
+    head = out.index("  - move-root --only zephyr")
+    assert out[head + 1] == ("    stateless, root is golden-base/base-0123456789abcdef read-only, nothing to move here: "
+                             "change root.snapshot (hosts/nodes/zephyr.yaml) and run `doit`"), moved.stdout
     site.edit("site.yaml", "192.0.2.13", "192.0.2.99")  # every host due again
     again = site.doit(*lines[2].split()[1:])
     assert [line for line in again.stdout.splitlines() if line.startswith("  - ")] == [lines[2]], again.stdout
-    head = out.index("  - move-root --only zephyr")
-    pasted = site.doit(*out[head].split()[1:]).stdout.splitlines()
-    at = pasted.index(out[head])
-    assert pasted[at:at + 2] == out[head:head + 2] and "  - move-root --only boreas" not in pasted
+    pasted = site.doit(*out[head].split()[1:], check=False)
+    assert pasted.returncode == 1 and pasted.tasks == {"move-root"}, pasted.stdout + pasted.stderr
+    assert ("cephboot: move-root --only zephyr: host 'zephyr' has no root of its own (stateless: it boots golden-base/base-0123456789abcdef "
+            "read-only; root.snapshot (hosts/nodes/zephyr.yaml) moves it and rolls it back, at its next boot after `doit`), "
+            "and move-root works only on the hosts that do; those are: none") in pasted.stdout.splitlines(), pasted.stdout
 
 
 @pytest.mark.parametrize(("task", "only"), [(t, ["--only", "nobody"]) for t in sorted(PER_HOST)] + [

@@ -250,8 +250,13 @@ def test_a_stateless_host_gets_no_image_and_its_client_only_reads_the_golden_ima
     assert a_ceph_cluster.rbd("create", "--size", "4M", f"{RBD_POOL}/golden-base/by-{name}", client=s, check=False).returncode != 0, \
         "the stateless host created an image in the golden namespace"
     assert a_ceph_cluster.rbd("info", f"{RBD_POOL}/gold-a/root", client=s, check=False).returncode != 0, "the stateless host read a clone"
-    moved = a_golden_site.site.doit("move-root", "--only", name).stdout
-    assert _of(moved, "move-root", name).startswith(f"stateless, root is golden-base/base-{snap.group(2)} read-only, nothing to move here"), moved
+    for task in ("move-root", "rollback-root"):  # named alone: refused at once, saying how it moves
+        run = a_golden_site.site.doit(task, "--only", name, check=False)
+        assert run.returncode == 1 and (
+            f"cephboot: {task} --only {name}: host {name!r} has no root of its own (stateless: it boots golden-base/base-{snap.group(2)} read-only; "
+            f"root.snapshot (hosts/nodes/{name}.yaml) moves it and rolls it back, at its next boot after `doit`), and {task} works only on "
+            "the hosts that do; those are: gold-a, gold-b") in run.stdout.splitlines(), run.stdout + run.stderr
+        assert f"  - {task} --only {name}" not in run.stdout, run.stdout
 
 
 def test_a_stateless_host_boots_the_golden_snapshot_with_its_own_name_and_its_writes_vanish_on_reboot(
