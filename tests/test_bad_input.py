@@ -656,7 +656,7 @@ def test_no_generated_file_holds_a_control_or_format_character(loaders: str, the
             "hosts/zephyr/rootfs/etc/fstab", "hosts/zephyr/rootfs/etc/ceph/ceph.conf"} <= set(files), sorted(files)
     assert "/srv/böot/ärbre-ĕ_1.2+x" in files["site/nginx.conf"].decode() and "listen [2001:db8::5]:8080;" in files["site/nginx.conf"].decode()
     assert "location /boot.d/~tree/ {" in files["site/nginx.conf"].decode()
-    assert ("location ~ ^/boot\\.d/\\~tree/hosts/" in files["site/nginx.conf"].decode()) == (loaders == "address-mode")
+    assert ("location ~ ^/boot\\.d/\\~tree/+hosts/" in files["site/nginx.conf"].decode()) == (loaders == "address-mode")
     assert [bad for rel, data in files.items() for bad in _forbidden_in(rel, data)] == []
 
 
