@@ -24,9 +24,8 @@ MAX_KEYRING = 64 << 10
 MAX_LUKS_KEY = 8 << 20  # cryptsetup's own limit for a key file
 MAX_MACHINE_SECRET = 128  # bytes of a machine secret file (one line an SMBIOS field holds)
 # The kernel keeps COMMAND_LINE_SIZE (2048 on x86) bytes of its command line, the final
-# NUL included, and silently cuts the rest; iPXE passes the `initrd=` names before ours.
+# NUL included, and silently cuts the rest (kernel_line: what each loader hands it).
 CMDLINE_SIZE = 2048
-CMDLINE_PREFIX = "initrd=initrd.img initrd=overlay.cpio "
 # cephx clients that are the cluster's own or cephboot's service clients (publisher, web server)
 RESERVED_CLIENT = re.compile(r"admin|bootstrap-.*|crash(\..*)?|cephboot-.*|(mon|mgr|mds|osd|rgw)(\..*)?")
 # folders a root tree or image mount may never be: the build machine's own
@@ -175,8 +174,29 @@ def cmdline_words(cfg: Any) -> list[str]:
     return [f"root={root}", f"rootfstype={cfg.root_fs}", *cfg.kernel_args]
 
 
+def kernel_line(cfg: Any, kver: str) -> str:
+    """The command line the kernel of a host (its HostView) receives, as its loader builds it from
+    the rendered file: GRUB's `linux` puts BOOT_IMAGE=<the path it loaded> first; iPXE puts the
+    `initrd=` names of boot.ipxe's `kernel` line first, and under UEFI the image's name before
+    them (EFI load options start with it)."""
+    words = " ".join(cmdline_words(cfg))
+    if cfg.boot.loader == "grub-secureboot":
+        return f"BOOT_IMAGE=/kernels/{kver}/vmlinuz {words}"
+    return ("vmlinuz initrd=initrd.img " if cfg.monolithic else "vmlinuz initrd=overlay.cpio initrd=initrd.img ") + words
+
+
+def check_cmdline(host: Host, kver: str, problems: list[Problem]) -> None:
+    """The host's kernel command line fits the kernel's buffer: counted in bytes as written (UTF-8), not in characters."""
+    length = len(kernel_line(host.cfg, kver).encode())
+    if length >= CMDLINE_SIZE:
+        problems.append(Problem(host.origin("kernel_args"), "kernel_args", (
+            f"the kernel command line would be {length} bytes (with root=, rootfstype= and what "
+            f"{'GRUB' if host.cfg.boot.loader == 'grub-secureboot' else 'iPXE'} puts first); "
+            f"the kernel keeps {CMDLINE_SIZE - 1} and cuts the rest silently")))
+
+
 def check_host_paths(root: Path, host: Host, settings: dict[str, Any], problems: list[Problem]) -> None:
-    """Keys whose values are safe alone but not for this site: where /boot lies, who the client is, how long the command line gets."""
+    """Keys whose values are safe alone but not for this site: where /boot lies, who the client is, what the root comes from."""
     cfg = host.cfg
     tree, boot = settings["ceph"]["boot_tree"], cfg.boot_path
     if boot == tree or boot.startswith(tree + "/") or tree.startswith(boot.rstrip("/") + "/"):
@@ -194,11 +214,6 @@ def check_host_paths(root: Path, host: Host, settings: dict[str, Any], problems:
         problems.append(Problem(host.origin("client"), "client", (
             f"{cfg.client!r} is reserved: admin, bootstrap-*, crash*, daemon names and cephboot-* (the publisher, the web server) are "
             "the cluster's or cephboot's own clients, and a host's key is published in its layer; expected a client of the host's own, like its name")))
-    length = len(CMDLINE_PREFIX) + len(" ".join(cmdline_words(cfg)))
-    if length >= CMDLINE_SIZE:
-        problems.append(Problem(host.origin("kernel_args"), "kernel_args", (
-            f"the kernel command line would be {length} characters (with root=, rootfstype= and iPXE's initrd= names); "
-            f"the kernel keeps {CMDLINE_SIZE - 1} and cuts the rest silently")))
     for key, value in (("rootfs.source", cfg.rootfs.source), ("image_root", cfg.image_root)):
         if not value or value == "debootstrap":
             continue
@@ -438,6 +453,7 @@ def check_kernels(site: Site, site_rel: str, problems: list[Problem], hosts: lis
         return
     for host in site.hosts.values() if hosts is None else hosts:
         wanted = host.cfg.kernel
+        check_cmdline(host, site.kernels[-1] if wanted == "latest" else wanted, problems)
         if wanted != "latest" and wanted not in installed:
             problems.append(Problem(host.origin("kernel"), "kernel", (
                 f"{wanted!r} is not installed on the build machine (no {k['boot_dir']}/vmlinuz-{wanted} with modules in {k['modules_dir']}/{wanted}); "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,7 +17,7 @@ from .layout import BUILD
 from .templating import code_digest, header
 from .templating import env as _env
 from .uptodate import config_changed
-from .failures import guarded
+from .failures import guarded, host_values, site_values, unsafe
 
 # server -> {template: output}; each output is a fragment the site includes in its own config
 SNIPPETS: dict[str, dict[str, Path]] = {
@@ -57,10 +58,13 @@ def render_snippets(site: Site, server: str) -> TaskFailed | None:
     if net.tftp_server is None:
         return TaskFailed(f"cephboot: dhcp-snippets:{server}: set dhcp.tftp_server in hosts/site.yaml (the TFTP server's IPv4 address, "
                           f"handed out as next-server; pxe.http_base's host {s['pxe']['http_base']!r} is not an IPv4 address)")
-    try:
-        texts = {out: snippet_text(template, net) for template, out in SNIPPETS[server].items()}
-    except UnsafeValue as e:
-        return TaskFailed(f"cephboot: dhcp-snippets:{server}: a value of hosts/site.yaml or hosts/nodes/ {e}")
+    texts = {}
+    for template, out in SNIPPETS[server].items():
+        try:
+            texts[out] = snippet_text(template, net)
+        except UnsafeValue as e:
+            values = chain(site_values(s), (v for h in site.hosts.values() for v in host_values(h)))
+            return unsafe(f"dhcp-snippets:{server}", e, values, f"templates/{template}")
     for out, text in texts.items():
         out.parent.mkdir(parents=True, exist_ok=True)
         write_if_changed(out, text.encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,7 +21,7 @@ from .layout import BUILD
 from .templating import code_digest, header
 from .templating import env as _env
 from .uptodate import config_changed
-from .failures import failure, guarded
+from .failures import failure, guarded, host_values, site_values, unsafe
 
 TEMPLATE = "dnsmasq/dnsmasq.conf.j2"
 OUTPUT = BUILD / "site" / "dnsmasq.conf"
@@ -80,7 +81,7 @@ def render_dnsmasq(site: Site) -> TaskFailed | None:
     try:
         text = config_text(site)
     except UnsafeValue as e:
-        return TaskFailed(f"cephboot: dnsmasq: a value of hosts/site.yaml {e} (tftp-root is publish.web_root or publish.target)")
+        return unsafe("dnsmasq", e, chain(site_values(site.settings), (v for h in site.hosts.values() for v in host_values(h))), f"templates/{TEMPLATE}")
     write_if_changed(OUTPUT, text.encode())
     return None
 

@@ -57,6 +57,62 @@ def failure(where: str, e: OSError, fallback: str = "") -> TaskFailed:
     return TaskFailed(f"cephboot: {where}: {why(e, fallback)}")
 
 
+# (file, key, value) of each leaf of the inventory that a rendered file may carry
+Values = Iterable[tuple[str, str, Any]]
+
+
+def leaves(data: dict[str, Any], origin: Callable[[str], str], prefix: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(file, key, value) of every leaf of a validated record (each list item on its own), the
+    file being ``origin(key)``: the candidates ``unsafe`` blames."""
+    for key, value in data.items():
+        full = prefix + str(key)
+        if isinstance(value, dict):
+            yield from leaves(value, origin, full + ".")
+        elif isinstance(value, list):
+            for item in value:
+                yield from leaves(item, origin, full + ".") if isinstance(item, dict) else [(origin(full), full, item)]
+        elif value is not None:
+            yield origin(full), full, value
+
+
+def site_values(settings: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """leaves() of the site settings: every one is set in hosts/site.yaml."""
+    return leaves(settings, lambda _: "hosts/site.yaml")
+
+
+def host_values(host: Any) -> Iterator[tuple[str, str, Any]]:
+    """leaves() of a host (a model.Host), each with the file that set it."""
+    return leaves(host.data, host.origin)
+
+
+def unsafe(where: str, e: Any, values: Values, template: str = "") -> TaskFailed:
+    """The one line for a value a template's quoting filter refused (``e``, a quoting.UnsafeValue).
+
+    The value that reached the template may be derived from a key (nginx's listen from
+    pxe.http_base, the kernel command line from kernel_args): the key blamed is the one of
+    ``values`` whose value shares the longest run of text around the refused character. Only that
+    inventory value is quoted, never the refused text itself (it may come from a key file)."""
+    text, at = getattr(e, "text", ""), getattr(e, "at", -1)
+    best: tuple[int, str, str, str] | None = None
+    for file, key, value in values if 0 <= at < len(text) else ():
+        s = str(value)
+        if text[at] not in s:
+            continue
+        a, b = at, at + 1
+        while a > 0 and text[a - 1:b] in s:
+            a -= 1
+        while b < len(text) and text[a:b + 1] in s:
+            b += 1
+        if best is None or b - a > best[0]:
+            best = (b - a, file, key, s)
+    made = f" (in {template})" if template else ""
+    if best is None:
+        return TaskFailed(f"cephboot: {where}: a value {e}{made}")
+    from .schema import shown
+
+    return TaskFailed(f"cephboot: {where}: {best[1]}: {best[2]}: {shown(best[3])} {e}{made}")
+
+
 def stop(message: str) -> NoReturn:
     """End doit while the tasks load: `cephboot: <message>` on stderr, exit status 2, no traceback;
     no task has run, so nothing was written but build/'s own housekeeping."""

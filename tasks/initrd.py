@@ -20,7 +20,8 @@ from .inventory import Site
 from .layout import TEMPLATES, base_name
 from .templating import code_digest, header
 from .templating import env as _env
-from .failures import guarded
+from .failures import guarded, site_values, unsafe
+from .quoting import UnsafeValue
 
 KERNELS = layout.KERNELS
 STATIC = TEMPLATES / "initramfs-tools"
@@ -359,7 +360,10 @@ def build_base(settings: dict[str, Any], kver: str, modules: list[str], method: 
     out = kernel_dir(kver)
     remove_stale_temps(out, locked=False)  # what a killed build left
     confdir = out / ("initramfs-tools" if method == "cli" else f"initramfs-tools-{method}")
-    write_confdir(confdir, kver, modules, nic_modules(settings, modules, method), settings["kernels"]["compress"], method)
+    try:
+        write_confdir(confdir, kver, modules, nic_modules(settings, modules, method), settings["kernels"]["compress"], method)
+    except UnsafeValue as e:
+        return unsafe("initrd", e, site_values(settings), f"templates/{CONF_TEMPLATE}")
     tmp = out / tmp_name(base_name(method))
     try:
         r = subprocess.run(["mkinitramfs", "-d", str(confdir), "-o", str(tmp), kver], capture_output=True, text=True, env=_tool_env())

@@ -21,6 +21,7 @@ from .templating import code_digest
 from .stage import Stage, Unit, stage_task
 from .uptodate import config_changed
 from .failures import guarded
+from .quoting import UnsafeValue
 
 STATIC_SCRIPTS = [
     TEMPLATES / "initramfs-tools/hooks/cephboot",
@@ -180,14 +181,17 @@ def grub_script_check(files: list[str]) -> TaskFailed | None:
     return None
 
 
-def lint_base_confs(bases: dict[str, list[str]], compress: str) -> bool:
+def lint_base_confs(bases: dict[str, list[str]], compress: str) -> bool | TaskFailed:
     """doit action of lint:base: each base's initramfs.conf, as initrd:<kver> renders it, read by
     shellcheck from stdin (nothing is written); findings name the file the text becomes."""
     exe = shellcheck_binary()
     rc = [f"--rcfile={RCFILE}"] if RCFILE.exists() else []
     ok = True
     for kver, nics in bases.items():
-        text = initrd.conf_text(kver, nics, compress)
+        try:
+            text = initrd.conf_text(kver, nics, compress)
+        except UnsafeValue as e:  # what initrd:<kver> refuses the same way
+            return TaskFailed(f"cephboot: lint:base: kernels.nic_modules or kernels.lean_nic_modules in hosts/site.yaml {e}")
         r = subprocess.run([exe, *rc, "--shell=sh", "--severity=style", "--format=gcc", "-"], input=text, capture_output=True, text=True)
         if r.returncode != 0:
             ok = False

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
+
+from doit.exceptions import TaskFailed
 
 from . import inventory
 from .fileio import digest, write_if_changed
@@ -15,8 +17,9 @@ from .layout import BUILD
 from .templating import code_digest, header
 from .templating import env as _env
 from .inventory import Site
+from .quoting import UnsafeValue
 from .uptodate import config_changed
-from .failures import guarded
+from .failures import guarded, host_values, site_values, unsafe
 
 TEMPLATE = "nginx/cephboot.conf.j2"
 OUTPUT = BUILD / "site" / "nginx.conf"
@@ -59,13 +62,19 @@ def nginx_conf(settings: dict[str, Any], site_root: Path, bound: Sequence[tuple[
     listen, prefix = listen_and_prefix(settings["pxe"]["http_base"])
     return _env().get_template(TEMPLATE).render(
         header=header(["hosts/site.yaml", "hosts/nodes/"] if bound else ["hosts/site.yaml"], TEMPLATE),
-        listen=listen, prefix=prefix, prefix_regex=re.escape(prefix), root=web_root(settings, site_root).rstrip("/"), bound=bound,
+        listen=listen, prefix=prefix, root=web_root(settings, site_root).rstrip("/"), bound=bound,
     )
 
 
-def render_nginx(settings: dict[str, Any], site_root: Path, bound: Sequence[tuple[str, list[str]]]) -> None:
-    """doit action: write build/site/nginx.conf."""
-    write_if_changed(OUTPUT, nginx_conf(settings, site_root, bound).encode())
+def render_nginx(site: Site, bound: Sequence[tuple[str, list[str]]]) -> TaskFailed | None:
+    """doit action: write build/site/nginx.conf (a value its quoting refuses: one line naming the key, nothing written)."""
+    try:
+        text = nginx_conf(site.settings, site.root, bound)
+    except UnsafeValue as e:
+        hosts = (v for name, _ in bound for v in host_values(site.hosts[name]))
+        return unsafe("nginx", e, chain(site_values(site.settings), hosts), f"templates/{TEMPLATE}")
+    write_if_changed(OUTPUT, text.encode())
+    return None
 
 
 @lru_cache(maxsize=None)
@@ -83,7 +92,7 @@ def task_nginx() -> Iterator[dict[str, Any]]:
         "basename": "nginx",
         "doc": f"{OUTPUT}: an nginx server block serving the boot tree at {s['pxe']['http_base']}/ (nothing listable; "
                "an address-mode host's keys only to its reserved address)",
-        "actions": [(render_nginx, [s, site.root, bound])],
+        "actions": [(render_nginx, [site, bound])],
         "targets": [str(OUTPUT)],
         "uptodate": [config_changed(digest(s["pxe"]["http_base"], web_root(s, site.root), repr(bound), _code_digest()))],
         "clean": True,

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import lru_cache
-from typing import Any, Iterator
+from itertools import chain
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from doit.exceptions import TaskFailed
 
 from .uptodate import config_changed
 
@@ -14,12 +18,12 @@ from .fileio import digest, files_digest, read_regular, write_if_changed
 from .bootnet import grub_routes
 from .inventory import Host, Site
 from .model import STATELESS_FILES, HostView, mapped_root, stateless
-from .quoting import quote
+from .quoting import UnsafeValue, quote
 from .stage import Stage, Unit, stage_task
 from . import sealed
 from .layout import HOSTS, SITE, TEMPLATES, base_name, host_dir, host_file, site_file
 from .templating import code_digest, env, header
-from .failures import guarded
+from .failures import guarded, host_values, site_values, unsafe
 from .checks import MAX_KEYRING, MAX_LUKS_KEY
 from .yamlfiles import secret_bytes
 
@@ -68,14 +72,34 @@ def templates_digest(kind: str) -> str:
 
 
 def cmdline(cfg: HostView) -> str:
-    return " ".join(quote(w, "word") for w in inventory.cmdline_words(cfg))
+    """The kernel arguments as boot.ipxe carries them (grub_cmdline: as grub.cfg does)."""
+    return " ".join(quote(w, "cmdline") for w in inventory.cmdline_words(cfg))
 
 
-def render_host(site: Site, host: Host) -> None:
+def grub_cmdline(cfg: HostView) -> str:
+    return " ".join(quote(quote(w, "cmdline"), "grub") for w in inventory.cmdline_words(cfg))
+
+
+def render_host(site: Site, host: Host) -> TaskFailed | None:
     """Render every file of one host; write only those whose content changed (the stage's work:
-    from outside the stage, call render_hosts, which also keeps the stage's record)."""
+    from outside the stage, call render_hosts, which also keeps the stage's record).  A value a
+    template's quoting refuses fails the host with one line naming its file and key, before
+    anything of it is written."""
+    template = ""
+    try:
+        made: list[tuple[Path, bytes, int]] = []
+        for entry in _host_files(site, host):
+            template, path, make, mode = entry  # the template named if make() refuses a value
+            made.append((path, make(), mode))
+    except UnsafeValue as e:
+        return unsafe(f"render:hosts: {host.name}", e, chain(host_values(host), site_values(site.settings)), f"templates/{template}" if template else "")
+    _write_host(site, host, made)
+    return None
+
+
+def _host_files(site: Site, host: Host) -> Iterator[tuple[str, Path, Callable[[], bytes], int]]:
+    """(template, path, what makes its bytes, mode) of every file render writes for ``host``."""
     cfg, s = host.cfg, site.settings
-    jinja = env()
     base = host_dir(host.name)
     # the client of the keyring's current key generation (`doit rotate`): the boot maps as it;
     # the keyring's path on the host stays the one of the host's client
@@ -90,29 +114,45 @@ def render_host(site: Site, host: Host) -> None:
         "sealed_path": SEALED_PATH,
         "root_device": f"/dev/mapper/{cfg.luks.name}" if cfg.luks else "/dev/rbd0",
         "cmdline": cmdline(cfg),
-        "grub_cmdline": " ".join(quote(quote(w, "word"), "grub") for w in inventory.cmdline_words(cfg)),
+        "grub_cmdline": grub_cmdline(cfg),
         "key": key,
         "mapped": mapped_root(cfg),
         "stateless_files": STATELESS_FILES if stateless(cfg) else "",
         # address mode: the addresses the web server serves this host's keys to
         "reserved": [ip for _, _, ip in host.reservations(s["dhcp"]["network"])] if cfg.secrets.mode == "address" else [],
     }
-    outputs = artifacts.built_by("render", cfg)
-    for rel, a in outputs.items():
+    for rel, a in artifacts.built_by("render", cfg).items():
         if a.source == "seal":
-            continue  # sealed from the keys below
+            continue  # sealed from the keys (_write_host)
         if a.source == "keyfile":  # the LUKS key is copied byte for byte
-            data = secret_bytes(site.path_str(cfg.luks.keyfile), MAX_LUKS_KEY)
+            yield "", base / rel, partial(secret_bytes, site.path_str(cfg.luks.keyfile), MAX_LUKS_KEY), a.mode
         else:
             sources = [host.source, site.display(cfg.keyring)] if a is BY_NAME["keyring"] else host.sources
-            data = jinja.get_template(a.template).render(header=header(sources, a.template), **common).encode()
-        write_if_changed(base / rel, data, a.mode)
+            yield a.template, base / rel, partial(_render, a.template, header(sources, a.template), common), a.mode
+    # its routes: the site-wide by-uuid/by-mac entries that lead to its boot.ipxe
+    # (a route the host no longer has is removed by render:site, which runs when the set changes)
+    t = SITE_TEMPLATES["route"]
+    for rel, (kind, value) in host_routes(host).items():
+        yield t, SITE / rel, partial(_render, t, header([host.source], t), {"s": s, "h": host.data, "kind": kind, "key": value}), 0o644
+
+
+def _render(template: str, head: str, values: dict[str, Any]) -> bytes:
+    return env().get_template(template).render(header=head, **values).encode()
+
+
+def _write_host(site: Site, host: Host, made: list[tuple[Path, bytes, int]]) -> None:
+    """Write the rendered files of ``host`` that changed, seal its keys, remove what it no longer has."""
+    cfg = host.cfg
+    base = host_dir(host.name)
+    for path, data, mode in made:
+        write_if_changed(path, data, mode)
+    outputs = artifacts.built_by("render", cfg)
     if machine_mode(cfg):
         keys = {"keyring": read_regular(base / "rootfs" / keyring_path(cfg).lstrip("/"))}
         if cfg.luks:
             keys["luks"] = read_regular(base / LUKS_KEY)
         sealed.seal_to_file(base / SEALED, base / SEALED_STAMP, host.name, keys,
-                            site.path_str(cfg.secrets.machine_secret), s["ceph"]["fsid"])
+                            site.path_str(cfg.secrets.machine_secret), site.settings["ceph"]["fsid"])
     # files that this host no longer has (LUKS turned off, client renamed, clear mode)
     for stale in (base / "rootfs/etc/ceph").glob("ceph.client.*.keyring"):
         if str(stale.relative_to(base)) not in outputs:
@@ -120,12 +160,6 @@ def render_host(site: Site, host: Host) -> None:
     for rel in (*artifacts.render_conditional(), SEALED_STAMP):
         if rel not in outputs and (rel != SEALED_STAMP or SEALED not in outputs):
             (base / rel).unlink(missing_ok=True)
-    # its routes: the site-wide by-uuid/by-mac entries that lead to its boot.ipxe
-    # (a route the host no longer has is removed by render:site, which runs when the set changes)
-    t = SITE_TEMPLATES["route"]
-    for rel, (kind, value) in host_routes(host).items():
-        data = jinja.get_template(t).render(header=header([host.source], t), s=s, h=host.data, kind=kind, key=value)
-        write_if_changed(SITE / rel, data.encode())
 
 
 def host_routes(host: Host) -> dict[str, tuple[str, str]]:
@@ -158,20 +192,24 @@ def _site_outputs(site: Site) -> dict[str, tuple[str, Host | None, str]]:
     return out
 
 
-def render_site(site: Site) -> None:
-    """Render boot.ipxe; remove the routes and build folders of removed hosts (render:hosts writes each host's routes)."""
-    jinja = env()
+def render_site(site: Site) -> TaskFailed | None:
+    """Render boot.ipxe (and the grub-secureboot routes); remove the routes and build folders of
+    removed hosts (render:hosts writes each host's routes).  A value a template's quoting refuses:
+    one line naming its file and key, nothing written."""
     base = SITE
     outputs = site_outputs(site)
-    t = SITE_TEMPLATES["boot.ipxe"]
-    data = jinja.get_template(t).render(header=header(["hosts/site.yaml"], t), s=site.settings, hosts=len(site.hosts))
-    write_if_changed(base / "boot.ipxe", data.encode())
     routes = grub_routes(site)
-    if routes:
+    t = SITE_TEMPLATES["boot.ipxe"]
+    try:
+        ipxe = _render(t, header(["hosts/site.yaml"], t), {"s": site.settings, "hosts": len(site.hosts)})
         t = SITE_TEMPLATES[SITE_GRUB]
-        data = jinja.get_template(t).render(header=header(["hosts/site.yaml", "hosts/nodes/"], t), routes=routes,
-                                          hosts=len({name for _, name in routes}))
-        write_if_changed(base / SITE_GRUB, data.encode())
+        grub = _render(t, header(["hosts/site.yaml", "hosts/nodes/"], t), {"routes": routes, "hosts": len({name for _, name in routes})}) if routes else None
+    except UnsafeValue as e:
+        values = (v for name in sorted({name for _, name in routes}) for v in host_values(site.hosts[name]))
+        return unsafe("render:site", e, chain(site_values(site.settings), values), f"templates/{t}")
+    write_if_changed(base / "boot.ipxe", ipxe)
+    if grub is not None:
+        write_if_changed(base / SITE_GRUB, grub)
     else:
         (base / SITE_GRUB).unlink(missing_ok=True)
     for folder in ("ipxe/by-uuid", "ipxe/by-mac"):
@@ -183,6 +221,7 @@ def render_site(site: Site) -> None:
         for d in os.scandir(hosts_root):
             if d.is_dir() and d.name not in site.hosts:
                 shutil.rmtree(d.path)
+    return None
 
 
 def render_stage(site: Site) -> Stage:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .quoting import UnsafeValue, quote
+from .quoting import ASCII_ONLY, UnsafeValue, quote
 
 
 class Invalid(ValueError):
@@ -184,6 +184,12 @@ def url(v: Any) -> str:
     if port == 0 or (u.netloc.endswith(":") and port is None):
         raise Invalid("expected a port from 1 to 65535 after ':'")
     host = u.hostname or ""
+    if "%" in u.netloc:
+        # Python takes an IPv6 zone ("[fe80::1%eth0]") with nearly any character after the '%'; a
+        # zone names an interface of the machine that reads the URL, and iPXE, nginx and dnsmasq
+        # each read it on another machine
+        raise Invalid("expected a host without '%': an IPv6 address with a zone (scope ID) like [fe80::1%eth0] names "
+                      "an interface of one machine only; use a global or unique-local IPv6 address, an IPv4 address or a host name")
     if u.netloc.startswith("[") or ":" in host:
         import ipaddress as ip
 
@@ -349,7 +355,7 @@ def one_of(*choices: str) -> Check:
 def safe_text(lang: str, what: str) -> Check:
     """Free text that must be inert in ``lang`` (uses the one quoting function)."""
 
-    @expects(f"{what}: no quotes, '$', '`', ';', '\\', spaces, control characters or `|&#<>{{}}()*?!~[]`")
+    @expects(f"{what}: {'printable ASCII, ' if lang in ASCII_ONLY else ''}no quotes, '$', '`', ';', '\\', spaces, control or Unicode format characters or `|&#<>{{}}()*?!~[]`")
     def check(v: Any) -> str:
         s = _str(v)
         if not s:
@@ -508,7 +514,7 @@ HOST = Section(
         "boot_path": Field(cephfs_path, "CephFS folder mounted read-write at the host's /boot: its own, outside `ceph.boot_tree`, not inside or above another host's.", default="/hosts/{name}"),
         "boot_quota": Field(size, "Most bytes the host may store in its /boot (CephFS quota `ceph.quota.max_bytes`, set by provisioning).", default="1G"),
         "kernel": Field(kernel_version, "Kernel version or 'latest' (newest installed on the build machine).", default="latest"),
-        "kernel_args": Field(list_of(safe_text("word", "one kernel argument")), "Extra kernel command line arguments; with root=, rootfstype= and iPXE's initrd= names the line stays under 2048 characters (the kernel cuts the rest).", default=[]),
+        "kernel_args": Field(list_of(safe_text("cmdline", "one kernel argument")), "Extra kernel command line arguments; with root=, rootfstype= and what the loader adds (iPXE's initrd= names, GRUB's BOOT_IMAGE=) the line stays under 2048 bytes (the kernel cuts the rest).", default=[]),
         "root_fs": Field(one_of("ext4", "xfs", "btrfs"), "Root filesystem type.", default="ext4"),
         "map": Section(
             {

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from builtsite import the_built_example  # noqa: F401  (fixture)
-from conftest import PROJECT, Site, copy_site
+from conftest import PROJECT, Site, copy_project, copy_site
 from tasks import inventory
 
 Mutation = Callable[[Site], None]
@@ -243,6 +245,13 @@ RUN: dict[str, Case] = {
     "dhcp-range-and-router-outside-the-network": (site_key("dhcp", "  mode: server\n  range: [10.0.0.1, 10.0.0.5]\n  router: 10.9.9.9\n"),
         ["\n  hosts/site.yaml: dhcp.range: 10.0.0.1 is outside dhcp.network 192.0.2.0/24: dnsmasq would lease no address of this range to a machine there; expected [first, last] host addresses inside it\n",
          "\n  hosts/site.yaml: dhcp.router: 10.9.9.9 is outside dhcp.network 192.0.2.0/24: no machine there could reach it; expected a gateway address inside it\n"]),
+    # stop 24 audit: an IPv6 zone (scope ID) took nearly any character into nginx's listen line
+    "http-base-ipv6-zone-injection": (url("\"http://[fe80::1%a;$(reboot)'${x},b{}]/boot\""), ["hosts/site.yaml: pxe.http_base", "without '%'", "zone (scope ID)"]),
+    # C1 controls and Unicode format characters: an 8-bit CSI into boot.ipxe, a bidi override into nginx.conf
+    "kernel-arg-8-bit-csi": (edit(N, "net.ifnames=0", '"a=\\x9b31mX"'), ["hosts/nodes/notus.yaml: kernel_args: item 2", "'\\x9b' (control)"]),
+    "web-root-bidi-override": (site_key("publish", '  web_root: "/srv/ZZ\\u202e\\x9b"\n'), ["hosts/site.yaml: publish.web_root", "'\\u202e' (RIGHT-TO-LEFT OVERRIDE)"], ["\u202e"]),
+    # 2048 bytes, not characters: non-ASCII is refused on the command line (firmware consoles are not UTF-8)
+    "kernel-args-non-ascii-long": (to_notus('+kernel_args: ["a=' + "é" * 1000 + '", "b=' + "€" * 950 + '"]\n'), ["notus.yaml: kernel_args: item 3", "printable ASCII only"]),
 }
 
 # --- cases checked by the loader alone (every doit run starts with it) ---------------------
@@ -356,7 +365,21 @@ LOAD: dict[str, Case] = {
     "monitor-loopback": (mons("[127.0.0.1]"), ["hosts/site.yaml: ceph.mon_host", "loopback"]),
     "monitor-multicast": (mons("[224.0.0.1]"), ["hosts/site.yaml: ceph.mon_host", "multicast"]),
     "monitor-none": (mons("[]"), ["hosts/site.yaml: ceph.mon_host", "at least 1"]),
-    "kernel-cmdline-many-args": (to_notus("+kernel_args: [" + ", ".join([f"arg{i}=" + "v" * 60 for i in range(40)]) + "]\n"), ["notus.yaml: kernel_args", "characters"]),
+    # Unicode that changes how a line reads or where it ends, in every key that takes free text
+    **{f"unicode-{name}-in-{key.replace('.', '-').replace('_', '-')}": (mutation, [f"{file}: {key}", shown])
+       for name, char, shown in [("zero-width-space", "\\u200b", "ZERO WIDTH SPACE"), ("line-separator", "\\u2028", "LINE SEPARATOR"),
+                                 ("paragraph-separator", "\\u2029", "PARAGRAPH SEPARATOR"), ("bidi-isolate", "\\u2066", "LEFT-TO-RIGHT ISOLATE"),
+                                 ("byte-order-mark", "\\ufeff", "ZERO WIDTH NO-BREAK SPACE"), ("next-line", "\\x85", "'\\x85' (control")]
+       for key, file, mutation in [
+           ("kernel_args", "notus.yaml", edit(N, "net.ifnames=0", f'"net.ifnames=0{char}"')),
+           ("publish.web_root", "hosts/site.yaml", site_key("publish", f'  web_root: "/srv/boot{char}x"\n')),
+           ("publish.target", "hosts/site.yaml", target(f'"build/pub{char}lish"')),
+           ("kernels.boot_dir", "hosts/site.yaml", site_key("kernels", f'  boot_dir: "/boot{char}"\n')),
+       ]},
+    "http-base-ipv6-zone": (url("http://[fe80::1%25eth0]/boot"), ["hosts/site.yaml: pxe.http_base", "without '%'"]),
+    "http-base-ipv6-zone-plain": (url('"http://[fe80::1%eth0]:8080/boot"'), ["hosts/site.yaml: pxe.http_base", "without '%'"]),
+    "kernel-arg-non-ascii-letter": (edit(N, "net.ifnames=0", '"x=caf\u00e9"'), ["notus.yaml: kernel_args", "'\\xe9' (LATIN SMALL LETTER E WITH ACUTE)", "printable ASCII only"]),
+    "kernel-cmdline-many-args": (to_notus("+kernel_args: [" + ", ".join([f"arg{i}=" + "v" * 60 for i in range(40)]) + "]\n"), ["notus.yaml: kernel_args", "bytes"]),
     # where things go
     "target-slash": (target("/"), ["publish.target", "the site folder or a folder above it"]),
     "target-build-dotdot": (target("build/.."), ["publish.target", "the site folder or a folder above it"]),
@@ -585,3 +608,145 @@ def test_problems_past_the_first_fifty_are_counted_not_listed() -> None:
     assert lines[:3] == ["invalid inventory:", "  hosts/nodes/h0.yaml: client: expected a Ceph name", "  hosts/nodes/h1.yaml: client: expected a Ceph name"]
     assert lines[50:] == ["  hosts/nodes/h49.yaml: client: expected a Ceph name", "  ... and 20 more problems"]
     assert str(inventory.InventoryError(problems[:50])).splitlines()[-1] == "  hosts/nodes/h49.yaml: client: expected a Ceph name"
+
+
+# --- what the generated files may hold --------------------------------------------------
+
+# C0 controls but tab and newline, DEL, C1 controls, and what Unicode calls format characters or
+# line/paragraph separators (bidi overrides, zero-width), surrogates, private use, unassigned
+_NEVER_IN_TEXT = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+# files whose readers print them to firmware consoles: printable ASCII (and newlines) only
+_ASCII_FILES = re.compile(r"(\.ipxe|grub\.cfg|dhcpd\.conf|\.json)$")
+
+
+def _forbidden_in(rel: str, data: bytes) -> list[str]:
+    text = data.decode()  # every generated text file is UTF-8 (a UnicodeDecodeError fails the test)
+    bad = [f"{rel}: {c!r} at {i}" for i, c in enumerate(text) if c not in "\t\n" and unicodedata.category(c) in _NEVER_IN_TEXT]
+    if _ASCII_FILES.search(rel):
+        bad += [f"{rel}: non-ASCII {c!r} at {i}" for i, c in enumerate(text) if not c.isascii()]
+    return bad
+
+
+@pytest.mark.parametrize("loaders", ["grub-secureboot", "address-mode"])
+def test_no_generated_file_holds_a_control_or_format_character(loaders: str, the_example_site: Site) -> None:
+    """Every text file that render, dnsmasq, nginx and dhcp-snippets write, for a site that uses the
+    widest values the inventory allows (a non-ASCII web_root, an IPv6 base with a port and '~',
+    server-mode reservations; a grub-secureboot host, or an address-mode host: one site cannot have
+    both): no control or Unicode format character anywhere, and printable ASCII in what iPXE, GRUB
+    and the DHCP servers read."""
+    site = the_example_site
+    site.edit(SITE, "http_base: http://192.0.2.5/boot", "http_base: http://[2001:db8::5]:8080/boot.d/~tree")
+    site.edit(SITE, "  network: 192.0.2.0/24", "  network: 192.0.2.0/24\n  mode: server\n  range: [192.0.2.100, 192.0.2.199]\n  tftp_server: 192.0.2.5")
+    site.edit(SITE, "  target: build/publish", "  target: build/publish\n  web_root: /srv/böot/ärbre-ĕ_1.2+x")
+    site.edit(N, "net.ifnames=0", '"x=a:b/c.d,e+f%g@h^i=j"')
+    if loaders == "grub-secureboot":
+        append(SECURE, "boot:\n  loader: grub-secureboot\n")(site)
+    else:
+        append(Z, "secrets:\n  mode: address\n")(site)
+    run = site.doit("render", "nginx", "dhcp-snippets", check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # the tree's tftp/ takes Debian's iPXE (the dnsmasq task depends on it): dnsmasq.conf from its own function
+    from tasks.dnsmasq import config_text
+
+    files = {str(p.relative_to(site.build)): p.read_bytes() for top in ("site", "hosts") for p in sorted((site.build / top).rglob("*"))
+             if p.is_file() and not p.name.endswith((".luks", ".cpio", "sealed", ".stamp")) and "etc/cephboot" not in str(p)}
+    files["site/dnsmasq.conf"] = config_text(inventory.load(site.root, use_cache=False)).encode()
+    assert {"site/grub.cfg", "hosts/boreas/grub.cfg"} <= set(files) if loaders == "grub-secureboot" else "geo $cephboot_client_host" in files["site/nginx.conf"].decode()
+    assert {"site/boot.ipxe", "site/nginx.conf", "site/dhcpd.conf", "site/kea-dhcp4/dhcp4.json", "site/dnsmasq.conf", "hosts/notus/boot.ipxe", "hosts/zephyr/initramfs-tools/conf.d/cephboot", "hosts/boreas/rootfs/etc/crypttab",
+            "hosts/zephyr/rootfs/etc/fstab", "hosts/zephyr/rootfs/etc/ceph/ceph.conf"} <= set(files), sorted(files)
+    assert "/srv/böot/ärbre-ĕ_1.2+x" in files["site/nginx.conf"].decode() and "listen [2001:db8::5]:8080;" in files["site/nginx.conf"].decode()
+    assert "location /boot.d/~tree/ {" in files["site/nginx.conf"].decode()
+    assert ("location ~ ^/boot\\.d/\\~tree/+hosts/" in files["site/nginx.conf"].decode()) == (loaders == "address-mode")
+    assert [bad for rel, data in files.items() for bad in _forbidden_in(rel, data)] == []
+
+
+def test_the_scan_finds_what_it_looks_for() -> None:
+    assert _forbidden_in("hosts/x/boot.ipxe", "a=\x9b31m é\u202e".encode()) == [
+        "hosts/x/boot.ipxe: '\\x9b' at 2", "hosts/x/boot.ipxe: '\\u202e' at 8", "hosts/x/boot.ipxe: non-ASCII '\\x9b' at 2",
+        "hosts/x/boot.ipxe: non-ASCII 'é' at 7", "hosts/x/boot.ipxe: non-ASCII '\\u202e' at 8"]
+    assert _forbidden_in("site/nginx.conf", "alias /srv/böot/;\n\tx\u2028".encode()) == ["site/nginx.conf: '\\u2028' at 20"]
+
+
+# --- a value that gets past the inventory but not a template's quoting --------------------------
+# The inventory refuses every value above before any task runs; a template's filter is the second
+# line. Each render path turns its refusal into one line naming the key, and writes nothing.
+
+def _loaded(the_example_site: Site, monkeypatch: pytest.MonkeyPatch) -> inventory.Site:
+    monkeypatch.chdir(the_example_site.root)  # outputs are relative to the site, as under doit
+    return inventory.load(the_example_site.root, use_cache=False)
+
+
+ZONE = "http://[fe80::1%a;$(reboot)'${x},b{}]/boot"  # the audit's value, as if the schema let it through
+
+
+def test_every_render_path_names_the_key_of_a_value_its_template_refuses(the_example_site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.dhcpsnippets import render_snippets
+    from tasks.dnsmasq import render_dnsmasq
+    from tasks.nginx import bound_hosts, render_nginx
+    from tasks.render import render_host, render_site
+
+    site = _loaded(the_example_site, monkeypatch)
+    site.settings["pxe"]["http_base"] = ZONE
+    site.settings["dhcp"]["tftp_server"] = "192.0.2.5"
+    key = f"hosts/site.yaml: pxe.http_base: {ZONE!r} contains"
+    results = {
+        "nginx": render_nginx(site, bound_hosts(site)),
+        "render:site": render_site(site),
+        "render:hosts: notus": render_host(site, site.hosts["notus"]),
+        "dhcp-snippets:dhcpd": render_snippets(site, "dhcpd"),
+        "dhcp-snippets:kea": render_snippets(site, "kea"),
+        "dnsmasq": render_dnsmasq(site),
+    }
+    for where, result in results.items():
+        message = getattr(result, "message", repr(result))
+        assert message.startswith(f"cephboot: {where}: {key} "), message
+        assert "\n" not in message and "Traceback" not in message
+    assert not (the_example_site.build / "site").exists() or not any((the_example_site.build / "site").rglob("*"))
+    assert not (the_example_site.build / "hosts").exists() or not any((the_example_site.build / "hosts").rglob("*"))
+
+
+def test_dnsmasq_names_the_key_it_refuses_not_always_the_tftp_root(the_example_site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.dnsmasq import render_dnsmasq
+
+    site = _loaded(the_example_site, monkeypatch)
+    site.settings["pxe"]["uefi_loader"] = "snp,only.efi"
+    failed = render_dnsmasq(site)
+    assert failed.message == ("cephboot: dnsmasq: hosts/site.yaml: pxe.uefi_loader: 'snp,only.efi' contains ',', which is not "
+                              "allowed in dnsmasq text (in templates/dnsmasq/dnsmasq.conf.j2)"), failed.message
+    assert not (the_example_site.build / "site" / "dnsmasq.conf").exists()
+
+
+def test_a_host_value_a_template_refuses_is_blamed_on_its_file_and_nothing_of_the_host_is_written(the_example_site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """boreas's /boot path reaches fstab (no blanks), rendered after conf.d: refused, and conf.d is not
+    written either; its LUKS name reaches the kernel command line, made before any template."""
+    from tasks.render import render_host
+
+    site = _loaded(the_example_site, monkeypatch)
+    boreas = site.hosts["boreas"]
+    boreas.updated(boot_path="/hosts/bo reas")
+    failed = render_host(site, boreas)
+    assert failed.message == ("cephboot: render:hosts: boreas: hosts/nodes/boreas.yaml: boot_path: '/hosts/bo reas' contains ' ' (control/space), "
+                              "which is not allowed in fstab text (in templates/rootfs/etc/fstab.j2)"), failed.message
+    assert not (the_example_site.build / "hosts" / "boreas").exists()
+    boreas.updated(boot_path="/hosts/boreas", luks={**boreas.data["luks"], "name": "crypt(root)"})
+    failed = render_host(site, boreas)
+    assert failed.message == ("cephboot: render:hosts: boreas: hosts/nodes/boreas.yaml: luks.name: 'crypt(root)' contains '(', "
+                              "which is not allowed in cmdline text"), failed.message
+    assert not (the_example_site.build / "hosts" / "boreas").exists()
+
+
+def test_a_template_refusal_under_doit_is_one_line_and_the_hosts_files_are_not_written(the_example_site: Site, tmp_path: Path) -> None:
+    """Through a real `doit render`, with a template that is stricter than the inventory (a copy of the code):
+    exit non-zero, one `cephboot:` line naming notus's file and key, no traceback, nothing of notus written."""
+    project = copy_project(tmp_path / "code")
+    t = project / "templates/tree/hosts/HOST/boot.ipxe.j2"
+    t.write_text(t.read_text() + '{% if h.name == "notus" %}# {{ h.kernel_args[0] | dnsmasq }}\n{% endif %}')
+    site = Site(the_example_site.root, project)
+    run = site.doit("render", check=False)
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr + run.stdout
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if "kernel_args" in line]
+    assert lines == ["cephboot: render:hosts: notus: hosts/nodes/notus.yaml: kernel_args: 'console=ttyS0,115200n8' contains ',', "
+                     "which is not allowed in dnsmasq text (in templates/tree/hosts/HOST/boot.ipxe.j2)"], run.stdout + run.stderr
+    assert not (site.build / "hosts" / "notus").exists()
+    assert not any(p.read_text().endswith("hosts/notus/boot.ipxe\n") for p in (site.build / "site" / "ipxe").rglob("*.ipxe"))

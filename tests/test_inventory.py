@@ -8,7 +8,7 @@ import pytest
 from conftest import PROJECT, copy_site
 from tasks import inventory
 from tasks.inventory import InventoryError, merge
-from tasks.quoting import UnsafeValue, quote
+from tasks.quoting import LANGS, UnsafeValue, quote
 from tasks.schema import Invalid
 
 
@@ -44,7 +44,7 @@ def test_merge_does_not_modify_its_inputs() -> None:
 
 
 @pytest.mark.parametrize("value", ["a;b", "$(reboot)", "`id`", "a\nb", "it's", 'say "hi"', "back\\slash", "${x}"])
-@pytest.mark.parametrize("lang", ["sh", "ipxe", "ini", "fstab", "word"])
+@pytest.mark.parametrize("lang", LANGS)
 def test_hostile_values_are_refused_in_every_language(value: str, lang: str) -> None:
     with pytest.raises(UnsafeValue):
         quote(value, lang)
