@@ -258,6 +258,24 @@ def keyring_entity(text: str, client: str) -> tuple[str, str]:
         found = f"{len(sections)} other section(s) found" if not mine else f"{len(mine)} such sections found"
         raise Invalid(f"expected one [client.{client}] section, or [client.{client}.rN] after `doit rotate` ({found}; a keyring holds the host's own client)")
     entity = mine[0]
+    return entity[len("client."):], section_key(text, entity)
+
+
+def first_client(text: str) -> tuple[str, str]:
+    """(entity, base64 key) of the first ``[client.NAME]`` section of a keyring text (an admin
+    keyring: its identity; a ``[mon.]`` or other section before it is not one); raise Invalid otherwise.
+    Messages never quote the file."""
+    sections = keyring_sections(text)
+    clients = [s for s in sections if s.startswith("client.") and len(s) > len("client.")]
+    if not clients:
+        found = f"{len(sections)} other section(s) found" if sections else "no section found"
+        raise Invalid(f"holds no [client.NAME] section ({found})")
+    return clients[0], section_key(text, clients[0])
+
+
+def section_key(text: str, entity: str) -> str:
+    """The base64 cephx key of section ``[entity]`` of a keyring text; raise Invalid when it has no
+    'key = ...' line or that is no cephx secret (the value itself is never quoted)."""
     body = text.split(f"[{entity}]", 1)[1]
     body = _SECTION.split(body, 1)[0]
     m = _KEY_LINE.search(body)
@@ -267,11 +285,11 @@ def keyring_entity(text: str, client: str) -> tuple[str, str]:
     try:
         raw = base64.b64decode(key, validate=True)
     except binascii.Error:
-        raise Invalid("the key is not valid base64") from None
+        raise Invalid(f"the key of [{entity}] is not valid base64") from None
     # a cephx secret: u16 type, u32+u32 creation time, u16 length, then the AES key
     if len(raw) < 12 or int.from_bytes(raw[10:12], "little") != len(raw) - 12 or len(raw) - 12 not in (16, 32):
-        raise Invalid("the key is not a cephx secret (expected what `ceph-authtool --gen-print-key` prints)")
-    return entity[len("client."):], key
+        raise Invalid(f"the key of [{entity}] is not a cephx secret (expected what `ceph-authtool --gen-print-key` prints)")
+    return key
 
 
 def cephx_key(text: str, client: str) -> str:
