@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import open_regular, open_to_write, read_regular, write_if_changed
-from .checks import MAX_KEYRING, first_client
+from .checks import MAX_KEYRING, first_client, secret_owners, swappable
 from .inventory import Site
 from .failures import ClusterWide
 from .layout import PROVISION
@@ -56,10 +56,12 @@ ADMIN_EXPECTED = ("expected the admin's keyring, mode 0600, no link: a [client.N
 def admin_keyring(site: Site) -> tuple[Path, str]:
     """(path, entity) of the site's admin keyring: the one reader of ``ceph.admin_keyring``.
 
-    Checked as a host's keyring is: a regular file (a link in its place is not followed, a FIFO
-    does not block), owner-only, holding a ``[client.NAME]`` section (the first one is the
-    identity; a ``[mon.]`` before it is not) with a cephx key.  Otherwise ClusterWide with one
-    line naming hosts/site.yaml and the key, never quoting the file: no host would get further."""
+    Checked as a host's keyring is (tasks/checks.py): its folders (from hosts/ down, or the one
+    that holds an absolute path) no other user owns or may write; a regular file (a link in its
+    place is not followed, a FIFO does not block), this user's or root's, owner-only, holding a
+    ``[client.NAME]`` section (the first one is the identity; a ``[mon.]`` before it is not) with
+    a cephx key.  Otherwise ClusterWide with one line naming hosts/site.yaml and the key, never
+    quoting the file: no host would get further."""
     rel = site.settings["ceph"]["admin_keyring"]
     if not rel:
         raise ClusterWide(f"{ADMIN_KEYRING}: missing; provisioning needs ceph.admin_keyring in hosts/site.yaml ({ADMIN_EXPECTED})")
@@ -68,11 +70,24 @@ def admin_keyring(site: Site) -> tuple[Path, str]:
     def refuse(why: str) -> ClusterWide:
         return ClusterWide(f"{ADMIN_KEYRING}: {site.display(rel)}: {why}; {ADMIN_EXPECTED}")
 
+    parts = rel.split("/")
+    folders = [os.path.dirname(path)] if rel.startswith("/") else [f"{site.root}/hosts/{'/'.join(parts[:i])}".rstrip("/") for i in range(len(parts))]
+    for folder in folders:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue  # the open below says what is missing
+        risk = swappable(st.st_mode, st.st_uid)
+        if risk:
+            raise refuse(f"its folder {folder} is {risk}: another user could swap the admin's key (chmod go-w, chown)")
     try:
         with open_regular(path) as f:  # never through a link, never blocking on a FIFO
             st = os.fstat(f.fileno())
             if st.st_mode & 0o077:
                 raise refuse(f"mode {stat.S_IMODE(st.st_mode):04o} lets group/others read the admin's key (chmod 600 {path})")
+            if st.st_uid not in secret_owners():
+                raise refuse(f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root: its owner could read "
+                             f"and choose the admin's key (chown {os.geteuid()} {path})")
             raw = f.read(MAX_KEYRING + 1)
     except FileNotFoundError:
         raise refuse("file not found") from None

@@ -319,9 +319,9 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
                 found = folders[folder] = (0, -1)
         mode, uid = found
         linked = linked or stat.S_ISLNK(mode)
-        if stat.S_ISDIR(mode) and (mode & 0o022 or uid not in _owners()):
-            # whoever may write the folder (or owns it, and so may chmod it) may put another key in place
-            problems.append(Problem(file, where, f"{rel!r}: its folder {folder} is {_whose(mode, uid)}: another user could swap the secret; "
+        risk = swappable(mode, uid)
+        if risk:
+            problems.append(Problem(file, where, f"{rel!r}: its folder {folder} is {risk}: another user could swap the secret; "
                                                  f"expected a folder of this user's that only it writes (chmod go-w, chown)"))
             return None
     try:
@@ -344,7 +344,7 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
     if st.st_mode & 0o077:
         problems.append(Problem(file, where, f"{rel!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read a secret; expected 0600 (chmod 600 {p})"))
         return None
-    if st.st_uid not in _owners():
+    if st.st_uid not in secret_owners():
         # its owner chooses the key that provision installs and render publishes
         problems.append(Problem(file, where, f"{rel!r}: owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root: "
                                              f"its owner could choose the key; expected a file of this user's (chown {os.geteuid()} {p})"))
@@ -352,9 +352,17 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
     return p, st
 
 
-def _owners() -> tuple[int, int]:
+def secret_owners() -> tuple[int, int]:
     """Who may own a secret and the folders above it: the user cephboot runs as, and root."""
     return (os.geteuid(), 0)
+
+
+def swappable(mode: int, uid: int) -> str:
+    """Why another user could put another key in a folder of ``mode`` owned by ``uid`` ("" if none could):
+    whoever may write the folder, or owns it (and so may chmod it), may replace what is in it."""
+    if stat.S_ISDIR(mode) and (mode & 0o022 or uid not in secret_owners()):
+        return _whose(mode, uid)
+    return ""
 
 
 def _whose(mode: int, uid: int) -> str:

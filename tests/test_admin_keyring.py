@@ -66,6 +66,8 @@ CASES = {
     "too-big": (_text(b"#" * 70000), "more than 65536 bytes, too big for a keyring"),
     "group-readable": (_text(f"[client.admin]\n\tkey = {KEY}\n".encode(), 0o640),
                        "mode 0640 lets group/others read the admin's key (chmod 600 {path})"),
+    "another-users": (lambda p: (_text(f"[client.admin]\n\tkey = {KEY}\n".encode())(p), os.chown(p, 4321, 4321)),
+                      "owned by uid 4321, not by this user (uid {uid}) or root: its owner could read and choose the admin's key (chown {uid} {path})"),
     "link": (_link, "a symbolic link where a file belongs (not followed)"),
     "fifo": (lambda p: os.mkfifo(p, 0o600), "a special file where a file belongs (not opened)"),
     "folder": (lambda p: p.mkdir(mode=0o700), "a folder where a file belongs"),
@@ -83,7 +85,8 @@ def test_a_bad_admin_keyring_stops_verify_in_one_line_before_any_host_is_asked(a
     out = run.stdout + run.stderr
     assert run.returncode != 0
     said = [line for line in out.splitlines() if line.startswith("cephboot:")]
-    assert said == [f"cephboot: verify: hosts/site.yaml: ceph.admin_keyring: hosts/keys/admin.keyring: {why.format(path=path)}; {EXPECTED}"], out
+    why = why.format(path=path, uid=os.geteuid())
+    assert said == [f"cephboot: verify: hosts/site.yaml: ceph.admin_keyring: hosts/keys/admin.keyring: {why}; {EXPECTED}"], out
     assert "Traceback" not in out and "PythonAction Error" not in out, out
     for secret in (KEY, NOT_A_KEY, "garbage\n", "caps mon"):
         assert secret not in out
@@ -111,6 +114,22 @@ def test_the_first_client_section_is_the_admins_identity_and_an_absolute_path_is
     _text(f"[mon.]\n\tkey = {cephx_secret()}\n[client.boss]\n\tkey = {KEY}\n\tcaps mon = \"allow *\"\n[client.admin]\n\tkey = {cephx_secret()}\n".encode())(keyring)
     site.edit("site.yaml", "  boot_tree: /tree ", f"  admin_keyring: {keyring}\n  boot_tree: /tree ")
     assert cephcli.admin_keyring(inventory.load(site.root, use_cache=False)) == (keyring, "client.boss")
+
+
+def test_an_admin_keyring_in_a_folder_others_may_write_is_refused(tmp_path: Path) -> None:
+    """As a host's keyring: whoever may write its folder could put another key in its place."""
+    site = copy_site(PROJECT, tmp_path / "site")
+    folder = site.hosts / "admin"
+    folder.mkdir()
+    _text(f"[client.admin]\n\tkey = {KEY}\n".encode())(folder / "admin.keyring")
+    folder.chmod(0o775)
+    site.edit("site.yaml", "  boot_tree: /tree ", "  admin_keyring: admin/admin.keyring\n  boot_tree: /tree ")
+    with pytest.raises(ClusterWide) as e:
+        cephcli.admin_keyring(inventory.load(site.root, use_cache=False))
+    assert str(e.value) == (f"hosts/site.yaml: ceph.admin_keyring: hosts/admin/admin.keyring: its folder {folder} is writable by group (mode 0775): "
+                            f"another user could swap the admin's key (chmod go-w, chown); {EXPECTED}")
+    folder.chmod(0o755)
+    assert cephcli.admin_keyring(inventory.load(site.root, use_cache=False)) == (folder / "admin.keyring", "client.admin")
 
 
 def test_a_missing_admin_keyring_setting_says_what_to_set(tmp_path: Path) -> None:
