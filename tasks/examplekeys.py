@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import kind
-from .inventory import Host, Problem, merged_hosts
+from .inventory import Host, InventoryError, Problem, merged_hosts
+from .model import MAX_SAID
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -153,8 +154,11 @@ def main(argv: list[str]) -> int:
     created, problems = make(Path(argv[0] if argv else "."))
     for p in created:
         print(f"created {p}")
-    for problem in problems:
+    said = InventoryError(problems).problems  # each once (a bad default is every host's), as the inventory says them
+    for problem in said[:MAX_SAID]:
         sys.stderr.write(f"cephboot: {problem}\n")
+    if len(said) > MAX_SAID:
+        sys.stderr.write(f"cephboot: ... and {len(said) - MAX_SAID} more problems\n")
     return 2 if problems else 0
 
 

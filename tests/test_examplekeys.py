@@ -125,5 +125,5 @@ def test_an_unreadable_site_yaml_is_said_in_one_line_and_nothing_is_made(a_keyle
     (site.hosts / "site.yaml").write_text("ceph: [\n")
     run = _examplekeys(site.root)
     assert (run.returncode, run.stdout) == (2, "")
-    assert run.stderr == "cephboot: hosts/site.yaml: not valid YAML (line 2, column 1): did not find expected node content\n"
+    assert run.stderr == "cephboot: hosts/site.yaml: not valid YAML (line 2, column 1): did not find expected node content (while parsing a flow node at line 2)\n"
     assert not (site.hosts / "keys").exists()
