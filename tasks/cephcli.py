@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .fileio import open_to_write, read_regular, write_if_changed
-from .checks import keyring_sections
+from .fileio import open_regular, open_to_write, read_regular, write_if_changed
+from .checks import MAX_KEYRING, first_client, secret_owners, swappable
 from .inventory import Site
 from .failures import ClusterWide
 from .layout import PROVISION
 from .model import kind
 from .quoting import UnsafeValue, quote
+from .schema import Invalid
 
 CONNECT_TIMEOUT = 30  # seconds a ceph command waits for the monitors
 COMMAND_TIMEOUT = 600  # a whole command, e.g. an `rbd import` of a large root image
@@ -47,22 +48,68 @@ class CephError(RuntimeError):
         return self.returncode == 2 or "No such file or directory" in self.stderr or "ENOENT" in self.stderr
 
 
-def admin_entity(keyring_text: str) -> str:
-    """The first entity (e.g. ``client.admin``) a keyring holds."""
-    sections = keyring_sections(keyring_text)
-    if not sections:
-        raise ValueError("the admin keyring holds no [client.NAME] section")
-    return sections[0]
+ADMIN_KEYRING = "hosts/site.yaml: ceph.admin_keyring"
+ADMIN_EXPECTED = ("expected the admin's keyring, mode 0600, no link: a [client.NAME] section with its key, "
+                  "e.g. a copy of /etc/ceph/ceph.client.admin.keyring from a monitor")
+
+
+def admin_keyring(site: Site) -> tuple[Path, str]:
+    """(path, entity) of the site's admin keyring: the one reader of ``ceph.admin_keyring``.
+
+    Checked as a host's keyring is (tasks/checks.py): its folders (from hosts/ down, or the one
+    that holds an absolute path) no other user owns or may write; a regular file (a link in its
+    place is not followed, a FIFO does not block), this user's or root's, owner-only, holding a
+    ``[client.NAME]`` section (the first one is the identity; a ``[mon.]`` before it is not) with
+    a cephx key.  Otherwise ClusterWide with one line naming hosts/site.yaml and the key, never
+    quoting the file: no host would get further."""
+    rel = site.settings["ceph"]["admin_keyring"]
+    if not rel:
+        raise ClusterWide(f"{ADMIN_KEYRING}: missing; provisioning needs ceph.admin_keyring in hosts/site.yaml ({ADMIN_EXPECTED})")
+    path = site.path_str(rel)
+
+    def refuse(why: str) -> ClusterWide:
+        return ClusterWide(f"{ADMIN_KEYRING}: {site.display(rel)}: {why}; {ADMIN_EXPECTED}")
+
+    parts = rel.split("/")
+    folders = [os.path.dirname(path)] if rel.startswith("/") else [f"{site.root}/hosts/{'/'.join(parts[:i])}".rstrip("/") for i in range(len(parts))]
+    for folder in folders:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue  # the open below says what is missing
+        risk = swappable(st.st_mode, st.st_uid)
+        if risk:
+            raise refuse(f"its folder {folder} is {risk}: another user could swap the admin's key (chmod go-w, chown)")
+    try:
+        with open_regular(path) as f:  # never through a link, never blocking on a FIFO
+            st = os.fstat(f.fileno())
+            if st.st_mode & 0o077:
+                raise refuse(f"mode {stat.S_IMODE(st.st_mode):04o} lets group/others read the admin's key (chmod 600 {path})")
+            if st.st_uid not in secret_owners():
+                raise refuse(f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root: its owner could read "
+                             f"and choose the admin's key (chown {os.geteuid()} {path})")
+            raw = f.read(MAX_KEYRING + 1)
+    except FileNotFoundError:
+        raise refuse("file not found") from None
+    except OSError as e:
+        raise refuse(e.strerror or str(e)) from None
+    if len(raw) > MAX_KEYRING:
+        raise refuse(f"more than {MAX_KEYRING} bytes, too big for a keyring")
+    try:
+        entity, _ = first_client(raw.decode(errors="replace"))
+    except Invalid as e:
+        raise refuse(str(e)) from None
+    return Path(path).resolve(), entity  # the file itself is no link: resolved, the folders on the way
 
 
 def connect(site: Site) -> Admin:
     """The site's cluster as its admin, once it answered as the cluster the inventory names.
 
     Raises ClusterWide when it cannot (monitors unreachable, the admin's key refused, another
-    cluster answering, no admin keyring): a per-host command stops there, since no other host
-    would get further (tasks/selection.py run_hosts)."""
+    cluster answering, no usable admin keyring): a per-host command stops there, since no other
+    host would get further (tasks/selection.py run_hosts)."""
     try:
-        admin = Admin(site)
+        admin = Admin(site)  # ClusterWide itself when the admin keyring is not usable
         admin.check_fsid()
     except CephError as e:
         raise ClusterWide(f"the cluster did not answer its admin ({', '.join(site.settings['ceph']['mon_host'])}): {e}") from None
@@ -91,17 +138,12 @@ def private_run_dir(path: Path) -> None:
 
 
 class Admin:
-    """The cluster as the admin sees it: ``ceph``/``rbd`` calls with a conf generated from the site."""
+    """The cluster as the admin sees it: ``ceph``/``rbd`` calls with a conf generated from the site.
+    Made only from a usable admin keyring (admin_keyring(): ClusterWide otherwise), before any Ceph I/O."""
 
     def __init__(self, site: Site):
         ceph = site.settings["ceph"]
-        if not ceph["admin_keyring"]:
-            raise SystemExit("cephboot: provisioning needs ceph.admin_keyring in hosts/site.yaml (a keyring with the admin's key, mode 0600)")
-        self.keyring = Path(site.path_str(ceph["admin_keyring"])).resolve()
-        try:
-            self.entity = admin_entity(self.keyring.read_text())
-        except OSError as e:
-            raise SystemExit(f"cephboot: ceph.admin_keyring {site.display(ceph['admin_keyring'])}: {e.strerror}") from None
+        self.keyring, self.entity = admin_keyring(site)
         self.fsid = ceph["fsid"]
         self.fs_name = ceph["fs_name"]
         self.dir = (site.root / PROVISION).resolve()

@@ -258,6 +258,24 @@ def keyring_entity(text: str, client: str) -> tuple[str, str]:
         found = f"{len(sections)} other section(s) found" if not mine else f"{len(mine)} such sections found"
         raise Invalid(f"expected one [client.{client}] section, or [client.{client}.rN] after `doit rotate` ({found}; a keyring holds the host's own client)")
     entity = mine[0]
+    return entity[len("client."):], section_key(text, entity)
+
+
+def first_client(text: str) -> tuple[str, str]:
+    """(entity, base64 key) of the first ``[client.NAME]`` section of a keyring text (an admin
+    keyring: its identity; a ``[mon.]`` or other section before it is not one); raise Invalid otherwise.
+    Messages never quote the file."""
+    sections = keyring_sections(text)
+    clients = [s for s in sections if s.startswith("client.") and len(s) > len("client.")]
+    if not clients:
+        found = f"{len(sections)} other section(s) found" if sections else "no section found"
+        raise Invalid(f"holds no [client.NAME] section ({found})")
+    return clients[0], section_key(text, clients[0])
+
+
+def section_key(text: str, entity: str) -> str:
+    """The base64 cephx key of section ``[entity]`` of a keyring text; raise Invalid when it has no
+    'key = ...' line or that is no cephx secret (the value itself is never quoted)."""
     body = text.split(f"[{entity}]", 1)[1]
     body = _SECTION.split(body, 1)[0]
     m = _KEY_LINE.search(body)
@@ -267,11 +285,11 @@ def keyring_entity(text: str, client: str) -> tuple[str, str]:
     try:
         raw = base64.b64decode(key, validate=True)
     except binascii.Error:
-        raise Invalid("the key is not valid base64") from None
+        raise Invalid(f"the key of [{entity}] is not valid base64") from None
     # a cephx secret: u16 type, u32+u32 creation time, u16 length, then the AES key
     if len(raw) < 12 or int.from_bytes(raw[10:12], "little") != len(raw) - 12 or len(raw) - 12 not in (16, 32):
-        raise Invalid("the key is not a cephx secret (expected what `ceph-authtool --gen-print-key` prints)")
-    return entity[len("client."):], key
+        raise Invalid(f"the key of [{entity}] is not a cephx secret (expected what `ceph-authtool --gen-print-key` prints)")
+    return key
 
 
 def cephx_key(text: str, client: str) -> str:
@@ -301,9 +319,9 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
                 found = folders[folder] = (0, -1)
         mode, uid = found
         linked = linked or stat.S_ISLNK(mode)
-        if stat.S_ISDIR(mode) and (mode & 0o022 or uid not in _owners()):
-            # whoever may write the folder (or owns it, and so may chmod it) may put another key in place
-            problems.append(Problem(file, where, f"{rel!r}: its folder {folder} is {_whose(mode, uid)}: another user could swap the secret; "
+        risk = swappable(mode, uid)
+        if risk:
+            problems.append(Problem(file, where, f"{rel!r}: its folder {folder} is {risk}: another user could swap the secret; "
                                                  f"expected a folder of this user's that only it writes (chmod go-w, chown)"))
             return None
     try:
@@ -326,7 +344,7 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
     if st.st_mode & 0o077:
         problems.append(Problem(file, where, f"{rel!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read a secret; expected 0600 (chmod 600 {p})"))
         return None
-    if st.st_uid not in _owners():
+    if st.st_uid not in secret_owners():
         # its owner chooses the key that provision installs and render publishes
         problems.append(Problem(file, where, f"{rel!r}: owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root: "
                                              f"its owner could choose the key; expected a file of this user's (chown {os.geteuid()} {p})"))
@@ -334,9 +352,17 @@ def _check_secret_file(site: Site, host: Host, where: str, rel: str, problems: l
     return p, st
 
 
-def _owners() -> tuple[int, int]:
+def secret_owners() -> tuple[int, int]:
     """Who may own a secret and the folders above it: the user cephboot runs as, and root."""
     return (os.geteuid(), 0)
+
+
+def swappable(mode: int, uid: int) -> str:
+    """Why another user could put another key in a folder of ``mode`` owned by ``uid`` ("" if none could):
+    whoever may write the folder, or owns it (and so may chmod it), may replace what is in it."""
+    if stat.S_ISDIR(mode) and (mode & 0o022 or uid not in secret_owners()):
+        return _whose(mode, uid)
+    return ""
 
 
 def _whose(mode: int, uid: int) -> str:

@@ -32,7 +32,7 @@ from .layout import GOLDEN
 from .inventory import Host, InventoryError, Problem, Site
 from .model import HostView, golden_namespace, golden_version, image_view, stateless
 from .schema import IMAGE, Invalid, host_name
-from .failures import guarded, stop
+from .failures import ClusterWide, guarded, stop
 
 LAYOUT = "1"  # bump when a golden image's layout changes: every golden image is then a new version
 INPUTS_KEY = "cephboot.golden.inputs"  # image metadata of a version: what it was built from, input by input
@@ -487,11 +487,12 @@ def build_action(site: Site, name: str) -> Any:
 
     try:
         image = load_images(site)[name]
-        admin = Admin(site)
-        admin.check_fsid()
+        admin = cephcli.connect(site)
         build_image(admin, site, image, say)
     except InventoryError as e:
         return TaskFailed(f"cephboot: {e}")
+    except ClusterWide as e:  # no usable admin keyring, the monitors silent, another cluster
+        return TaskFailed(f"cephboot: image:{name}: {e}")
     except (Refused, CephError, rootfs.RootfsError) as e:
         return TaskFailed(f"image:{name}: {e}")
     return None

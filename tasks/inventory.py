@@ -834,6 +834,19 @@ def _expand_profiles(names: Any, origin: str, profiles: dict[str, tuple[str, Pat
 
 def _resolve_host(root: Path, stem: str, rel: str, data: dict[str, Any], defaults: dict[str, Any], site_rel: str, profiles: dict[str, tuple[str, Path]], profile_data: dict[str, dict[str, Any]], settings: dict[str, Any], problems: list[Problem]) -> Host | None:
     before = len(problems)
+    host = _merged_host(stem, rel, data, defaults, site_rel, profiles, profile_data, settings, problems)
+    if host is None:
+        return None
+    check_nics(host, settings, problems)
+    check_root(host, problems)
+    check_host_paths(root, host, settings, problems)
+    return None if len(problems) > before else host
+
+
+def _merged_host(stem: str, rel: str, data: dict[str, Any], defaults: dict[str, Any], site_rel: str, profiles: dict[str, tuple[str, Path]], profile_data: dict[str, dict[str, Any]], settings: dict[str, Any], problems: list[Problem]) -> Host | None:
+    """Host ``stem``: site defaults < its profiles < its file, merged, validated and its placeholders
+    filled in; None (its problems recorded) when that fails."""
+    before = len(problems)
     order = _expand_profiles(data.get("profiles"), rel, profiles, profile_data, problems)
     if len(problems) > before:
         return None
@@ -859,12 +872,38 @@ def _resolve_host(root: Path, stem: str, rel: str, data: dict[str, Any], default
             except (KeyError, IndexError, ValueError, AttributeError):
                 problems.append(Problem(origins.get(f"{section}.{key}" if section else key, rel), f"{section}.{key}" if section else key,
                                         f"{shown(target[key])}: expected only the placeholders {{name}} and {{boot_tree}}"))
+    if len(problems) > before:
+        return None
     host = Host(stem, rel, list(dict.fromkeys(o for o, _ in layers)), resolved)
     host.origins = {k: origins[k] for k in _BLAMED if origins.get(k, rel) != rel}
-    check_nics(host, settings, problems)
-    check_root(host, problems)
-    check_host_paths(root, host, settings, problems)
-    return None if len(problems) > before else host
+    return host
+
+
+def merged_hosts(root: Path | str = ".") -> tuple[dict[str, Host], list[Problem]]:
+    """Every host of ``root/hosts`` (nodes/*.yaml and *.yml) with its values merged and validated as
+    load() has them, without the checks that read its secrets or weigh it against other hosts or
+    the build machine (tasks/examplekeys makes the secrets those checks want); and the problems
+    that kept a host (for site.yaml's: every host) from resolving."""
+    root = Path(root).resolve()
+    problems: list[Problem] = []
+    site_rel = f"hosts/{SITE_FILE}"
+    try:
+        settings, defaults = _read_site(root, problems)
+    except InventoryError as e:
+        return {}, e.problems
+    if problems:
+        return {}, problems
+    profiles, profile_data = _read_profiles(root / "hosts", problems)
+    hosts: dict[str, Host] = {}
+    for stem, (p, rel) in _yaml_entries(root / "hosts", NODES_DIR, schema.host_name, "host", problems).items():
+        before = len(problems)
+        data = _read_yaml(p, rel, problems)
+        if len(problems) > before:
+            continue
+        host = _merged_host(stem, rel, data, defaults, site_rel, profiles, profile_data, settings, problems)
+        if host is not None:
+            hosts[stem] = host
+    return hosts, problems
 
 
 # --- kernels --------------------------------------------------------------------

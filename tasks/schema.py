@@ -582,7 +582,7 @@ SITE = Section(
                 "mon_host": Field(list_of(mon_address, 1, unique=True), "Monitor addresses.", required=True),
                 "fs_name": Field(rados_name, "CephFS file system that holds the boot tree.", default="boot"),
                 "boot_tree": Field(tree_path, "CephFS folder of the published boot tree (publisher-owned; the web server serves it; no host writes it).", default="/tree"),
-                "admin_keyring": Field(path, "Admin keyring for provisioning, relative to hosts/.", default=None),
+                "admin_keyring": Field(path, "Admin keyring for provisioning: relative to hosts/, or absolute (like /etc/ceph/ceph.client.admin.keyring); a regular file of this user's or root's, mode 0600, not a link, in folders no other user may write; its first [client.NAME] section is the identity provisioning uses. Read only by the commands that talk to the cluster (provision, verify, image, move-root, rollback-root, rotate, retire); never published.", default=None),
             },
             "The Ceph cluster.",
         ),

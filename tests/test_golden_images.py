@@ -208,6 +208,6 @@ def test_a_profile_names_its_hosts_for_move_root_as_for_every_per_host_command(t
     lines = run.stdout.splitlines()
     # once, its line (a command doit takes back) above what it found: the cluster step, here without an admin keyring
     assert [line for line in lines if line.startswith("  - move-root")] == ["  - move-root --only zephyr"], run.stdout
-    assert run.returncode == 1 and "cephboot: move-root: provisioning needs ceph.admin_keyring in hosts/site.yaml" in run.stdout, run.stdout
+    assert run.returncode == 1 and "cephboot: move-root: hosts/site.yaml: ceph.admin_keyring: missing; provisioning needs ceph.admin_keyring in hosts/site.yaml" in run.stdout, run.stdout
     verify = the_example_site.doit("verify", "--only", "@secure", check=False)
     assert [line for line in verify.stdout.splitlines() if line.startswith("  - verify")] == ["  - verify --only boreas"], verify.stdout
