@@ -12,6 +12,7 @@ from tasks import listing
 
 # The example site has no admin keyring: a command that reaches its per-host step says this
 CLUSTER_STEP = "provisioning needs ceph.admin_keyring in hosts/site.yaml"
+NO_ADMIN = f"hosts/site.yaml: ceph.admin_keyring: missing; {CLUSTER_STEP}"  # the example site has no admin keyring (tasks/cephcli.py)
 SNAP = "0123456789abcdef"
 
 
@@ -68,7 +69,7 @@ def test_every_host_spelled_out_reaches_each_hosts_step(the_example_site: Site) 
     """`--only '*'`: every host, in the inventory's order; here the cluster step (no admin keyring) stops it."""
     run = the_example_site.doit("rotate", "--only", "*", check=False)
     assert run.returncode == 1 and "  - rotate --only boreas" in run.stdout.splitlines(), run.stdout + run.stderr
-    assert f"cephboot: rotate: {CLUSTER_STEP} (a keyring with the admin's key, mode 0600); stopped before notus, zephyr" in run.stdout, run.stdout
+    assert f"cephboot: rotate: {NO_ADMIN} (" in run.stdout and run.stdout.rstrip().endswith("; stopped before notus, zephyr"), run.stdout
 
 
 def test_every_host_of_move_root_is_each_host_with_a_root_image(the_example_site: Site, tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ def test_every_host_of_move_root_is_each_host_with_a_root_image(the_example_site
         said = out[out.index(f"  - {task} --only notus") + 1]
         assert said == (f"    stateless, root is golden-desktop/desktop-{SNAP} read-only, {verb} "
                         "(hosts/nodes/notus.yaml)" + (" and run `doit`" if task == "move-root" else " back to the version it booted and run `doit`")), said
-        assert run.returncode == 1 and f"cephboot: {task}: {CLUSTER_STEP}" in run.stdout, run.stdout + run.stderr
+        assert run.returncode == 1 and f"cephboot: {task}: {NO_ADMIN}" in run.stdout, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("task", ["move-root", "rollback-root"])
@@ -135,4 +136,4 @@ def test_an_image_name_that_is_no_image_is_one_line_listing_the_images(the_examp
         assert run.stderr == "cephboot: image:dekstop: no golden image 'dekstop' in hosts/images/ (no dekstop.yaml); the images are: base, desktop\n"
         _untouched(the_example_site, run)
     built = the_example_site.doit("image:desktop", check=False)  # an image that is there reaches the cluster step
-    assert built.returncode == 1 and ".  image:desktop" in built.stdout.splitlines() and CLUSTER_STEP in built.stderr, built.stdout + built.stderr
+    assert built.returncode == 1 and ".  image:desktop" in built.stdout.splitlines() and CLUSTER_STEP in built.stdout + built.stderr, built.stdout + built.stderr
